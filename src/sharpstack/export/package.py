@@ -1,0 +1,272 @@
+"""Build, test and write a bioimage.io (spec 0.5) model package from a deploy module.
+
+The package follows the safe subset of DESIGN.md for every consumer: one input, one output,
+axes ``batch, channel, [z,] y, x``; parameterised input sizes (``min`` a multiple of ``step``);
+outputs as ``SizeReference`` (offset 0) with a halo covering the receptive field; TorchScript,
+ONNX (opset 17, IR 8) and ``pytorch_state_dict`` weights; ``scale_range`` with both percentiles
+written; test output produced by bioimageio.core's own pipeline from the test input; a sample
+TIFF identical to the test input; ``documentation`` and ``covers`` rewritten as plain strings
+(deepImageJ and QuPath cannot read the ``{source, sha256}`` form); no ``config`` section.
+
+Nothing is written at the destination unless ``bioimageio.core.test_model`` passes for every
+weight format (offline); the zip (or folder) is written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from ..errors import OutputExistsError, PackageError
+from ..normalize import PercentileNormalizer
+from .weights import ONNX_OPSET, export_onnx, export_state_dict, export_torchscript
+
+__all__ = ["AxisSpec", "PackageSpec", "build_package", "test_package", "WEIGHT_FORMATS"]
+
+WEIGHT_FORMATS = ("pytorch_state_dict", "torchscript", "onnx")
+
+
+@dataclass
+class AxisSpec:
+    """One space axis of the model: input size ``min + n*step``, scales and output halo."""
+
+    id: str
+    min: int
+    step: int
+    halo: int
+    in_scale: float = 1.0
+    out_scale: float = 1.0
+    unit: str | None = None
+
+
+@dataclass
+class PackageSpec:
+    """Everything the exporter needs to know about one deployable model."""
+
+    name: str
+    description: str
+    module: torch.nn.Module
+    arch_source: Path
+    arch_callable: str
+    arch_kwargs: dict[str, Any]
+    axes: list[AxisSpec]
+    test_input: np.ndarray
+    """Raw (unnormalised) test input with the space axes only, e.g. (Z, Y, X)."""
+    normalizer: PercentileNormalizer
+    documentation: str
+    """Markdown text of the model card."""
+    covers: list[Path]
+    authors: list[dict[str, str]]
+    cite: list[dict[str, str]]
+    license: str = "MIT"
+    tags: list[str] = field(default_factory=list)
+    input_description: str = ""
+    output_description: str = ""
+    training_data: str | None = None
+    version: str = "0.1.0"
+    attachments: list[Path] = field(default_factory=list)
+
+
+def _space_axes_ids(spec: PackageSpec) -> list[str]:
+    return [a.id for a in spec.axes]
+
+
+def _descr(spec: PackageSpec, files: Mapping[str, Path], test_output: Path):
+    from bioimageio.spec.model import v0_5 as m
+
+    in_id, out_id = m.TensorId("input"), m.TensorId("output")
+    in_axes: list[Any] = [m.BatchAxis(), m.ChannelAxis(channel_names=[m.Identifier("raw")])]
+    out_axes: list[Any] = [m.BatchAxis(),
+                           m.ChannelAxis(channel_names=[m.Identifier("restored")])]
+    for a in spec.axes:
+        in_axes.append(m.SpaceInputAxis(
+            id=m.AxisId(a.id), size=m.ParameterizedSize(min=a.min, step=a.step),
+            scale=a.in_scale, unit=a.unit))
+        ref = m.SizeReference(tensor_id=in_id, axis_id=m.AxisId(a.id), offset=0)
+        if a.halo > 0:
+            out_axes.append(m.SpaceOutputAxisWithHalo(
+                id=m.AxisId(a.id), size=ref, halo=a.halo, scale=a.out_scale, unit=a.unit))
+        else:
+            out_axes.append(m.SpaceOutputAxis(id=m.AxisId(a.id), size=ref,
+                                              scale=a.out_scale, unit=a.unit))
+    space = tuple(_space_axes_ids(spec))
+    inp = m.InputTensorDescr(
+        id=in_id, axes=in_axes, description=spec.input_description,
+        test_tensor=m.FileDescr(source=files["test_input"]),
+        sample_tensor=m.FileDescr(source=files["sample_input"]),
+        data=m.IntervalOrRatioDataDescr(type="float32"),
+        preprocessing=[spec.normalizer.to_bioimageio(space)])
+    out = m.OutputTensorDescr(
+        id=out_id, axes=out_axes, description=spec.output_description,
+        test_tensor=m.FileDescr(source=test_output),
+        data=m.IntervalOrRatioDataDescr(type="float32"))
+    pt_version = m.Version(torch.__version__.split("+")[0])
+    weights = m.WeightsDescr(
+        pytorch_state_dict=m.PytorchStateDictWeightsDescr(
+            source=files["state_dict"], pytorch_version=pt_version,
+            architecture=m.ArchitectureFromFileDescr(
+                source=files["arch"], callable=m.Identifier(spec.arch_callable),
+                kwargs=spec.arch_kwargs)),
+        torchscript=m.TorchscriptWeightsDescr(
+            source=files["torchscript"], pytorch_version=pt_version,
+            parent="pytorch_state_dict"),
+        onnx=m.OnnxWeightsDescr(source=files["onnx"], opset_version=ONNX_OPSET,
+                                parent="pytorch_state_dict"),
+    )
+    return m.ModelDescr(
+        name=spec.name, description=spec.description,
+        authors=[m.Author(**a) for a in spec.authors],
+        cite=[m.CiteEntry(**c) for c in spec.cite],
+        license=spec.license, tags=spec.tags, version=spec.version,
+        documentation=files["documentation"], covers=[files[f"cover{i}"] for i in
+                                                      range(len(spec.covers))],
+        inputs=[inp], outputs=[out], weights=weights,
+        attachments=[m.FileDescr(source=files[f"attachment{i}"])
+                     for i in range(len(spec.attachments))],
+        training_data=None,
+    )
+
+
+def _write_files(spec: PackageSpec, work: Path) -> dict[str, Path]:
+    from ..io import as_dataarray, write_tiff
+
+    files: dict[str, Path] = {}
+    module = spec.module.eval()
+    x = spec.test_input.astype(np.float32)
+    lo, hi = spec.normalizer.stats(x)
+    example = torch.from_numpy(spec.normalizer.before(x, lo, hi)[None, None])
+    files["torchscript"] = export_torchscript(module, example, work / "weights_torchscript.pt")
+    files["onnx"] = export_onnx(module, example, work / "weights.onnx",
+                                space_axes=len(spec.axes))
+    files["state_dict"] = export_state_dict(module, work / "weights_state_dict.pt")
+    files["arch"] = work / spec.arch_source.name
+    shutil.copyfile(spec.arch_source, files["arch"])
+    files["test_input"] = work / "test_input.npy"
+    np.save(files["test_input"], x[None, None])
+    files["sample_input"] = work / "sample_input.tif"
+    write_tiff(files["sample_input"],
+               as_dataarray(x[None, None], "BC" + "".join(_space_axes_ids(spec)).upper()))
+    files["documentation"] = work / "README.md"
+    files["documentation"].write_text(spec.documentation, encoding="utf-8")
+    for i, c in enumerate(spec.covers):
+        files[f"cover{i}"] = work / f"cover{i}{Path(c).suffix}"
+        shutil.copyfile(c, files[f"cover{i}"])
+    for i, a in enumerate(spec.attachments):
+        files[f"attachment{i}"] = work / Path(a).name
+        shutil.copyfile(a, files[f"attachment{i}"])
+    return files
+
+
+def _pipeline_output(descr, test_input: np.ndarray) -> np.ndarray:
+    """The test output as bioimageio.core's own pipeline computes it (pre, network, post)."""
+    from bioimageio.core import predict
+
+    sample = predict(model=descr, inputs=test_input)
+    (t,) = sample.members.values()
+    return np.asarray(t.data, dtype=np.float32)
+
+
+def _plain_strings(rdf: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite ``documentation`` and ``covers`` as plain strings (deepImageJ/QuPath read them
+    as strings; bioimageio.spec writes ``{source, sha256}`` mappings)."""
+    def plain(v):
+        return v["source"] if isinstance(v, dict) and "source" in v else v
+
+    rdf = dict(rdf)
+    if "documentation" in rdf:
+        rdf["documentation"] = plain(rdf["documentation"])
+    if "covers" in rdf:
+        rdf["covers"] = [plain(c) for c in rdf["covers"]]
+    rdf.pop("config", None)
+    return rdf
+
+
+def _rewrite_zip_rdf(src_zip: Path, dst_zip: Path) -> None:
+    with zipfile.ZipFile(src_zip) as zin, zipfile.ZipFile(dst_zip, "w",
+                                                         zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename in ("rdf.yaml", "bioimageio.yaml"):
+                rdf = _plain_strings(yaml.safe_load(data))
+                data = yaml.safe_dump(rdf, sort_keys=False, allow_unicode=True).encode("utf-8")
+            zout.writestr(item, data)
+
+
+def test_package(source: str | Path, weight_formats: Sequence[str] = WEIGHT_FORMATS):
+    """Run ``bioimageio.core.test_model`` offline for each weight format.
+
+    Returns ``(passed: bool, report: str)`` with the summary of every failing format.
+    """
+    from bioimageio.core import test_model
+
+    reports, ok = [], True
+    for wf in weight_formats:
+        summary = test_model(str(source), weight_format=wf)
+        if summary.status != "passed":
+            ok = False
+            reports.append(f"--- {wf}: {summary.status}\n{summary.format()}")
+    return ok, "\n".join(reports)
+
+
+def build_package(spec: PackageSpec, out_path: str | Path, *, overwrite: bool = False,
+                  as_folder: bool = False, run_tests: bool = True) -> Path:
+    """Export ``spec`` as a bioimage.io package at ``out_path`` (a .zip, or a folder).
+
+    Steps: write weights and files to a temporary folder; describe the model; compute the test
+    output with bioimageio.core's pipeline; save the package; make ``documentation`` and
+    ``covers`` plain strings; run ``test_model`` for every weight format; only then rename the
+    result into place. A failing test raises :class:`PackageError` with the report and leaves
+    nothing at ``out_path``.
+    """
+    from bioimageio.spec import save_bioimageio_package
+
+    out = Path(out_path)
+    if out.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{out} already exists; choose another output path or pass --overwrite")
+    if not as_folder and out.suffix != ".zip":
+        raise PackageError(f"package path {out} must end in .zip (or use --as-folder)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".sharpstack-export-", dir=out.parent) as tmp:
+        work = Path(tmp) / "files"
+        work.mkdir()
+        files = _write_files(spec, work)
+        x = spec.test_input.astype(np.float32)[None, None]
+        with torch.no_grad():
+            first = spec.module(torch.from_numpy(spec.normalizer.before(x))).numpy()
+        placeholder = work / "test_output.npy"
+        np.save(placeholder, first.astype(np.float32))
+        descr = _descr(spec, files, placeholder)
+        np.save(placeholder, _pipeline_output(descr, x))
+        descr = _descr(spec, files, placeholder)
+        raw_zip = Path(tmp) / "raw.zip"
+        save_bioimageio_package(descr, output_path=raw_zip)
+        final_zip = Path(tmp) / "package.zip"
+        _rewrite_zip_rdf(raw_zip, final_zip)
+        candidate: Path = final_zip
+        if as_folder:
+            candidate = Path(tmp) / "package"
+            with zipfile.ZipFile(final_zip) as z:
+                z.extractall(candidate)
+        if run_tests:
+            ok, report = test_package(candidate / "rdf.yaml" if as_folder else candidate)
+            if not ok:
+                raise PackageError(
+                    f"bioimageio.core test_model failed; nothing was written to {out}.\n{report}")
+        if out.exists():  # overwrite=True
+            if out.is_dir():
+                shutil.rmtree(out)
+            else:
+                out.unlink()
+        os.replace(candidate, out)
+    return out

@@ -1,0 +1,959 @@
+"""Read and write microscopy stacks: TIFF (ImageJ, OME, plain, BigTIFF), OME-Zarr and ``.npy``.
+
+Every stack travels as an :class:`xarray.DataArray` whose dims are lower-case axis letters
+in the canonical order ``b t c z y x s`` (only the axes present), with attrs
+
+- ``voxel_size``: dict axis letter -> size in micrometres, for each of ``z``, ``y``, ``x`` present;
+- ``unit``: ``"micrometer"``;
+- ``calibrated``: ``False`` when the file lacked (part of) the calibration and 1.0 was assumed;
+- ``source``: the path read from (set by :func:`read_stack` only).
+
+Data keep their dtype: nothing is rescaled or normalised here (only the byte order is
+made native, so that numpy and torch can use the array directly).
+
+Writers are atomic: they write a temporary file (or folder) next to the target and then
+rename it into place, so a failed or interrupted write never leaves a half-written output,
+and an existing output is never replaced without ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import re
+import shutil
+import uuid
+import warnings
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+import xarray as xr
+
+from ._axes import check_axes
+from .errors import InputError, OutputExistsError, SharpstackError
+
+__all__ = [
+    "READ_SUFFIXES",
+    "WRITE_SUFFIXES",
+    "as_dataarray",
+    "check_finite",
+    "read_stack",
+    "write_npy",
+    "write_ome_zarr",
+    "write_stack",
+    "write_tiff",
+]
+
+READ_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".btf", ".tf8", ".npy", ".zarr",
+                 ".ome.zarr")
+"""File name endings :func:`read_stack` understands (case-insensitive)."""
+
+WRITE_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".npy", ".zarr", ".ome.zarr")
+"""File name endings :func:`write_stack` understands (case-insensitive)."""
+
+# Canonical dimension order of every DataArray that sharpstack produces.
+_ORDER = "BTCZYXS"
+_SPATIAL = "ZYX"
+_UNIT = "micrometer"
+
+# Above this many bytes of image data, compressed ImageJ TIFFs and OME-TIFFs are written as
+# BigTIFF (a classic TIFF cannot address more than 4 GiB; compressed strips can be larger than
+# the raw data for noisy images, hence the margin). Uncompressed ImageJ hyperstacks stay
+# classic TIFF at any size: that is what tifffile recommends ("ImageJ hyperstacks do not
+# support BigTIFF"; it writes the image data contiguously after the first IFD, which Fiji reads
+# beyond 4 GiB), whereas an ImageJ-flavoured BigTIFF opens only through Bio-Formats.
+_BIGTIFF_BYTES = 2**31
+
+# ImageJ hyperstacks hold these dtypes (tifffile also writes int16, which Fiji shifts by 32768).
+_IMAGEJ_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
+
+# TIFF compression schemes accepted by write_tiff. Fiji's own TIFF reader opens zlib
+# ("deflate"), lzw and packbits; zstd and lzma need Bio-Formats (File > Import > Bio-Formats).
+_COMPRESSIONS = ("zlib", "deflate", "lzw", "packbits", "zstd", "lzma")
+
+# Length units -> factor to micrometres. Keys are lower case; ImageJ's escaped "\u00B5m" is
+# decoded before the lookup.
+_UNIT_TO_UM: dict[str, float] = {}
+for _names, _factor in (
+    (("um", "\u00b5m", "\u03bcm", "micron", "microns", "micrometer", "micrometers", "micrometre",
+      "micrometres"), 1.0),
+    (("nm", "nanometer", "nanometers", "nanometre", "nanometres"), 1e-3),
+    (("mm", "millimeter", "millimeters", "millimetre", "millimetres"), 1e3),
+    (("cm", "centimeter", "centimeters", "centimetre", "centimetres"), 1e4),
+    (("m", "meter", "meters", "metre", "metres"), 1e6),
+    (("\u00e5", "\u212b", "angstrom", "angstroms"), 1e-4),
+    (("pm", "picometer", "picometers", "picometre", "picometres"), 1e-6),
+):
+    for _name in _names:
+        _UNIT_TO_UM[_name] = _factor
+
+# TIFF ResolutionUnit tag values -> micrometres per unit (INCH is left out on purpose: an
+# inch unit nearly always means a meaningless 72/96 dpi default, not a calibration).
+_RESUNIT_TO_UM = {3: 1e4, 4: 1e3, 5: 1.0}
+
+_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------------------------
+
+def _unit_factor(unit: Any) -> float | None:
+    """Return micrometres per ``unit``, or None when the unit is missing or not a length."""
+    if not isinstance(unit, str):
+        return None
+    text = _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), unit).strip().lower()
+    return _UNIT_TO_UM.get(text)
+
+
+def _suffix_kind(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith((".zarr", ".ome.zarr")):
+        return "zarr"
+    if name.endswith(".npy"):
+        return "npy"
+    if name.endswith((".tif", ".tiff", ".btf", ".tf8")):
+        return "tiff"
+    return None
+
+
+def _is_zarr_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / f).exists() for f in (".zgroup", ".zattrs", "zarr.json"))
+
+
+def _is_ome_tiff_name(path: Path) -> bool:
+    return path.name.lower().endswith((".ome.tif", ".ome.tiff"))
+
+
+def _positive_size(value: Any, axis: str, what: str) -> float:
+    try:
+        size = float(value)
+    except (TypeError, ValueError):
+        size = float("nan")
+    if not math.isfinite(size) or size <= 0:
+        raise InputError(f"{what}: voxel size for axis {axis!r} is {value!r}; it must be a "
+                         f"positive number of micrometres")
+    return size
+
+
+def _native(array: np.ndarray) -> np.ndarray:
+    """Same values and dtype, native byte order (big-endian TIFFs come back as '>u2')."""
+    if not array.dtype.isnative:
+        return array.astype(array.dtype.newbyteorder("="))
+    return array
+
+
+def _build(array: Any, axes: str, sizes: Mapping[str, float | None], source: str | None
+           ) -> xr.DataArray:
+    """Wrap ``array`` (dims in ``axes`` order) and return it in canonical order with attrs.
+
+    ``sizes`` maps spatial axis letters (upper case) to micrometres, None when unknown.
+    """
+    voxel_size: dict[str, float] = {}
+    calibrated = any(a in axes for a in _SPATIAL)
+    for a in _SPATIAL:
+        if a not in axes:
+            continue
+        size = sizes.get(a)
+        if size is None or not math.isfinite(size) or size <= 0:
+            calibrated = False
+            size = 1.0
+        voxel_size[a.lower()] = float(size)
+    attrs: dict[str, Any] = {"voxel_size": voxel_size, "unit": _UNIT, "calibrated": calibrated}
+    if source is not None:
+        attrs["source"] = source
+    da = xr.DataArray(array, dims=tuple(a.lower() for a in axes), attrs=attrs)
+    order = [a.lower() for a in _ORDER if a in axes]
+    if list(da.dims) != order:
+        da = da.transpose(*order)
+    return da
+
+
+def _data_axes(data: Any, what: str, allowed: str | None = None) -> str:
+    """Check that ``data`` is a DataArray with single-letter dims; return them upper-case."""
+    if not isinstance(data, xr.DataArray):
+        raise InputError(
+            f"{what} needs an xarray.DataArray with named dims, got {type(data).__name__}; wrap "
+            f"a numpy array with sharpstack.io.as_dataarray(array, axes='ZYX', voxel_size=...)")
+    dims = [str(d) for d in data.dims]
+    if any(len(d) != 1 for d in dims):
+        raise InputError(
+            f"{what}: the DataArray dims {tuple(dims)} must be single axis letters such as "
+            f"('z', 'y', 'x'); rename them with data.rename(...) or use as_dataarray")
+    axes = check_axes("".join(dims), data.ndim, required="YX", name=f"{what} dims")
+    if allowed is not None:
+        bad = [a for a in axes if a not in allowed]
+        if bad:
+            raise InputError(f"{what}: axis/axes {''.join(bad)} cannot be written here; "
+                             f"supported axes are {allowed}. Select or squeeze them first "
+                             f"(e.g. data.isel({bad[0].lower()}=0))")
+    return axes
+
+
+def _voxel_sizes(data: xr.DataArray, axes: str, what: str) -> dict[str, float] | None:
+    """Voxel sizes in micrometres (upper-case keys) from ``data.attrs``, or None if uncalibrated."""
+    vs = data.attrs.get("voxel_size")
+    if not vs or not data.attrs.get("calibrated", True):
+        return None
+    if not isinstance(vs, Mapping):
+        raise InputError(f"{what}: attrs['voxel_size'] must be a dict like "
+                         f"{{'z': 0.3, 'y': 0.1, 'x': 0.1}}, got {type(vs).__name__}")
+    factor = _unit_factor(data.attrs.get("unit", _UNIT))
+    if factor is None:
+        raise InputError(f"{what}: attrs['unit']={data.attrs.get('unit')!r} is not a length "
+                         f"unit sharpstack knows; use 'micrometer'")
+    lower = {str(k).lower(): v for k, v in vs.items()}
+    out = {}
+    for a in _SPATIAL:
+        if a not in axes:
+            continue
+        if a.lower() not in lower:
+            raise InputError(f"{what}: attrs['voxel_size'] has no entry for axis {a.lower()!r}; "
+                             f"add it or set attrs['calibrated'] = False")
+        out[a] = _positive_size(lower[a.lower()], a.lower(), what) * factor
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# public helpers
+# --------------------------------------------------------------------------------------------
+
+def as_dataarray(array: Any, axes: str, voxel_size: Mapping[str, float] | None = None
+                 ) -> xr.DataArray:
+    """Wrap an array with sharpstack's conventions (dims, voxel size, unit, calibrated).
+
+    Parameters
+    ----------
+    array : numpy.ndarray or dask.array.Array
+        Image data of any shape, e.g. ``(Z, Y, X)`` or ``(C, Z, Y, X)``; not copied, dtype kept.
+    axes : str
+        One letter per dimension of ``array``, in its order (e.g. ``"ZYX"``), checked with
+        :func:`sharpstack._axes.check_axes`.
+    voxel_size : dict, optional
+        Axis letter (``"z"``, ``"y"``, ``"x"``, any case) -> size in micrometres. Spatial axes
+        left out get 1.0 and make ``attrs["calibrated"]`` False.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims are the lower-case letters of ``axes`` in the order given (not reordered);
+        attrs ``voxel_size``, ``unit`` = ``"micrometer"`` and ``calibrated``.
+
+    Examples
+    --------
+    >>> da = as_dataarray(np.zeros((4, 8, 8), "float32"), "ZYX", {"z": 0.5, "y": 0.1, "x": 0.1})
+    >>> da.dims, da.attrs["voxel_size"]["z"], da.attrs["calibrated"]
+    (('z', 'y', 'x'), 0.5, True)
+    """
+    ndim = getattr(array, "ndim", None)
+    if ndim is None or not hasattr(array, "shape") or not hasattr(array, "dtype"):
+        raise InputError(f"as_dataarray needs a numpy or dask array, got {type(array).__name__}; "
+                         f"convert it with numpy.asarray first")
+    ax = check_axes(axes, ndim)
+    sizes: dict[str, float | None] = {}
+    for key, value in (voxel_size or {}).items():
+        k = str(key).upper()
+        if k not in _SPATIAL:
+            raise InputError(f"voxel_size has key {key!r}; only 'z', 'y' and 'x' have a voxel size")
+        sizes[k] = _positive_size(value, k.lower(), "as_dataarray")
+    da = xr.DataArray(array, dims=tuple(a.lower() for a in ax))
+    vs = {}
+    calibrated = any(a in ax for a in _SPATIAL)
+    for a in _SPATIAL:
+        if a in ax:
+            if sizes.get(a) is None:
+                calibrated = False
+            vs[a.lower()] = float(sizes.get(a) or 1.0)
+    da.attrs.update(voxel_size=vs, unit=_UNIT, calibrated=calibrated)
+    return da
+
+
+def check_finite(data: Any, name: str) -> None:
+    """Raise :class:`InputError` if ``data`` holds NaN or infinite values.
+
+    Parameters
+    ----------
+    data : xarray.DataArray, numpy.ndarray or dask.array.Array
+        Any shape. Integer data are always finite and return at once; dask data are
+        counted chunk by chunk without loading the whole array.
+    name : str
+        What to call the data in the message, e.g. ``"input stack 'cells.tif'"``.
+
+    Raises
+    ------
+    InputError
+        Naming how many NaN and infinite values were found and how to remove them.
+    """
+    arr = data.data if isinstance(data, xr.DataArray) else data
+    dtype = np.dtype(getattr(arr, "dtype", np.asarray(arr).dtype))
+    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.complexfloating)):
+        return
+    if hasattr(arr, "compute") and hasattr(arr, "chunks"):  # dask: stream over chunks
+        import dask.array as dsa
+
+        n_nan, n_inf = (int(v) for v in dsa.compute(dsa.isnan(arr).sum(), dsa.isinf(arr).sum()))
+    else:
+        arr = np.asarray(arr)
+        n_nan, n_inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
+    problems = []
+    if n_nan:
+        problems.append(f"{n_nan} NaN values")
+    if n_inf:
+        problems.append(f"{n_inf} infinite values")
+    if problems:
+        raise InputError(
+            f"{name} contains {' and '.join(problems)}; fill or remove them (e.g. Fiji "
+            f"Process > Math > Remove NaNs, or numpy.nan_to_num) before passing it to sharpstack")
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------
+
+def read_stack(path: str | os.PathLike, axes: str | None = None) -> xr.DataArray:
+    """Read a microscopy stack with its axes and voxel size.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A TIFF (``.tif``, ``.tiff``, ``.ome.tif``, ``.btf``: ImageJ hyperstack, OME-TIFF, plain
+        multi-page, compressed, BigTIFF), a ``.npy`` file, or an OME-Zarr folder (``.zarr``,
+        ``.ome.zarr``; level 0 of the first multiscales image, read lazily as a dask array).
+    axes : str, optional
+        One letter per dimension as the file stores them (e.g. ``"ZYX"``, ``"CZYX"``),
+        overriding the file's metadata. TIFF and OME-Zarr take their axes from the metadata;
+        ``.npy`` has none, so 3D arrays default to ``"ZYX"`` and others need ``axes``.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims in the canonical order ``t c z y x`` (those present), e.g. ``(Z, Y, X)`` or
+        ``(C, Z, Y, X)``; the file's dtype; attrs ``voxel_size`` (micrometres), ``unit``,
+        ``calibrated`` and ``source``.
+
+    Notes
+    -----
+    - Length-1 dimensions are dropped (TIFF: as tifffile does; OME-Zarr: singleton ``t``
+      and ``c``); ``axes`` then describes the remaining dimensions.
+    - tifffile's generic page axis (``I``, plain multi-page TIFF) or single unknown axis
+      (``Q``) becomes ``Z`` as in Fiji, when there is no ``Z`` already; RGB samples (``S``)
+      become channels ``C``.
+    - Calibration: ImageJ ``spacing`` (z), X/YResolution (pixels per unit) and ``unit``
+      (``um``, ``µm``, ``\\u00B5m``, ``micron``, ``nm``, ``mm`` ...); OME ``PhysicalSize*``;
+      OME-Zarr ``scale`` transforms with axis units; plain TIFF resolution in cm/mm/µm.
+      Unknown or missing units give voxel size 1.0 and ``calibrated=False``.
+    - Only the first image series of a multi-series TIFF is read.
+
+    Raises
+    ------
+    InputError
+        Missing file, unsupported suffix, unreadable or truncated file, axes that do not fit.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p} does not exist; check the path (relative paths start from "
+                         f"{Path.cwd()})")
+    kind = _suffix_kind(p)
+    if kind is None and _is_zarr_dir(p):
+        kind = "zarr"
+    if kind is None:
+        raise InputError(f"{p}: unsupported file type; sharpstack reads "
+                         f"{', '.join(READ_SUFFIXES)} (convert other formats with Fiji or "
+                         f"Bio-Formats first)")
+    if kind == "zarr":
+        return _read_ome_zarr(p, axes)
+    if p.is_dir():
+        raise InputError(f"{p} is a folder, not a {kind.upper()} file; give the path of a file")
+    if kind == "npy":
+        return _read_npy(p, axes)
+    return _read_tiff(p, axes)
+
+
+def _read_npy(path: Path, axes: str | None) -> xr.DataArray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{path} is not a readable .npy array ({exc}); save it with "
+                         f"numpy.save") from exc
+    if axes is None:
+        if array.ndim != 3:
+            raise InputError(f"{path} has {array.ndim} dimensions {array.shape} and .npy files "
+                             f"carry no axes; pass axes= (e.g. 'CZYX' or 'YX')")
+        axes = "ZYX"
+    ax = check_axes(axes, array.ndim, name=f"axes for {path}")
+    return _build(_native(array), ax, {}, os.fspath(path))
+
+
+@contextlib.contextmanager
+def _tiff_errors(path: Path) -> Iterator[list[str]]:
+    """Turn tifffile's exceptions and corruption warnings into InputError naming ``path``."""
+    messages: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    handler = _Collect(level=logging.WARNING)
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(handler)
+    try:
+        yield messages
+    except SharpstackError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:  # tifffile/imagecodecs raise many types for broken files
+        raise InputError(f"{path} is not a readable TIFF file ({type(exc).__name__}: {exc}); it "
+                         f"may be truncated or corrupt: re-export or re-copy it") from exc
+    finally:
+        logger.removeHandler(handler)
+
+
+# Fragments of what tifffile logs (instead of raising) when pages are missing.
+_CORRUPTION_WORDS = ("corrupt", "invalid page offset", "invalid offset to page", "truncat",
+                     "failed to reshape", "invalid ifd")
+
+
+def _check_complete(path: Path, tif: tifffile.TiffFile, series: Any, messages: list[str]) -> None:
+    """Catch truncated files that tifffile reads without an exception (it logs instead)."""
+    bad = [m for m in messages if any(w in m.lower() for w in _CORRUPTION_WORDS)]
+    if bad:
+        raise InputError(f"{path} is truncated or corrupt ({bad[0]}); re-export or re-copy it")
+    if tif.is_imagej and not tif.is_ome:
+        images = (tif.imagej_metadata or {}).get("images")
+        planes = int(np.prod([n for n, a in zip(series.shape, series.axes) if a not in "YXS"]))
+        if isinstance(images, int) and images > 1 and planes != images:
+            raise InputError(f"{path}: the ImageJ header announces {images} images but only "
+                             f"{planes} can be read; the file is truncated or corrupt: "
+                             f"re-export it")
+    for meta in tif.shaped_metadata or ():
+        shape = meta.get("shape") if isinstance(meta, Mapping) else None
+        if series.kind == "shaped" and shape and int(np.prod(shape)) != int(np.prod(series.shape)):
+            raise InputError(f"{path}: the file announces shape {tuple(shape)} but only "
+                             f"{tuple(series.shape)} can be read; it is truncated or corrupt")
+        break
+    size = os.path.getsize(path)
+    for page in series.pages:
+        if page is None:
+            continue
+        offsets = getattr(page, "dataoffsets", ())
+        counts = getattr(page, "databytecounts", ())
+        if any(o + c > size for o, c in zip(offsets, counts)):
+            raise InputError(f"{path} is truncated: image data end beyond the file's {size} bytes; "
+                             f"re-export or re-copy it")
+
+
+def _read_tiff(path: Path, axes: str | None) -> xr.DataArray:
+    with _tiff_errors(path) as messages, tifffile.TiffFile(path) as tif:
+        if not tif.series:
+            raise InputError(f"{path} contains no images")
+        series = tif.series[0]
+        file_axes = series.axes
+        array = series.asarray()
+        _check_complete(path, tif, series, messages)
+        if tif.is_ome:
+            sizes = _ome_sizes(tif.ome_metadata)
+        elif tif.is_imagej:
+            sizes = _imagej_sizes(tif.imagej_metadata or {}, series.pages[0])
+        else:
+            sizes = _plain_tiff_sizes(series.pages[0])
+    if axes is not None:
+        ax = check_axes(axes, array.ndim, name=f"axes for {path}")
+    else:
+        ax = _map_tifffile_axes(file_axes, path)
+        ax = check_axes(ax, array.ndim, name=f"axes of {path}")
+    return _build(_native(array), ax, sizes, os.fspath(path))
+
+
+def _map_tifffile_axes(axes: str, path: Path) -> str:
+    """tifffile's axes codes -> sharpstack letters (I/Q -> Z, S -> C); errors name the fix."""
+    ax = axes.upper()
+    generic = [a for a in ax if a in "IQ"]
+    if generic:
+        if len(generic) > 1 or "Z" in ax:
+            raise InputError(f"{path}: the file does not say what dimensions {axes!r} are "
+                             f"(I/Q = unknown); pass axes= explicitly, e.g. axes='TZYX'")
+        ax = ax.replace(generic[0], "Z")
+    if "S" in ax:
+        if "C" in ax:
+            raise InputError(f"{path} has both channels and colour samples (axes {axes!r}); "
+                             f"pass axes= explicitly")
+        ax = ax.replace("S", "C")
+    unknown = [a for a in ax if a not in "TCZYX"]
+    if unknown:
+        raise InputError(f"{path} has axes {axes!r} with {''.join(unknown)} that sharpstack does "
+                         f"not know; pass axes= using letters from TCZYX")
+    return ax
+
+
+def _imagej_sizes(meta: Mapping[str, Any], page: Any) -> dict[str, float | None]:
+    unit = _unit_factor(meta.get("unit"))
+    yunit = _unit_factor(meta["yunit"]) if "yunit" in meta else unit
+    zunit = _unit_factor(meta["zunit"]) if "zunit" in meta else unit
+    xres, yres = _resolution(page)
+    sizes: dict[str, float | None] = {"X": None, "Y": None, "Z": None}
+    if unit is not None and xres:
+        sizes["X"] = unit / xres
+    if yunit is not None and yres:
+        sizes["Y"] = yunit / yres
+    spacing = meta.get("spacing")
+    if zunit is not None and isinstance(spacing, (int, float)) and spacing > 0:
+        sizes["Z"] = zunit * float(spacing)
+    return sizes
+
+
+def _resolution(page: Any) -> tuple[float | None, float | None]:
+    """Pixels per unit from X/YResolution, None when missing or zero."""
+    out = []
+    for tag in ("XResolution", "YResolution"):
+        t = page.tags.get(tag)
+        value = None
+        if t is not None:
+            v = t.value
+            try:
+                value = v[0] / v[1] if isinstance(v, tuple) else float(v)
+            except (ZeroDivisionError, TypeError, IndexError):
+                value = None
+        out.append(value if value and math.isfinite(value) and value > 0 else None)
+    return out[0], out[1]
+
+
+def _plain_tiff_sizes(page: Any) -> dict[str, float | None]:
+    t = page.tags.get("ResolutionUnit")
+    factor = _RESUNIT_TO_UM.get(int(t.value) if t is not None else 2)
+    xres, yres = _resolution(page)
+    return {"X": factor / xres if factor and xres else None,
+            "Y": factor / yres if factor and yres else None, "Z": None}
+
+
+def _ome_sizes(xml: str | None) -> dict[str, float | None]:
+    sizes: dict[str, float | None] = {"X": None, "Y": None, "Z": None}
+    if not xml:
+        return sizes
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return sizes
+    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return sizes
+    for a in _SPATIAL:
+        value = pixels.get(f"PhysicalSize{a}")
+        # OME's default unit for PhysicalSize* is the micrometre.
+        factor = _unit_factor(pixels.get(f"PhysicalSize{a}Unit", "\u00b5m"))
+        try:
+            size = float(value) if value is not None else None
+        except ValueError:
+            size = None
+        if size is not None and factor is not None and size > 0:
+            sizes[a] = size * factor
+    return sizes
+
+
+def _read_ome_zarr(path: Path, axes: str | None) -> xr.DataArray:
+    import dask.array as dsa
+    import zarr
+
+    try:
+        group = zarr.open_group(os.fspath(path), mode="r")
+        attrs = dict(group.attrs)
+    except Exception as exc:  # zarr raises several types for folders that are not groups
+        raise InputError(f"{path} is not a readable OME-Zarr group ({type(exc).__name__}: "
+                         f"{exc}); give the image's top folder (the one holding .zattrs or "
+                         f"zarr.json)") from exc
+    multiscales = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
+    if not multiscales:
+        raise InputError(f"{path} has no OME-Zarr 'multiscales' metadata; sharpstack reads "
+                         f"OME-Zarr images (NGFF), e.g. written by write_ome_zarr or ome-zarr-py")
+    ms = multiscales[0]
+    try:
+        dataset = ms["datasets"][0]
+        array = group[dataset["path"]]
+    except Exception as exc:
+        raise InputError(f"{path}: the multiscales metadata names no readable level 0 "
+                         f"({type(exc).__name__}: {exc}); the OME-Zarr is incomplete") from exc
+    data = dsa.from_zarr(array)
+    names, units = _ngff_axes(ms.get("axes"), data.ndim, path)
+    scale = _ngff_scale(dataset.get("coordinateTransformations"), data.ndim)
+    global_scale = _ngff_scale(ms.get("coordinateTransformations"), data.ndim)
+    # drop singleton time and channel axes (NGFF images often carry t=1, c=1)
+    keep = [i for i, n in enumerate(names) if not (n in "TC" and data.shape[i] == 1)]
+    if len(keep) != data.ndim:
+        data = data[tuple(slice(None) if i in keep else 0 for i in range(data.ndim))]
+    sizes: dict[str, float | None] = {}
+    for i in keep:
+        factor = _unit_factor(units[i])
+        if names[i] in _SPATIAL and factor is not None and scale is not None:
+            sizes[names[i]] = scale[i] * (global_scale[i] if global_scale else 1.0) * factor
+    names = "".join(names[i] for i in keep)
+    if axes is not None:
+        ax = check_axes(axes, data.ndim, name=f"axes for {path}")
+    else:
+        ax = check_axes(names, data.ndim, name=f"axes of {path}")
+    if ax != names:  # user override: calibration follows position, not the file's names
+        sizes = {ax[j]: sizes.get(names[j]) for j in range(len(ax))}
+    return _build(data, ax, sizes, os.fspath(path))
+
+
+def _ngff_axes(axes: Any, ndim: int, path: Path) -> tuple[str, list[Any]]:
+    if axes is None:  # NGFF 0.1/0.2: always tczyx
+        axes = list("tczyx")[-ndim:]
+    names, units = [], []
+    for item in axes:
+        name = item.get("name") if isinstance(item, Mapping) else item
+        units.append(item.get("unit") if isinstance(item, Mapping) else None)
+        names.append(str(name).upper())
+    if len(names) != ndim or any(len(n) != 1 or n not in "TCZYX" for n in names):
+        raise InputError(f"{path}: OME-Zarr axes {[str(n).lower() for n in names]} do not map "
+                         f"onto t, c, z, y, x for a {ndim}-D array; pass axes= explicitly")
+    return "".join(names), units
+
+
+def _ngff_scale(transforms: Any, ndim: int) -> list[float] | None:
+    for t in transforms or []:
+        if isinstance(t, Mapping) and t.get("type") == "scale" and "scale" in t:
+            scale = [float(s) for s in t["scale"]]
+            if len(scale) == ndim:
+                return scale
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------
+
+def _prepare_target(path: Path, overwrite: bool, what: str) -> None:
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise OutputExistsError(f"{path} already exists; pass overwrite=True (CLI: "
+                                    f"--overwrite) to replace it, or choose another path")
+        if path.is_dir() and what != "zarr":
+            raise InputError(f"{path} is a folder; cannot write a {what} file over it")
+        if not path.is_dir() and what == "zarr":
+            raise InputError(f"{path} is a file; cannot write an OME-Zarr folder over it")
+
+
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _write_file_atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write via ``write(tmp)`` to a temporary file next to ``path``, then rename into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(path)  # created by ``write`` with the usual permissions (not mkstemp's 0600)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return path
+
+
+def _os_error(path: Path, exc: OSError) -> SharpstackError:
+    return SharpstackError(f"could not write {path} ({exc.strerror or exc}); check that the "
+                           f"folder is writable and has enough free space")
+
+
+def write_tiff(path: str | os.PathLike, data: xr.DataArray, *, overwrite: bool = False,
+               compression: str | None = None) -> Path:
+    """Write an ImageJ hyperstack TIFF that opens in Fiji with the right calibration.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Target file (``.tif``/``.tiff``). A name ending in ``.ome.tif``/``.ome.tiff`` writes
+        an OME-TIFF instead (``PhysicalSizeX/Y/Z`` in micrometres).
+    data : xarray.DataArray
+        Dims from ``t z c y x s`` with ``y`` and ``x`` required, e.g. ``(Z, Y, X)``;
+        reordered to ImageJ's TZCYXS. dtype uint8, uint16 or float32 (kept as is; other
+        dtypes raise: convert explicitly). Calibration from ``attrs["voxel_size"]`` unless
+        ``attrs["calibrated"]`` is False.
+    overwrite : bool
+        Replace an existing file.
+    compression : str, optional
+        ``"zlib"``, ``"lzw"``, ``"packbits"`` (Fiji opens these directly), ``"zstd"`` or
+        ``"lzma"`` (Fiji needs Bio-Formats). None writes uncompressed.
+
+    Returns
+    -------
+    pathlib.Path
+        The written path.
+
+    Notes
+    -----
+    The calibration is written as ImageJ does: X/YResolution = 1 / voxel size (pixels per
+    unit, ResolutionUnit NONE), ``spacing`` = z voxel size, ``unit=um`` (ImageJ shows
+    ``µm``). Uncompressed hyperstacks are classic TIFF at any size (tifffile's ImageJ layout,
+    which Fiji reads beyond 4 GiB); compressed data above 2 GiB are written as BigTIFF with
+    ImageJ metadata, which Fiji opens through Bio-Formats only.
+    The file is written to a temporary file in the same folder and renamed into place.
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` exists and ``overwrite`` is False (nothing is written).
+    InputError
+        Unsupported dims, dtype, compression or voxel size.
+    """
+    p = Path(path)
+    ome = _is_ome_tiff_name(p)
+    what = "OME-TIFF" if ome else "ImageJ TIFF"
+    axes = _data_axes(data, f"write_tiff({p})", allowed="TZCYXS")
+    order = [a for a in "TZCYXS" if a in axes]
+    if order != list(axes):
+        data = data.transpose(*[a.lower() for a in order])
+        axes = "".join(order)
+    dtype = np.dtype(data.dtype)
+    if not ome and dtype not in _IMAGEJ_DTYPES:
+        raise InputError(f"write_tiff({p}): ImageJ hyperstacks hold uint8, uint16 or float32, "
+                         f"got {dtype}; convert explicitly first, e.g. data.astype('float32')")
+    if compression is not None and str(compression).lower() not in _COMPRESSIONS:
+        raise InputError(f"write_tiff({p}): compression={compression!r} is not supported; use "
+                         f"None or one of {', '.join(_COMPRESSIONS)}")
+    comp = None if compression is None else str(compression).lower()
+    if comp == "deflate":
+        comp = "zlib"
+    sizes = _voxel_sizes(data, axes, f"write_tiff({p})")
+    _prepare_target(p, overwrite, what)
+    values = _native(np.asarray(data.values))
+    kwargs: dict[str, Any] = {"compression": comp, "photometric": "minisblack"}
+    if "S" in axes:
+        kwargs["photometric"] = "rgb"
+    if ome:
+        meta: dict[str, Any] = {"axes": axes}
+        for a, size in (sizes or {}).items():
+            meta[f"PhysicalSize{a}"] = size  # OME's default unit is the micrometre
+        kwargs.update(ome=True, metadata=meta, bigtiff=values.nbytes > _BIGTIFF_BYTES)
+    else:
+        meta = {"axes": axes}
+        if sizes:
+            kwargs["resolution"] = (1.0 / sizes["X"], 1.0 / sizes["Y"])
+            meta["unit"] = "um"  # ImageJ's Calibration.setUnit turns "um" into "µm"
+            if "Z" in sizes:
+                meta["spacing"] = sizes["Z"]
+        if values.size and dtype != np.uint8 and "S" not in axes:
+            with warnings.catch_warnings():  # all-NaN data: no display range, no warning
+                warnings.simplefilter("ignore", RuntimeWarning)
+                lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+            if math.isfinite(lo) and math.isfinite(hi):
+                meta.update(min=lo, max=hi)  # Fiji's initial display range
+        kwargs.update(imagej=True, metadata=meta,
+                      bigtiff=comp is not None and values.nbytes > _BIGTIFF_BYTES)
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            # deliberate, see _BIGTIFF_BYTES
+            warnings.filterwarnings("ignore", message=".*nonconformant BigTIFF ImageJ")
+            tifffile.imwrite(tmp, values, **kwargs)
+
+    try:
+        return _write_file_atomic(p, write)
+    except OSError as exc:
+        raise _os_error(p, exc) from exc
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"write_tiff({p}): tifffile cannot write this {what} "
+                         f"({exc}); nothing was written") from exc
+
+
+def write_npy(path: str | os.PathLike, data: Any, *, overwrite: bool = False) -> Path:
+    """Write the values of ``data`` as a ``.npy`` array (axes and voxel size are not stored).
+
+    Parameters
+    ----------
+    path : str or path-like
+        Target ``.npy`` file.
+    data : xarray.DataArray or numpy.ndarray
+        Any shape; written in its current dim order and dtype.
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    pathlib.Path
+        The written path.
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` exists and ``overwrite`` is False (nothing is written).
+    """
+    p = Path(path)
+    values = data.values if isinstance(data, xr.DataArray) else np.asarray(data)
+    if values.dtype == object:
+        raise InputError(f"write_npy({p}): object arrays cannot be saved without pickle; "
+                         f"convert to a numeric dtype first")
+    _prepare_target(p, overwrite, ".npy")
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.save(fh, values, allow_pickle=False)
+
+    try:
+        return _write_file_atomic(p, write)
+    except OSError as exc:
+        raise _os_error(p, exc) from exc
+
+
+def write_ome_zarr(path: str | os.PathLike, data: xr.DataArray, *, overwrite: bool = False,
+                   chunks: tuple[int, ...] | Mapping[str, int] | None = None) -> Path:
+    """Write a single-level OME-Zarr image (NGFF 0.4, zarr format 2).
+
+    Parameters
+    ----------
+    path : str or path-like
+        Target folder, conventionally ``*.ome.zarr``.
+    data : xarray.DataArray
+        Dims from ``t c z y x`` with ``y`` and ``x`` required (NGFF 0.4 allows 2-5 of
+        them); written in that order. numpy- or dask-backed (dask data are written chunk by
+        chunk). dtype kept.
+    overwrite : bool
+        Replace an existing folder.
+    chunks : tuple of int or dict, optional
+        Chunk shape in the written (``t c z y x``) order, or axis letter -> size. Default:
+        1 for t and c, up to 64 for z, up to 256 for y and x.
+
+    Returns
+    -------
+    pathlib.Path
+        The written folder.
+
+    Notes
+    -----
+    Axes carry NGFF types (``time``, ``channel``, ``space``) and ``unit: micrometer`` for
+    space axes when the data are calibrated; level ``0`` has a ``scale`` transform with
+    the voxel size. Chunks use Blosc-lz4 and ``/`` as dimension separator (NGFF 0.4).
+    The image is written to a temporary folder next to ``path`` and renamed into place.
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` exists and ``overwrite`` is False (nothing is written).
+    InputError
+        Unsupported dims, chunks or voxel size.
+    """
+    import dask.array as dsa
+    import numcodecs
+    import zarr
+
+    p = Path(path)
+    what = f"write_ome_zarr({p})"
+    axes = _data_axes(data, what, allowed="TCZYX")
+    order = [a for a in "TCZYX" if a in axes]
+    if order != list(axes):
+        data = data.transpose(*[a.lower() for a in order])
+        axes = "".join(order)
+    chunk_shape = _zarr_chunks(chunks, axes, data.shape, what)
+    sizes = _voxel_sizes(data, axes, what)
+    _prepare_target(p, overwrite, "zarr")
+
+    ngff_axes: list[dict[str, str]] = []
+    scale: list[float] = []
+    for a in axes:
+        entry = {"name": a.lower(), "type": {"T": "time", "C": "channel"}.get(a, "space")}
+        if a in _SPATIAL and sizes:
+            entry["unit"] = _UNIT
+        ngff_axes.append(entry)
+        scale.append(float(sizes[a]) if sizes and a in _SPATIAL else 1.0)
+    multiscales = [{
+        "version": "0.4",
+        "name": p.name.split(".")[0] or "image",
+        "axes": ngff_axes,
+        "datasets": [{"path": "0",
+                      "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+    }]
+
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(p)
+    old: Path | None = None
+    try:
+        group = zarr.open_group(os.fspath(tmp), mode="w", zarr_format=2)
+        arr = group.create_array(
+            "0", shape=data.shape, dtype=np.dtype(data.dtype).newbyteorder("="),
+            chunks=chunk_shape, fill_value=0,
+            compressors=numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE),
+            chunk_key_encoding={"name": "v2", "separator": "/"})
+        values = data.data
+        if isinstance(values, dsa.Array):
+            dsa.store(values.rechunk(chunk_shape), arr, lock=False)
+        else:
+            arr[...] = np.asarray(values)
+        group.attrs["multiscales"] = multiscales
+        if p.exists():  # overwrite=True: swap in, then delete the old folder
+            old = _temp_name(p)
+            os.replace(p, old)
+        os.replace(tmp, p)
+    except BaseException as exc:
+        if old is not None and not p.exists():
+            with contextlib.suppress(OSError):
+                os.replace(old, p)
+            old = None
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise _os_error(p, exc) from exc
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return p
+
+
+def _zarr_chunks(chunks: Any, axes: str, shape: tuple[int, ...], what: str) -> tuple[int, ...]:
+    default = {"T": 1, "C": 1, "Z": 64, "Y": 256, "X": 256}
+    if chunks is None:
+        sizes = [default[a] for a in axes]
+    elif isinstance(chunks, Mapping):
+        lower = {str(k).upper(): v for k, v in chunks.items()}
+        bad = [k for k in lower if k not in axes]
+        if bad:
+            raise InputError(f"{what}: chunks names axes {bad} that the data (dims "
+                             f"{axes.lower()}) do not have")
+        sizes = [lower.get(a, default[a]) for a in axes]
+    else:
+        sizes = list(chunks)
+        if len(sizes) != len(axes):
+            raise InputError(f"{what}: chunks={tuple(chunks)} has {len(sizes)} entries but the "
+                             f"data have {len(axes)} dims ({axes.lower()}); give one per dim")
+    out = []
+    for a, c, n in zip(axes, sizes, shape):
+        if not isinstance(c, (int, np.integer)) or c < 1:
+            raise InputError(f"{what}: chunk size {c!r} for axis {a.lower()!r} must be a "
+                             f"positive integer")
+        out.append(int(min(c, max(n, 1))))
+    return tuple(out)
+
+
+def write_stack(path: str | os.PathLike, data: xr.DataArray, *, overwrite: bool = False) -> Path:
+    """Write ``data`` in the format its suffix names.
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``.tif``/``.tiff`` -> :func:`write_tiff` (ImageJ), ``.ome.tif`` -> OME-TIFF,
+        ``.npy`` -> :func:`write_npy`, ``.zarr``/``.ome.zarr`` -> :func:`write_ome_zarr`.
+    data : xarray.DataArray
+        See the format's writer, e.g. ``(Z, Y, X)`` with ``attrs["voxel_size"]``.
+    overwrite : bool
+        Replace an existing output.
+
+    Returns
+    -------
+    pathlib.Path
+        The written path.
+    """
+    p = Path(path)
+    kind = _suffix_kind(p)
+    if kind == "tiff" and not p.name.lower().endswith((".btf", ".tf8")):
+        return write_tiff(p, data, overwrite=overwrite)
+    if kind == "npy":
+        return write_npy(p, data, overwrite=overwrite)
+    if kind == "zarr":
+        return write_ome_zarr(p, data, overwrite=overwrite)
+    raise InputError(f"{p}: cannot tell the output format from the file name; use one of "
+                     f"{', '.join(WRITE_SUFFIXES)}")
