@@ -12,12 +12,15 @@ import pytest
 import torch
 import xarray as xr
 
+from bioimageio.spec import save_bioimageio_package
+from bioimageio.spec.model import v0_5 as m
+
 from sharpstack.errors import InputError, OutputExistsError, PackageError
 from sharpstack.io import as_dataarray, read_stack, write_stack
 from sharpstack.predict import _AxisGeom, _plan_axis, predict_array, predict_file
 
-from bioimageio.spec import save_bioimageio_package
-from bioimageio.spec.model import v0_5 as m
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread():
@@ -67,6 +70,17 @@ class Net2D(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.a = torch.nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a(x)
+
+
+class Valid2D(torch.nn.Module):
+    """Unpadded 3x3 convolution: the output is 2 pixels smaller than the input per axis."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Conv2d(1, 1, 3, padding=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.a(x)
@@ -146,6 +160,32 @@ def net2d_pkg(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     [B, C, _space_out("y", 1), _space_out("x", 1)])
 
 
+@pytest.fixture(scope="module")
+def valid2d_pkg(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Output cropped by the model (offset -2) and normalised with its own percentiles."""
+    folder = tmp_path_factory.mktemp("pkgs") / "valid2d"
+    out_axes = [B, C] + [m.SpaceOutputAxis(id=m.AxisId(a), size=m.SizeReference(
+        tensor_id=RAW, axis_id=m.AxisId(a), offset=-2)) for a in "yx"]
+    folder.mkdir(parents=True, exist_ok=True)
+    _save_torchscript(Valid2D(), folder / "weights.pt")
+    post = m.ScaleRangeDescr(kwargs=m.ScaleRangeKwargs(
+        axes=[m.AxisId("y"), m.AxisId("x")], min_percentile=5.0, max_percentile=95.0))
+    descr = m.ModelDescr(
+        name="valid conv 2d", description="tiny test model",
+        authors=[m.Author(name="sharpstack tests")],
+        cite=[m.CiteEntry(text="test", doi=m.Doi("10.1000/xyz"))], license=m.LicenseId("MIT"),
+        inputs=[m.InputTensorDescr(id=RAW, axes=[B, C, _space_in("y", 16, 8),
+                                                 _space_in("x", 16, 8)])],
+        outputs=[m.OutputTensorDescr(id=m.TensorId("restored"), axes=out_axes,
+                                     postprocessing=[post])],
+        weights=m.WeightsDescr(torchscript=m.TorchscriptWeightsDescr(
+            source=folder / "weights.pt", pytorch_version=m.Version("2.0"))),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return save_bioimageio_package(descr, output_path=folder.with_suffix(".zip"))
+
+
 def _stack(shape: tuple[int, ...], axes: str = "ZYX", seed: int = 0,
            voxel_size: dict | None = None) -> xr.DataArray:
     rng = np.random.default_rng(seed)
@@ -193,12 +233,14 @@ def test_untiled_matches_bioimageio_core(pool_pkg: Path) -> None:
     np.testing.assert_allclose(ours.values, expected, atol=1e-4)
 
 
-def test_dask_input_gives_same_result(pool_pkg: Path) -> None:
+def test_dask_input_gives_same_result(pool_pkg: Path,
+                                      capsys: pytest.CaptureFixture) -> None:
     data = _stack((16, 40, 40), seed=1)
     lazy = data.chunk({"z": 8, "y": 20, "x": 20})
     a = predict_array(pool_pkg, data, tile=24)
-    b = predict_array(pool_pkg, lazy, tile=24)
+    b = predict_array(pool_pkg, lazy, tile=24, progress=True)
     np.testing.assert_array_equal(a.values, b.values)
+    assert "tile" in capsys.readouterr().err  # the tqdm bar
 
 
 def test_small_stack_is_padded_and_cropped(pool_pkg: Path) -> None:
@@ -215,6 +257,7 @@ def test_small_stack_is_padded_and_cropped(pool_pkg: Path) -> None:
     _AxisGeom("z", min=8, step=4, halo=8, scale=Fraction(4)),
     _AxisGeom("y", min=32, step=0, halo=3),
     _AxisGeom("x", min=16, step=8, halo=2, offset=-4),
+    _AxisGeom("y", min=16, step=8, halo=2, scale=Fraction(1, 2)),
 ])
 def test_plan_axis_covers_output_with_valid_windows(n: int, tile: int, geom: _AxisGeom) -> None:
     wins = _plan_axis(n, geom, tile)
@@ -236,7 +279,8 @@ def test_plan_axis_covers_output_with_valid_windows(n: int, tile: int, geom: _Ax
             if geom.step:
                 assert (w.start + margin) % geom.step == 0  # on the step grid
     if len(wins) > 1:  # big enough: windows shifted inward, no padding beyond the margin
-        assert wins[0].start == -margin and wins[-1].start + wins[-1].size == n + margin
+        n_pad = -(-n // s.denominator) * s.denominator  # (and a pixel to make n*s whole)
+        assert wins[0].start == -margin and wins[-1].start + wins[-1].size == n_pad + margin
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,7 +303,7 @@ def test_z_upsampling_model_scales_output_and_voxel_size(zup_pkg: Path) -> None:
 
 def test_2d_model_runs_plane_by_plane(net2d_pkg: Path) -> None:
     data = _stack((3, 16, 24), seed=4)
-    out = predict_array(net2d_pkg, data)
+    out = predict_array(net2d_pkg, data, tile={"z": 8, "y": 16, "x": 16})  # z: one plane each
     assert out.dims == ("z", "y", "x") and out.shape == (3, 16, 24)
     net = torch.jit.load(str(net2d_pkg.parent / "net2d" / "weights.pt"))
     with torch.no_grad():  # each plane on its own, as a batch
@@ -268,6 +312,23 @@ def test_2d_model_runs_plane_by_plane(net2d_pkg: Path) -> None:
     single = predict_array(net2d_pkg, data.isel(z=1, drop=True))  # a 2D image works too
     assert single.dims == ("y", "x")
     np.testing.assert_allclose(single.values, ref[1], rtol=1e-5, atol=1e-3)
+
+
+def test_2d_model_normalises_all_planes_alike(tmp_path: Path) -> None:
+    scale_yx = m.ScaleRangeDescr(kwargs=m.ScaleRangeKwargs(
+        axes=[m.AxisId("y"), m.AxisId("x")], min_percentile=1.0, max_percentile=99.8))
+    pkg = _package(tmp_path / "net2d_norm", "plane net 2d normalised", Net2D(),
+                   [B, C, _space_in("y", 16, 8), _space_in("x", 16, 8)],
+                   [B, C, _space_out("y", 1), _space_out("x", 1)], [scale_yx])
+    data = _stack((3, 16, 24), seed=7).astype(np.float32)
+    data = data * xr.DataArray([1.0, 10.0, 100.0], dims="z")  # planes of different brightness
+    out = predict_array(pkg, data, tile=16)
+    lo, hi = np.percentile(data.values, [1.0, 99.8])  # over the whole stack, not per plane
+    net = torch.jit.load(str(tmp_path / "net2d_norm" / "weights.pt"))
+    with torch.no_grad():
+        x = torch.from_numpy(((data.values - lo) / (hi - lo + 1e-6)).astype(np.float32))
+        ref = net(x[:, None])[:, 0].numpy()
+    np.testing.assert_allclose(out.values, ref, rtol=1e-5, atol=1e-4)
 
 
 def test_format_04_package_gives_same_result(tmp_path: Path, zup_pkg: Path) -> None:
@@ -308,6 +369,17 @@ weights:
     new = predict_array(zup_pkg, data, tile={"y": 16})
     assert old.shape == (32, 24, 32)
     np.testing.assert_allclose(old.values, new.values, atol=1e-5)
+
+
+def test_model_cropping_its_output_and_output_statistics(valid2d_pkg: Path) -> None:
+    data = _stack((64, 80), axes="YX", seed=6)
+    tiled = predict_array(valid2d_pkg, data, tile=24)
+    whole = predict_array(valid2d_pkg, data, tile=256)
+    assert tiled.shape == whole.shape == (64, 80)  # borders padded for the cropping model
+    np.testing.assert_allclose(tiled.values, whole.values, atol=1e-4)
+    # scale_range on the output used the whole output's percentiles (5th -> 0, 95th -> 1)
+    assert np.percentile(whole.values, 5) == pytest.approx(0.0, abs=1e-3)
+    assert np.percentile(whole.values, 95) == pytest.approx(1.0, abs=1e-3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,3 +437,17 @@ def test_predict_file_writes_calibrated_tiff_and_refuses_existing(tmp_path: Path
         predict_file(zup_pkg, src, src, overwrite=True)
     predict_file(zup_pkg, src, dst, overwrite=True, tile={"y": 16})
     np.testing.assert_allclose(read_stack(dst).values, out.values, atol=1e-3)
+
+
+def test_predict_never_imports_methods_or_nn() -> None:
+    """predict runs third-party packages: it must not depend on sharpstack's own networks."""
+    import ast
+
+    import sharpstack.predict as mod
+
+    tree = ast.parse(Path(mod.__file__).read_text())
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [i for i in imported if i.split(".")[0] in ("methods", "nn")
+                or i.startswith(("sharpstack.methods", "sharpstack.nn"))]
+    assert set(mod.__all__) >= {"predict_array", "predict_file"}

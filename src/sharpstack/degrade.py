@@ -41,21 +41,26 @@ def _as_float32(arr, name: str, min_ndim: int = 1) -> np.ndarray:
         raise InputError(f"{name} must be a real numeric array, got dtype {a.dtype}")
     a = a.astype(np.float32, copy=False)
     if a.ndim < min_ndim:
-        raise InputError(f"{name} must have at least {min_ndim} dimensions, got shape {a.shape}")
+        raise InputError(
+            f"{name} must have at least {min_ndim} dimensions, got shape {a.shape}")
     if not np.all(np.isfinite(a)):
-        raise InputError(f"{name} contains NaN or infinite values; clean it (e.g. np.nan_to_num) first")
+        raise InputError(
+            f"{name} contains NaN or infinite values; clean it (e.g. np.nan_to_num) first")
     return a
 
 
 def _check_factor(factor) -> int:
     if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
-        raise InputError(f"factor must be a positive int (e.g. 4 for every 4th slice), got {factor!r}")
+        raise InputError(
+            f"factor must be a positive int (e.g. 4 for every 4th slice), got {factor!r}")
     return int(factor)
 
 
 def _check_axis(axis, ndim: int) -> int:
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
-        raise InputError(f"axis must be an int in [{-ndim}, {ndim - 1}] for a {ndim}D array, got {axis!r}")
+    if (isinstance(axis, bool) or not isinstance(axis, (int, np.integer))
+            or not -ndim <= axis < ndim):
+        raise InputError(
+            f"axis must be an int in [{-ndim}, {ndim - 1}] for a {ndim}D array, got {axis!r}")
     return int(axis) % ndim
 
 
@@ -63,7 +68,8 @@ def _rng(rng) -> np.random.Generator:
     try:
         return np.random.default_rng(rng)
     except TypeError:
-        raise InputError(f"rng must be a numpy Generator, an int seed or None, got {type(rng).__name__}") from None
+        raise InputError(f"rng must be a numpy Generator, an int seed or None, "
+                         f"got {type(rng).__name__}") from None
 
 
 def blur(volume: np.ndarray, psf: np.ndarray,
@@ -219,7 +225,8 @@ def add_noise(volume: np.ndarray, *, poisson_peak: float | None, gauss_sigma: fl
     if poisson_peak is not None:
         peak = float(poisson_peak)
         if not np.isfinite(peak) or peak <= 0:
-            raise InputError(f"poisson_peak must be a positive photon count or None, got {poisson_peak!r}")
+            raise InputError(
+                f"poisson_peak must be a positive photon count or None, got {poisson_peak!r}")
         vmax = float(v.max()) if v.size else 0.0
         vmin = float(v.min()) if v.size else 0.0
         if vmin < -1e-4 * max(vmax, 0.0) or (vmax <= 0 and vmin < 0):
@@ -314,7 +321,8 @@ def degrade_lateral(image2d: np.ndarray, kernel2d: np.ndarray, factor: int, *, a
         raise InputError(f"kernel2d must be a 2D kernel with axes 'YX', got shape {k.shape}")
     f = _check_factor(factor)
     if isinstance(axis, bool) or axis not in (0, 1, -2, -1):
-        raise InputError(f"axis must be 0 (Y, rows) or 1 (X, columns) of the 2D plane, got {axis!r}")
+        raise InputError(
+            f"axis must be 0 (Y, rows) or 1 (X, columns) of the 2D plane, got {axis!r}")
     ax = img.ndim - 2 + (int(axis) % 2)
     noisy = add_noise(blur(img, k), poisson_peak=poisson_peak, gauss_sigma=gauss_sigma, rng=rng)
     up = upsample_linear(subsample(noisy, f, axis=ax), f, axis=ax)

@@ -310,7 +310,7 @@ def _plan_axis(n: int, g: _AxisGeom, tile: int) -> list[_Win]:
     n_pad = _ceil_to(n, q)
     need = n_pad + 2 * m
     out_n = math.floor(n * s)
-    grid = q
+    grid = math.lcm(g.step or 1, q)
     size = g.largest_valid(tile)
     if size - 2 * (m + h) < grid:
         bigger = g.smallest_valid(2 * (m + h) + grid)
@@ -328,7 +328,7 @@ def _plan_axis(n: int, g: _AxisGeom, tile: int) -> list[_Win]:
     cores = [0] + [u + h for u in starts[1:]] + [n_pad]
     wins = []
     for u, lo, hi in zip(starts, cores[:-1], cores[1:]):
-        dst = slice(int(lo * s), min(int(hi * s), out_n))
+        dst = slice(min(int(lo * s), out_n), min(int(hi * s), out_n))
         wins.append(_Win(start=u - m, size=size, src=int((lo - u) * s), dst=dst))
     return wins
 
@@ -346,8 +346,10 @@ def _resolve_refs(space: dict[str, _AxisGeom], sizes: Mapping[str, int]) -> dict
     return out
 
 
-def _tile_request(tile: Any, axes: Sequence[str]) -> dict[str, int]:
-    """Normalise ``tile`` (None, int or dict axis -> int) to a size for each axis in ``axes``."""
+def _tile_request(tile: Any, axes: Sequence[str], ignored: Sequence[str] = ()) -> dict[str, int]:
+    """Normalise ``tile`` (None, int or dict axis -> int) to a size for each axis in ``axes``.
+
+    Keys in ``ignored`` are accepted and dropped (z for a 2D model run plane by plane)."""
     req = {a: DEFAULT_TILE.get(a, 256) for a in axes}
     if tile is None:
         return req
@@ -357,6 +359,8 @@ def _tile_request(tile: Any, axes: Sequence[str]) -> dict[str, int]:
         items = {}
         for k, v in tile.items():
             key = str(k).lower()
+            if key in ignored and key not in axes:
+                continue
             if key not in axes:
                 raise InputError(f"tile names axis {k!r}, but the model tiles only "
                                  f"{', '.join(axes)}; use e.g. tile={{'y': 128, 'x': 128}}")
@@ -375,7 +379,7 @@ def _plan(model: _Model, sizes: Mapping[str, int], tile: Any,
           loop_z: bool) -> dict[str, list[_Win]]:
     """Windows per data axis (z included as one-plane windows when a 2D model loops over z)."""
     axes = [a for a in _SPACE if a in model.space]
-    req = _tile_request(tile, axes)
+    req = _tile_request(tile, axes, ignored=("z",) if loop_z else ())
     plan: dict[str, list[_Win]] = {}
     for k in axes:  # axes with their own size first, then those sized by reference
         if model.space[k].ref is None:
@@ -417,7 +421,7 @@ def _layout(model: _Model, data: xr.DataArray) -> _Layout:
     space = "".join(a for a in "zyx" if a in model.space)
     if "z" in model.space and "z" not in dims:
         raise InputError(f"model {model.name!r} expects 3D ({','.join(space)}) input but "
-                         f"{source} has axes {''.join(d for d in dims)}; give a z-stack")
+                         f"{source} has axes {''.join(dims)}; give a z-stack")
     c = data.sizes.get("c")
     if model.in_channels is None and c not in (None, 1):
         raise InputError(f"model {model.name!r} takes one channel but {source} has {c}; "
@@ -468,14 +472,18 @@ def _back_to_model(da: xr.DataArray, model: _Model, loop_z: bool) -> Any:
     """Inverse of :func:`_from_model` for the whole output (used by whole-sample post-processing)."""
     from bioimageio.core import Tensor
 
+    dims = list(model.out_dims)
     if loop_z and "z" in da.dims:
-        da = da.rename(z="batch") if "batch" in model.out_dims else da.squeeze("z", drop=True)
+        if "batch" in model.out_dims:
+            da = da.rename(z="batch")
+        else:  # no batch axis to hold the planes: keep z as an extra leading axis
+            dims.insert(0, "z")
     if "c" in da.dims:
         da = da.rename(c="channel")
-    missing = [a for a in model.out_dims if a not in da.dims]
+    missing = [a for a in dims if a not in da.dims]
     if missing:
         da = da.expand_dims(missing)
-    return Tensor.from_xarray(da.transpose(*model.out_dims))
+    return Tensor.from_xarray(da.transpose(*dims))
 
 
 def _stats_tensor(data: xr.DataArray, layout: _Layout, model: _Model) -> Any:
@@ -642,14 +650,10 @@ def _progress(progress: Callable[[int, int], Any] | bool | None, total: int, nam
         return (lambda done: bar.update(1)), bar.close
     if callable(progress):
         return (lambda done: progress(done, total)), (lambda: None)
-    if progress not in (False, None):
-        raise InputError(f"progress must be True, False or a callable(done, total), got "
-                         f"{progress!r}")
     return (lambda done: None), (lambda: None)
 
 
-def _output_shape(model: _Model, data: xr.DataArray, plan: Mapping[str, list[_Win]]
-                  ) -> dict[str, int]:
+def _output_shape(model: _Model, plan: Mapping[str, list[_Win]]) -> dict[str, int]:
     shape: dict[str, int] = {}
     if model.out_channels is not None:
         shape["c"] = model.out_channels
@@ -686,7 +690,7 @@ def _write_window(buffer: np.ndarray, dims: Sequence[str], tile: xr.DataArray,
 def _run_tiles(data: xr.DataArray, layout: _Layout, model: _Model, proc: _Processing,
                stats: Mapping[Any, Any], plan: Mapping[str, list[_Win]], adapter: Any,
                progress: Any) -> xr.DataArray:
-    shape = _output_shape(model, data, plan)
+    shape = _output_shape(model, plan)
     dims = list(shape)
     total = math.prod(len(v) for v in plan.values())
     step, close = _progress(progress, total, model.name)
@@ -750,8 +754,9 @@ def predict_array(package: Any, data: xr.DataArray, *, tile: Mapping[str, int] |
     tile : int or dict, optional
         Requested window size in input pixels, halo included: one int for every tiled axis
         or a dict such as ``{"z": 32, "y": 128, "x": 128}``. Rounded down to a size the
-        model accepts (and up when smaller than twice the halo). Default
-        :data:`DEFAULT_TILE` (64 along z, 256 along y and x).
+        model accepts (and up when smaller than twice the halo). A z entry is ignored for
+        a 2D model run plane by plane. Default :data:`DEFAULT_TILE` (64 along z, 256 along
+        y and x).
     weight_format : str, optional
         Weights to run (``"torchscript"``, ``"onnx"``, ``"pytorch_state_dict"``, ...).
         Default: the first present in :data:`WEIGHT_FORMAT_PRIORITY`.
@@ -792,6 +797,9 @@ def predict_array(package: Any, data: xr.DataArray, *, tile: Mapping[str, int] |
     """
     from .io import check_finite
 
+    if not (progress is None or isinstance(progress, bool) or callable(progress)):
+        raise InputError(f"progress must be True, False or a callable(done, total), got "
+                         f"{progress!r}")
     model = _digest(load_model(package))
     if not isinstance(data, xr.DataArray):
         raise InputError(f"predict_array needs an xarray.DataArray with named dims, got "
@@ -859,6 +867,9 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
     data = read_stack(src)
     result = predict_array(descr, data, tile=tile, weight_format=weight_format,
                            progress=progress)
-    if np.dtype(result.dtype) == np.float64:
-        result = result.astype(np.float32)
+    if dst.name.lower().endswith((".tif", ".tiff")):  # ImageJ holds uint8, uint16, float32
+        if np.dtype(result.dtype) == np.float64:
+            result = result.astype(np.float32)
+        elif np.dtype(result.dtype) == np.bool_:
+            result = result.astype(np.uint8)
     return write_stack(dst, result, overwrite=overwrite)

@@ -51,7 +51,8 @@ def _check_shape(shape, name: str = "shape") -> tuple[int, int, int]:
     try:
         shp = tuple(int(s) for s in shape)
     except TypeError:
-        raise InputError(f"{name} must be a tuple of three odd ints (Z, Y, X), got {shape!r}") from None
+        raise InputError(
+            f"{name} must be a tuple of three odd ints (Z, Y, X), got {shape!r}") from None
     if len(shp) != 3 or any(s < 1 or s % 2 == 0 for s in shp):
         raise InputError(
             f"{name}={shape!r} must be three positive odd sizes (Z, Y, X) so that the PSF has a "
@@ -71,9 +72,11 @@ def _check_psf(psf, ndim: int = 3, name: str = "psf") -> np.ndarray:
     arr = np.asarray(psf, dtype=np.float32)
     if arr.ndim != ndim:
         axes = "ZYX" if ndim == 3 else "YX"
-        raise InputError(f"{name} must be a {ndim}D array with axes {axes!r}, got shape {arr.shape}")
+        raise InputError(
+            f"{name} must be a {ndim}D array with axes {axes!r}, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
-        raise InputError(f"{name} contains NaN or infinite values; compute it again or clean it")
+        raise InputError(
+            f"{name} contains NaN or infinite values; compute it again or clean it")
     if arr.sum() <= 0:
         raise InputError(f"{name} sums to {float(arr.sum())}; a PSF must have positive total weight")
     return arr
@@ -402,7 +405,7 @@ def lateral_kernel(psf: np.ndarray | tuple[float, float], mode: Literal["full", 
     Examples
     --------
     >>> lateral_kernel((2.0, 8.0), "split").shape   # delta across: a single column
-    (33, 1)
+    (63, 1)
     """
     if mode not in ("full", "split"):
         raise InputError(f"mode must be 'full' or 'split', got {mode!r}")
@@ -428,6 +431,7 @@ def lateral_kernel(psf: np.ndarray | tuple[float, float], mode: Literal["full", 
     if mode == "full":
         return _normalise(rot2d)
     if not isinstance(n_iter, (int, np.integer)) or n_iter < 1:
-        raise InputError(f"n_iter must be a positive int (Richardson-Lucy iterations), got {n_iter!r}")
+        raise InputError(
+            f"n_iter must be a positive int (Richardson-Lucy iterations), got {n_iter!r}")
     iso2d = isotropic_psf(h).astype(np.float64).sum(axis=0)
     return _normalise(_split_richardson_lucy(rot2d, iso2d, int(n_iter)))

@@ -241,18 +241,19 @@ def train_from_file(stack_path: str | Path, out_dir: str | Path, *, psf: PsfSpec
             "best_epoch": model.result.best_epoch}
 
 
-def _crop_to_valid(shape: tuple[int, ...], axes) -> tuple[slice, ...]:
+def _test_input_from(stack: np.ndarray, axes) -> np.ndarray:
+    """A central crop of ``stack`` of a valid input size (``min + n*step``) near 96 px
+    laterally; axes shorter than ``min`` are padded by reflection."""
+    pads = [(0, max(0, a.min - s)) for s, a in zip(stack.shape, axes)]
+    if any(p[1] for p in pads):
+        stack = np.pad(stack, pads, mode="reflect")
     sl = []
-    for s, a in zip(shape, axes):
-        if s < a.min:
-            raise InputError(f"the stack is too small along {a.id} ({s} < {a.min}) for a test "
-                             "input")
-        target = min(s, max(a.min, 128 if a.id != "z" else a.min + 4 * a.step))
-        n = (target - a.min) // a.step
-        size = a.min + n * a.step
+    for s, a in zip(stack.shape, axes):
+        target = min(s, max(a.min, 96 if a.id != "z" else a.min + 4 * a.step))
+        size = a.min + (target - a.min) // a.step * a.step
         start = (s - size) // 2
         sl.append(slice(start, start + size))
-    return tuple(sl)
+    return stack[tuple(sl)]
 
 
 def export_run(run: str | Path, stack_path: str | Path, package_path: str | Path, *,
@@ -285,7 +286,7 @@ def export_run(run: str | Path, stack_path: str | Path, package_path: str | Path
     f = model.config.factor
     axes = isonet_axes(model, upsample=upsample)
     base = raw if upsample else degrade.upsample_linear(raw, f, axis=0)
-    test_input = base[_crop_to_valid(base.shape, axes)]
+    test_input = _test_input_from(base, axes)
     with tempfile.TemporaryDirectory() as tmp:
         restored = restore(model, test_input, factor=f, upsampled=not upsample)
         shown_in = degrade.upsample_linear(model.normalizer.before(test_input), f, axis=0) \

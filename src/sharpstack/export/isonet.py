@@ -42,15 +42,17 @@ def isonet_axes(model: IsoNetModel, *, upsample: bool) -> list[AxisSpec]:
     radius = model.receptive_radius()
     halo = int(math.ceil(radius / mult) * mult)
     lat_step = max(mult, 8)
-    lat = [AxisSpec(id=a, min=4 * lat_step, step=lat_step, halo=halo) for a in ("y", "x")]
+    # bioimageio.spec requires (minimum output size - 2 * halo) >= 1
+    lat_min = lat_step * int(math.ceil((2 * halo + 1) / lat_step))
+    lat = [AxisSpec(id=a, min=lat_min, step=lat_step, halo=halo) for a in ("y", "x")]
     if not upsample:
-        return [AxisSpec(id="z", min=4 * lat_step, step=lat_step, halo=halo)] + lat
+        return [AxisSpec(id="z", min=lat_min, step=lat_step, halo=halo)] + lat
     f = cfg.factor
     # input z slices n must give n*f a multiple of mult
     z_step = mult // math.gcd(mult, f)
-    z_halo_in = int(math.ceil(radius / f)) + 1
-    z_min = max(4, z_step * int(math.ceil(4 / z_step)))
-    return [AxisSpec(id="z", min=z_min, step=z_step, halo=z_halo_in * f,
+    z_halo = (int(math.ceil(radius / f)) + 1) * f  # output slices; +1 input slice: interpolation
+    z_min = z_step * int(math.ceil((2 * z_halo + 1) / (f * z_step)))
+    return [AxisSpec(id="z", min=z_min, step=z_step, halo=z_halo,
                      in_scale=float(f), out_scale=1.0)] + lat
 
 

@@ -128,8 +128,8 @@ def _descr(spec: PackageSpec, files: Mapping[str, Path], test_output: Path):
         authors=[m.Author(**a) for a in spec.authors],
         cite=[m.CiteEntry(**c) for c in spec.cite],
         license=spec.license, tags=spec.tags, version=spec.version,
-        documentation=files["documentation"], covers=[files[f"cover{i}"] for i in
-                                                      range(len(spec.covers))],
+        documentation=m.FileDescr(source=files["documentation"]),
+        covers=[m.FileDescr(source=files[f"cover{i}"]) for i in range(len(spec.covers))],
         inputs=[inp], outputs=[out], weights=weights,
         attachments=[m.FileDescr(source=files[f"attachment{i}"])
                      for i in range(len(spec.attachments))],
@@ -154,8 +154,9 @@ def _write_files(spec: PackageSpec, work: Path) -> dict[str, Path]:
     files["test_input"] = work / "test_input.npy"
     np.save(files["test_input"], x[None, None])
     files["sample_input"] = work / "sample_input.tif"
-    write_tiff(files["sample_input"],
-               as_dataarray(x[None, None], "BC" + "".join(_space_axes_ids(spec)).upper()))
+    # the same values as the test input; ImageJ TIFF has no batch axis, and a singleton
+    # channel is implicit, so it holds the space axes only
+    write_tiff(files["sample_input"], as_dataarray(x, "".join(_space_axes_ids(spec)).upper()))
     files["documentation"] = work / "README.md"
     files["documentation"].write_text(spec.documentation, encoding="utf-8")
     for i, c in enumerate(spec.covers):
@@ -167,12 +168,21 @@ def _write_files(spec: PackageSpec, work: Path) -> dict[str, Path]:
     return files
 
 
-def _pipeline_output(descr, test_input: np.ndarray) -> np.ndarray:
-    """The test output as bioimageio.core's own pipeline computes it (pre, network, post)."""
-    from bioimageio.core import predict
+def _pipeline_output(descr) -> np.ndarray:
+    """The test output as bioimageio.core's own pipeline computes it from the test input:
+    pre-processing, network, post-processing, with no halo padding or cropping (exactly the
+    steps of core's "reproduce test outputs" check)."""
+    from bioimageio.core import create_prediction_pipeline
+    from bioimageio.core.digest_spec import get_test_input_sample
 
-    sample = predict(model=descr, inputs=test_input)
-    (t,) = sample.members.values()
+    sample = get_test_input_sample(descr)
+    with create_prediction_pipeline(bioimageio_model=descr) as pp:
+        pp.apply_preprocessing(sample)
+        res = pp.predict_sample_without_blocking(
+            sample, skip_preprocessing=True, skip_postprocessing=True,
+            skip_input_padding=True, skip_output_cropping=True)
+        pp.apply_postprocessing(res)
+    (t,) = res.members.values()
     return np.asarray(t.data, dtype=np.float32)
 
 
@@ -183,6 +193,10 @@ def _plain_strings(rdf: dict[str, Any]) -> dict[str, Any]:
         return v["source"] if isinstance(v, dict) and "source" in v else v
 
     rdf = dict(rdf)
+    # bioimageio.spec reads plain-string documentation/covers for format versions < 0.5.11
+    # (it converts them on load) but refuses them for 0.5.11+; 0.5.4 is also the version the
+    # zoo and deepImageJ/JDLL 0.6 have long read. Nothing after 0.5.4 is used by our packages.
+    rdf["format_version"] = "0.5.4"
     if "documentation" in rdf:
         rdf["documentation"] = plain(rdf["documentation"])
     if "covers" in rdf:
@@ -247,7 +261,7 @@ def build_package(spec: PackageSpec, out_path: str | Path, *, overwrite: bool = 
         placeholder = work / "test_output.npy"
         np.save(placeholder, first.astype(np.float32))
         descr = _descr(spec, files, placeholder)
-        np.save(placeholder, _pipeline_output(descr, x))
+        np.save(placeholder, _pipeline_output(descr))
         descr = _descr(spec, files, placeholder)
         raw_zip = Path(tmp) / "raw.zip"
         save_bioimageio_package(descr, output_path=raw_zip)
