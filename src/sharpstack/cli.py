@@ -60,7 +60,7 @@ def _parse_ints(text: Optional[str], n: Optional[int], what: str) -> Optional[tu
     return vals
 
 
-PsfKind = typer.Option("gaussian", "--psf", help="PSF of the microscope: gaussian, confocal, "
+PsfKind = typer.Option(help="PSF of the microscope: gaussian, confocal, "
                        "lightsheet or file.")
 
 
@@ -235,6 +235,64 @@ def demo(
                        progress=True, log=lambda m: typer.echo(f"* {m}", err=True))
     typer.echo(json.dumps(summary, indent=2))
     typer.echo(f"summary: {Path(out) / 'summary.json'}")
+
+
+@app.command()
+@_friendly
+def check(
+    package: Annotated[Path, typer.Argument(help="Model package (.zip, folder or rdf.yaml).")],
+    for_: Annotated[Optional[list[str]], typer.Option("--for", help="Consumers to check: bioimageio, deepimagej, ilastik, qupath (repeat; default all).")] = None,
+    test: Annotated[bool, typer.Option(help="Also run bioimageio.core's test for every weight format.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+):
+    """Will this package open and run in Fiji/deepImageJ, ilastik, QuPath and bioimageio.core?
+
+    Prints, per consumer, compatible or not and, for each failure, the rule and the fix. The
+    exit code is 0 only if every consumer asked for (--for) is compatible.
+    """
+    from .export.compat import check_package
+
+    report = check_package(package, for_, run_bioimageio_test=test)
+    typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_text())
+    if not report.ok(for_):
+        raise typer.Exit(1)
+
+
+bench_app = typer.Typer(help="Quality benchmarks that reproduce the papers' tables.",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("isonet")
+@_friendly
+def bench_isonet(
+    out: Annotated[Path, typer.Option(help="Output folder (table1.md, table1.csv, figure).")] = Path("bench_out/isonet"),
+    size: Annotated[str, typer.Option(help="Volume size Z,Y,X or one number (the paper: 512).")] = "96",
+    volumes: Annotated[int, typer.Option(help="Volumes per dataset (the paper: 10).")] = 2,
+    epochs: Annotated[int, typer.Option(help="Training epochs per model (the paper: 100).")] = 10,
+    steps: Annotated[Optional[int], typer.Option(help="Batches per epoch.")] = None,
+    datasets: Annotated[Optional[list[str]], typer.Option("--dataset", help="nuclei, membranes, nuclei+membranes (repeat; default all).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu or cuda; default GPU if present.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
+):
+    """Reproduce IsoNet's Table 1 (PSNR of 7 methods on 3 datasets) and its SEG result."""
+    from .bench import run_isonet_table1
+
+    _threads(threads)
+    dims = _parse_ints(size, 3, "--size")
+    kwargs = {"size": dims, "n_volumes": volumes, "epochs": epochs, "device": device,
+              "seed": seed, "progress": True}
+    if steps:
+        kwargs["steps_per_epoch"] = steps
+    if datasets:
+        kwargs["datasets"] = tuple(datasets)
+    res = run_isonet_table1(out, **kwargs)
+    table = Path(out) / "table1.md"
+    if table.exists():
+        typer.echo(table.read_text())
+    typer.echo(f"results: {out}")
+    return res
 
 
 def main() -> None:  # pragma: no cover - console entry point

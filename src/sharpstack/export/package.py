@@ -75,6 +75,9 @@ class PackageSpec:
     training_data: str | None = None
     version: str = "0.1.0"
     attachments: list[Path] = field(default_factory=list)
+    batch_size: int | None = 1
+    """Fixed batch size (1: what deepImageJ/ilastik/QuPath send; it also keeps
+    ``test_model``'s size sweep to three runs), or None for any batch size."""
 
 
 def _space_axes_ids(spec: PackageSpec) -> list[str]:
@@ -85,8 +88,9 @@ def _descr(spec: PackageSpec, files: Mapping[str, Path], test_output: Path):
     from bioimageio.spec.model import v0_5 as m
 
     in_id, out_id = m.TensorId("input"), m.TensorId("output")
-    in_axes: list[Any] = [m.BatchAxis(), m.ChannelAxis(channel_names=[m.Identifier("raw")])]
-    out_axes: list[Any] = [m.BatchAxis(),
+    in_axes: list[Any] = [m.BatchAxis(size=spec.batch_size),
+                          m.ChannelAxis(channel_names=[m.Identifier("raw")])]
+    out_axes: list[Any] = [m.BatchAxis(size=spec.batch_size),
                            m.ChannelAxis(channel_names=[m.Identifier("restored")])]
     for a in spec.axes:
         in_axes.append(m.SpaceInputAxis(

@@ -1,0 +1,58 @@
+"""Shared, session-scoped fixtures: one tiny synthetic dataset, one tiny trained IsoNet and
+its two exported packages, reused by the IsoNet, export, compat, predict and CLI tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(int(os.environ.get("SHARPSTACK_TEST_THREADS", "2")))
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# a small U-Net (kernel 3, base 4): receptive radius 16, so halos and the minimal tile sizes
+# stay small and bioimageio.core's test runs take seconds
+TINY = {"kernel": 3, "base": 4, "depth": 2, "dropout": 0.0, "patch_size": 32,
+        "n_patches": 64, "batch_size": 8, "epochs": 2, "steps_per_epoch": 3,
+        "patience": None}
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory):
+    from sharpstack.workflows import PsfSpec, synthesize
+
+    out = tmp_path_factory.mktemp("synth")
+    return synthesize(out, kind="nuclei", shape=(64, 64, 64), factor=8,
+                      psf=PsfSpec("gaussian", 2.0, 8.0), seed=3)
+
+
+@pytest.fixture(scope="session")
+def isonet_run(synth_data, tmp_path_factory):
+    from sharpstack.workflows import PsfSpec, train_from_file
+
+    run = tmp_path_factory.mktemp("run")
+    res = train_from_file(synth_data["paths"]["anisotropic"], run,
+                          psf=PsfSpec("gaussian", 2.0, 8.0), config=dict(TINY), overwrite=True)
+    return run, res["model"]
+
+
+@pytest.fixture(scope="session")
+def package_upsample(isonet_run, synth_data, tmp_path_factory):
+    from sharpstack.workflows import export_run
+
+    run, _ = isonet_run
+    out = tmp_path_factory.mktemp("pkg_up") / "isonet_up.zip"
+    return export_run(run, synth_data["paths"]["anisotropic"], out, upsample=True)
+
+
+@pytest.fixture(scope="session")
+def package_isotropic(isonet_run, synth_data, tmp_path_factory):
+    from sharpstack.workflows import export_run
+
+    run, _ = isonet_run
+    out = tmp_path_factory.mktemp("pkg_iso") / "isonet_iso"
+    return export_run(run, synth_data["paths"]["anisotropic"], out, upsample=False,
+                      as_folder=True)
