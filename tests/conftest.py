@@ -45,7 +45,7 @@ def package_upsample(isonet_run, synth_data, tmp_path_factory):
 
     run, _ = isonet_run
     out = tmp_path_factory.mktemp("pkg_up") / "isonet_up.zip"
-    return export_run(run, synth_data["paths"]["anisotropic"], out, upsample=True)
+    return export_run(run, synth_data["paths"]["anisotropic"], out, deployable="upsample")
 
 
 @pytest.fixture(scope="session")
@@ -54,5 +54,14 @@ def package_isotropic(isonet_run, synth_data, tmp_path_factory):
 
     run, _ = isonet_run
     out = tmp_path_factory.mktemp("pkg_iso") / "isonet_iso"
-    return export_run(run, synth_data["paths"]["anisotropic"], out, upsample=False,
+    return export_run(run, synth_data["paths"]["anisotropic"], out, deployable="isotropic",
                       as_folder=True)
+
+
+@pytest.fixture(scope="session")
+def package_slice2d(isonet_run, synth_data, tmp_path_factory):
+    from sharpstack.workflows import export_run
+
+    run, _ = isonet_run
+    out = tmp_path_factory.mktemp("pkg_2d") / "isonet_2d.zip"
+    return export_run(run, synth_data["paths"]["anisotropic"], out, deployable="slice2d")

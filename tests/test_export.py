@@ -122,3 +122,46 @@ def test_export_refuses_existing_output(isonet_run, synth_data, tmp_path):
     with pytest.raises(OutputExistsError):
         export_run(run, synth_data["paths"]["anisotropic"], out)
     assert out.read_bytes() == b"keep me"
+
+
+@pytest.mark.parametrize("which,claims,refused", [
+    ("package_isotropic", ("bioimageio", "deepimagej", "ilastik"), ("qupath",)),
+    ("package_upsample", ("bioimageio",), ("deepimagej", "ilastik", "qupath")),
+    ("package_slice2d", ("bioimageio", "deepimagej", "ilastik", "qupath"), ()),
+])
+def test_every_deployable_passes_its_claims_by_construction(which, claims, refused, request):
+    """3D same-shape, 3D z-upsampling and 2D: each passes `sharpstack check` for the
+    consumers it claims, and the others are refused with a reason, also in its model card."""
+    from sharpstack.export.compat import check_package
+
+    pkg = request.getfixturevalue(which)
+    report = check_package(pkg)
+    assert report.ok(claims), report.to_text()
+    for c in refused:
+        rep = report.consumers[c]
+        assert not rep.compatible and rep.errors[0].message
+    if pkg.is_dir():
+        card = (pkg / "README.md").read_text()
+    else:
+        with zipfile.ZipFile(pkg) as z:
+            card = z.read("README.md").decode()
+    assert "## Consumers" in card and "<!-- sharpstack:compat -->" not in card
+    for c in refused:
+        assert f"| {c} | no |" in card
+
+
+def test_slice2d_package_runs_on_an_axial_slice(package_slice2d, isonet_run, synth_data):
+    import torch
+
+    from sharpstack import degrade
+    from sharpstack.io import as_dataarray
+    from sharpstack.predict import predict_array
+
+    _, model = isonet_run
+    up = degrade.upsample_linear(synth_data["anisotropic"], 8, axis=0)
+    xz = np.ascontiguousarray(up[:, 20, :])
+    got = predict_array(package_slice2d, as_dataarray(xz, "YX")).values
+    x = model.normalizer.before(xz)
+    with torch.no_grad():
+        want = model.net(torch.from_numpy(x)[None, None])[0, 0].numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)

@@ -159,19 +159,18 @@ def export_cmd(
     run: Annotated[Path, typer.Argument(help="Run folder of `sharpstack train` (or its model.pt).")],
     stack: Annotated[Path, typer.Argument(help="A stack of the training kind: the test input is cropped from it.")],
     package: Annotated[Path, typer.Argument(help="Output package (.zip) or folder with --as-folder.")],
-    deployable: Annotated[str, typer.Option(help="upsample: raw stack in, z x factor out; isotropic: z-resampled stack in, same shape out (runs in every 3D consumer).")] = "upsample",
+    deployable: Annotated[str, typer.Option(help="upsample: raw stack in, z x factor out (bioimageio.core, sharpstack); isotropic: z-resampled stack in, same shape out (also deepImageJ, ilastik); slice2d: one axial slice (also QuPath).")] = "upsample",
     as_folder: Annotated[bool, typer.Option(help="Write an unzipped folder (for QuPath).")] = False,
     name: Annotated[Optional[str], typer.Option(help="Model name.")] = None,
     author: Annotated[Optional[list[str]], typer.Option(help="Author name (repeat for several).")] = None,
     license: Annotated[str, typer.Option(help="SPDX license id.")] = "MIT",
+    runtime_report: Annotated[Optional[Path], typer.Option(help="Markdown from benchmarks/old_runtimes.py to put in the model card.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing package.")] = False,
 ):
     """Export a trained model as a bioimage.io package, tested for every weight format."""
     from .workflows import export_run
 
-    if deployable not in ("upsample", "isotropic"):
-        raise SharpstackError(f"--deployable must be upsample or isotropic, got {deployable!r}")
-    out = export_run(run, stack, package, upsample=deployable == "upsample",
+    out = export_run(run, stack, package, deployable=deployable, runtime_report=runtime_report,
                      as_folder=as_folder, overwrite=overwrite, name=name, license=license,
                      authors=[{"name": a} for a in author] if author else None)
     typer.echo(f"package written and tested (torchscript, onnx, pytorch_state_dict): {out}")

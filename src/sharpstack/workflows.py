@@ -257,22 +257,28 @@ def _test_input_from(stack: np.ndarray, axes) -> np.ndarray:
 
 
 def export_run(run: str | Path, stack_path: str | Path, package_path: str | Path, *,
-               upsample: bool = True, as_folder: bool = False, overwrite: bool = False,
+               deployable: str = "upsample", as_folder: bool = False, overwrite: bool = False,
                quality: dict[str, Any] | None = None, authors: list[dict[str, str]] | None = None,
-               license: str = "MIT", name: str | None = None) -> Path:
-    """Export a trained run as a validated bioimage.io package.
+               license: str = "MIT", name: str | None = None,
+               runtime_report: str | Path | None = None) -> Path:
+    """Export a trained run as a tested bioimage.io package.
 
-    The test input (and sample TIFF) is a central crop of ``stack_path``: the raw anisotropic
-    stack for the z-upsampling deployable, or the stack linearly resampled to isotropic voxels
-    (in z) for the same-shape one. The cover shows orthogonal views before/after on it.
+    ``deployable``: ``upsample`` (raw stack in, z x factor out), ``isotropic`` (z-resampled
+    stack in, same shape out; runs in deepImageJ and ilastik too) or ``slice2d`` (one axial
+    slice; the QuPath-compatible form). The test input (and sample TIFF) is a central crop of
+    ``stack_path`` in the form the deployable expects; the cover shows orthogonal views
+    before/after. ``runtime_report`` (Markdown from ``benchmarks/old_runtimes.py``) goes into
+    the model card.
     """
     from . import degrade
     from .export.covers import orthoviews_png
-    from .export.isonet import isonet_axes, isonet_package_spec
+    from .export.isonet import DEPLOYABLES, isonet_axes, isonet_package_spec
     from .export.package import build_package
     from .io import check_finite, read_stack
     from .methods.isonet import restore
 
+    if deployable not in DEPLOYABLES:
+        raise InputError(f"deployable must be one of {', '.join(DEPLOYABLES)}; got {deployable!r}")
     out = Path(package_path)
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} already exists; choose another path or pass --overwrite")
@@ -284,21 +290,32 @@ def export_run(run: str | Path, stack_path: str | Path, package_path: str | Path
     check_finite(data, str(stack_path))
     raw = np.asarray(data.values, dtype=np.float32)
     f = model.config.factor
-    axes = isonet_axes(model, upsample=upsample)
-    base = raw if upsample else degrade.upsample_linear(raw, f, axis=0)
-    test_input = _test_input_from(base, axes)
+    up = degrade.upsample_linear(raw, f, axis=0)
+    axes = isonet_axes(model, deployable=deployable)
+    if deployable == "upsample":
+        test_input = _test_input_from(raw, axes)
+    elif deployable == "isotropic":
+        test_input = _test_input_from(up, axes)
+    else:  # one xz slice through the middle, rows = z
+        test_input = _test_input_from(np.ascontiguousarray(up[:, up.shape[1] // 2, :]), axes)
+    runtimes_text = ""
+    if runtime_report is not None:
+        rp = Path(runtime_report)
+        if not rp.exists():
+            raise InputError(f"runtime report {rp} does not exist")
+        runtimes_text = "## Old runtimes (benchmarks/old_runtimes.py)\n\n" + rp.read_text()
     with tempfile.TemporaryDirectory() as tmp:
-        restored = restore(model, test_input, factor=f, upsampled=not upsample)
-        shown_in = degrade.upsample_linear(model.normalizer.before(test_input), f, axis=0) \
-            if upsample else model.normalizer.before(test_input)
-        cover = orthoviews_png([shown_in, restored], ["input (z interpolated)", "IsoNet"],
-                               Path(tmp) / "cover.png")
+        shown = _test_input_from(up, isonet_axes(model, deployable="isotropic"))
+        restored = restore(model, shown, factor=f, upsampled=True)
+        cover = orthoviews_png([model.normalizer.before(shown), restored],
+                               ["input (z interpolated)", "IsoNet"], Path(tmp) / "cover.png")
         curve = Path(run) / "loss_curve.png" if Path(run).is_dir() else None
         attachments = [curve] if curve is not None and curve.exists() else []
         spec = isonet_package_spec(
-            model, test_input, upsample=upsample, covers=[cover], name=name,
+            model, test_input, deployable=deployable, covers=[cover], name=name,
             psf_text=ckpt.get("psf_text", ""), training_data=ckpt.get("training_data", ""),
-            quality=quality, authors=authors, license=license, attachments=attachments)
+            quality=quality, authors=authors, license=license, attachments=attachments,
+            runtimes_text=runtimes_text)
         return build_package(spec, out, overwrite=overwrite, as_folder=as_folder)
 
 
@@ -376,7 +393,7 @@ def run_demo(out_dir: str | Path = "demo_out", *, shape: tuple[int, int, int] = 
 
     t = time.perf_counter()
     say("exporting and validating the bioimage.io package (torchscript, onnx, state dict)")
-    export_run(out / "run", syn["paths"]["anisotropic"], package, upsample=True,
+    export_run(out / "run", syn["paths"]["anisotropic"], package, deployable="upsample",
                overwrite=overwrite,
                quality={"PSNR vs isotropic GT, z-interpolated input (dB)": psnr_in,
                         "PSNR vs isotropic GT, IsoNet-2 restoration (dB)": psnr_model,

@@ -4,6 +4,10 @@
   Safe for every 3D consumer.
 - ``upsample=True``: raw anisotropic input; z upsampled by the factor inside the module, so the
   output has ``factor`` times more slices (output z axis scale = input z scale / factor).
+  bioimageio.core and ``sharpstack predict`` run it; deepImageJ and ilastik cannot (their
+  output-size rules ignore the scale; ``sharpstack check`` says why).
+- ``slice2d``: the bare 2D network on one axial (xz or yz) slice already resampled to isotropic
+  pixels, rows = z. The only deployable QuPath (2D only) can open.
 """
 
 from __future__ import annotations
@@ -20,7 +24,13 @@ from ..methods.isonet import IsoNetModel
 from ..nn import isonet_arch
 from .package import AxisSpec, PackageSpec
 
-__all__ = ["isonet_package_spec", "isonet_axes", "ISONET_CITATION"]
+__all__ = ["isonet_package_spec", "isonet_axes", "ISONET_CITATION", "DEPLOYABLES", "CLAIMS"]
+
+DEPLOYABLES = ("upsample", "isotropic", "slice2d")
+#: consumers each deployable must pass at export (sharpstack check); see module docstring
+CLAIMS = {"upsample": ("bioimageio",),
+          "isotropic": ("bioimageio", "deepimagej", "ilastik"),
+          "slice2d": ("bioimageio", "deepimagej", "ilastik", "qupath")}
 
 ISONET_CITATION = {
     "text": "Weigert, Royer, Jug & Myers. Isotropic reconstruction of 3D fluorescence microscopy "
@@ -30,7 +40,7 @@ ISONET_CITATION = {
 DEFAULT_AUTHORS = [{"name": "sharpstack developers"}]
 
 
-def isonet_axes(model: IsoNetModel, *, upsample: bool) -> list[AxisSpec]:
+def isonet_axes(model: IsoNetModel, *, deployable: str) -> list[AxisSpec]:
     """Space axes (z, y, x) with sizes, scales and halos for a deployable of ``model``.
 
     Every axis of the 3D module is a row or column axis of the 2D network, so all sizes must be
@@ -45,7 +55,9 @@ def isonet_axes(model: IsoNetModel, *, upsample: bool) -> list[AxisSpec]:
     # bioimageio.spec requires (minimum output size - 2 * halo) >= 1
     lat_min = lat_step * int(math.ceil((2 * halo + 1) / lat_step))
     lat = [AxisSpec(id=a, min=lat_min, step=lat_step, halo=halo) for a in ("y", "x")]
-    if not upsample:
+    if deployable == "slice2d":
+        return lat
+    if deployable == "isotropic":
         return [AxisSpec(id="z", min=lat_min, step=lat_step, halo=halo)] + lat
     f = cfg.factor
     # input z slices n must give n*f a multiple of mult
@@ -65,29 +77,47 @@ def _fmt_quality(quality: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
-def render_card(model: IsoNetModel, *, name: str, description: str, upsample: bool,
+def render_card(model: IsoNetModel, *, name: str, description: str, deployable: str,
                 halo: int, psf_text: str, training_data: str,
-                quality: dict[str, Any] | None, compat_text: str = "") -> str:
+                quality: dict[str, Any] | None, runtimes_text: str = "") -> str:
     from .. import __version__
 
     cfg = model.config
     tmpl = resources.files("sharpstack.export").joinpath("templates/isonet.md").read_text("utf-8")
-    if upsample:
+    f = cfg.factor
+    resample = (f"Resample z to isotropic voxels first (Fiji: Image > Scale with z scale {f} "
+                "and bilinear interpolation, or Image > Adjust > Size).")
+    if deployable == "upsample":
         deploy_text = ("this package takes the raw anisotropic stack and returns it with "
-                       f"{cfg.factor}x more z slices (z is upsampled inside the network).")
-        input_text = ("Give the stack as acquired (no resampling). Its z spacing should be "
-                      f"{cfg.factor}x its pixel size.")
-        output_text = f"{cfg.factor}x the input's z slices; z spacing divided by {cfg.factor}."
-        dij = ("deepImageJ must compute an output size from the z `scale` of the output axis; "
-               "see the compatibility table below.")
-    else:
+                       f"{f}x more z slices (z is upsampled inside the network).")
+        input_text = f"Give the stack as acquired; its z spacing should be {f}x its pixel size."
+        output_text = f"{f}x the input's z slices; z spacing divided by {f}."
+        dij = ("Not supported: deepImageJ computes the output size without the z scale; use "
+               "the `isotropic` package of the same model in Fiji.")
+        ilastik = "Not supported (ilastik needs the output shaped like the input); use the `isotropic` package."
+        axes = "batch, channel, z, y, x"
+    elif deployable == "isotropic":
         deploy_text = ("this package takes a stack already resampled to isotropic voxels (z "
                        "interpolated to the pixel size) and returns the restored stack of the "
                        "same shape.")
-        input_text = (f"Resample z to isotropic voxels first (e.g. Fiji Image > Scale, z factor "
-                      f"{cfg.factor}, bilinear).")
+        input_text = resample
         output_text = "same shape and voxel size as the input."
-        dij = "Resample z to isotropic voxels before running."
+        dij = resample
+        ilastik = "Load the z-resampled stack as a 3D volume. " + \
+            "ilastik shows a single-channel output as channel 0."
+        axes = "batch, channel, z, y, x"
+    else:
+        deploy_text = ("this package restores ONE axial slice (xz or yz) of a stack that was "
+                       "resampled to isotropic voxels; rows are the z direction.")
+        input_text = ("A 2D axial slice (rows = z), after resampling z to isotropic voxels. "
+                      "For whole stacks use the 3D packages.")
+        output_text = "the restored slice, same shape."
+        dij = "Open an axial slice (Image > Stacks > Reslice, then resample rows to the pixel size)."
+        ilastik = "Runs as a 2D model on 2D images."
+        axes = "batch, channel, y, x"
+    qupath = ("open the unzipped folder with Extensions > Bioimage Model Zoo (2D images only; "
+              "rows must be z)." if deployable == "slice2d" else
+              "not supported: QuPath runs 2D models on image tiles and this model is 3D.")
     arch_text = ("IsoNet-2: 2D U-Net C16,7x7-M2-C32,7x7-M2-C64,7x7-U2-C32,7x7-U2-C16,7x7-C1,1x1 "
                  "with skip connections, predicting the residual" if cfg.arch == "unet" else
                  "IsoNet-1: SRCNN-like C64,9x9-C32,5x5-C1,5x5-C1,1x1")
@@ -96,61 +126,73 @@ def render_card(model: IsoNetModel, *, name: str, description: str, upsample: bo
                      "none": "no PSF (SRCNN baseline)"}[cfg.psf_mode]
     return tmpl.format(
         name=name, description=description, version=__version__, deploy_text=deploy_text,
-        factor=cfg.factor, axes="batch, channel, z, y, x", input_text=input_text,
-        pmin=cfg.pmin, pmax=cfg.pmax, output_text=output_text, halo=halo,
-        arch_text=arch_text, arch_kwargs=json.dumps(cfg.arch_kwargs()), psf_text=psf_text,
-        psf_mode=cfg.psf_mode, psf_mode_text=psf_mode_text, lr=cfg.lr,
-        epochs=len(model.result.history), best_epoch=model.result.best_epoch,
-        n_patches=cfg.n_patches, patch_size=cfg.patch_size, dropout=cfg.dropout,
-        training_data=training_data, quality=_fmt_quality(quality), dij_text=dij,
-        ilastik_text=("ilastik runs 3D models on 3D data; give the stack "
-                      + ("as acquired." if upsample else "resampled to isotropic voxels.")),
-        qupath_text=("not supported: QuPath runs 2D models on image tiles, and this is a 3D "
-                     "model."),
-        compat=compat_text,
+        factor=f, axes=axes, input_text=input_text, pmin=cfg.pmin, pmax=cfg.pmax,
+        output_text=output_text, halo=halo, arch_text=arch_text,
+        arch_kwargs=json.dumps(cfg.arch_kwargs()), psf_text=psf_text, psf_mode=cfg.psf_mode,
+        psf_mode_text=psf_mode_text, lr=cfg.lr, epochs=len(model.result.history),
+        best_epoch=model.result.best_epoch, n_patches=cfg.n_patches,
+        patch_size=cfg.patch_size, dropout=cfg.dropout, training_data=training_data,
+        quality=_fmt_quality(quality), dij_text=dij, ilastik_text=ilastik,
+        qupath_text=qupath, runtimes=runtimes_text,
     )
 
 
-def isonet_package_spec(model: IsoNetModel, test_input: np.ndarray, *, upsample: bool,
+def isonet_package_spec(model: IsoNetModel, test_input: np.ndarray, *, deployable: str,
                         covers: list[Path], name: str | None = None,
                         description: str | None = None, psf_text: str = "",
                         training_data: str = "", quality: dict[str, Any] | None = None,
                         authors: list[dict[str, str]] | None = None, license: str = "MIT",
-                        compat_text: str = "", attachments: list[Path] | None = None
+                        runtimes_text: str = "", attachments: list[Path] | None = None
                         ) -> PackageSpec:
     """A :class:`PackageSpec` for one deployable of a trained IsoNet.
 
-    ``test_input`` is raw data with axes ZYX: the raw anisotropic stack crop when
-    ``upsample``, a crop of the isotropically resampled stack otherwise; its shape must be a
-    valid size (``min + n*step``) on every axis.
+    ``test_input`` is raw data: ZYX crop of the raw anisotropic stack (``upsample``) or of the
+    isotropically resampled stack (``isotropic``), or one axial slice of the latter with rows
+    = z (``slice2d``). Its shape must be a valid size (``min + n*step``) on every axis.
     """
+    if deployable not in DEPLOYABLES:
+        raise ValueError(f"deployable must be one of {DEPLOYABLES}, got {deployable!r}")
     cfg = model.config
-    axes = isonet_axes(model, upsample=upsample)
+    axes = isonet_axes(model, deployable=deployable)
+    if test_input.ndim != len(axes):
+        raise ValueError(f"test input must have {len(axes)} axes for {deployable!r}")
     for a, s in zip(axes, test_input.shape):
         if s < a.min or (s - a.min) % a.step:
             raise ValueError(f"test input size {s} along {a.id} is not min {a.min} + n*{a.step}")
     kind = "IsoNet-2" if cfg.arch == "unet" else "IsoNet-1"
-    name = name or f"{kind} isotropic reconstruction x{cfg.factor}" + (
-        " (z-upsampling)" if upsample else "")
+    suffix = {"upsample": " (raw stack - z upsampling)", "isotropic": " (z-resampled stack)",
+              "slice2d": " (2D axial slice)"}[deployable]
+    name = name or f"{kind} isotropic reconstruction x{cfg.factor}{suffix}"
     description = description or (
         f"{kind} restores isotropic resolution of fluorescence z-stacks with {cfg.factor}x "
-        "coarser axial than lateral sampling" + (
-            "; input the raw stack, z is upsampled inside." if upsample else
-            "; input the stack resampled to isotropic voxels."))
-    card = render_card(model, name=name, description=description, upsample=upsample,
-                       halo=axes[1].halo, psf_text=psf_text, training_data=training_data,
-                       quality=quality, compat_text=compat_text)
+        "coarser axial than lateral sampling" + {
+            "upsample": "; input the raw stack, z is upsampled inside.",
+            "isotropic": "; input the stack resampled to isotropic voxels.",
+            "slice2d": "; input one axial slice (rows = z) resampled to isotropic pixels."}[
+                deployable])
+    card = render_card(model, name=name, description=description, deployable=deployable,
+                       halo=axes[-1].halo, psf_text=psf_text, training_data=training_data,
+                       quality=quality, runtimes_text=runtimes_text)
+    if deployable == "slice2d":
+        module, callable_, kwargs = model.net.eval(), ("UNet2D" if cfg.arch == "unet"
+                                                        else "SRCNN2D"), cfg.arch_kwargs()
+    else:
+        up = deployable == "upsample"
+        module, callable_, kwargs = (model.deploy(upsample=up), "IsoNetDeploy",
+                                     model.deploy_kwargs(upsample=up))
+    tags = ["isotropic-reconstruction", "isonet", "fluorescence-light-microscopy",
+            "restoration", "pytorch", "sharpstack", "2d" if deployable == "slice2d" else "3d"]
     return PackageSpec(
-        name=name, description=description, module=model.deploy(upsample=upsample),
-        arch_source=Path(isonet_arch.__file__), arch_callable="IsoNetDeploy",
-        arch_kwargs=model.deploy_kwargs(upsample=upsample), axes=axes,
-        test_input=np.asarray(test_input, dtype=np.float32), normalizer=model.normalizer,
-        documentation=card, covers=covers, authors=authors or DEFAULT_AUTHORS,
-        cite=[ISONET_CITATION], license=license,
-        tags=["isotropic-reconstruction", "isonet", "3d", "fluorescence-light-microscopy",
-              "restoration", "pytorch", "sharpstack"],
-        input_description="anisotropic fluorescence stack" if upsample else
-        "fluorescence stack resampled to isotropic voxels",
-        output_description="restored isotropic stack (normalised intensities)",
+        name=name, description=description, module=module,
+        arch_source=Path(isonet_arch.__file__), arch_callable=callable_, arch_kwargs=kwargs,
+        axes=axes, test_input=np.asarray(test_input, dtype=np.float32),
+        normalizer=model.normalizer, documentation=card, covers=covers,
+        authors=authors or DEFAULT_AUTHORS, cite=[ISONET_CITATION], license=license,
+        tags=tags, input_description={
+            "upsample": "anisotropic fluorescence stack, as acquired",
+            "isotropic": "fluorescence stack resampled to isotropic voxels",
+            "slice2d": "axial slice (rows = z) resampled to isotropic pixels"}[deployable],
+        output_description="restored, normalised intensities",
         training_data=training_data, attachments=attachments or [],
+        claims=CLAIMS[deployable],
     )

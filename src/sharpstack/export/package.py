@@ -76,6 +76,9 @@ class PackageSpec:
     version: str = "0.1.0"
     attachments: list[Path] = field(default_factory=list)
     batch_size: int | None = 1
+    claims: tuple[str, ...] = ("bioimageio",)
+    """Consumers this package must be compatible with (``sharpstack check``): the export fails
+    and writes nothing otherwise. The card gets the full per-consumer table either way."""
     """Fixed batch size (1: what deepImageJ/ilastik/QuPath send; it also keeps
     ``test_model``'s size sweep to three runs), or None for any batch size."""
 
@@ -85,6 +88,16 @@ def _space_axes_ids(spec: PackageSpec) -> list[str]:
 
 
 def _descr(spec: PackageSpec, files: Mapping[str, Path], test_output: Path):
+    from pydantic import ValidationError
+
+    try:
+        return _descr_unchecked(spec, files, test_output)
+    except ValidationError as exc:
+        raise PackageError(f"the model description is invalid (fix the named field, e.g. "
+                           f"--name uses letters, digits, _+- () only):\n{exc}") from None
+
+
+def _descr_unchecked(spec: PackageSpec, files: Mapping[str, Path], test_output: Path):
     from bioimageio.spec.model import v0_5 as m
 
     in_id, out_id = m.TensorId("input"), m.TensorId("output")
@@ -113,6 +126,8 @@ def _descr(spec: PackageSpec, files: Mapping[str, Path], test_output: Path):
     out = m.OutputTensorDescr(
         id=out_id, axes=out_axes, description=spec.output_description,
         test_tensor=m.FileDescr(source=test_output),
+        sample_tensor=m.FileDescr(source=files["sample_output"]) if "sample_output" in files
+        else None,
         data=m.IntervalOrRatioDataDescr(type="float32"))
     pt_version = m.Version(torch.__version__.split("+")[0])
     weights = m.WeightsDescr(
@@ -190,6 +205,20 @@ def _pipeline_output(descr) -> np.ndarray:
     return np.asarray(t.data, dtype=np.float32)
 
 
+COMPAT_MARKER = "<!-- sharpstack:compat -->"
+
+
+def _compat_markdown(report) -> str:
+    """The per-consumer table of ``sharpstack check`` for the model card."""
+    lines = ["## Consumers (checked by `sharpstack check` at export)", "",
+             "| consumer | runs this package | why not / notes |", "|---|---|---|"]
+    for name, rep in report.consumers.items():
+        why = "; ".join(f"{f.rule}: {f.message}" for f in rep.errors) or "-"
+        lines.append(f"| {name} | {'yes' if rep.compatible else 'no'} | "
+                     f"{why.replace('|', '/')} |")
+    return "\n".join(lines)
+
+
 def _plain_strings(rdf: dict[str, Any]) -> dict[str, Any]:
     """Rewrite ``documentation`` and ``covers`` as plain strings (deepImageJ/QuPath read them
     as strings; bioimageio.spec writes ``{source, sha256}`` mappings)."""
@@ -209,15 +238,20 @@ def _plain_strings(rdf: dict[str, Any]) -> dict[str, Any]:
     return rdf
 
 
-def _rewrite_zip_rdf(src_zip: Path, dst_zip: Path) -> None:
+def _rewrite_zip(src_zip: Path, dst_zip: Path, replace: Mapping[str, Any]) -> None:
+    """Copy a zip, passing the named members through ``replace[name](bytes) -> bytes``."""
     with zipfile.ZipFile(src_zip) as zin, zipfile.ZipFile(dst_zip, "w",
                                                          zipfile.ZIP_DEFLATED) as zout:
         for item in zin.infolist():
             data = zin.read(item.filename)
-            if item.filename in ("rdf.yaml", "bioimageio.yaml"):
-                rdf = _plain_strings(yaml.safe_load(data))
-                data = yaml.safe_dump(rdf, sort_keys=False, allow_unicode=True).encode("utf-8")
+            if item.filename in replace:
+                data = replace[item.filename](data)
             zout.writestr(item, data)
+
+
+def _rdf_plain(data: bytes) -> bytes:
+    rdf = _plain_strings(yaml.safe_load(data))
+    return yaml.safe_dump(rdf, sort_keys=False, allow_unicode=True).encode("utf-8")
 
 
 def test_package(source: str | Path, weight_formats: Sequence[str] = WEIGHT_FORMATS):
@@ -248,6 +282,8 @@ def build_package(spec: PackageSpec, out_path: str | Path, *, overwrite: bool = 
     """
     from bioimageio.spec import save_bioimageio_package
 
+    from ..io import as_dataarray, write_tiff
+
     out = Path(out_path)
     if out.exists() and not overwrite:
         raise OutputExistsError(
@@ -265,22 +301,39 @@ def build_package(spec: PackageSpec, out_path: str | Path, *, overwrite: bool = 
         placeholder = work / "test_output.npy"
         np.save(placeholder, first.astype(np.float32))
         descr = _descr(spec, files, placeholder)
-        np.save(placeholder, _pipeline_output(descr))
+        test_out = _pipeline_output(descr)
+        np.save(placeholder, test_out)
+        files["sample_output"] = work / "sample_output.tif"
+        write_tiff(files["sample_output"],
+                   as_dataarray(test_out[0, 0], "".join(_space_axes_ids(spec)).upper()))
         descr = _descr(spec, files, placeholder)
         raw_zip = Path(tmp) / "raw.zip"
         save_bioimageio_package(descr, output_path=raw_zip)
+        stage = Path(tmp) / "stage.zip"
+        _rewrite_zip(raw_zip, stage, {"rdf.yaml": _rdf_plain})
+        from .compat import CONSUMERS, check_package
+
+        report = check_package(stage, CONSUMERS)
+        if not report.ok(spec.claims):
+            failing = [c for c in spec.claims if not report.consumers[c].compatible]
+            raise PackageError(
+                f"the package is not compatible with {failing}, which it claims; nothing was "
+                f"written to {out}.\n{report.to_text()}")
+        table = _compat_markdown(report)
         final_zip = Path(tmp) / "package.zip"
-        _rewrite_zip_rdf(raw_zip, final_zip)
+        _rewrite_zip(stage, final_zip, {"README.md": lambda b: b.decode("utf-8").replace(
+            COMPAT_MARKER, table).encode("utf-8")})
         candidate: Path = final_zip
         if as_folder:
             candidate = Path(tmp) / "package"
             with zipfile.ZipFile(final_zip) as z:
                 z.extractall(candidate)
         if run_tests:
-            ok, report = test_package(candidate / "rdf.yaml" if as_folder else candidate)
+            ok, report_text = test_package(candidate / "rdf.yaml" if as_folder else candidate)
             if not ok:
                 raise PackageError(
-                    f"bioimageio.core test_model failed; nothing was written to {out}.\n{report}")
+                    f"bioimageio.core test_model failed; nothing was written to {out}.\n"
+                    f"{report_text}")
         if out.exists():  # overwrite=True
             if out.is_dir():
                 shutil.rmtree(out)
