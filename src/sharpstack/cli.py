@@ -221,7 +221,7 @@ def predict(
 @_friendly
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("demo_out"),
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 8,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 15,
     steps: Annotated[int, typer.Option(help="Batches per epoch.")] = 25,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier demo in OUT.")] = False,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,

@@ -45,6 +45,7 @@ __all__ = [
     "check_finite",
     "read_stack",
     "write_npy",
+    "write_file_atomic",
     "write_ome_zarr",
     "write_stack",
     "write_tiff",
@@ -643,7 +644,7 @@ def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
 
 
-def _write_file_atomic(path: Path, write: Callable[[Path], None]) -> Path:
+def write_file_atomic(path: Path, write: Callable[[Path], None]) -> Path:
     """Write via ``write(tmp)`` to a temporary file next to ``path``, then rename into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(path)  # created by ``write`` with the usual permissions (not mkstemp's 0600)
@@ -755,7 +756,7 @@ def write_tiff(path: str | os.PathLike, data: xr.DataArray, *, overwrite: bool =
             tifffile.imwrite(tmp, values, **kwargs)
 
     try:
-        return _write_file_atomic(p, write)
+        return write_file_atomic(p, write)
     except OSError as exc:
         raise _os_error(p, exc) from exc
     except (ValueError, TypeError) as exc:
@@ -797,7 +798,7 @@ def write_npy(path: str | os.PathLike, data: Any, *, overwrite: bool = False) ->
             np.save(fh, values, allow_pickle=False)
 
     try:
-        return _write_file_atomic(p, write)
+        return write_file_atomic(p, write)
     except OSError as exc:
         raise _os_error(p, exc) from exc
 

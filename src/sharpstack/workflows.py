@@ -7,7 +7,6 @@ one of them and prints. The methods themselves (``methods/``) never touch files.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -333,14 +332,13 @@ def validate_package(package: str | Path, weight_formats: list[str] | None = Non
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2)
-    os.replace(tmp, path)
+    from .io import write_file_atomic
+
+    write_file_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2)))
 
 
 def run_demo(out_dir: str | Path = "demo_out", *, shape: tuple[int, int, int] = (128, 128, 128),
-             factor: int = 8, epochs: int = 30, steps_per_epoch: int = 25, seed: int = 0,
+             factor: int = 8, epochs: int = 15, steps_per_epoch: int = 25, seed: int = 0,
              overwrite: bool = False, progress: bool = False,
              log=None) -> dict[str, Any]:
     """The main job: synthesise nuclei, train IsoNet-2, export + validate, restore, score.

@@ -5,8 +5,6 @@ bioimage.io covers should be 2:1 PNGs under 500 kB; deepImageJ and the zoo websi
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,10 +53,8 @@ def orthoviews_png(stacks: Sequence[np.ndarray], titles: Sequence[str], path: st
             a.set_xticks([])
             a.set_yticks([])
     fig.tight_layout()
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp)
+    from ..io import write_file_atomic
+
+    path = write_file_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
-    os.replace(tmp, path)
     return path
