@@ -165,12 +165,14 @@ def export_cmd(
     author: Annotated[Optional[list[str]], typer.Option(help="Author name (repeat for several).")] = None,
     license: Annotated[str, typer.Option(help="SPDX license id.")] = "MIT",
     runtime_report: Annotated[Optional[Path], typer.Option(help="Markdown from benchmarks/old_runtimes.py to put in the model card.")] = None,
+    quality: Annotated[Optional[Path], typer.Option(help="summary.json with measured PSNR/SSIM (e.g. from sharpstack demo) for the model card.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing package.")] = False,
 ):
     """Export a trained model as a bioimage.io package, tested for every weight format."""
-    from .workflows import export_run
+    from .workflows import export_run, quality_from_summary
 
     out = export_run(run, stack, package, deployable=deployable, runtime_report=runtime_report,
+                     quality=quality_from_summary(quality) if quality else None,
                      as_folder=as_folder, overwrite=overwrite, name=name, license=license,
                      authors=[{"name": a} for a in author] if author else None)
     typer.echo(f"package written and tested (torchscript, onnx, pytorch_state_dict): {out}")
@@ -292,6 +294,21 @@ def bench_isonet(
         typer.echo(table.read_text())
     typer.echo(f"results: {out}")
     return res
+
+
+@app.command()
+@_friendly
+def zoo(
+    recipe: Annotated[Path, typer.Argument(help="A zoo recipe (zoo/*.yaml).")],
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("zoo/built"),
+    overwrite: Annotated[bool, typer.Option(help="Replace earlier outputs.")] = False,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
+):
+    """Build a published model from its recipe: data, training, tested packages."""
+    from .zoo import run_recipe
+
+    _threads(threads)
+    typer.echo(json.dumps(run_recipe(recipe, out, overwrite=overwrite, progress=True), indent=2))
 
 
 def main() -> None:  # pragma: no cover - console entry point

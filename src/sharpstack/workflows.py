@@ -302,7 +302,10 @@ def export_run(run: str | Path, stack_path: str | Path, package_path: str | Path
         rp = Path(runtime_report)
         if not rp.exists():
             raise InputError(f"runtime report {rp} does not exist")
-        runtimes_text = "## Old runtimes (benchmarks/old_runtimes.py)\n\n" + rp.read_text()
+        # demote the report's headings below the card's "## Old runtimes" section
+        body = "\n".join("##" + ln if ln.startswith("#") else ln
+                         for ln in rp.read_text().splitlines())
+        runtimes_text = "## Old runtimes (benchmarks/old_runtimes.py)\n\n" + body
     with tempfile.TemporaryDirectory() as tmp:
         shown = _test_input_from(up, isonet_axes(model, deployable="isotropic"))
         restored = restore(model, shown, factor=f, upsampled=True)
@@ -316,6 +319,26 @@ def export_run(run: str | Path, stack_path: str | Path, package_path: str | Path
             quality=quality, authors=authors, license=license, attachments=attachments,
             runtimes_text=runtimes_text)
         return build_package(spec, out, overwrite=overwrite, as_folder=as_folder)
+
+
+def quality_from_summary(path: str | Path) -> dict[str, Any]:
+    """The measured figures (PSNR/SSIM entries) of a ``summary.json`` (demo, zoo, bench)."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read quality figures from {p}: {exc}") from None
+    names = {"psnr_input_db": "PSNR vs isotropic GT, z-interpolated input (dB)",
+             "psnr_restored_db": "PSNR vs isotropic GT, restoration (dB)",
+             "ssim_input": "SSIM vs isotropic GT, z-interpolated input",
+             "ssim_restored": "SSIM vs isotropic GT, restoration"}
+    out = {names.get(k, k): v for k, v in data.items()
+           if isinstance(v, (int, float)) and (k.startswith("psnr") or k.startswith("ssim"))}
+    if not out:
+        raise InputError(f"{p} has no psnr_*/ssim_* figures")
+    if "shape" in data:
+        out["data"] = f"synthetic stack {tuple(data['shape'])}, factor {data.get('factor')}"
+    return out
 
 
 def validate_package(package: str | Path, weight_formats: list[str] | None = None
