@@ -31,8 +31,9 @@ __all__ = ["SRCNN2D", "UNet2D", "ZUpsampleLinear", "IsoNetDeploy", "build_networ
 class SRCNN2D(nn.Module):
     """IsoNet-1 / SRCNN: C64,9x9 - C32,5x5 - C1,5x5 - C1,1x1.
 
-    The paper puts a ReLU after each convolution; the last 1x1 convolution is kept linear here so
-    that the network can output the full (normalised) intensity range without a dead-ReLU start.
+    The paper puts a ReLU after each convolution. Here the two one-channel layers (C1,5x5 and
+    C1,1x1) are linear: a ReLU on a single channel dies easily at the paper's learning rate
+    (5e-3), after which the network outputs a constant (seen in our Table 1 runs).
 
     Shapes: ``(N, 1, H, W) -> (N, 1, H, W)``.
     """
@@ -44,7 +45,7 @@ class SRCNN2D(nn.Module):
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, 64, 9, padding=4), nn.ReLU(), nn.Dropout(dropout),
             nn.Conv2d(64, 32, 5, padding=2), nn.ReLU(), nn.Dropout(dropout),
-            nn.Conv2d(32, out_channels, 5, padding=2), nn.ReLU(),
+            nn.Conv2d(32, out_channels, 5, padding=2),
             nn.Conv2d(out_channels, out_channels, 1),
         )
 
