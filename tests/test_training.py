@@ -89,3 +89,17 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
 def test_bad_config_is_rejected():
     with pytest.raises(InputError, match="epochs"):
         TrainConfig(epochs=0)
+
+
+def test_cosine_schedule_follows_the_epoch_and_survives_resume(tmp_path):
+    import math
+
+    cfg = TrainConfig(epochs=4, batch_size=16, patience=None, lr_schedule="cosine")
+    fit(_Regress(), _data(), TrainConfig(epochs=2, batch_size=16, patience=None,
+                                         lr_schedule="cosine"), out_dir=tmp_path)
+    res = fit(_Regress(), _data(), cfg, out_dir=tmp_path, resume=True)
+    lrs = [h["lr"] for h in res.history]
+    want = [0.05 * 0.5 * (1 + math.cos(math.pi * (e - 1) / 4)) for e in (3, 4)]
+    assert lrs[2:] == pytest.approx(want)
+    with pytest.raises(InputError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")

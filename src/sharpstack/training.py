@@ -47,6 +47,10 @@ class TrainConfig:
     device: str | None = None
     steps_per_epoch: int | None = None
     min_delta: float = 0.0
+    lr_schedule: str = "constant"
+    """``constant``, or ``cosine``: each epoch's learning rate is the initial one times
+    0.5 (1 + cos(pi (epoch - 1) / epochs)), derived from the epoch number so that a resumed
+    run follows the same schedule."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -55,6 +59,8 @@ class TrainConfig:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0.0 < self.val_fraction < 1.0:
             raise InputError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise InputError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
 
 
 class TrainTask:
@@ -185,6 +191,9 @@ def fit(task: TrainTask, data: tuple[torch.Tensor, ...], config: TrainConfig, *,
     for m in task.models.values():
         m.to(device)
     optimizers = task.make_optimizers()
+    for o in optimizers.values():
+        for g in o.param_groups:
+            g.setdefault("initial_lr", g["lr"])
 
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -221,6 +230,11 @@ def fit(task: TrainTask, data: tuple[torch.Tensor, ...], config: TrainConfig, *,
         te = time.perf_counter()
         for m in task.models.values():
             m.train()
+        if config.lr_schedule == "cosine":
+            factor = 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / config.epochs))
+            for o in optimizers.values():
+                for g in o.param_groups:
+                    g["lr"] = g["initial_lr"] * factor
         order = rng.permutation(train_idx)
         if config.steps_per_epoch:
             need = config.steps_per_epoch * config.batch_size
@@ -246,7 +260,8 @@ def fit(task: TrainTask, data: tuple[torch.Tensor, ...], config: TrainConfig, *,
         val_logs = {f"val_{k}": v / max(nvb, 1) for k, v in vsums.items()}
         if "val_loss" not in val_logs:
             raise RuntimeError("val_step must return a 'loss' entry")
-        rec = {"epoch": epoch, **train_logs, **val_logs, "seconds": time.perf_counter() - te}
+        rec = {"epoch": epoch, **train_logs, **val_logs, "seconds": time.perf_counter() - te,
+               "lr": [g["lr"] for o in optimizers.values() for g in o.param_groups][0]}
         history.append(rec)
         if rec["val_loss"] < best_val - config.min_delta:
             best_val, best_epoch, bad_epochs = rec["val_loss"], epoch, 0

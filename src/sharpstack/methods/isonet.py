@@ -54,6 +54,8 @@ class IsoNetConfig(BaseModel):
     batch_size: int = Field(16, ge=1)
     steps_per_epoch: int | None = Field(None, ge=1)
     lr: float = Field(5e-3, gt=0, le=1)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """The paper's constant rate, or cosine decay to 0 over the epochs."""
     dropout: float = Field(0.2, ge=0, lt=1)
     base: int = Field(16, ge=2)
     depth: int = Field(2, ge=1, le=4)
@@ -94,7 +96,8 @@ class IsoNetConfig(BaseModel):
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size,
                            val_fraction=self.val_fraction, patience=self.patience,
                            seed=self.seed, device=self.device,
-                           steps_per_epoch=self.steps_per_epoch)
+                           steps_per_epoch=self.steps_per_epoch,
+                           lr_schedule=self.lr_schedule)
 
 
 def lateral_kernel_for(psf: np.ndarray | None, mode: str) -> np.ndarray:
