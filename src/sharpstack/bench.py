@@ -469,7 +469,7 @@ def _atomic_text(path: Path, text: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 def run_isonet_table1(out_dir: str | Path, *, size: int | Sequence[int] = 128,
-                      n_volumes: int = 2, epochs: int = 16, steps_per_epoch: int = 20,
+                      n_volumes: int = 2, epochs: int = 40, steps_per_epoch: int = 20,
                       datasets: Sequence[str] | str = ("nuclei", "membranes",
                                                        "nuclei+membranes"),
                       device: str | None = None, seed: int = 0, progress: bool = False,
@@ -506,7 +506,8 @@ def run_isonet_table1(out_dir: str | Path, *, size: int | Sequence[int] = 128,
         Extra :class:`~sharpstack.methods.isonet.IsoNetConfig` fields for every network
         (e.g. ``{"n_patches": 2048, "lr": 1e-3}``). Defaults of the reduced run:
         ``patch_size=48`` (or the largest multiple of 16 that fits), ``n_patches=1024``,
-        ``batch_size=8``, ``patience=None``; the rest are IsoNetConfig's (paper) defaults.
+        ``batch_size=8``, ``lr=1e-3`` (the paper's 5e-3 reached 3.4 dB less on nuclei after
+        1000 steps), ``patience=None``; the rest are IsoNetConfig's (paper) defaults.
         ``arch``, ``psf_mode``, ``factor``,
         ``epochs``, ``steps_per_epoch``, ``seed`` and ``device`` are set here.
     noise : dict, optional
@@ -545,6 +546,7 @@ def run_isonet_table1(out_dir: str | Path, *, size: int | Sequence[int] = 128,
     extra.setdefault("patch_size", min(48, 16 * (min_lat // 16)))
     extra.setdefault("n_patches", 1024)
     extra.setdefault("batch_size", 8)
+    extra.setdefault("lr", 1e-3)
     extra.setdefault("patience", None)
     probe = IsoNetConfig(factor=2, epochs=epochs, steps_per_epoch=steps_per_epoch, **extra)
     noise = dict(NOISE if noise is None else noise)

@@ -404,6 +404,7 @@ def run_demo(out_dir: str | Path = "demo_out", *, shape: tuple[int, int, int] = 
                               overwrite=overwrite, progress=progress)
     times["train"] = time.perf_counter() - t
 
+    t = time.perf_counter()
     iso = syn["ground_truth_isotropic"]
     upsampled = degrade.upsample_linear(syn["anisotropic"], factor, axis=0)
     psnr_in = psnr_normalized(iso, upsampled)
@@ -411,6 +412,7 @@ def run_demo(out_dir: str | Path = "demo_out", *, shape: tuple[int, int, int] = 
 
     psnr_model = psnr_normalized(iso, restore(trained["model"], syn["anisotropic"],
                                               factor=factor))
+    times["score_in_process"] = time.perf_counter() - t
 
     t = time.perf_counter()
     say("exporting and validating the bioimage.io package (torchscript, onnx, state dict)")
@@ -430,11 +432,13 @@ def run_demo(out_dir: str | Path = "demo_out", *, shape: tuple[int, int, int] = 
 
     from .io import read_stack
 
+    t = time.perf_counter()
     restored = np.asarray(read_stack(restored_path).values, dtype=np.float32)
     psnr_out = psnr_normalized(iso, restored)
     orthoviews_png([upsampled, restored, iso],
                    ["input (z interpolated)", "IsoNet-2 (package)", "isotropic GT"],
                    out / "orthoviews.png", size=(9.0, 4.5))
+    times["score_and_figure"] = time.perf_counter() - t
     summary = {
         "psnr_input_db": round(psnr_in, 3),
         "psnr_restored_db": round(psnr_out, 3),
