@@ -219,9 +219,11 @@ def train_from_file(stack_path: str | Path, out_dir: str | Path, *, psf: PsfSpec
         _refuse_existing([out / "model.pt", out / "last.pt"], overwrite)
     data = read_stack(stack_path, axes=axes)
     if tuple(data.dims) != ("z", "y", "x"):
+        hint = ("split the channels first (Fiji: Image > Color > Split Channels)"
+                if "c" in data.dims else "give a z-stack, not a single plane"
+                if data.ndim == 2 else "give one time point and one channel")
         raise InputError(f"{stack_path} has axes {''.join(data.dims).upper()}; IsoNet trains on "
-                         "one-channel ZYX stacks (split channels first, e.g. Fiji Image > Color > "
-                         "Split Channels)")
+                         f"one-channel z-stacks (ZYX): {hint}")
     check_finite(data, str(stack_path))
     cfg = dict(config)
     if not cfg.get("factor"):
