@@ -135,6 +135,7 @@ def test_short_training_improves_on_interpolation():
     before = psnr_normalized(iso, degrade.upsample_linear(aniso, 8, axis=0))
     after = psnr_normalized(iso, restore(model, aniso, factor=8))
     assert after > before + 1.0, (before, after)
+    print(f"interpolation {before:.2f} dB, IsoNet {after:.2f} dB")
 
 
 def test_train_rejects_nan_and_missing_psf():
