@@ -27,6 +27,9 @@ def test_unknown_key_is_rejected_by_name(tmp_path):
     p.write_text(yaml.safe_dump({"id": "x", "name": "x", "epochz": 3}))
     with pytest.raises(InputError, match="epochz"):
         load_recipe(p)
+    p.write_text(yaml.safe_dump({"id": "x", "name": "x", "psf": {"sigma_zz": 3}}))
+    with pytest.raises(InputError, match="sigma_zz"):
+        load_recipe(p)
 
 
 def test_tiny_recipe_builds_tested_packages(tmp_path):

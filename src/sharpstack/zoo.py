@@ -17,22 +17,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InputError
+from .workflows import PsfSpec
 
 __all__ = ["ZooRecipe", "load_recipe", "run_recipe"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class PsfRecipe(_Strict):
-    kind: Literal["gaussian", "confocal", "lightsheet"] = "gaussian"
-    sigma_xy: float = 2.0
-    sigma_z: float = 8.0
-    na: float = 1.1
-    na_illum: float = 0.1
-    wavelength_um: float = 0.52
-    n_immersion: float = 1.33
 
 
 class DataRecipe(_Strict):
@@ -56,7 +47,8 @@ class ZooRecipe(_Strict):
     license: str = "MIT"
     method: Literal["isonet"] = "isonet"
     data: DataRecipe = Field(default_factory=DataRecipe)
-    psf: PsfRecipe = Field(default_factory=PsfRecipe)
+    psf: PsfSpec = Field(default_factory=PsfSpec)
+    """The PSF (``workflows.PsfSpec`` fields); its pixel size is taken from ``data``."""
     training: dict[str, Any] = Field(default_factory=dict)
     deployables: list[Literal["upsample", "isotropic", "slice2d"]] = ["upsample", "isotropic"]
 
@@ -77,14 +69,14 @@ def load_recipe(path: str | Path) -> ZooRecipe:
 def run_recipe(recipe: str | Path | ZooRecipe, out_dir: str | Path, *, overwrite: bool = False,
                progress: bool = False) -> dict[str, Any]:
     """Data -> train -> export (every deployable, tested) -> ``OUT/summary.json``."""
-    from .workflows import PsfSpec, _write_json_atomic, export_run, synthesize, train_from_file
+    import dataclasses
+
+    from .workflows import _write_json_atomic, export_run, synthesize, train_from_file
 
     r = recipe if isinstance(recipe, ZooRecipe) else load_recipe(recipe)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    psf = PsfSpec(kind=r.psf.kind, sigma_xy=r.psf.sigma_xy, sigma_z=r.psf.sigma_z,
-                  na=r.psf.na, na_illum=r.psf.na_illum, wavelength_um=r.psf.wavelength_um,
-                  n_immersion=r.psf.n_immersion, pixel_um=r.data.pixel_um)
+    psf = dataclasses.replace(r.psf, pixel_um=r.data.pixel_um)
     times: dict[str, float] = {}
     t = time.perf_counter()
     if r.data.kind == "file":
