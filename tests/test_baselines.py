@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import scipy.ndimage as ndi
 from scipy.signal import fftconvolve
 from skimage.restoration import richardson_lucy as sk_richardson_lucy
 

@@ -24,7 +24,6 @@ pytest.importorskip("bioimageio.spec")
 pytest.importorskip("onnx")
 
 import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from sharpstack.errors import InputError  # noqa: E402
 from sharpstack.export.compat import (  # noqa: E402
@@ -35,36 +34,11 @@ from sharpstack.export.compat import (  # noqa: E402
 )
 
 
-class _TinyUNet2d(nn.Module):
-    """Conv2d 7x7, MaxPool2d, nearest upsampling, ReLU, concatenation (IsoNet's 2D ops)."""
+def _TinyIso() -> nn.Module:  # noqa: N802
+    """sharpstack's IsoNet deploy module (2D U-Net on xz and yz planes, fused), tiny."""
+    from sharpstack.nn.isonet_arch import IsoNetDeploy
 
-    def __init__(self, c: int = 2):
-        super().__init__()
-        self.c1 = nn.Conv2d(1, c, 7, padding=3)
-        self.c2 = nn.Conv2d(c, c, 7, padding=3)
-        self.c3 = nn.Conv2d(2 * c, 1, 7, padding=3)
-
-    def forward(self, x):
-        a = F.relu(self.c1(x))
-        b = F.relu(self.c2(nn.functional.max_pool2d(a, 2)))
-        b = F.interpolate(b, scale_factor=2.0, mode="nearest")
-        return self.c3(torch.cat([a, b], 1))
-
-
-class _TinyIso(nn.Module):
-    """2D net on xz and yz planes (permute/reshape), fused by sqrt(clamp(a)*clamp(b)): BCZYX."""
-
-    def __init__(self):
-        super().__init__()
-        self.net = _TinyUNet2d()
-
-    def forward(self, x):
-        b, c, z, y, w = x.shape
-        xz = x.permute(0, 3, 1, 2, 4).reshape(b * y, c, z, w)
-        yz = x.permute(0, 4, 1, 2, 3).reshape(b * w, c, z, y)
-        p = self.net(xz).reshape(b, y, c, z, w).permute(0, 2, 3, 1, 4)
-        q = self.net(yz).reshape(b, w, c, z, y).permute(0, 2, 3, 4, 1)
-        return torch.sqrt(torch.clamp(p, min=0) * torch.clamp(q, min=0))
+    return IsoNetDeploy("unet", {"base": 2, "depth": 1, "kernel": 7, "dropout": 0.0}, factor=1)
 
 
 def _export_onnx(net, x, path: Path, opset: int, dynamic: bool = True) -> None:
