@@ -387,6 +387,15 @@ class _Checker:
         self._onnx_error: str | None = None
         self._onnx_loaded = False
 
+    def check_torch_runtime(self, consumer: str, limit: tuple[int, int], loads_with: str,
+                            fix_prefix: str = "verify with ") -> None:
+        """Warn when the TorchScript was written by a torch newer than the consumer's."""
+        tv = _torch_version(self.weights, "torchscript")
+        if tv is not None and tv > limit:
+            self.add(consumer, f"{consumer}.torchscript-runtime",
+                     f"TorchScript written by torch {tv[0]}.{tv[1]}; {loads_with}",
+                     f"{fix_prefix}`python benchmarks/old_runtimes.py PACKAGE`", "warning")
+
     def add(self, consumer: str, rule: str, message: str, fix: str,
             severity: Severity = "error") -> None:
         finding = Finding(consumer, rule, message, fix, severity)
@@ -557,13 +566,8 @@ class _Checker:
                      "tensorflow" + ("; a state-dict-only package needs JDLL's Python side "
                                      "environment" if only_sd else ""),
                      "add torchscript (torch.jit.trace) and onnx (opset 17) weights")
-        tv = _torch_version(self.weights, "torchscript")
-        if tv is not None and tv > _TORCH_DEEPIMAGEJ:
-            self.add(c, "deepimagej.torchscript-runtime",
-                     f"TorchScript written by torch {tv[0]}.{tv[1]}; deepImageJ loads it with "
-                     "libtorch 2.0.0",
-                     "export with torch.jit.trace (not script) and verify with "
-                     "`python benchmarks/old_runtimes.py PACKAGE`", "warning")
+        self.check_torch_runtime(c, _TORCH_DEEPIMAGEJ, "deepImageJ loads it with libtorch 2.0.0",
+                                 "export with torch.jit.trace (not script) and verify with ")
         self.check_onnx(c, max_opset=_ONNX_MAX_OPSET_DEEPIMAGEJ, max_ir=_ONNX_MAX_IR_DEEPIMAGEJ)
 
         # Axis ids: JDLL maps axes to the letters b, c, z, y, x (AxisV05: a space axis needs an
@@ -785,12 +789,7 @@ class _Checker:
                      f"weights {sorted(self.weights)}: ilastik (tiktorch) runs torchscript or "
                      "pytorch_state_dict",
                      "add torchscript weights (torch.jit.trace)")
-        tv = _torch_version(self.weights, "torchscript")
-        if tv is not None and tv > _TORCH_ILASTIK:
-            self.add(c, "ilastik.torchscript-runtime",
-                     f"TorchScript written by torch {tv[0]}.{tv[1]}; ilastik loads it with torch "
-                     "2.7",
-                     "verify with `python benchmarks/old_runtimes.py PACKAGE`", "warning")
+        self.check_torch_runtime(c, _TORCH_ILASTIK, "ilastik loads it with torch 2.7")
         if self.inputs:
             in_axes = _axes(self.inputs[0])
             n_space = sum(a.type == "space" for a in in_axes)
@@ -861,12 +860,7 @@ class _Checker:
                          f"weights {sorted(self.weights)}: QuPath runs torchscript (or onnx with "
                          "an extra engine), not a state dict",
                          "add torchscript weights (torch.jit.trace)")
-        tv = _torch_version(self.weights, "torchscript")
-        if tv is not None and tv > _TORCH_QUPATH:
-            self.add(c, "qupath.torchscript-runtime",
-                     f"TorchScript written by torch {tv[0]}.{tv[1]}; QuPath loads it with PyTorch "
-                     "2.4 (DJL)", "verify with `python benchmarks/old_runtimes.py PACKAGE`",
-                     "warning")
+        self.check_torch_runtime(c, _TORCH_QUPATH, "QuPath loads it with PyTorch 2.4 (DJL)")
         if self.inputs:
             in_axes = _axes(self.inputs[0])
             if not any(a.type == "channel" for a in in_axes):
