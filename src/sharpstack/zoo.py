@@ -8,7 +8,6 @@ a tested package and writes a summary. Unknown keys are rejected by name (pydant
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -107,8 +106,3 @@ def run_recipe(recipe: str | Path | ZooRecipe, out_dir: str | Path, *, overwrite
                "seconds": {k: round(v, 1) for k, v in times.items()}}
     _write_json_atomic(out / "summary.json", summary)
     return summary
-
-
-def recipe_json_schema() -> str:
-    """The recipe's JSON schema (for editors)."""
-    return json.dumps(ZooRecipe.model_json_schema(), indent=2)

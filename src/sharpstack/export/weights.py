@@ -11,7 +11,6 @@ import hashlib
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 __all__ = ["export_torchscript", "export_onnx", "export_state_dict", "sha256_of",
@@ -79,11 +78,3 @@ def export_state_dict(module: torch.nn.Module, path: str | Path) -> Path:
     path = Path(path)
     torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, str(path))
     return path
-
-
-def run_onnx(path: str | Path, x: np.ndarray) -> np.ndarray:
-    """Run ONNX weights on CPU (used to check an export)."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32)})[0]

@@ -13,7 +13,6 @@ loop's ``out_dir`` and never parses CLI arguments (DESIGN.md).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -321,9 +320,3 @@ def restore(model: IsoNetModel | torch.nn.Module, stack: np.ndarray, *, factor: 
     else:
         res = 0.5 * (v1 + v2)
     return res[:z, :y, :w].astype(np.float32)
-
-
-def default_halo(arch: str, arch_kwargs: dict[str, Any], step: int) -> int:
-    """Halo (pixels) covering the receptive field, rounded up to a multiple of ``step``."""
-    r = receptive_radius(arch, **arch_kwargs)
-    return int(math.ceil(r / step) * step)
