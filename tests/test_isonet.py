@@ -66,6 +66,14 @@ def test_deploy_module_equals_in_process_restore(upsample):
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def test_restore_pads_to_the_unet_depth():
+    """A depth-3 U-Net needs multiples of 8: restore pads any stack shape for it."""
+    net = UNet2D(base=2, depth=3, kernel=3, dropout=0.0).eval()
+    raw = np.random.default_rng(2).random((5, 20, 22)).astype(np.float32)
+    out = restore(net, raw, factor=2)
+    assert out.shape == (10, 20, 22) and np.isfinite(out).all()
+
+
 def test_geometric_fusion_is_nonnegative_and_mean_fusion_differs():
     torch.manual_seed(0)
     kw = {"base": 4, "kernel": 3, "dropout": 0.0}

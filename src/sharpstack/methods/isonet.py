@@ -301,7 +301,8 @@ def restore(model: IsoNetModel | torch.nn.Module, stack: np.ndarray, *, factor: 
     if not upsampled:
         x = degrade.upsample_linear(x, factor, axis=0)
     z, y, w = x.shape
-    pad = [(0, (-s) % 4) for s in x.shape]
+    mult = 2 ** int(getattr(net, "depth", 0))  # U-Net sizes: multiples of 2**depth
+    pad = [(0, (-s) % mult) for s in x.shape]
     xp = np.pad(x, pad, mode="reflect") if any(p[1] for p in pad) else x
     net.eval()
     dev = next(net.parameters()).device
