@@ -266,14 +266,15 @@ app.add_typer(bench_app, name="bench")
 @_friendly
 def bench_isonet(
     out: Annotated[Path, typer.Option(help="Output folder (table1.md, table1.csv, figure).")] = Path("bench_out/isonet"),
-    size: Annotated[str, typer.Option(help="Volume size Z,Y,X or one number (the paper: 512).")] = "128",
+    size: Annotated[str, typer.Option(help="Volume size Z,Y,X or one number (the paper: 512).")] = "160",
     volumes: Annotated[int, typer.Option(help="Volumes per dataset (the paper: 10).")] = 2,
     epochs: Annotated[int, typer.Option(help="Training epochs per model (the paper: 100).")] = 40,
     steps: Annotated[Optional[int], typer.Option(help="Batches per epoch.")] = None,
     datasets: Annotated[Optional[list[str]], typer.Option("--dataset", help="nuclei, membranes, nuclei+membranes (repeat; default all).")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda; default GPU if present.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads (per job).")] = None,
+    jobs: Annotated[int, typer.Option(help="Trainings at once, in worker processes (2 uses both cores of a 2-core CPU; results do not depend on it).")] = 1,
 ):
     """Reproduce IsoNet's Table 1 (PSNR of 7 methods on 3 datasets) and its SEG result."""
     from .bench import run_isonet_table1
@@ -281,7 +282,7 @@ def bench_isonet(
     _threads(threads)
     dims = _parse_ints(size, 3, "--size")
     kwargs = {"size": dims[0] if len(set(dims)) == 1 else dims, "n_volumes": volumes, "epochs": epochs, "device": device,
-              "seed": seed, "progress": True}
+              "seed": seed, "progress": True, "jobs": jobs}
     if steps:
         kwargs["steps_per_epoch"] = steps
     if datasets:
