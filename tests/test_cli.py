@@ -100,16 +100,18 @@ def test_train_export_predict_through_the_cli(synth_data, tmp_path):
     stack = str(synth_data["paths"]["anisotropic"])
     run = tmp_path / "run"
     res = runner.invoke(app, ["train", stack, str(run), "--epochs", "1", "--steps-per-epoch",
-                              "2", "--patches", "32", "--patch-size", "32", "--batch-size", "4"])
+                              "2", "--patches", "32", "--patch-size", "32", "--batch-size", "4",
+                              "--dropout", "0"])
     assert res.exit_code == 0, res.output
     assert (run / "model.pt").exists() and (run / "loss_curve.png").exists()
     # the factor came from the file's calibration (z spacing 1.6 um / pixel 0.2 um)
     from sharpstack.workflows import load_run
 
     assert load_run(run)[0].config.factor == 8
+    assert load_run(run)[0].config.dropout == 0.0
     res = runner.invoke(app, ["train", stack, str(run), "--epochs", "2", "--steps-per-epoch",
                               "2", "--patches", "32", "--patch-size", "32", "--batch-size", "4",
-                              "--resume"])
+                              "--dropout", "0", "--resume"])
     assert res.exit_code == 0, res.output
     assert len(load_run(run)[0].result.history) == 2
 

@@ -122,6 +122,7 @@ def train(
     patch_size: Annotated[int, typer.Option(help="Patch size (multiple of 16).")] = 64,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 16,
     lr: Annotated[float, typer.Option(help="Adam learning rate (the paper: 5e-3).")] = 5e-3,
+    dropout: Annotated[float, typer.Option(help="Dropout after every convolution (the paper: 0.2; 0 restores 2 dB better after short trainings, see README Table 1).")] = 0.2,
     patience: Annotated[int, typer.Option(help="Stop after this many epochs without validation improvement.")] = 10,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT_DIR/last.pt.")] = False,
@@ -143,7 +144,7 @@ def train(
         config={"factor": factor, "psf_mode": mode, "arch": arch, "epochs": epochs,
                 "steps_per_epoch": steps_per_epoch, "n_patches": patches,
                 "patch_size": patch_size, "batch_size": batch_size, "lr": lr,
-                "patience": patience, "seed": seed, "device": device},
+                "dropout": dropout, "patience": patience, "seed": seed, "device": device},
         resume=resume, overwrite=overwrite, progress=True)
     h = res["history"]
     typer.echo(f"trained {len(h)} epochs; best epoch {res['best_epoch']} "
