@@ -566,8 +566,8 @@ def run_isonet_table1(out_dir: str | Path, *, size: int | Sequence[int] = 160,
         Output folder (created); receives ``table1.md``, ``table1.csv``, ``axial_slices.png``
         and ``results.json`` (each written atomically; existing ones are replaced).
     size : int or (Z, Y, X)
-        Phantom size in voxels; Z is cropped down to a multiple of each dataset's factor
-        (:func:`dataset_shape`). The paper: 512.
+        Field-of-view size in voxels; Z is cut to the span of the acquired slices of each
+        dataset, ``(n - 1) * factor + 1`` (:func:`dataset_shape`). The paper: 512.
     n_volumes : int
         Seeded volumes per dataset (paper: 10); volume ``v`` uses phantom seed ``seed + v``.
     epochs, steps_per_epoch : int
