@@ -1,6 +1,6 @@
 """Reproduce Table 1 of IsoNet (Weigert et al., MICCAI 2017) on synthetic phantoms.
 
-Reduced run (the defaults: 160³, 2 volumes, 40 epochs x 40 steps, two single-thread
+Reduced run (the defaults: 160³, 2 volumes, 60 epochs x 40 steps, two single-thread
 training jobs at once; about an hour on 2 CPU cores)::
 
     python benchmarks/isonet_table1.py --out bench_out/isonet_table1
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="phantom size N (cube) or Z,Y,X; z is cut to the span of the acquired "
                         "slices, (n - 1) x factor + 1 (default 160; paper 512)")
     p.add_argument("--volumes", type=int, default=2, help="volumes per dataset (paper 10)")
-    p.add_argument("--epochs", type=int, default=40, help="epochs per network (paper 100)")
+    p.add_argument("--epochs", type=int, default=60, help="epochs per network (paper 100)")
     p.add_argument("--steps", type=int, default=40, help="steps per epoch")
     p.add_argument("--batch", type=int, default=8, help="batch size")
     p.add_argument("--patch", type=int, default=48, help="training patch size (multiple of 16)")

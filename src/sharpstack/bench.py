@@ -549,7 +549,7 @@ def _rl_job(blurred: np.ndarray, psf: np.ndarray, iso_gt: np.ndarray,
 # --------------------------------------------------------------------------------------------
 
 def run_isonet_table1(out_dir: str | Path, *, size: int | Sequence[int] = 160,
-                      n_volumes: int = 2, epochs: int = 40, steps_per_epoch: int = 40,
+                      n_volumes: int = 2, epochs: int = 60, steps_per_epoch: int = 40,
                       datasets: Sequence[str] | str = ("nuclei", "membranes",
                                                        "nuclei+membranes"),
                       device: str | None = None, seed: int = 0, progress: bool = False,

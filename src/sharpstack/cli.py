@@ -269,7 +269,7 @@ def bench_isonet(
     out: Annotated[Path, typer.Option(help="Output folder (table1.md, table1.csv, figure).")] = Path("bench_out/isonet"),
     size: Annotated[str, typer.Option(help="Volume size Z,Y,X or one number (the paper: 512).")] = "160",
     volumes: Annotated[int, typer.Option(help="Volumes per dataset (the paper: 10).")] = 2,
-    epochs: Annotated[int, typer.Option(help="Training epochs per model (the paper: 100).")] = 40,
+    epochs: Annotated[int, typer.Option(help="Training epochs per model (the paper: 100).")] = 60,
     steps: Annotated[Optional[int], typer.Option(help="Batches per epoch.")] = None,
     datasets: Annotated[Optional[list[str]], typer.Option("--dataset", help="nuclei, membranes, nuclei+membranes (repeat; default all).")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda; default GPU if present.")] = None,
