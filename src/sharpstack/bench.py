@@ -697,8 +697,8 @@ def run_isonet_table1(out_dir: str | Path, *, size: int | Sequence[int] = 160,
                          **{m: outputs[m][:, yc, :].copy() for m in METHODS}}
 
     # jobs == 1 runs every job at submission, in this process; jobs > 1 runs them in worker
-    # processes of one thread each (two single-thread trainings use 2 cores fully, one
-    # two-thread training does not), with the next volume queued while one is collected
+    # processes with this process's thread count (on 2 cores, two single-thread trainings
+    # each ran as fast as one alone), with the next volume queued while one is collected
     if jobs == 1:
         executor: Any = _InlineExecutor()
         window = 0
