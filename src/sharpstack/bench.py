@@ -669,12 +669,12 @@ def run_isonet_table1(out_dir: str | Path, *, size: int | Sequence[int] = 160,
             outputs[m] = out[: iso_gt.shape[0]]  # n * factor planes: keep the acquired span
             if bar is not None:
                 bar.update(1)
-            say(f"[{d} v{v}] {m}: trained {train_info[m]['train_seconds']:.0f} s, restored "
-                f"{train_info[m]['restore_seconds']:.0f} s, val -PSNR "
-                f"{train_info[m]['best_val_loss']:.2f} dB, PSNR vs iso GT "
-                f"{psnr_normalized(iso_gt, outputs[m]):.2f} dB")
         psnr = {ref: {m: psnr_normalized(target, outputs[m]) for m in METHODS}
                 for ref, target in (("iso_gt", iso_gt), ("gt", gt))}
+        for m, info in train_info.items():
+            say(f"[{d} v{v}] {m}: trained {info['train_seconds']:.0f} s, restored "
+                f"{info['restore_seconds']:.0f} s, val -PSNR {info['best_val_loss']:.2f} dB, "
+                f"PSNR vs iso GT {psnr['iso_gt'][m]:.2f} dB")
         rec: dict[str, Any] = {"seed": seed + v, "shape": list(shapes[d]), "psnr": psnr,
                                "rl_iterations": rl_info["iterations"],
                                "rl_scores": {str(k): s for k, s in rl_info["scores"].items()},
