@@ -278,7 +278,7 @@ def bench_isonet(
     jobs: Annotated[int, typer.Option(help="Trainings at once, in worker processes (2 uses both cores of a 2-core CPU; results do not depend on it).")] = 1,
 ):
     """Reproduce IsoNet's Table 1 (PSNR of 7 methods on 3 datasets) and its SEG result."""
-    from .bench import run_isonet_table1
+    from .bench.isonet import run_isonet_table1
 
     _threads(threads)
     dims = _parse_ints(size, 3, "--size")

@@ -5,6 +5,19 @@ A method supplies a :class:`TrainTask`: its networks, its optimisers and one tra
 validation split, batching, checkpoints written atomically every epoch, ``resume``, early
 stopping on the validation loss, a progress bar, a JSON log and a loss-curve PNG.
 
+Data come either as tensors sharing their first dimension (split into training and validation
+samples here) or as a :class:`TrainData` of two ``torch.utils.data.Dataset`` (for data that do
+not fit in one tensor: many stacks, pairs built on the fly; the method decides the split, e.g.
+by identity). Either way every batch reaches the task as a tuple of tensors.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the loop runs data parallel with PyTorch's
+DistributedDataParallel: every process draws the same global batch order and trains on its
+share of each batch, gradients are averaged, logged losses are averaged over processes, and
+only rank 0 writes files. ``gloo`` on CPU, ``nccl`` on GPUs.
+
+Checkpoints hold tensors and plain Python values only and are read with
+``torch.load(weights_only=True)``: a run folder from someone else cannot execute code.
+
 Files written to ``out_dir``::
 
     last.pt          everything needed to resume (networks, optimisers, epoch, history, RNG)
@@ -17,9 +30,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,12 +41,16 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from .errors import InputError
 from .io import write_file_atomic
 
-__all__ = ["TrainConfig", "TrainTask", "TrainResult", "fit", "seed_everything", "pick_device",
-           "atomic_torch_save"]
+__all__ = ["TrainConfig", "TrainTask", "TrainData", "TrainResult", "fit", "seed_everything",
+           "pick_device", "atomic_torch_save", "load_checkpoint", "RESUMABLE_KEYS"]
+
+RESUMABLE_KEYS = frozenset({"epochs", "patience", "device", "min_delta"})
+"""Settings that may change when a run is resumed; any other difference is refused."""
 
 
 @dataclass
@@ -73,6 +91,14 @@ class TrainTask:
 
     models: dict[str, nn.Module]
 
+    def state_dict(self) -> dict[str, Any]:
+        """Extra state to checkpoint besides networks and optimisers (e.g. a GAN's image
+        pool): tensors and plain Python values only. Default: none."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (called on ``resume``)."""
+
     def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         raise NotImplementedError
 
@@ -83,6 +109,44 @@ class TrainTask:
     @torch.no_grad()
     def val_step(self, batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
         raise NotImplementedError
+
+
+@dataclass
+class TrainData:
+    """Training and validation samples as datasets; each item is a tuple of tensors.
+
+    ``train`` items are drawn in a seeded random order (with ``steps_per_epoch``, as many
+    passes as needed); ``val`` is read in order every epoch. ``workers`` > 0 reads items in
+    that many DataLoader worker processes.
+    """
+
+    train: Dataset
+    val: Dataset
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.train) < 1 or len(self.val) < 1:
+            raise InputError(f"need at least one training and one validation sample, got "
+                             f"{len(self.train)} and {len(self.val)}")
+
+
+class _TensorRows(Dataset):
+    """Rows ``idx`` of tensors sharing their first dimension (fast path: batches are gathered
+    by indexing, not item by item)."""
+
+    def __init__(self, tensors: Sequence[torch.Tensor], idx: np.ndarray) -> None:
+        self.tensors, self.idx = tuple(tensors), np.asarray(idx)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i: int):
+        j = int(self.idx[i])
+        return tuple(t[j] for t in self.tensors)
+
+    def batch(self, items: np.ndarray) -> tuple[torch.Tensor, ...]:
+        sel = torch.as_tensor(self.idx[items])
+        return tuple(t[sel] for t in self.tensors)
 
 
 @dataclass
@@ -127,11 +191,81 @@ def _split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarr
     return perm[n_val:], perm[:n_val]
 
 
-def _batches(arrays: tuple[torch.Tensor, ...], idx: np.ndarray, batch_size: int,
-             device: torch.device):
-    for start in range(0, len(idx), batch_size):
-        sel = torch.as_tensor(idx[start:start + batch_size])
-        yield tuple(a[sel].to(device) for a in arrays)
+def _as_train_data(data: tuple[torch.Tensor, ...] | TrainData, config: TrainConfig) -> TrainData:
+    if isinstance(data, TrainData):
+        return data
+    if not isinstance(data, (tuple, list)) or not data:
+        raise TypeError("data must be a tuple of tensors or a TrainData")
+    n = int(data[0].shape[0])
+    if any(int(d.shape[0]) != n for d in data):
+        raise InputError("all training tensors must have the same number of samples")
+    train_idx, val_idx = _split(n, config.val_fraction, config.seed)
+    return TrainData(_TensorRows(data, train_idx), _TensorRows(data, val_idx))
+
+
+def _batches(ds: Dataset, order: np.ndarray, batch_size: int, device: torch.device,
+             workers: int = 0, rank: int = 0, world: int = 1):
+    """Batches of ``ds`` in ``order``; with ``world`` > 1, this process's share of each."""
+    chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    if world > 1:
+        chunks = [np.array_split(c, world)[rank] for c in chunks]
+        chunks = [c for c in chunks if len(c)]
+    if isinstance(ds, _TensorRows):
+        for c in chunks:
+            yield tuple(t.to(device) for t in ds.batch(c))
+        return
+    loader = DataLoader(ds, batch_sampler=[c.tolist() for c in chunks], num_workers=workers)
+    for batch in loader:
+        yield tuple(t.to(device) for t in batch)
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`fit` safely (``weights_only``: no code runs)."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a crafted or damaged file is a user error here
+        raise InputError(f"{path} is not a readable sharpstack checkpoint ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}); start a new run in "
+                         f"another folder instead of --resume") from None
+
+
+def _diff_records(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Keys whose values differ between two settings records (nested), except
+    :data:`RESUMABLE_KEYS`."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        if k in RESUMABLE_KEYS:
+            continue
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += _diff_records(a, b, f"{prefix}{k}.")
+        elif json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True,
+                                                                      default=str):
+            out.append(f"{prefix}{k}: {a!r} in the run, {b!r} now")
+    return out
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initialises the process group under torchrun."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _mean_over_processes(sums: dict[str, float], count: int, world: int) -> dict[str, float]:
+    if world <= 1:
+        return {k: v / max(count, 1) for k, v in sums.items()}
+    import torch.distributed as dist
+
+    keys = sorted(sums)
+    t = torch.tensor([sums[k] for k in keys] + [float(count)], dtype=torch.float64)
+    dist.all_reduce(t)
+    return {k: float(t[i] / max(float(t[-1]), 1.0)) for i, k in enumerate(keys)}
 
 
 def plot_history(history: list[dict[str, Any]], path: Path, title: str = "") -> None:
@@ -155,26 +289,32 @@ def plot_history(history: list[dict[str, Any]], path: Path, title: str = "") -> 
     plt.close(fig)
 
 
-def fit(task: TrainTask, data: tuple[torch.Tensor, ...], config: TrainConfig, *,
+def fit(task: TrainTask, data: tuple[torch.Tensor, ...] | TrainData, config: TrainConfig, *,
         out_dir: str | Path | None = None, resume: bool = False, progress: bool = False,
         config_record: Mapping[str, Any] | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
-    """Train ``task`` on ``data`` (tensors sharing their first dimension).
+    """Train ``task`` on ``data``.
 
     Parameters
     ----------
     task : TrainTask
         Networks, optimisers and the step of one method.
-    data : tuple of torch.Tensor
-        e.g. ``(inputs, targets)``, each ``(N, ...)``; split into training and validation
-        samples with ``config.val_fraction`` (seeded).
+    data : tuple of torch.Tensor or TrainData
+        Tensors sharing their first dimension, e.g. ``(inputs, targets)`` each ``(N, ...)``,
+        split into training and validation samples with ``config.val_fraction`` (seeded); or
+        a :class:`TrainData` with the method's own training and validation datasets.
     config : TrainConfig
     out_dir : path, optional
         Where checkpoints, ``history.json`` and ``loss_curve.png`` go (nothing written if None).
     resume : bool
-        Continue from ``out_dir/last.pt`` (same data and config expected).
+        Continue from ``out_dir/last.pt``. The checkpoint must come from the same settings
+        (``config_record``) except :data:`RESUMABLE_KEYS` (e.g. more epochs); otherwise an
+        :class:`~sharpstack.errors.InputError` names what differs.
     progress : bool
         Show a tqdm progress bar over epochs (the CLI turns it on).
+    config_record : mapping, optional
+        JSON-serialisable settings of the method (written to ``history.json`` and compared on
+        resume).
 
     Returns
     -------
@@ -182,49 +322,75 @@ def fit(task: TrainTask, data: tuple[torch.Tensor, ...], config: TrainConfig, *,
         The history; the task's networks hold the weights of the best validation epoch.
     """
     t0 = time.perf_counter()
+    rank, world = _distributed()
     device = pick_device(config.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
     seed_everything(config.seed)
-    n = int(data[0].shape[0])
-    if any(int(d.shape[0]) != n for d in data):
-        raise InputError("all training tensors must have the same number of samples")
-    train_idx, val_idx = _split(n, config.val_fraction, config.seed)
+    td = _as_train_data(data, config)
+    record = json.loads(json.dumps(dict(config_record or {}), default=str))
     for m in task.models.values():
         m.to(device)
+    plain_models = dict(task.models)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        task.models = {k: DDP(m) if any(p.requires_grad for p in m.parameters()) else m
+                       for k, m in plain_models.items()}
     optimizers = task.make_optimizers()
     for o in optimizers.values():
         for g in o.param_groups:
             g.setdefault("initial_lr", g["lr"])
 
+    writes = out_dir is not None and rank == 0
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
+    if writes:
         out.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = []
     best_val, best_epoch, start_epoch, bad_epochs = math.inf, 0, 1, 0
-    best_state = {k: {p: v.detach().cpu().clone() for p, v in m.state_dict().items()}
-                  for k, m in task.models.items()}
+
+    def snapshot() -> dict[str, dict[str, torch.Tensor]]:
+        return {k: {p: v.detach().cpu().clone() for p, v in m.state_dict().items()}
+                for k, m in plain_models.items()}
+
+    best_state = snapshot()
     rng = np.random.default_rng(config.seed + 1)
 
     if resume:
         last = out / "last.pt" if out is not None else None
         if last is None or not last.exists():
             raise InputError(f"cannot resume: no checkpoint {last}; train without --resume first")
-        ckpt = torch.load(last, map_location=device, weights_only=False)
-        for k, m in task.models.items():
-            m.load_state_dict(ckpt["models"][k])
-        for k, o in optimizers.items():
-            o.load_state_dict(ckpt["optimizers"][k])
+        ckpt = load_checkpoint(last, device)
+        differs = _diff_records(ckpt.get("record", {}), record)
+        if differs:
+            raise InputError(
+                f"cannot resume {out}: it was trained with other settings ("
+                + "; ".join(differs) + "); resume with the run's settings, or train into a new "
+                "folder")
+        try:
+            for k, m in plain_models.items():
+                m.load_state_dict(ckpt["models"][k])
+            for k, o in optimizers.items():
+                o.load_state_dict(ckpt["optimizers"][k])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"cannot resume {out}: its checkpoint holds another network "
+                             f"({first}); resume with the run's architecture settings, or "
+                             f"train into a new folder") from None
+        task.load_state_dict(ckpt.get("task", {}))
         history = ckpt["history"]
         best_val, best_epoch = ckpt["best_val"], ckpt["best_epoch"]
         bad_epochs, start_epoch = ckpt["bad_epochs"], ckpt["epoch"] + 1
         best_state = ckpt["best_state"]
         rng.bit_generator.state = ckpt["rng"]
-        torch.set_rng_state(ckpt["torch_rng"])
+        torch.set_rng_state(ckpt["torch_rng"].cpu())
 
     bar = None
-    if progress:
+    if progress and rank == 0:
         from tqdm.auto import tqdm
         bar = tqdm(total=config.epochs, initial=start_epoch - 1, desc="training", unit="epoch")
 
+    n_train = len(td.train)
     stopped = False
     for epoch in range(start_epoch, config.epochs + 1):
         te = time.perf_counter()
@@ -235,25 +401,27 @@ def fit(task: TrainTask, data: tuple[torch.Tensor, ...], config: TrainConfig, *,
             for o in optimizers.values():
                 for g in o.param_groups:
                     g["lr"] = g["initial_lr"] * factor
-        order = rng.permutation(train_idx)
+        order = rng.permutation(n_train)
         if config.steps_per_epoch:
             need = config.steps_per_epoch * config.batch_size
-            reps = int(math.ceil(need / len(order)))
-            order = np.concatenate([rng.permutation(train_idx) for _ in range(reps)])[:need]
+            reps = int(math.ceil(need / n_train))
+            order = np.concatenate([rng.permutation(n_train) for _ in range(reps)])[:need]
         sums: dict[str, float] = {}
         nb = 0
-        for batch in _batches(data, order, config.batch_size, device):
+        for batch in _batches(td.train, order, config.batch_size, device, td.workers,
+                              rank, world):
             logs = task.train_step(batch, optimizers)
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             nb += 1
-        train_logs = {f"train_{k}": v / max(nb, 1) for k, v in sums.items()}
+        train_logs = {f"train_{k}": v for k, v in _mean_over_processes(sums, nb, world).items()}
         for m in task.models.values():
             m.eval()
         vsums: dict[str, float] = {}
         nvb = 0
         with torch.no_grad():
-            for batch in _batches(data, val_idx, config.batch_size, device):
+            for batch in _batches(td.val, np.arange(len(td.val)), config.batch_size, device,
+                                  td.workers):
                 for k, v in task.val_step(batch).items():
                     vsums[k] = vsums.get(k, 0.0) + float(v)
                 nvb += 1
@@ -265,25 +433,25 @@ def fit(task: TrainTask, data: tuple[torch.Tensor, ...], config: TrainConfig, *,
         history.append(rec)
         if rec["val_loss"] < best_val - config.min_delta:
             best_val, best_epoch, bad_epochs = rec["val_loss"], epoch, 0
-            best_state = {k: {p: v.detach().cpu().clone() for p, v in m.state_dict().items()}
-                          for k, m in task.models.items()}
-            if out is not None:
+            best_state = snapshot()
+            if writes:
                 atomic_torch_save({"models": best_state, "epoch": epoch}, out / "best.pt")
         else:
             bad_epochs += 1
         if config.patience is not None and bad_epochs >= config.patience:
             stopped = True
-        if out is not None:
+        if writes:
             atomic_torch_save({
-                "models": {k: m.state_dict() for k, m in task.models.items()},
+                "models": {k: m.state_dict() for k, m in plain_models.items()},
                 "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+                "task": task.state_dict(), "record": record,
                 "history": history, "best_val": best_val, "best_epoch": best_epoch,
                 "bad_epochs": bad_epochs, "epoch": epoch, "best_state": best_state,
                 "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
             }, out / "last.pt")
-            log = {"config": {**asdict(config), **dict(config_record or {})},
+            log = {"config": {**asdict(config), **record},
                    "best_epoch": best_epoch, "best_val_loss": best_val, "history": history}
-            _atomic_write_text(out / "history.json", json.dumps(log, indent=2))
+            _atomic_write_text(out / "history.json", json.dumps(log, indent=2, default=str))
             plot_history(history, out / "loss_curve.png")
         if on_epoch is not None:
             on_epoch(rec)
@@ -294,6 +462,7 @@ def fit(task: TrainTask, data: tuple[torch.Tensor, ...], config: TrainConfig, *,
             break
     if bar is not None:
         bar.close()
+    task.models = plain_models
     for k, m in task.models.items():
         m.load_state_dict(best_state[k])
         m.eval()

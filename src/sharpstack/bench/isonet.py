@@ -69,7 +69,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["DatasetSpec", "DATASETS", "METHODS", "METHOD_TITLES", "PAPER_TABLE1", "PAPER_SEG",
            "NOISE", "dataset_shape", "make_volume", "run_isonet_table1", "format_table1"]
@@ -158,7 +158,7 @@ class DatasetSpec:
 
     def make_psf(self) -> np.ndarray:
         """The dataset's PSF on the phantom grid, ``(kz, ky, kx)``, sum 1."""
-        from . import psf as psfmod
+        from .. import psf as psfmod
 
         fn = {"gaussian": psfmod.gaussian_psf, "confocal": psfmod.confocal_psf,
               "lightsheet": psfmod.lightsheet_psf}[self.psf_kind]
@@ -273,8 +273,8 @@ def make_volume(spec: DatasetSpec, shape: tuple[int, int, int], seed: int,
         ``blurred`` (Z, Y, X) the acquisition upsampled linearly along z, ``psf``
         (kz, ky, kx), ``gauss_sigma`` float. All arrays float32 except the labels.
     """
-    from . import degrade, phantoms
-    from . import psf as psfmod
+    from .. import degrade, phantoms
+    from .. import psf as psfmod
 
     f = spec.factor
     if (shape[0] - 1) % f:
@@ -520,7 +520,7 @@ def _init_worker(threads: int) -> None:
 def _network_job(stack: np.ndarray, psf: np.ndarray | None,
                  cfg: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
     """Train one network of the table on one volume and restore that volume with it."""
-    from .methods.isonet import IsoNetConfig, restore, train_isonet
+    from ..methods.isonet import IsoNetConfig, restore, train_isonet
 
     config = IsoNetConfig(**cfg)
     t0 = time.perf_counter()
@@ -536,7 +536,7 @@ def _network_job(stack: np.ndarray, psf: np.ndarray | None,
 def _rl_job(blurred: np.ndarray, psf: np.ndarray, iso_gt: np.ndarray,
             iterations: tuple[int, ...]) -> tuple[np.ndarray, dict[str, Any]]:
     """Richardson-Lucy with the oracle iteration count (see :func:`richardson_lucy_best`)."""
-    from .baselines import richardson_lucy_best
+    from ..baselines import richardson_lucy_best
 
     t0 = time.perf_counter()
     rl = richardson_lucy_best(np.clip(blurred, 0, None), psf, iso_gt, iterations=iterations)
@@ -612,9 +612,9 @@ def run_isonet_table1(out_dir: str | Path, *, size: int | Sequence[int] = 160,
     """
     import torch
 
-    from .methods.isonet import IsoNetConfig
-    from .metrics import psnr_normalized, seg_score
-    from .segmentation import segment_nuclei
+    from ..methods.isonet import IsoNetConfig
+    from ..metrics import psnr_normalized, seg_score
+    from ..segmentation import segment_nuclei
 
     t_start = time.perf_counter()
     names = _check_datasets(datasets)
