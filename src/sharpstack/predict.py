@@ -711,23 +711,39 @@ def _run_tiles(data: xr.DataArray, layout: _Layout, model: _Model, proc: _Proces
     return xr.DataArray(buffer, dims=tuple(dims))
 
 
-def _attach_attrs(out: xr.DataArray, data: xr.DataArray, model: _Model) -> xr.DataArray:
-    if "c" in out.dims and out.sizes["c"] == 1:
-        out = out.isel(c=0, drop=True)
-    vs_in = data.attrs.get("voxel_size") or {}
-    calibrated = bool(data.attrs.get("calibrated", bool(vs_in)))
+def _output_attrs(in_attrs: Mapping[str, Any], model: _Model) -> dict[str, Any]:
+    """Attrs of the model output (calibration, unit, model name) from the input's attrs.
+
+    A pure function of the input's attrs and the model's geometry, used by every output path
+    (in memory, streamed, Dask). ``voxel_size`` holds the output's spatial axes: the input's
+    size divided by the model's output pixels per input pixel (e.g. z / 4 after a 4x
+    z-upsampling); axes the model does not return are left out; axes the model does not
+    know (z of a 2D model run plane by plane) keep the input's size.
+    """
+    vs_in = in_attrs.get("voxel_size") or {}
+    calibrated = bool(in_attrs.get("calibrated", bool(vs_in)))
     voxel_size = {}
-    for d in ("z", "y", "x"):
-        if d not in out.dims:
-            continue
+    for d in _SPACE:
         g = model.space.get(d)
-        scale = g.scale if g is not None and g.scale is not None else Fraction(1)
+        if g is not None and g.scale is None:
+            continue  # the model consumes this axis
+        if g is None and d not in vs_in:
+            continue  # neither a model axis nor a calibrated axis of the input
+        scale = g.scale if g is not None else Fraction(1)
         size = vs_in.get(d)
         if size is None:
             calibrated, size = False, 1.0
         voxel_size[d] = float(size) / float(scale)
-    out.attrs = {"voxel_size": voxel_size, "unit": data.attrs.get("unit", "micrometer"),
-                 "calibrated": calibrated, "model": model.name}
+    return {"voxel_size": voxel_size, "unit": in_attrs.get("unit", "micrometer"),
+            "calibrated": calibrated, "model": model.name}
+
+
+def _attach_attrs(out: xr.DataArray, data: xr.DataArray, model: _Model) -> xr.DataArray:
+    if "c" in out.dims and out.sizes["c"] == 1:
+        out = out.isel(c=0, drop=True)
+    attrs = _output_attrs(data.attrs, model)
+    attrs["voxel_size"] = {d: v for d, v in attrs["voxel_size"].items() if d in out.dims}
+    out.attrs = attrs
     return out
 
 
