@@ -96,7 +96,7 @@ def test_uncalibrated_data_stay_uncalibrated(tmp_path):
     assert da.attrs["calibrated"] is False
     back = read_stack(write_tiff(tmp_path / "u.tif", da))
     assert back.attrs["calibrated"] is False
-    assert back.attrs["voxel_size"] == {"z": 1.0, "y": 1.0, "x": 1.0}
+    assert back.attrs["voxel_size"] == {}  # unknown axes are absent, never a filler 1.0
 
 
 def test_write_tiff_refuses_unsupported_dtype_and_writes_nothing(tmp_path):
@@ -162,7 +162,7 @@ def test_imagej_without_unit_is_uncalibrated(tmp_path):
                      metadata={"axes": "ZYX", "spacing": 0.5, "unit": "pixel"})
     da = read_stack(path)
     assert da.attrs["calibrated"] is False
-    assert da.attrs["voxel_size"] == {"z": 1.0, "y": 1.0, "x": 1.0}
+    assert da.attrs["voxel_size"] == {}  # sizes in pixels are no calibration
 
 
 # ---------------------------------------------------------------------------- other TIFF flavours
@@ -458,8 +458,9 @@ def test_as_dataarray_conventions():
     da = as_dataarray(np.zeros((2, 3, 4)), "zyx", {"Z": 0.4, "x": 0.1})
     assert isinstance(da, xr.DataArray)
     assert da.dims == ("z", "y", "x")
-    assert da.attrs == {"voxel_size": {"z": 0.4, "y": 1.0, "x": 0.1}, "unit": "micrometer",
-                        "calibrated": False}
+    assert da.attrs == {"voxel_size": {"z": 0.4, "x": 0.1}, "unit": "micrometer",
+                        "calibrated": False,
+                        "voxel_size_source": {"z": "given", "x": "given"}}
     with pytest.raises(InputError, match="voxel size"):
         as_dataarray(np.zeros((2, 3)), "YX", {"y": -1, "x": 1})
     with pytest.raises(InputError, match="only 'z', 'y' and 'x'"):

@@ -3,10 +3,20 @@
 Every stack travels as an :class:`xarray.DataArray` whose dims are lower-case axis letters
 in the canonical order ``b t c z y x s`` (only the axes present), with attrs
 
-- ``voxel_size``: dict axis letter -> size in micrometres, for each of ``z``, ``y``, ``x`` present;
+- ``voxel_size``: dict axis letter -> size in micrometres, ONLY for the axes of ``z``, ``y``,
+  ``x`` whose size is known (read from the file or given); an unknown axis is absent, never
+  filled in with 1.0;
 - ``unit``: ``"micrometer"``;
-- ``calibrated``: ``False`` when the file lacked (part of) the calibration and 1.0 was assumed;
+- ``calibrated``: True when every spatial axis of the array has a known size;
+- ``voxel_size_source``: per known axis, ``"file"`` (read) or ``"given"`` (supplied by the
+  caller: :func:`as_dataarray`, :func:`with_voxel_size`);
 - ``source``: the path read from (set by :func:`read_stack` only).
+
+Writers keep what is known and invent nothing: each format writes the known sizes and marks
+the unknown ones as unknown in its own way (see :func:`write_tiff`, :func:`write_ome_zarr`);
+``.npy`` stores no calibration. Anything that derives a number from a voxel size asks
+:func:`require_voxel_size` first, which stops with a message naming the missing axis and the
+option (``--voxel-size``, parsed by :func:`parse_voxel_size`) that supplies it.
 
 Data keep their dtype: nothing is rescaled or normalised here (only the byte order is
 made native, so that numpy and torch can use the array directly).
@@ -43,7 +53,11 @@ __all__ = [
     "WRITE_SUFFIXES",
     "as_dataarray",
     "check_finite",
+    "describe_voxel_size",
+    "parse_voxel_size",
     "read_stack",
+    "require_voxel_size",
+    "with_voxel_size",
     "write_npy",
     "write_file_atomic",
     "write_ome_zarr",
@@ -78,21 +92,58 @@ _IMAGEJ_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
 # ("deflate"), lzw and packbits; zstd and lzma need Bio-Formats (File > Import > Bio-Formats).
 _COMPRESSIONS = ("zlib", "deflate", "lzw", "packbits", "zstd", "lzma")
 
-# Length units -> factor to micrometres. Keys are lower case; ImageJ's escaped "\u00B5m" is
-# decoded before the lookup.
-_UNIT_TO_UM: dict[str, float] = {}
+# Length units -> micrometres per unit. Three sources of spellings:
+# - OME's UnitsLength enumeration (OME-XML ``PhysicalSize*Unit``): symbols whose case matters
+#   ("Mm" is the megametre, "mm" the millimetre; "Pm" petametre, "pm" picometre);
+# - UDUNITS-2 names as OME-Zarr (NGFF) axis units ("micrometer", "nanometer", ...);
+# - what ImageJ and microscope software write in the ``unit`` field ("um", "micron",
+#   "\u00B5m" escaped, "µm" with either micro sign).
+# ``pixel`` and ``reference frame`` (OME) are not lengths: a size in them is unknown.
+_UM_PER_METRE = 1e6
+_LENGTH_SYMBOLS: dict[str, float] = {  # exact case
+    "Ym": 1e24 * _UM_PER_METRE, "Zm": 1e21 * _UM_PER_METRE, "Em": 1e18 * _UM_PER_METRE,
+    "Pm": 1e15 * _UM_PER_METRE, "Tm": 1e12 * _UM_PER_METRE, "Gm": 1e9 * _UM_PER_METRE,
+    "Mm": 1e6 * _UM_PER_METRE, "km": 1e9, "hm": 1e8, "dam": 1e7, "m": 1e6, "dm": 1e5,
+    "cm": 1e4, "mm": 1e3, "\u00b5m": 1.0, "\u03bcm": 1.0, "um": 1.0, "nm": 1e-3,
+    "pm": 1e-6, "fm": 1e-9, "am": 1e-12, "zm": 1e-15, "ym": 1e-18,
+    "\u00c5": 1e-4, "\u212b": 1e-4,
+    # OME's non-SI lengths: thou (mil), line (1/12 inch), inch, foot, yard, mile,
+    # astronomical unit, light year, parsec, typographic point (1/72 inch)
+    "thou": 25.4, "li": 25400.0 / 12, "in": 25400.0, "ft": 304800.0, "yd": 914400.0,
+    "mi": 1609344000.0, "ua": 149597870700.0 * _UM_PER_METRE,
+    "ly": 9460730472580800.0 * _UM_PER_METRE, "pc": 30856775814913673.0 * _UM_PER_METRE,
+    "pt": 25400.0 / 72,
+}
+# Symbols matched whatever their case ("UM", "Nm"): those whose lower-case form is not
+# shared by two OME units (mm/Mm, pm/Pm, zm/Zm, ym/Ym need their exact case).
+_lower_counts: dict[str, int] = {}
+for _sym in _LENGTH_SYMBOLS:
+    _lower_counts[_sym.lower()] = _lower_counts.get(_sym.lower(), 0) + 1
+_CASELESS_SYMBOLS = {k.lower(): v for k, v in _LENGTH_SYMBOLS.items()
+                     if _lower_counts[k.lower()] == 1}
+_SI_PREFIXES = {"yotta": 1e24, "zetta": 1e21, "exa": 1e18, "peta": 1e15, "tera": 1e12,
+                "giga": 1e9, "mega": 1e6, "kilo": 1e3, "hecto": 1e2, "deca": 1e1, "deka": 1e1,
+                "": 1.0, "deci": 1e-1, "centi": 1e-2, "milli": 1e-3, "micro": 1e-6,
+                "nano": 1e-9, "pico": 1e-12, "femto": 1e-15, "atto": 1e-18, "zepto": 1e-21,
+                "yocto": 1e-24}
+_LENGTH_NAMES: dict[str, float] = {}  # lower case
+for _prefix, _power in _SI_PREFIXES.items():
+    for _stem in ("meter", "metre"):
+        for _plural in ("", "s"):
+            _LENGTH_NAMES[f"{_prefix}{_stem}{_plural}"] = _power * _UM_PER_METRE
 for _names, _factor in (
-    (("um", "\u00b5m", "\u03bcm", "micron", "microns", "micrometer", "micrometers", "micrometre",
-      "micrometres"), 1.0),
-    (("nm", "nanometer", "nanometers", "nanometre", "nanometres"), 1e-3),
-    (("mm", "millimeter", "millimeters", "millimetre", "millimetres"), 1e3),
-    (("cm", "centimeter", "centimeters", "centimetre", "centimetres"), 1e4),
-    (("m", "meter", "meters", "metre", "metres"), 1e6),
-    (("\u00e5", "\u212b", "angstrom", "angstroms"), 1e-4),
-    (("pm", "picometer", "picometers", "picometre", "picometres"), 1e-6),
+    (("micron", "microns"), 1.0),
+    (("angstrom", "angstroms", "\u00e5ngstr\u00f6m"), 1e-4),
+    (("inch", "inches"), 25400.0), (("foot", "feet"), 304800.0),
+    (("yard", "yards"), 914400.0), (("mile", "miles"), 1609344000.0),
+    (("parsec", "parsecs"), 30856775814913673.0 * _UM_PER_METRE),
+    (("light year", "light years", "lightyear"), 9460730472580800.0 * _UM_PER_METRE),
+    (("astronomical unit", "astronomical units"), 149597870700.0 * _UM_PER_METRE),
 ):
     for _name in _names:
-        _UNIT_TO_UM[_name] = _factor
+        _LENGTH_NAMES[_name] = _factor
+del _lower_counts, _sym, _prefix, _power, _stem, _plural, _names, _factor, _name
+_INCH_UNITS = ("in", "inch", "inches")
 
 # TIFF ResolutionUnit tag values -> micrometres per unit (INCH is left out on purpose: an
 # inch unit nearly always means a meaningless 72/96 dpi default, not a calibration).
@@ -106,11 +157,20 @@ _ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
 # --------------------------------------------------------------------------------------------
 
 def _unit_factor(unit: Any) -> float | None:
-    """Return micrometres per ``unit``, or None when the unit is missing or not a length."""
+    """Return micrometres per ``unit``, or None when the unit is missing or not a length.
+
+    Understands OME's UnitsLength symbols (case-sensitive where two differ only by case:
+    ``mm``/``Mm``), UDUNITS names (``micrometer``, ``nanometre``, plurals), ``micron``, and
+    ImageJ's spellings (``um``, ``µm``/``μm`` and the escaped ``\\u00B5m``). ``pixel``,
+    ``reference frame``, empty and unknown strings give None.
+    """
     if not isinstance(unit, str):
         return None
-    text = _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), unit).strip().lower()
-    return _UNIT_TO_UM.get(text)
+    text = " ".join(_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), unit).split())
+    if text in _LENGTH_SYMBOLS:
+        return _LENGTH_SYMBOLS[text]
+    lower = text.lower()
+    return _CASELESS_SYMBOLS.get(lower, _LENGTH_NAMES.get(lower))
 
 
 def _suffix_kind(path: Path) -> str | None:
@@ -133,14 +193,40 @@ def _is_ome_tiff_name(path: Path) -> bool:
 
 
 def _positive_size(value: Any, axis: str, what: str) -> float:
+    if isinstance(value, bool):  # True is not 1 micrometre
+        value = str(value)
     try:
         size = float(value)
     except (TypeError, ValueError):
         size = float("nan")
     if not math.isfinite(size) or size <= 0:
         raise InputError(f"{what}: voxel size for axis {axis!r} is {value!r}; it must be a "
-                         f"positive number of micrometres")
+                         f"positive number of micrometres (leave the axis out when its size "
+                         f"is unknown)")
     return size
+
+
+def _known(size: Any) -> float | None:
+    """A size read from a file: positive and finite, or None (unknown)."""
+    try:
+        value = float(size)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def _calibration_attrs(axes: str, sizes: Mapping[str, float], sources: Mapping[str, str]
+                       ) -> dict[str, Any]:
+    """The calibration attrs of an array with ``axes``: only known sizes, never a filler.
+
+    ``sizes`` and ``sources`` map lower-case spatial axis letters to micrometres and to
+    ``"file"``/``"given"``; axes not in ``axes`` are dropped.
+    """
+    space = [a.lower() for a in _SPATIAL if a in axes.upper()]
+    voxel_size = {a: float(sizes[a]) for a in space if a in sizes}
+    return {"voxel_size": voxel_size, "unit": _UNIT,
+            "calibrated": bool(space) and len(voxel_size) == len(space),
+            "voxel_size_source": {a: sources.get(a, "given") for a in voxel_size}}
 
 
 def _native(array: np.ndarray) -> np.ndarray:
@@ -154,19 +240,12 @@ def _build(array: Any, axes: str, sizes: Mapping[str, float | None], source: str
            ) -> xr.DataArray:
     """Wrap ``array`` (dims in ``axes`` order) and return it in canonical order with attrs.
 
-    ``sizes`` maps spatial axis letters (upper case) to micrometres, None when unknown.
+    ``sizes`` maps spatial axis letters (upper case) to micrometres as read from the file,
+    None when unknown; unknown axes stay out of ``attrs["voxel_size"]``.
     """
-    voxel_size: dict[str, float] = {}
-    calibrated = any(a in axes for a in _SPATIAL)
-    for a in _SPATIAL:
-        if a not in axes:
-            continue
-        size = sizes.get(a)
-        if size is None or not math.isfinite(size) or size <= 0:
-            calibrated = False
-            size = 1.0
-        voxel_size[a.lower()] = float(size)
-    attrs: dict[str, Any] = {"voxel_size": voxel_size, "unit": _UNIT, "calibrated": calibrated}
+    known = {a.lower(): _known(v) for a, v in sizes.items() if a in _SPATIAL}
+    known = {a: v for a, v in known.items() if v is not None}
+    attrs = _calibration_attrs(axes, known, {a: "file" for a in known})
     if source is not None:
         attrs["source"] = source
     da = xr.DataArray(array, dims=tuple(a.lower() for a in axes), attrs=attrs)
@@ -197,35 +276,38 @@ def _data_axes(data: Any, what: str, allowed: str | None = None) -> str:
     return axes
 
 
-def _voxel_sizes(data: xr.DataArray, axes: str, what: str) -> dict[str, float] | None:
-    """Voxel sizes in micrometres (upper-case keys) from ``data.attrs``, or None if uncalibrated."""
-    vs = data.attrs.get("voxel_size")
-    if not vs or not data.attrs.get("calibrated", True):
-        return None
+def _voxel_sizes(data: xr.DataArray | Mapping[str, Any], axes: str, what: str
+                 ) -> dict[str, float]:
+    """The known voxel sizes of ``data`` (or of attrs) in micrometres, upper-case keys, axes
+    of ``axes`` only.
+
+    Axes absent from ``attrs["voxel_size"]`` (or None there) are unknown and left out; an
+    empty dict means nothing is known. A zero, negative or non-finite size is an error, never
+    silently dropped.
+    """
+    attrs = data.attrs if isinstance(data, xr.DataArray) else data
+    vs = attrs.get("voxel_size")
+    if vs is None:
+        return {}
     if not isinstance(vs, Mapping):
         raise InputError(f"{what}: attrs['voxel_size'] must be a dict like "
                          f"{{'z': 0.3, 'y': 0.1, 'x': 0.1}}, got {type(vs).__name__}")
-    factor = _unit_factor(data.attrs.get("unit", _UNIT))
+    lower = {str(k).lower(): v for k, v in vs.items() if v is not None}
+    wanted = [a for a in _SPATIAL if a in axes and a.lower() in lower]
+    if not wanted:
+        return {}
+    factor = _unit_factor(attrs.get("unit", _UNIT))
     if factor is None:
-        raise InputError(f"{what}: attrs['unit']={data.attrs.get('unit')!r} is not a length "
+        raise InputError(f"{what}: attrs['unit']={attrs.get('unit')!r} is not a length "
                          f"unit sharpstack knows; use 'micrometer'")
-    lower = {str(k).lower(): v for k, v in vs.items()}
-    out = {}
-    for a in _SPATIAL:
-        if a not in axes:
-            continue
-        if a.lower() not in lower:
-            raise InputError(f"{what}: attrs['voxel_size'] has no entry for axis {a.lower()!r}; "
-                             f"add it or set attrs['calibrated'] = False")
-        out[a] = _positive_size(lower[a.lower()], a.lower(), what) * factor
-    return out
+    return {a: _positive_size(lower[a.lower()], a.lower(), what) * factor for a in wanted}
 
 
 # --------------------------------------------------------------------------------------------
 # public helpers
 # --------------------------------------------------------------------------------------------
 
-def as_dataarray(array: Any, axes: str, voxel_size: Mapping[str, float] | None = None
+def as_dataarray(array: Any, axes: str, voxel_size: Mapping[str, float | None] | None = None
                  ) -> xr.DataArray:
     """Wrap an array with sharpstack's conventions (dims, voxel size, unit, calibrated).
 
@@ -237,41 +319,46 @@ def as_dataarray(array: Any, axes: str, voxel_size: Mapping[str, float] | None =
         One letter per dimension of ``array``, in its order (e.g. ``"ZYX"``), checked with
         :func:`sharpstack._axes.check_axes`.
     voxel_size : dict, optional
-        Axis letter (``"z"``, ``"y"``, ``"x"``, any case) -> size in micrometres. Spatial axes
-        left out get 1.0 and make ``attrs["calibrated"]`` False.
+        Axis letter (``"z"``, ``"y"``, ``"x"``, any case) -> size in micrometres. Spatial
+        axes left out (or given as None) are unknown: they stay out of
+        ``attrs["voxel_size"]`` and make ``attrs["calibrated"]`` False. Sizes of axes that
+        ``axes`` lacks are dropped.
 
     Returns
     -------
     xarray.DataArray
         Dims are the lower-case letters of ``axes`` in the order given (not reordered);
-        attrs ``voxel_size``, ``unit`` = ``"micrometer"`` and ``calibrated``.
+        attrs ``voxel_size`` (known axes only), ``unit`` = ``"micrometer"``, ``calibrated``
+        (every spatial axis known) and ``voxel_size_source`` (``"given"`` per known axis).
+
+    Raises
+    ------
+    InputError
+        A size that is zero, negative, NaN or not a number, or a key other than z, y, x.
 
     Examples
     --------
-    >>> da = as_dataarray(np.zeros((4, 8, 8), "float32"), "ZYX", {"z": 0.5, "y": 0.1, "x": 0.1})
-    >>> da.dims, da.attrs["voxel_size"]["z"], da.attrs["calibrated"]
-    (('z', 'y', 'x'), 0.5, True)
+    >>> da = as_dataarray(np.zeros((4, 8, 8), "float32"), "ZYX", {"y": 0.1, "x": 0.1})
+    >>> da.dims, da.attrs["voxel_size"], da.attrs["calibrated"]
+    (('z', 'y', 'x'), {'y': 0.1, 'x': 0.1}, False)
     """
     ndim = getattr(array, "ndim", None)
     if ndim is None or not hasattr(array, "shape") or not hasattr(array, "dtype"):
         raise InputError(f"as_dataarray needs a numpy or dask array, got {type(array).__name__}; "
                          f"convert it with numpy.asarray first")
     ax = check_axes(axes, ndim)
-    sizes: dict[str, float | None] = {}
+    if voxel_size is not None and not isinstance(voxel_size, Mapping):
+        raise InputError(f"as_dataarray: voxel_size must be a dict like {{'z': 0.5, 'y': 0.1, "
+                         f"'x': 0.1}} (micrometres), got {type(voxel_size).__name__}")
+    sizes: dict[str, float] = {}
     for key, value in (voxel_size or {}).items():
-        k = str(key).upper()
-        if k not in _SPATIAL:
+        k = str(key).lower()
+        if k.upper() not in _SPATIAL or len(k) != 1:
             raise InputError(f"voxel_size has key {key!r}; only 'z', 'y' and 'x' have a voxel size")
-        sizes[k] = _positive_size(value, k.lower(), "as_dataarray")
+        if value is not None:
+            sizes[k] = _positive_size(value, k, "as_dataarray")
     da = xr.DataArray(array, dims=tuple(a.lower() for a in ax))
-    vs = {}
-    calibrated = any(a in ax for a in _SPATIAL)
-    for a in _SPATIAL:
-        if a in ax:
-            if sizes.get(a) is None:
-                calibrated = False
-            vs[a.lower()] = float(sizes.get(a) or 1.0)
-    da.attrs.update(voxel_size=vs, unit=_UNIT, calibrated=calibrated)
+    da.attrs.update(_calibration_attrs(ax, sizes, {}))
     return da
 
 
@@ -314,6 +401,267 @@ def check_finite(data: Any, name: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# voxel size: what the file gave, what the user supplies, what a computation needs
+# --------------------------------------------------------------------------------------------
+
+_SIZE_ITEM = re.compile(
+    r"^\s*(?:(?P<axis>[A-Za-z])\s*=\s*)?"
+    r"(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
+    r"\s*(?P<unit>[^\s\d.+\-,=][^,=]*?)?\s*$")
+
+
+def _fmt(size: float) -> str:
+    return f"{size:.6g}"
+
+
+def parse_voxel_size(text: str, *, option: str = "--voxel-size") -> dict[str, float]:
+    """Parse a voxel size as the CLI takes it (``Z,Y,X``, optional unit) into micrometres.
+
+    Parameters
+    ----------
+    text : str
+        Three sizes in z, y, x order, or ``axis=size`` items for the axes one knows (any
+        order, any subset). Without a unit the sizes are micrometres; one unit after the last
+        size applies to all (``0.5,0.24,0.24um``, ``500,240,240nm``), or each size carries
+        its own (``z=0.5um,x=240nm``). Units: any length :func:`read_stack` understands
+        (``um``, ``µm``, ``micron``, ``nm``, ``mm``, ``micrometer``, ...).
+    option : str
+        The option's name for error messages.
+
+    Returns
+    -------
+    dict
+        Lower-case axis letter -> size in micrometres, in z, y, x order, only the axes given.
+
+    Raises
+    ------
+    InputError
+        Naming ``option``, for anything else: wrong number of sizes, unknown axis or unit,
+        zero, negative or non-finite sizes, an axis given twice, mixed forms.
+
+    Examples
+    --------
+    >>> parse_voxel_size("0.5,0.24,0.24")
+    {'z': 0.5, 'y': 0.24, 'x': 0.24}
+    >>> parse_voxel_size("500,240,240nm")
+    {'z': 0.5, 'y': 0.24, 'x': 0.24}
+    >>> parse_voxel_size("z=2")
+    {'z': 2.0}
+    """
+    usage = (f"give three sizes Z,Y,X in micrometres (e.g. {option} 0.5,0.24,0.24, or with a "
+             f"unit: 0.5,0.24,0.24um, 500,240,240nm), or only the axes you know "
+             f"(e.g. {option} z=0.5 or {option} y=0.24,x=0.24)")
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f"{option} is empty; {usage}")
+    items = []
+    for part in text.split(","):
+        m = _SIZE_ITEM.match(part)
+        if m is None:
+            raise InputError(f"{option} {text!r}: cannot read {part.strip()!r} as a size; "
+                             f"{usage}")
+        items.append((m["axis"], m["number"], m["unit"]))
+    keyed = [axis is not None for axis, _, _ in items]
+    if any(keyed) and not all(keyed):
+        raise InputError(f"{option} {text!r} mixes named (z=...) and unnamed sizes; {usage}")
+    if not any(keyed):
+        if len(items) != 3:
+            raise InputError(f"{option} {text!r} has {len(items)} size(s); {usage}")
+        items = [(axis, number, unit) for axis, (_, number, unit) in zip("zyx", items)]
+    units = [unit for _, _, unit in items]
+    if any(units[:-1]) and not all(units):
+        raise InputError(f"{option} {text!r}: give one unit after the last size (applies to "
+                         f"all) or a unit with every size")
+    out: dict[str, float] = {}
+    for axis, number, unit in items:
+        a = axis.lower()
+        if a not in ("z", "y", "x"):
+            raise InputError(f"{option} {text!r}: {axis!r} is not a spatial axis; name z, y "
+                             f"or x")
+        if a in out:
+            raise InputError(f"{option} {text!r} gives the {a} size twice")
+        unit = unit or units[-1]
+        factor = 1.0 if unit is None else _unit_factor(unit)
+        if factor is None:
+            raise InputError(f"{option} {text!r}: {unit.strip()!r} is not a length unit "
+                             f"sharpstack knows; use um (µm, micron), nm or mm")
+        size = float(number) * factor
+        if not math.isfinite(size) or size <= 0:
+            raise InputError(f"{option} {text!r}: the {a} size must be a positive number, "
+                             f"got {number}")
+        out[a] = size
+    return {a: out[a] for a in "zyx" if a in out}
+
+
+def _stack_name(data: Any) -> str:
+    source = getattr(data, "attrs", {}).get("source")
+    return f"{source}" if source else "the stack"
+
+
+def with_voxel_size(data: xr.DataArray, voxel_size: Mapping[str, float] | None, *,
+                    option: str = "--voxel-size") -> xr.DataArray:
+    """Return ``data`` with supplied voxel sizes overriding or completing what was read.
+
+    Parameters
+    ----------
+    data : xarray.DataArray
+        A stack with sharpstack's attrs, e.g. from :func:`read_stack` (any dims with ``y``
+        and ``x``). Not modified; the result shares its values.
+    voxel_size : dict or None
+        Lower-case axis letter -> micrometres, e.g. from :func:`parse_voxel_size`; axes left
+        out keep what ``data`` had (known or unknown). None or empty changes nothing.
+    option : str
+        What supplied the sizes, for error messages.
+
+    Returns
+    -------
+    xarray.DataArray
+        Same values and dims; attrs ``voxel_size`` (micrometres, known axes only), ``unit``,
+        ``calibrated`` recomputed, and ``voxel_size_source`` saying per known axis whether
+        its size is ``"given"`` (supplied here) or ``"file"`` (read). Other attrs are kept.
+
+    Raises
+    ------
+    InputError
+        A size for an axis the data lack, or a size that is not a positive number.
+
+    Examples
+    --------
+    >>> da = as_dataarray(np.zeros((4, 8, 8), "uint8"), "ZYX", {"y": 0.24, "x": 0.24})
+    >>> with_voxel_size(da, {"z": 2.0}).attrs["voxel_size"]
+    {'z': 2.0, 'y': 0.24, 'x': 0.24}
+    """
+    axes = _data_axes(data, "with_voxel_size")
+    name = _stack_name(data)
+    if voxel_size is not None and not isinstance(voxel_size, Mapping):
+        raise InputError(f"with_voxel_size: voxel_size must be a dict like {{'z': 0.5}} "
+                         f"(micrometres), e.g. from parse_voxel_size, got "
+                         f"{type(voxel_size).__name__}")
+    sizes = {a.lower(): v for a, v in _voxel_sizes(data, axes, f"{name}").items()}
+    old = data.attrs.get("voxel_size_source")
+    sources = {a: (old.get(a, "file") if isinstance(old, Mapping) else "file") for a in sizes}
+    for key, value in (voxel_size or {}).items():
+        a = str(key).lower()
+        if a.upper() not in _SPATIAL or len(a) != 1:
+            raise InputError(f"{option}: {key!r} is not a spatial axis; name z, y or x")
+        if a.upper() not in axes:
+            raise InputError(f"{option} gives a {a} size but {name} has no {a} axis (dims "
+                             f"{', '.join(str(d) for d in data.dims)}); give only the sizes of "
+                             f"its axes, e.g. {option} y=0.24,x=0.24")
+        sizes[a] = _positive_size(value, a, option)
+        sources[a] = "given"
+    out = data.copy(deep=False)
+    out.attrs = {k: v for k, v in data.attrs.items()
+                 if k not in ("voxel_size", "unit", "calibrated", "voxel_size_source")}
+    out.attrs.update(_calibration_attrs(axes, sizes, sources))
+    return out
+
+
+def require_voxel_size(data: xr.DataArray | Mapping[str, Any], axes: str, *, purpose: str,
+                       option: str = "--voxel-size", alternative: str | None = None
+                       ) -> dict[str, float]:
+    """Return the voxel sizes ``purpose`` needs, or stop with a message naming what is missing.
+
+    Call this before any work that derives a number from a voxel size (IsoNet's axial
+    factor, a PSF sampled in micrometres, an output's z spacing), so that a missing size
+    stops the command at once instead of being replaced by a guess.
+
+    Parameters
+    ----------
+    data : xarray.DataArray or dict
+        The stack (its attrs are read) or its attrs.
+    axes : str
+        The axes whose size is needed, e.g. ``"zyx"`` or ``"x"`` (any case).
+    purpose : str
+        What needs them, for the message, e.g. ``"IsoNet's axial factor"``.
+    option : str
+        The option that supplies them (``--voxel-size`` takes Z,Y,X, see
+        :func:`parse_voxel_size`).
+    alternative : str, optional
+        Another option that makes the sizes unnecessary, e.g. ``"--factor"``.
+
+    Returns
+    -------
+    dict
+        Lower-case axis letter -> micrometres for each axis of ``axes``.
+
+    Raises
+    ------
+    InputError
+        Naming the stack, the axis or axes whose size is unknown (or which the stack lacks),
+        ``purpose``, and how to pass the sizes with ``option`` (or ``alternative``).
+
+    Examples
+    --------
+    >>> da = as_dataarray(np.zeros((4, 8, 8), "uint8"), "ZYX", {"y": 0.24, "x": 0.24})
+    >>> require_voxel_size(da, "yx", purpose="the PSF")
+    {'y': 0.24, 'x': 0.24}
+    """
+    attrs = data.attrs if isinstance(data, xr.DataArray) else data
+    if not isinstance(attrs, Mapping):
+        raise InputError(f"require_voxel_size needs a DataArray or its attrs, got "
+                         f"{type(data).__name__}")
+    name = _stack_name(data) if isinstance(data, xr.DataArray) else str(
+        attrs.get("source") or "the stack")
+    wanted = check_axes(axes, name="axes").lower()
+    bad = [a for a in wanted if a.upper() not in _SPATIAL]
+    if bad:
+        raise InputError(f"require_voxel_size: {''.join(bad)} has no voxel size; ask for z, y "
+                         f"or x")
+    if isinstance(data, xr.DataArray):
+        dims = [str(d) for d in data.dims]
+        absent = [a for a in wanted if a not in dims]
+        if absent:
+            raise InputError(f"{purpose} needs the {', '.join(absent)} voxel size, but {name} "
+                             f"has no {', '.join(absent)} axis (dims {', '.join(dims)})")
+    sizes = {a.lower(): v for a, v in _voxel_sizes(attrs, wanted.upper(), name).items()}
+    missing = [a for a in wanted if a not in sizes]
+    if not missing:
+        return {a: sizes[a] for a in wanted}
+    what = {"z": "z spacing", "y": "pixel height", "x": "pixel width"}
+    known = {a.lower(): v for a, v in _voxel_sizes(attrs, _SPATIAL, name).items()}
+    told = (f"known: {', '.join(f'{a} {_fmt(v)} µm' for a, v in known.items())}" if known
+            else "no voxel size is known")
+    # an example with the known sizes filled in; the unknown ones are marked as examples
+    example = ",".join(_fmt(known[a]) if a in known else ("2.0" if a == "z" else "0.1")
+                       for a in "zyx")
+    cases = ((["the z step was 2.0 µm"] if "z" in missing else [])
+             + (["the pixel size was 0.1 µm"] if "y" in missing or "x" in missing else []))
+    fix = f"pass {option} Z,Y,X in µm, e.g. {option} {example} if {' and '.join(cases)}"
+    if alternative:
+        fix += f", or {alternative}"
+    if len(missing) == 1:
+        unknown = f"the {missing[0]} voxel size ({what[missing[0]]}) is unknown"
+    else:
+        unknown = (f"the {' and '.join(missing)} voxel sizes "
+                   f"({', '.join(what[a] for a in missing)}) are unknown")
+    raise InputError(f"{name}: {unknown} ({told}); {purpose} needs "
+                     f"{'it' if len(missing) == 1 else 'them'}: {fix}")
+
+
+def describe_voxel_size(data: xr.DataArray) -> str:
+    """One line saying each spatial axis' size and where it came from, for logs and cards.
+
+    Examples
+    --------
+    >>> da = with_voxel_size(as_dataarray(np.zeros((2, 4, 4), "uint8"), "ZYX"), {"x": 0.24})
+    >>> describe_voxel_size(da)
+    'z unknown, y unknown, x 0.24 µm (given)'
+    """
+    axes = _data_axes(data, "describe_voxel_size")
+    sizes = {a.lower(): v for a, v in _voxel_sizes(data, axes, _stack_name(data)).items()}
+    sources = data.attrs.get("voxel_size_source")
+    sources = sources if isinstance(sources, Mapping) else {}
+    parts = []
+    for a in (x.lower() for x in _SPATIAL if x in axes):
+        if a in sizes:
+            origin = sources.get(a)
+            parts.append(f"{a} {_fmt(sizes[a])} µm" + (f" ({origin})" if origin else ""))
+        else:
+            parts.append(f"{a} unknown")
+    return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------------------------
 
@@ -335,8 +683,9 @@ def read_stack(path: str | os.PathLike, axes: str | None = None) -> xr.DataArray
     -------
     xarray.DataArray
         Dims in the canonical order ``t c z y x`` (those present), e.g. ``(Z, Y, X)`` or
-        ``(C, Z, Y, X)``; the file's dtype; attrs ``voxel_size`` (micrometres), ``unit``,
-        ``calibrated`` and ``source``.
+        ``(C, Z, Y, X)``; the file's dtype; attrs ``voxel_size`` (micrometres, the axes
+        whose size the file gives), ``unit``, ``calibrated`` (every spatial axis known),
+        ``voxel_size_source`` (``"file"`` per known axis) and ``source``.
 
     Notes
     -----
@@ -345,10 +694,14 @@ def read_stack(path: str | os.PathLike, axes: str | None = None) -> xr.DataArray
     - tifffile's generic page axis (``I``, plain multi-page TIFF) or single unknown axis
       (``Q``) becomes ``Z`` as in Fiji, when there is no ``Z`` already; RGB samples (``S``)
       become channels ``C``.
-    - Calibration: ImageJ ``spacing`` (z), X/YResolution (pixels per unit) and ``unit``
-      (``um``, ``µm``, ``\\u00B5m``, ``micron``, ``nm``, ``mm`` ...); OME ``PhysicalSize*``;
-      OME-Zarr ``scale`` transforms with axis units; plain TIFF resolution in cm/mm/µm.
-      Unknown or missing units give voxel size 1.0 and ``calibrated=False``.
+    - Calibration, per axis: ImageJ X/YResolution (pixels per unit) in ``unit``/``yunit``
+      and ``spacing`` (z) in ``zunit``/``unit`` (``um``, ``µm``, ``\\u00B5m``, ``micron``,
+      ``nm``, ``mm`` ...); OME ``PhysicalSize*`` with ``PhysicalSize*Unit`` (every OME
+      UnitsLength; default µm); OME-Zarr ``scale`` transforms with axis units; plain TIFF
+      X/YResolution in cm/mm/µm. An axis without a size, or whose unit is missing or not a
+      length (``pixel``), is unknown: it is left out of ``voxel_size``. In particular an
+      ImageJ TIFF without ``spacing`` has an unknown z (Fiji's default depth of 1.0 is not
+      in the file), and a plain multi-page TIFF never has a z size.
     - Only the first image series of a multi-series TIFF is read.
 
     Raises
@@ -494,18 +847,40 @@ def _map_tifffile_axes(axes: str, path: Path) -> str:
 
 
 def _imagej_sizes(meta: Mapping[str, Any], page: Any) -> dict[str, float | None]:
-    unit = _unit_factor(meta.get("unit"))
-    yunit = _unit_factor(meta["yunit"]) if "yunit" in meta else unit
-    zunit = _unit_factor(meta["zunit"]) if "zunit" in meta else unit
+    """Voxel sizes as Fiji reads them from an ImageJ TIFF; None for every unknown axis.
+
+    Fiji takes the pixel width and height from X/YResolution (pixels per unit) in the
+    description's ``unit`` (``yunit`` for y when given), and the z spacing from ``spacing``
+    in ``zunit`` (default: ``unit``). Without ``spacing`` Fiji shows its default depth of
+    1.0 unit: that number is not in the file, so z is unknown here. A unit that is not a
+    length (``pixel``, none) makes that axis unknown, as does ``inch`` (what a 72-dpi
+    default leaves behind, not a microscope calibration).
+    """
+    def factor(key: str, default: Any) -> float | None:
+        text = meta.get(key, default)
+        if isinstance(text, str) and text.strip().lower() in _INCH_UNITS:
+            return None
+        return _unit_factor(text)
+
+    unit = factor("unit", None)
+    yunit = factor("yunit", meta.get("unit"))
+    zunit = factor("zunit", meta.get("unit"))
     xres, yres = _resolution(page)
+    t = page.tags.get("ResolutionUnit")
+    if t is not None and int(t.value) == 3 and meta.get("unit") == "um":
+        # ImageJ's FileOpener: resolution in pixels per cm with unit=um -> x 10000
+        xres = xres / 1e4 if xres else xres
+        yres = yres / 1e4 if yres else yres
     sizes: dict[str, float | None] = {"X": None, "Y": None, "Z": None}
     if unit is not None and xres:
         sizes["X"] = unit / xres
     if yunit is not None and yres:
         sizes["Y"] = yunit / yres
     spacing = meta.get("spacing")
-    if zunit is not None and isinstance(spacing, (int, float)) and spacing > 0:
-        sizes["Z"] = zunit * float(spacing)
+    if (zunit is not None and isinstance(spacing, (int, float))
+            and not isinstance(spacing, bool)):
+        # Fiji takes |spacing|; a zero or non-finite one is no calibration (-> unknown)
+        sizes["Z"] = _known(zunit * abs(float(spacing)))
     return sizes
 
 
@@ -663,6 +1038,73 @@ def _os_error(path: Path, exc: OSError) -> SharpstackError:
                            f"folder is writable and has enough free space")
 
 
+def _imagej_calibration(axes: str, sizes: Mapping[str, float]
+                        ) -> tuple[tuple[float, float] | None, dict[str, Any]]:
+    """What an ImageJ TIFF says about the known ``sizes`` (upper-case keys, micrometres).
+
+    Returns ``(resolution, metadata)`` for tifffile: X/YResolution in pixels per unit (None:
+    tifffile's default 1, 1 with no unit) and the description's ``unit``/``yunit``/``zunit``
+    and ``spacing``. ImageJ has no "unknown" size, only the unit ``pixel``, which Fiji shows
+    as an uncalibrated axis (a 1-pixel width, height or depth). So an unknown axis is
+    written in pixels, never as a number of micrometres:
+
+    - x unknown: ``unit=pixel``, XResolution 1 (y, z may still be in ``um`` via
+      ``yunit``/``zunit``, as ImageJ itself saves such images);
+    - z unknown: no ``spacing`` (Fiji's default depth of 1.0) in ``zunit=pixel``, so that
+      Fiji shows a depth of 1 pixel, not 1 µm, next to a calibrated lateral size;
+    - nothing known: no unit, no spacing, default resolution (fully uncalibrated).
+
+    :func:`_imagej_sizes` reads every case back with the same axes unknown.
+    """
+    space = [a for a in _SPATIAL if a in axes]
+    if not any(a in sizes for a in space):
+        return None, {}
+    unit = "um" if "X" in sizes else "pixel"  # ImageJ's Calibration turns "um" into "µm"
+    meta: dict[str, Any] = {"unit": unit}
+    yunit = "um" if "Y" in sizes else "pixel"
+    if yunit != unit:
+        meta["yunit"] = yunit
+    if "Z" in space:
+        zunit = "um" if "Z" in sizes else "pixel"
+        if zunit != unit:
+            meta["zunit"] = zunit
+        if "Z" in sizes:
+            meta["spacing"] = sizes["Z"]
+    resolution = (1.0 / sizes["X"] if "X" in sizes else 1.0,
+                  1.0 / sizes["Y"] if "Y" in sizes else 1.0)
+    return resolution, meta
+
+
+def _ome_calibration(sizes: Mapping[str, float]) -> dict[str, Any]:
+    """OME ``PhysicalSize*`` (with unit µm) for the known sizes only; OME leaves an unknown
+    size out, which is how it says "unknown"."""
+    meta: dict[str, Any] = {}
+    for a in _SPATIAL:
+        if a in sizes:
+            meta[f"PhysicalSize{a}"] = float(sizes[a])
+            meta[f"PhysicalSize{a}Unit"] = "\u00b5m"
+    return meta
+
+
+def _ngff_calibration(axes: str, sizes: Mapping[str, float]
+                      ) -> tuple[list[dict[str, str]], list[float]]:
+    """NGFF 0.4 ``axes`` entries and level-0 ``scale`` for ``axes`` (NGFF order)."""
+    ngff_axes: list[dict[str, str]] = []
+    scale: list[float] = []
+    for a in axes:
+        entry = {"name": a.lower(), "type": {"T": "time", "C": "channel"}.get(a, "space")}
+        if a in _SPATIAL and a in sizes:
+            entry["unit"] = _UNIT
+            scale.append(float(sizes[a]))
+        else:
+            # NGFF requires a scale for every axis and has no "unknown". An unknown space
+            # axis gets scale 1 and NO unit: a scale without a unit is in pixels, so no
+            # reader (ours, napari, Fiji) takes it for 1 micrometre.
+            scale.append(1.0)
+        ngff_axes.append(entry)
+    return ngff_axes, scale
+
+
 def write_tiff(path: str | os.PathLike, data: xr.DataArray, *, overwrite: bool = False,
                compression: str | None = None) -> Path:
     """Write an ImageJ hyperstack TIFF that opens in Fiji with the right calibration.
@@ -675,8 +1117,8 @@ def write_tiff(path: str | os.PathLike, data: xr.DataArray, *, overwrite: bool =
     data : xarray.DataArray
         Dims from ``t z c y x s`` with ``y`` and ``x`` required, e.g. ``(Z, Y, X)``;
         reordered to ImageJ's TZCYXS. dtype uint8, uint16 or float32 (kept as is; other
-        dtypes raise: convert explicitly). Calibration from ``attrs["voxel_size"]`` unless
-        ``attrs["calibrated"]`` is False.
+        dtypes raise: convert explicitly). Calibration: the known sizes in
+        ``attrs["voxel_size"]`` (in ``attrs["unit"]``); axes left out are unknown.
     overwrite : bool
         Replace an existing file.
     compression : str, optional
@@ -692,7 +1134,10 @@ def write_tiff(path: str | os.PathLike, data: xr.DataArray, *, overwrite: bool =
     -----
     The calibration is written as ImageJ does: X/YResolution = 1 / voxel size (pixels per
     unit, ResolutionUnit NONE), ``spacing`` = z voxel size, ``unit=um`` (ImageJ shows
-    ``µm``). Uncompressed hyperstacks are classic TIFF at any size (tifffile's ImageJ layout,
+    ``µm``). Only known sizes are written: an unknown axis is in ImageJ's unit ``pixel``
+    (an unknown z: no ``spacing`` and ``zunit=pixel``, so that Fiji shows a depth of 1 pixel
+    beside a lateral size in µm; nothing known: no calibration at all). An OME-TIFF has
+    ``PhysicalSize*`` (unit µm) for the known axes only. Uncompressed hyperstacks are classic TIFF at any size (tifffile's ImageJ layout,
     which Fiji reads beyond 4 GiB); compressed data above 2 GiB are written as BigTIFF with
     ImageJ metadata, which Fiji opens through Bio-Formats only.
     The file is written to a temporary file in the same folder and renamed into place.
@@ -729,17 +1174,13 @@ def write_tiff(path: str | os.PathLike, data: xr.DataArray, *, overwrite: bool =
     if "S" in axes:
         kwargs["photometric"] = "rgb"
     if ome:
-        meta: dict[str, Any] = {"axes": axes}
-        for a, size in (sizes or {}).items():
-            meta[f"PhysicalSize{a}"] = size  # OME's default unit is the micrometre
+        meta: dict[str, Any] = {"axes": axes, **_ome_calibration(sizes)}
         kwargs.update(ome=True, metadata=meta, bigtiff=values.nbytes > _BIGTIFF_BYTES)
     else:
-        meta = {"axes": axes}
-        if sizes:
-            kwargs["resolution"] = (1.0 / sizes["X"], 1.0 / sizes["Y"])
-            meta["unit"] = "um"  # ImageJ's Calibration.setUnit turns "um" into "µm"
-            if "Z" in sizes:
-                meta["spacing"] = sizes["Z"]
+        resolution, calibration = _imagej_calibration(axes, sizes)
+        meta = {"axes": axes, **calibration}
+        if resolution is not None:
+            kwargs["resolution"] = resolution
         if values.size and dtype != np.uint8 and "S" not in axes:
             with warnings.catch_warnings():  # all-NaN data: no display range, no warning
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -828,9 +1269,10 @@ def write_ome_zarr(path: str | os.PathLike, data: xr.DataArray, *, overwrite: bo
 
     Notes
     -----
-    Axes carry NGFF types (``time``, ``channel``, ``space``) and ``unit: micrometer`` for
-    space axes when the data are calibrated; level ``0`` has a ``scale`` transform with
-    the voxel size. Chunks use Blosc-lz4 and ``/`` as dimension separator (NGFF 0.4).
+    Axes carry NGFF types (``time``, ``channel``, ``space``); level ``0`` has a ``scale``
+    transform. A space axis of known size has ``unit: micrometer`` and its size as scale; an
+    unknown one has scale 1 and no unit (NGFF has no "unknown"; a unitless scale is in
+    pixels). Chunks use Blosc-lz4 and ``/`` as dimension separator (NGFF 0.4).
     The image is written to a temporary folder next to ``path`` and renamed into place.
 
     Raises
@@ -855,14 +1297,7 @@ def write_ome_zarr(path: str | os.PathLike, data: xr.DataArray, *, overwrite: bo
     sizes = _voxel_sizes(data, axes, what)
     _prepare_target(p, overwrite, "zarr")
 
-    ngff_axes: list[dict[str, str]] = []
-    scale: list[float] = []
-    for a in axes:
-        entry = {"name": a.lower(), "type": {"T": "time", "C": "channel"}.get(a, "space")}
-        if a in _SPATIAL and sizes:
-            entry["unit"] = _UNIT
-        ngff_axes.append(entry)
-        scale.append(float(sizes[a]) if sizes and a in _SPATIAL else 1.0)
+    ngff_axes, scale = _ngff_calibration(axes, sizes)
     multiscales = [{
         "version": "0.4",
         "name": p.name.split(".")[0] or "image",

@@ -720,22 +720,36 @@ def _output_attrs(in_attrs: Mapping[str, Any], model: _Model) -> dict[str, Any]:
     z-upsampling); axes the model does not return are left out; axes the model does not
     know (z of a 2D model run plane by plane) keep the input's size.
     """
-    vs_in = in_attrs.get("voxel_size") or {}
-    calibrated = bool(in_attrs.get("calibrated", bool(vs_in)))
-    voxel_size = {}
+    # sharpstack.io's convention: voxel_size holds only the known sizes; an unknown axis is
+    # absent and stays absent here (never a guessed 1.0). Sizes stay in the input's unit.
+    vs_in = in_attrs.get("voxel_size")
+    vs_in = {str(k).lower(): v for k, v in vs_in.items()} if isinstance(vs_in, Mapping) else {}
+    src_in = in_attrs.get("voxel_size_source")
+    src_in = src_in if isinstance(src_in, Mapping) else {}
+    voxel_size: dict[str, float] = {}
+    source: dict[str, Any] = {}
+    all_known = True  # every spatial axis the model returns has a known size
     for d in _SPACE:
         g = model.space.get(d)
         if g is not None and g.scale is None:
             continue  # the model consumes this axis
-        if g is None and d not in vs_in:
-            continue  # neither a model axis nor a calibrated axis of the input
-        scale = g.scale if g is not None else Fraction(1)
         size = vs_in.get(d)
         if size is None:
-            calibrated, size = False, 1.0
+            all_known = all_known and g is None  # a model axis of unknown size
+            continue  # unknown (or absent) in the input: unknown in the output
+        scale = g.scale if g is not None else Fraction(1)  # not a model axis: size kept
         voxel_size[d] = float(size) / float(scale)
-    return {"voxel_size": voxel_size, "unit": in_attrs.get("unit", "micrometer"),
-            "calibrated": calibrated, "model": model.name}
+        if d in src_in:
+            source[d] = src_in[d]
+    # an input axis the model does not know (z of a 2D model run plane by plane) cannot be
+    # told from attrs when its size is unknown, so "calibrated" needs the input to be so too
+    calibrated = bool(in_attrs.get("calibrated", False)) and all_known
+    attrs: dict[str, Any] = {"voxel_size": voxel_size,
+                             "unit": in_attrs.get("unit", "micrometer"),
+                             "calibrated": calibrated, "model": model.name}
+    if source:
+        attrs["voxel_size_source"] = source
+    return attrs
 
 
 def _attach_attrs(out: xr.DataArray, data: xr.DataArray, model: _Model) -> xr.DataArray:
