@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["nuclei", "membranes", "nuclei_membranes"]
+__all__ = ["nuclei", "membranes", "nuclei_membranes", "defocus_fields", "defocus_series"]
 
 
 # ----------------------------------------------------------------------------- checks
@@ -529,3 +529,87 @@ def nuclei_membranes(shape: tuple[int, int, int], seed: int = 0, *, cell_diamete
     if return_labels:
         return img, _sequential_labels(lab)
     return img
+
+
+# ----------------------------------------------------------------------------- defocus series
+def defocus_fields(n: int, size: int = 128, *, seed: int = 0, cell_diameter: float = 24.0,
+                   depth: int = 9) -> np.ndarray:
+    """``n`` 2D in-focus fields: the middle lateral slice of a nuclei + membranes phantom each.
+
+    Field ``i`` is slice ``depth // 2`` of :func:`nuclei_membranes` of shape
+    ``(depth, size, size)`` with seed ``seed * 100003 + i``, so every field is a different
+    specimen (an *identity* of a defocus series) with cell outlines cut at varying angles and
+    nuclei cut through at varying heights.
+
+    Returns
+    -------
+    np.ndarray
+        ``float32`` ``(n, size, size)`` in ``[0, 1]``.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError(f"n must be a positive integer (number of fields), got {n!r}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8:
+        raise InputError(f"size must be an integer >= 8 (pixels), got {size!r}")
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
+        raise InputError(f"depth must be a positive integer (slices), got {depth!r}")
+    out = np.empty((int(n), int(size), int(size)), dtype=np.float32)
+    for i in range(int(n)):
+        vol = nuclei_membranes((int(depth), int(size), int(size)), seed=int(seed) * 100003 + i,
+                               cell_diameter=cell_diameter)
+        out[i] = vol[int(depth) // 2]
+    return out
+
+
+def defocus_series(fields: np.ndarray, kernels: np.ndarray, *, poisson_peak: float | None = 200.0,
+                   gauss_sigma: float = 0.01, seed: int = 0) -> np.ndarray:
+    """Image every 2D field at every defocus: blur with each kernel, then camera noise.
+
+    Parameters
+    ----------
+    fields : ndarray, shape (N, Y, X)
+        Non-negative in-focus fluorophore densities (e.g. :func:`defocus_fields`).
+    kernels : ndarray, shape (L, ky, kx)
+        One normalised 2D PSF per defocus level (e.g.
+        :func:`sharpstack.psf.defocus_psf_2d`), odd sizes.
+    poisson_peak : float or None
+        Expected photons at the brightest pixel of the in-focus field's series (the whole
+        series of one field shares one photon scale, so defocused planes are dimmer at their
+        peaks, as in a microscope); ``None`` for no shot noise.
+    gauss_sigma : float
+        Read noise standard deviation in the fields' intensity units.
+    seed : int
+        Seed of the noise.
+
+    Returns
+    -------
+    np.ndarray
+        ``float32`` ``(N, L, Y, X)``: field ``i`` seen at defocus level ``k``. Borders are
+        blurred with mirrored (reflect) continuation of the field.
+    """
+    from scipy.signal import fftconvolve
+
+    from . import degrade
+
+    f = np.asarray(fields, dtype=np.float32)
+    k = np.asarray(kernels, dtype=np.float32)
+    if f.ndim != 3:
+        raise InputError(f"fields must be (N, Y, X), got shape {f.shape}")
+    if k.ndim != 3 or k.shape[1] % 2 == 0 or k.shape[2] % 2 == 0:
+        raise InputError(f"kernels must be (L, ky, kx) with odd ky and kx, got shape {k.shape}")
+    if not (np.all(np.isfinite(f)) and np.all(np.isfinite(k))):
+        raise InputError("fields and kernels must be finite (no NaN or inf)")
+    if float(f.min(initial=0.0)) < 0:
+        raise InputError("fields must be non-negative fluorophore densities")
+    ry, rx = k.shape[1] // 2, k.shape[2] // 2
+    if ry >= f.shape[1] or rx >= f.shape[2]:
+        raise InputError(f"kernels {k.shape[1:]} are too large for fields {f.shape[1:]}; use "
+                         f"smaller kernels or larger fields")
+    rng = np.random.default_rng(seed)
+    out = np.empty((f.shape[0], k.shape[0]) + f.shape[1:], dtype=np.float32)
+    for i, field in enumerate(f):
+        padded = np.pad(field, ((ry, ry), (rx, rx)), mode="reflect")
+        clean = np.stack([fftconvolve(padded, kern, mode="valid") for kern in k])
+        clean = np.clip(clean, 0.0, None).astype(np.float32)
+        out[i] = degrade.add_noise(clean, poisson_peak=poisson_peak, gauss_sigma=gauss_sigma,
+                                   rng=rng)
+    return out
