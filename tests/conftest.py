@@ -22,20 +22,21 @@ TINY = {"kernel": 3, "base": 4, "depth": 2, "dropout": 0.0, "patch_size": 32,
 
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory):
-    from sharpstack.workflows import PsfSpec, synthesize
+    from sharpstack.workflows import synthesize
 
     out = tmp_path_factory.mktemp("synth")
-    return synthesize(out, kind="nuclei", shape=(64, 64, 64), factor=8,
-                      psf=PsfSpec("gaussian", 2.0, 8.0), seed=3)
+    return synthesize("isonet", out, kind="nuclei", shape=(64, 64, 64), factor=8,
+                      psf={"kind": "gaussian", "sigma_xy": 2.0, "sigma_z": 8.0}, seed=3)
 
 
 @pytest.fixture(scope="session")
 def isonet_run(synth_data, tmp_path_factory):
-    from sharpstack.workflows import PsfSpec, train_from_file
+    from sharpstack.workflows import train_run
 
     run = tmp_path_factory.mktemp("run")
-    res = train_from_file(synth_data["paths"]["anisotropic"], run,
-                          psf=PsfSpec("gaussian", 2.0, 8.0), config=dict(TINY), overwrite=True)
+    res = train_run("isonet", [synth_data["paths"]["anisotropic"]], run,
+                    settings={"psf": {"kind": "gaussian", "sigma_xy": 2.0, "sigma_z": 8.0},
+                              **TINY}, overwrite=True)
     return run, res["model"]
 
 

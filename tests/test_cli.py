@@ -86,10 +86,10 @@ def test_missing_input_file(package_upsample, tmp_path):
 
 
 def test_synth_refuses_to_overwrite(tmp_path):
-    res = runner.invoke(app, ["synth", str(tmp_path), "--shape", "32,32,32", "--factor", "4"])
+    res = runner.invoke(app, ["synth", "isonet", str(tmp_path), "--shape", "32,32,32", "--factor", "4"])
     assert res.exit_code == 0, res.output
     before = (tmp_path / "anisotropic.tif").read_bytes()
-    res = runner.invoke(app, ["synth", str(tmp_path), "--shape", "32,32,32", "--factor", "4",
+    res = runner.invoke(app, ["synth", "isonet", str(tmp_path), "--shape", "32,32,32", "--factor", "4",
                               "--seed", "5"])
     _assert_clean_failure(res, "already exist", "--overwrite")
     assert (tmp_path / "anisotropic.tif").read_bytes() == before
@@ -99,7 +99,7 @@ def test_train_export_predict_through_the_cli(synth_data, tmp_path):
     """The documented workflow end to end, each step through the CLI."""
     stack = str(synth_data["paths"]["anisotropic"])
     run = tmp_path / "run"
-    res = runner.invoke(app, ["train", stack, str(run), "--epochs", "1", "--steps-per-epoch",
+    res = runner.invoke(app, ["train", "isonet", stack, str(run), "--epochs", "1", "--steps-per-epoch",
                               "2", "--patches", "32", "--patch-size", "32", "--batch-size", "4",
                               "--dropout", "0"])
     assert res.exit_code == 0, res.output
@@ -107,13 +107,13 @@ def test_train_export_predict_through_the_cli(synth_data, tmp_path):
     # the factor came from the file's calibration (z spacing 1.6 um / pixel 0.2 um)
     from sharpstack.workflows import load_run
 
-    assert load_run(run)[0].config.factor == 8
-    assert load_run(run)[0].config.dropout == 0.0
-    res = runner.invoke(app, ["train", stack, str(run), "--epochs", "2", "--steps-per-epoch",
+    assert load_run(run).model.config.factor == 8
+    assert load_run(run).model.config.dropout == 0.0
+    res = runner.invoke(app, ["train", "isonet", stack, str(run), "--epochs", "2", "--steps-per-epoch",
                               "2", "--patches", "32", "--patch-size", "32", "--batch-size", "4",
                               "--dropout", "0", "--resume"])
     assert res.exit_code == 0, res.output
-    assert len(load_run(run)[0].result.history) == 2
+    assert len(load_run(run).model.result.history) == 2
 
 
 def test_check_command_reports_qupath_honestly(package_isotropic):

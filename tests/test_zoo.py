@@ -24,10 +24,11 @@ def test_shipped_recipes_load():
 
 def test_unknown_key_is_rejected_by_name(tmp_path):
     p = tmp_path / "r.yaml"
-    p.write_text(yaml.safe_dump({"id": "x", "name": "x", "epochz": 3}))
+    good = {"id": "x", "name": "x", "method": "isonet", "data": {"synth": {}}}
+    p.write_text(yaml.safe_dump({**good, "epochz": 3}))
     with pytest.raises(InputError, match="epochz"):
         load_recipe(p)
-    p.write_text(yaml.safe_dump({"id": "x", "name": "x", "psf": {"sigma_zz": 3}}))
+    p.write_text(yaml.safe_dump({**good, "data": {"synth": {"psf": {"sigma_zz": 3}}}}))
     with pytest.raises(InputError, match="sigma_zz"):
         load_recipe(p)
 
@@ -35,9 +36,10 @@ def test_unknown_key_is_rejected_by_name(tmp_path):
 def test_tiny_recipe_builds_tested_packages(tmp_path):
     from tests.conftest import TINY
 
-    rec = {"id": "tiny", "name": "tiny", "data": {"shape": [32, 48, 48], "factor": 4},
-           "psf": {"sigma_xy": 1.0, "sigma_z": 3.0}, "training": dict(TINY),
-           "deployables": ["isotropic"]}
+    rec = {"id": "tiny", "name": "tiny", "method": "isonet",
+           "data": {"synth": {"shape": [32, 48, 48], "factor": 4,
+                              "psf": {"sigma_xy": 1.0, "sigma_z": 3.0}}},
+           "training": dict(TINY), "deployables": ["isotropic"]}
     p = tmp_path / "tiny.yaml"
     p.write_text(yaml.safe_dump(rec))
     summary = run_recipe(p, tmp_path / "out")

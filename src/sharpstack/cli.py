@@ -1,29 +1,69 @@
 """The ``sharpstack`` command line: thin commands, each calling one library function.
 
-User mistakes (missing files, wrong axes, NaNs, existing outputs, invalid packages) are printed
-as one clear message with exit code 2, never as a traceback.
+Methods plug in through the registry (:mod:`sharpstack.methods`): ``sharpstack train
+<method>``, ``synth <method>``, ``bench <method>`` and ``demo [method]`` are built from what
+each method declares (its inputs, options and settings model), so this module names no
+method. ``export``, ``validate``, ``predict``, ``check`` and ``zoo`` find the method in the
+run folder, package or recipe.
+
+User mistakes (missing files, wrong axes, NaNs, existing outputs, invalid packages, bad
+option values) are printed as one clear message with exit code 2, never as a traceback. An
+unexpected failure prints a short message and the path of a log file holding the traceback
+(``--debug`` shows it instead).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import json
+import os
+import sys
+import tempfile
+import time
+import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from .errors import SharpstackError
+from .methods import DEFAULT_METHOD, get_method, method_names
+from .methods._base import Option, option_default
 
 app = typer.Typer(
     name="sharpstack",
-    help="Restore anisotropic microscopy z-stacks with IsoNet and ship the trained networks as "
-         "BioImage Model Zoo packages that run in Fiji/deepImageJ, ilastik and QuPath.",
+    help="Restore microscopy z-stacks (IsoNet isotropic reconstruction, and more methods) and "
+         "ship the trained networks as BioImage Model Zoo packages that run in Fiji/deepImageJ, "
+         "ilastik and QuPath.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+_DEBUG = {"on": os.environ.get("SHARPSTACK_DEBUG", "") not in ("", "0")}
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option(
+        "--debug", help="Show the full traceback of unexpected errors.")] = False) -> None:
+    if debug:
+        _DEBUG["on"] = True
+
+
+def _log_unexpected(exc: BaseException) -> Path | None:
+    """Write the traceback of an unexpected error to a log file; return its path."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f"sharpstack-error-{time.strftime('%Y%m%d-%H%M%S')}-",
+                                    suffix=".log")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"sharpstack {' '.join(sys.argv[1:])}\n\n")
+            fh.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        return Path(name)
+    except OSError:
+        return None
 
 
 def _friendly(fn):
-    """Turn sharpstack's user errors into a message and exit code 2."""
+    """Turn sharpstack's user errors into a message and exit code 2; anything unexpected
+    into a short message, a log file and exit code 1 (``--debug``: the traceback)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -34,14 +74,31 @@ def _friendly(fn):
         except KeyboardInterrupt:
             typer.secho("interrupted", err=True)
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence of the CLI
+            if _DEBUG["on"]:
+                raise
+            log = _log_unexpected(exc)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            typer.secho(f"unexpected error: {type(exc).__name__}: {first}", err=True,
+                        fg=typer.colors.RED)
+            typer.secho(f"the details are in {log}; rerun with --debug to see them here, and "
+                        "please report it" if log else "rerun with --debug to see the details",
+                        err=True)
+            raise typer.Exit(1) from None
     return wrapper
 
 
 def _threads(threads: Optional[int]) -> None:
-    if threads:
-        import torch
+    if threads is None:
+        return
+    if threads < 1:
+        raise SharpstackError(f"--threads must be a positive number of CPU threads, got "
+                              f"{threads}")
+    import torch
 
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
 
 
 def _parse_ints(text: Optional[str], n: Optional[int], what: str) -> Optional[tuple[int, ...]]:
@@ -51,123 +108,207 @@ def _parse_ints(text: Optional[str], n: Optional[int], what: str) -> Optional[tu
         vals = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
     except ValueError:
         raise SharpstackError(f"{what} must be integers like 64,128,128; got {text!r}") from None
+    if not vals:
+        raise SharpstackError(f"{what} is empty; give integers like 64,128,128")
     if n is not None and len(vals) not in (1, n):
         raise SharpstackError(f"{what} needs 1 or {n} integers, got {text!r}")
+    if any(v < 1 for v in vals):
+        raise SharpstackError(f"{what} must be positive integers, got {text!r}")
     if n is not None and len(vals) == 1:
         vals = vals * n
     return vals
 
 
-PsfKind = typer.Option(help="PSF of the microscope: gaussian, confocal, "
-                       "lightsheet or file.")
+def _voxel_size(text: Optional[str]):
+    if text is None:
+        return None
+    from .io import parse_voxel_size
+
+    return parse_voxel_size(text)
 
 
-def _psf(kind, sigma_xy, sigma_z, na, na_illum, wavelength, n_immersion, pixel, psf_file):
-    from .workflows import PsfSpec
+# --------------------------------------------------------------------------------------------
+# commands built from a method's declarations
+# --------------------------------------------------------------------------------------------
 
-    return PsfSpec(kind=kind, sigma_xy=sigma_xy, sigma_z=sigma_z, na=na, na_illum=na_illum,
-                   wavelength_um=wavelength, n_immersion=n_immersion, pixel_um=pixel,
-                   path=str(psf_file) if psf_file else None)
+def _opt_param(o: Option, model) -> inspect.Parameter:
+    default = option_default(model, o.key) if model is not None else ...
+    shown = "" if default is ... or default is None else f" (default: {_show(default)})"
+    return inspect.Parameter(
+        o.key.replace(".", "__"), inspect.Parameter.KEYWORD_ONLY, default=None,
+        annotation=Annotated[Optional[o.type], typer.Option(f"--{o.flag}", help=o.help + shown,
+                                                            show_default=False)])
 
 
-@app.command()
+def _show(v: Any) -> str:
+    if isinstance(v, (tuple, list)):
+        return ",".join(str(x) for x in v)
+    return str(v)
+
+
+def _values(options: tuple[Option, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """CLI values -> settings keys (``None`` = not given), through each option's parser."""
+    out = {}
+    for o in options:
+        v = kwargs.pop(o.key.replace(".", "__"), None)
+        if v is not None and o.parse is not None:
+            v = o.parse(v)
+        out[o.key] = v
+    return out
+
+
+def _build(fn, params: list[inspect.Parameter], name: str, doc: str):
+    fn.__signature__ = inspect.Signature(params)
+    fn.__name__ = name.replace("-", "_")
+    fn.__doc__ = doc
+    return fn
+
+
+def _arg(name: str, help: str) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                             annotation=Annotated[Path, typer.Argument(help=help,
+                                                                       metavar=name.upper())])
+
+
+def _flag(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=annotation)
+
+
+_OVERWRITE = Annotated[bool, typer.Option(help="Replace existing outputs.")]
+_THREADS = Annotated[Optional[int], typer.Option(help="CPU threads for torch.")]
+
+
+train_app = typer.Typer(help="Train a restoration network: `sharpstack train METHOD ...` "
+                             "(one subcommand per method).", no_args_is_help=True)
+synth_app = typer.Typer(help="Synthetic data with ground truth of a method's protocol.",
+                        no_args_is_help=True)
+bench_app = typer.Typer(help="Quality benchmarks that reproduce the papers' tables.",
+                        no_args_is_help=True)
+app.add_typer(train_app, name="train")
+app.add_typer(synth_app, name="synth")
+app.add_typer(bench_app, name="bench")
+
+
+def _train_command(name: str) -> None:
+    m = get_method(name)
+
+    def run(**kw):
+        from .workflows import train_run
+
+        _threads(kw.pop("threads"))
+        inputs = [kw.pop(i.name) for i in m.inputs]
+        out_dir = kw.pop("out_dir")
+        resume, overwrite = kw.pop("resume"), kw.pop("overwrite")
+        vs = _voxel_size(kw.pop("voxel_size"))
+        res = train_run(m, inputs, out_dir, settings=_values(m.options, kw), resume=resume,
+                        overwrite=overwrite, progress=True, voxel_size=vs)
+        h = res["history"]
+        typer.echo(f"trained {len(h)} epochs; best epoch {res['best_epoch']} "
+                   f"(validation loss {min(r['val_loss'] for r in h):.4g})")
+        typer.echo(f"run: {res['run']}  (export it with `sharpstack export {res['run']} "
+                   f"SAMPLE PACKAGE.zip`)")
+
+    params = [_arg(i.name, i.help) for i in m.inputs]
+    params.append(_arg("out_dir", "Run folder: checkpoints, logs, loss curve, run.json, "
+                                  "model.pt."))
+    params += [_opt_param(o, m.settings_model) for o in m.options]
+    params += [
+        _flag("voxel_size", Annotated[Optional[str], typer.Option(
+            help="Voxel size Z,Y,X in micrometres (unit optional: 0.5,0.24,0.24um, "
+                 "500,240,240nm; or z=0.5 for one axis): overrides or completes the file's "
+                 "calibration.")], None),
+        _flag("resume", Annotated[bool, typer.Option(
+            help="Continue from OUT_DIR/last.pt (with the run's settings; more --epochs "
+                 "allowed).")], False),
+        _flag("overwrite", Annotated[bool, typer.Option(help="Replace an existing run.")],
+              False),
+        _flag("threads", _THREADS, None),
+    ]
+    train_app.command(name)(_friendly(_build(run, params, f"train_{name}",
+                                             f"Train {m.title}: {m.summary}.")))
+
+
+def _synth_command(name: str) -> None:
+    m = get_method(name)
+
+    def run(**kw):
+        from .workflows import synthesize
+
+        out_dir, overwrite = kw.pop("out_dir"), kw.pop("overwrite")
+        res = synthesize(m, out_dir, overwrite=overwrite, **_values(m.synth_options, kw))
+        for k, p in res["paths"].items():
+            typer.echo(f"{k:24s} {p}")
+
+    params = [_arg("out_dir", "Folder for the synthetic data.")]
+    params += [_opt_param(o, m.synth_model) for o in m.synth_options]
+    params.append(_flag("overwrite", _OVERWRITE, False))
+    synth_app.command(name)(_friendly(_build(run, params, f"synth_{name}",
+                                             f"Synthetic data of {m.title}'s protocol, with "
+                                             "its ground truth.")))
+
+
+def _bench_command(name: str) -> None:
+    m = get_method(name)
+
+    def run(**kw):
+        _threads(kw.pop("threads"))
+        out = kw.pop("out") or Path("bench_out") / name
+        values = {k: v for k, v in _values(m.bench_options, kw).items() if v is not None}
+        m.bench(Path(out), progress=True, **values)
+        for table in sorted(Path(out).glob("*.md")):
+            typer.echo(table.read_text())
+        typer.echo(f"results: {out}")
+
+    params = [_flag("out", Annotated[Optional[Path], typer.Option(
+        help=f"Output folder (tables, CSV, figures; default: bench_out/{name}).",
+        show_default=False)], None)]
+    params += [_opt_param(o, None) for o in m.bench_options]
+    params.append(_flag("threads", Annotated[Optional[int], typer.Option(
+        help="CPU threads (per job).")], None))
+    bench_app.command(name)(_friendly(_build(run, params, f"bench_{name}",
+                                             f"Benchmark {m.title} (the paper's tables).")))
+
+
+for _name in method_names():
+    _train_command(_name)
+    if get_method(_name).has_synth:
+        _synth_command(_name)
+    if get_method(_name).has_bench:
+        _bench_command(_name)
+
+
+# --------------------------------------------------------------------------------------------
+# commands that find the method in a run folder, a package or a recipe
+# --------------------------------------------------------------------------------------------
+
+@app.command("methods")
 @_friendly
-def synth(
-    out_dir: Annotated[Path, typer.Argument(help="Folder for the synthetic stacks.")],
-    kind: Annotated[str, typer.Option(help="nuclei, membranes or nuclei+membranes.")] = "nuclei",
-    shape: Annotated[str, typer.Option(help="Isotropic ground-truth size Z,Y,X (voxels).")] = "128,128,128",
-    factor: Annotated[int, typer.Option(help="Axial subsampling: keep every FACTOR-th slice.")] = 8,
-    psf: Annotated[str, PsfKind] = "gaussian",
-    sigma_xy: Annotated[float, typer.Option(help="Gaussian PSF lateral sigma (pixels).")] = 2.0,
-    sigma_z: Annotated[float, typer.Option(help="Gaussian PSF axial sigma (pixels).")] = 8.0,
-    na: Annotated[float, typer.Option(help="Numerical aperture (detection) for confocal/light-sheet.")] = 1.1,
-    na_illum: Annotated[float, typer.Option(help="Light-sheet illumination NA.")] = 0.1,
-    pixel: Annotated[float, typer.Option(help="Pixel size in micrometres.")] = 0.2,
-    photons: Annotated[float, typer.Option(help="Photons at the brightest voxel (Poisson noise); 0 = none.")] = 200.0,
-    read_noise: Annotated[float, typer.Option(help="Gaussian read noise (fraction of max).")] = 0.01,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    overwrite: Annotated[bool, typer.Option(help="Replace existing files.")] = False,
-):
-    """Make a synthetic anisotropic stack with its ground truth (IsoNet's protocol)."""
-    from .workflows import synthesize
-
-    res = synthesize(out_dir, kind=kind, shape=_parse_ints(shape, 3, "--shape"),
-                     psf=_psf(psf, sigma_xy, sigma_z, na, na_illum, 0.52, 1.33, pixel, None),
-                     factor=factor, poisson_peak=photons or None, gauss_sigma=read_noise,
-                     pixel_um=pixel, seed=seed, overwrite=overwrite)
-    for k, p in res["paths"].items():
-        typer.echo(f"{k:24s} {p}")
-
-
-@app.command()
-@_friendly
-def train(
-    stack: Annotated[Path, typer.Argument(help="Anisotropic stack (TIFF, OME-Zarr, .npy) with axes ZYX.")],
-    out_dir: Annotated[Path, typer.Argument(help="Run folder: checkpoints, logs, loss curve, model.pt.")],
-    factor: Annotated[Optional[int], typer.Option(help="z spacing / pixel size; default from the file's calibration.")] = None,
-    psf: Annotated[str, PsfKind] = "gaussian",
-    psf_file: Annotated[Optional[Path], typer.Option(help="Measured PSF (ZYX, isotropic grid) for --psf file.")] = None,
-    sigma_xy: Annotated[float, typer.Option(help="Gaussian PSF lateral sigma (pixels).")] = 2.0,
-    sigma_z: Annotated[float, typer.Option(help="Gaussian PSF axial sigma (pixels).")] = 8.0,
-    na: Annotated[float, typer.Option(help="Detection NA (confocal/light-sheet).")] = 1.1,
-    na_illum: Annotated[float, typer.Option(help="Illumination NA (light-sheet).")] = 0.1,
-    wavelength: Annotated[float, typer.Option(help="Emission wavelength (micrometres).")] = 0.52,
-    immersion: Annotated[float, typer.Option(help="Refractive index of the immersion medium.")] = 1.33,
-    pixel: Annotated[Optional[float], typer.Option(help="Pixel size (micrometres); default from the file.")] = None,
-    mode: Annotated[str, typer.Option(help="PSF used for training pairs: split (recommended), full, none.")] = "split",
-    arch: Annotated[str, typer.Option(help="unet (IsoNet-2) or srcnn (IsoNet-1).")] = "unet",
-    epochs: Annotated[int, typer.Option(help="Epochs (the paper: 100).")] = 100,
-    steps_per_epoch: Annotated[Optional[int], typer.Option(help="Batches per epoch (default: all patches once).")] = None,
-    patches: Annotated[int, typer.Option(help="Number of training patches.")] = 2048,
-    patch_size: Annotated[int, typer.Option(help="Patch size (multiple of 16).")] = 64,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 16,
-    lr: Annotated[float, typer.Option(help="Adam learning rate (the paper: 5e-3).")] = 5e-3,
-    dropout: Annotated[float, typer.Option(help="Dropout after every convolution (the paper: 0.2; 0 restores 2 dB better after short trainings, see README Table 1).")] = 0.2,
-    patience: Annotated[int, typer.Option(help="Stop after this many epochs without validation improvement.")] = 10,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    resume: Annotated[bool, typer.Option(help="Continue from OUT_DIR/last.pt.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing run.")] = False,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ...; default: GPU if present.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.")] = None,
-):
-    """Train IsoNet on an anisotropic stack (self-supervised: no ground truth needed)."""
-    from .io import read_stack
-    from .workflows import train_from_file
-
-    _threads(threads)
-    if pixel is None and psf in ("confocal", "lightsheet"):
-        pixel = float((read_stack(stack).attrs.get("voxel_size") or {}).get("x", 0.1))
-    res = train_from_file(
-        stack, out_dir,
-        psf=_psf(psf, sigma_xy, sigma_z, na, na_illum, wavelength, immersion, pixel or 0.1,
-                 psf_file),
-        config={"factor": factor, "psf_mode": mode, "arch": arch, "epochs": epochs,
-                "steps_per_epoch": steps_per_epoch, "n_patches": patches,
-                "patch_size": patch_size, "batch_size": batch_size, "lr": lr,
-                "dropout": dropout, "patience": patience, "seed": seed, "device": device},
-        resume=resume, overwrite=overwrite, progress=True)
-    h = res["history"]
-    typer.echo(f"trained {len(h)} epochs; best epoch {res['best_epoch']} "
-               f"(validation loss {min(r['val_loss'] for r in h):.3f} = -PSNR dB)")
-    typer.echo(f"model: {res['model_path']}")
+def methods_cmd():
+    """List the restoration methods and the package forms (deployables) of each."""
+    for name in method_names():
+        m = get_method(name)
+        typer.echo(f"{name}: {m.title}\n  {m.summary}")
+        for d in m.deployables:
+            typer.echo(f"  - {d.name}: {d.summary} [checked for: {', '.join(d.claims)}]")
 
 
 @app.command("export")
 @_friendly
 def export_cmd(
-    run: Annotated[Path, typer.Argument(help="Run folder of `sharpstack train` (or its model.pt).")],
-    stack: Annotated[Path, typer.Argument(help="A stack of the training kind: the test input is cropped from it.")],
+    run: Annotated[Path, typer.Argument(help="Run folder of `sharpstack train`.")],
+    stack: Annotated[Path, typer.Argument(help="A stack (or image) of the training kind: the test input is cut from it.")],
     package: Annotated[Path, typer.Argument(help="Output package (.zip) or folder with --as-folder.")],
-    deployable: Annotated[str, typer.Option(help="upsample: raw stack in, z x factor out (bioimageio.core, sharpstack); isotropic: z-resampled stack in, same shape out (also deepImageJ, ilastik); slice2d: one axial slice (also QuPath).")] = "upsample",
+    deployable: Annotated[Optional[str], typer.Option(help="Which form of the model to package (default: the method's first; `sharpstack methods` lists them). IsoNet: upsample (raw stack in, z x factor out), isotropic (z-resampled stack in: Fiji/deepImageJ, ilastik), slice2d (one axial slice: also QuPath).")] = None,
     as_folder: Annotated[bool, typer.Option(help="Write an unzipped folder (for QuPath).")] = False,
     name: Annotated[Optional[str], typer.Option(help="Model name.")] = None,
     author: Annotated[Optional[list[str]], typer.Option(help="Author name (repeat for several).")] = None,
     license: Annotated[str, typer.Option(help="SPDX license id.")] = "MIT",
     runtime_report: Annotated[Optional[Path], typer.Option(help="Markdown from benchmarks/old_runtimes.py to put in the model card.")] = None,
-    quality: Annotated[Optional[Path], typer.Option(help="summary.json with measured PSNR/SSIM (e.g. from sharpstack demo) for the model card.")] = None,
+    quality: Annotated[Optional[Path], typer.Option(help="summary.json with measured quality (e.g. from sharpstack demo) for the model card.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing package.")] = False,
 ):
-    """Export a trained model as a bioimage.io package, tested for every weight format."""
+    """Export a trained run as a bioimage.io package, tested for every weight format."""
     from .workflows import export_run, quality_from_summary
 
     out = export_run(run, stack, package, deployable=deployable, runtime_report=runtime_report,
@@ -221,19 +362,27 @@ def predict(
 @app.command()
 @_friendly
 def demo(
+    method: Annotated[Optional[str], typer.Argument(help=f"Method to demonstrate: {', '.join(method_names())} (default: {DEFAULT_METHOD}).", show_default=False)] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("demo_out"),
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 30,
-    steps: Annotated[int, typer.Option(help="Batches per epoch.")] = 25,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default: the method's demo budget).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Batches per epoch (default: the method's demo budget).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier demo in OUT.")] = False,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
 ):
-    """The main job, no input needed: synthesise, train IsoNet-2, export, validate, restore."""
+    """The main job, no input needed: synthesise, train, export + validate, restore, score."""
     from .workflows import run_demo
 
     _threads(threads)
-    summary = run_demo(out, epochs=epochs, steps_per_epoch=steps, overwrite=overwrite,
-                       progress=True, log=lambda m: typer.echo(f"* {m}", err=True))
+    for name, value in (("--epochs", epochs), ("--steps", steps)):
+        if value is not None and value < 1:
+            raise SharpstackError(f"{name} must be at least 1, got {value}")
+    summary = run_demo(method or DEFAULT_METHOD, out, epochs=epochs, steps_per_epoch=steps,
+                       overwrite=overwrite, progress=True,
+                       log=lambda m: typer.echo(f"* {m}", err=True))
     typer.echo(json.dumps(summary, indent=2))
+    typer.echo("packages:")
+    for d, p in summary["packages"].items():
+        typer.echo(f"  {d}: {p['path']}\n    {p['what']}; checked for {', '.join(p['runs_in'])}")
     typer.echo(f"summary: {Path(out) / 'summary.json'}")
 
 
@@ -256,44 +405,6 @@ def check(
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_text())
     if not report.ok(for_):
         raise typer.Exit(1)
-
-
-bench_app = typer.Typer(help="Quality benchmarks that reproduce the papers' tables.",
-                        no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
-
-
-@bench_app.command("isonet")
-@_friendly
-def bench_isonet(
-    out: Annotated[Path, typer.Option(help="Output folder (table1.md, table1.csv, figure).")] = Path("bench_out/isonet"),
-    size: Annotated[str, typer.Option(help="Volume size Z,Y,X or one number (the paper: 512).")] = "160",
-    volumes: Annotated[int, typer.Option(help="Volumes per dataset (the paper: 10).")] = 2,
-    epochs: Annotated[int, typer.Option(help="Training epochs per model (the paper: 100).")] = 60,
-    steps: Annotated[Optional[int], typer.Option(help="Batches per epoch.")] = None,
-    datasets: Annotated[Optional[list[str]], typer.Option("--dataset", help="nuclei, membranes, nuclei+membranes (repeat; default all).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu or cuda; default GPU if present.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads (per job).")] = None,
-    jobs: Annotated[int, typer.Option(help="Trainings at once, in worker processes (2 uses both cores of a 2-core CPU; results do not depend on it).")] = 1,
-):
-    """Reproduce IsoNet's Table 1 (PSNR of 7 methods on 3 datasets) and its SEG result."""
-    from .bench.isonet import run_isonet_table1
-
-    _threads(threads)
-    dims = _parse_ints(size, 3, "--size")
-    kwargs = {"size": dims[0] if len(set(dims)) == 1 else dims, "n_volumes": volumes, "epochs": epochs, "device": device,
-              "seed": seed, "progress": True, "jobs": jobs}
-    if steps:
-        kwargs["steps_per_epoch"] = steps
-    if datasets:
-        kwargs["datasets"] = tuple(datasets)
-    res = run_isonet_table1(out, **kwargs)
-    table = Path(out) / "table1.md"
-    if table.exists():
-        typer.echo(table.read_text())
-    typer.echo(f"results: {out}")
-    return res
 
 
 @app.command()

@@ -1,24 +1,38 @@
 """Zoo recipes: one YAML per published model, run end to end.
 
-A recipe (``zoo/*.yaml``) names the data, the training settings and the deployables of one
-model; :func:`run_recipe` synthesises (or reads) the data, trains, exports every deployable as
-a tested package and writes a summary. Unknown keys are rejected by name (pydantic
-``extra="forbid"``), so a typo in a recipe is an error, not a silently ignored setting.
+A recipe (``zoo/*.yaml``) names the method, the data (the method's synthetic protocol, or
+files), the training settings and the deployables of one model; :func:`run_recipe` makes (or
+reads) the data, trains, exports every deployable as a tested package and writes a summary.
+Every section is validated strictly when the recipe is loaded: ``data.synth`` by the method's
+synthetic-data model, ``training`` by its settings model (both pydantic ``extra="forbid"``),
+so a typo in a recipe is an error naming the key, not a silently ignored setting.
+
+Example::
+
+    id: isonet2-nuclei-gauss8
+    name: IsoNet-2 nuclei Gaussian 2-8 x8
+    method: isonet
+    data:
+      synth: {kind: nuclei, shape: [128, 128, 128], factor: 8,
+              psf: {kind: gaussian, sigma_xy: 2.0, sigma_z: 8.0}}
+    training: {arch: unet, epochs: 30, lr: 0.001}
+    deployables: [upsample, isotropic]
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import InputError
-from .workflows import PsfSpec
+from .methods import get_method, method_names
+from .methods._base import settings_from
 
-__all__ = ["ZooRecipe", "load_recipe", "run_recipe"]
+__all__ = ["ZooRecipe", "DataRecipe", "load_recipe", "run_recipe"]
 
 
 class _Strict(BaseModel):
@@ -26,30 +40,34 @@ class _Strict(BaseModel):
 
 
 class DataRecipe(_Strict):
-    """Synthetic data (the IsoNet protocol) or a stack file."""
+    """The method's synthetic protocol (``synth``: its options) or files (``inputs``, paths
+    relative to the recipe, in the method's input order, and the ``sample`` the test input
+    is cut from; default: the first input)."""
 
-    kind: Literal["nuclei", "membranes", "nuclei+membranes", "file"] = "nuclei"
-    path: str | None = None
-    shape: tuple[int, int, int] = (128, 128, 128)
-    factor: int = Field(8, ge=2)
-    photons: float | None = 200.0
-    read_noise: float = 0.01
-    pixel_um: float = 0.2
-    seed: int = 0
+    synth: dict[str, Any] | None = None
+    inputs: list[str] | None = None
+    sample: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.synth is None) == (self.inputs is None):
+            raise ValueError("give exactly one of data.synth (synthetic data) or data.inputs "
+                             "(files)")
+        return self
 
 
 class ZooRecipe(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     name: str
     description: str = ""
-    authors: list[dict[str, str]] = Field(default_factory=lambda: [{"name": "sharpstack developers"}])
+    authors: list[dict[str, str]] = Field(
+        default_factory=lambda: [{"name": "sharpstack developers"}])
     license: str = "MIT"
-    method: Literal["isonet"] = "isonet"
-    data: DataRecipe = Field(default_factory=DataRecipe)
-    psf: PsfSpec = Field(default_factory=PsfSpec)
-    """The PSF (``workflows.PsfSpec`` fields); its pixel size is taken from ``data``."""
+    method: str
+    data: DataRecipe
     training: dict[str, Any] = Field(default_factory=dict)
-    deployables: list[Literal["upsample", "isotropic", "slice2d"]] = ["upsample", "isotropic"]
+    deployables: list[str] | None = None
+    """Default: every deployable of the method."""
 
 
 def load_recipe(path: str | Path) -> ZooRecipe:
@@ -58,51 +76,70 @@ def load_recipe(path: str | Path) -> ZooRecipe:
     if not p.exists():
         raise InputError(f"recipe {p} does not exist")
     try:
-        return ZooRecipe(**(yaml.safe_load(p.read_text()) or {}))
-    except ValidationError as exc:
-        raise InputError(f"recipe {p} is invalid:\n{exc}") from None
+        raw = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
         raise InputError(f"recipe {p} is not valid YAML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"recipe {p} cannot be read: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InputError(f"recipe {p} must be a YAML mapping (id:, name:, method:, data:, "
+                         f"training:, ...), not a {type(raw).__name__}")
+    try:
+        recipe = ZooRecipe(**raw)
+    except ValidationError as exc:
+        raise InputError(f"recipe {p} is invalid:\n{exc}") from None
+    if recipe.method not in method_names():
+        raise InputError(f"recipe {p}: unknown method {recipe.method!r}; sharpstack has "
+                         f"{', '.join(method_names())}")
+    m = get_method(recipe.method)
+    if recipe.data.synth is not None:
+        settings_from(m.synth_model or _NoSynth, recipe.data.synth,
+                      what=f"data.synth of recipe {p}")
+    settings_from(m.settings_model, recipe.training, what=f"training of recipe {p}")
+    for d in recipe.deployables or []:
+        m.deployable(d)
+    return recipe
+
+
+class _NoSynth(_Strict):
+    """Stands for a method without synthetic data: any synth key is an error."""
 
 
 def run_recipe(recipe: str | Path | ZooRecipe, out_dir: str | Path, *, overwrite: bool = False,
                progress: bool = False) -> dict[str, Any]:
     """Data -> train -> export (every deployable, tested) -> ``OUT/summary.json``."""
-    import dataclasses
+    from .workflows import _write_json_atomic, export_run, synthesize, train_run
 
-    from .workflows import _write_json_atomic, export_run, synthesize, train_from_file
-
+    base = Path(recipe).parent if not isinstance(recipe, ZooRecipe) else Path.cwd()
     r = recipe if isinstance(recipe, ZooRecipe) else load_recipe(recipe)
+    m = get_method(r.method)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    psf = dataclasses.replace(r.psf, pixel_um=r.data.pixel_um)
     times: dict[str, float] = {}
     t = time.perf_counter()
-    if r.data.kind == "file":
-        if not r.data.path:
-            raise InputError("data.kind 'file' needs data.path")
-        stack = Path(r.data.path)
+    implied: dict[str, Any] = {}
+    if r.data.synth is not None:
+        syn = synthesize(m, out / "data", overwrite=overwrite, **r.data.synth)
+        inputs, sample, implied = syn["inputs"], syn["sample"], syn["settings"]
     else:
-        syn = synthesize(out / "data", kind=r.data.kind, shape=r.data.shape, psf=psf,
-                         factor=r.data.factor, poisson_peak=r.data.photons,
-                         gauss_sigma=r.data.read_noise, pixel_um=r.data.pixel_um,
-                         seed=r.data.seed, overwrite=overwrite)
-        stack = syn["paths"]["anisotropic"]
+        inputs = [(base / i) for i in r.data.inputs or []]
+        sample = base / r.data.sample if r.data.sample else inputs[0]
     times["data"] = time.perf_counter() - t
     t = time.perf_counter()
-    cfg = {"factor": r.data.factor, **r.training}
-    train_from_file(stack, out / "run", psf=psf, config=cfg, overwrite=overwrite,
-                    progress=progress)
+    train_run(m, inputs, out / "run", settings={**implied, **r.training}, overwrite=overwrite,
+              progress=progress)
     times["train"] = time.perf_counter() - t
     packages = {}
-    for d in r.deployables:
+    for d in r.deployables or [d.name for d in m.deployables]:
         t = time.perf_counter()
         target = out / f"{r.id}-{d}.zip"
-        packages[d] = str(export_run(out / "run", stack, target, deployable=d,
+        packages[d] = str(export_run(out / "run", sample, target, deployable=d,
                                      overwrite=overwrite, authors=r.authors, license=r.license,
                                      name=f"{r.name} ({d})"))
         times[f"export_{d}"] = time.perf_counter() - t
-    summary = {"id": r.id, "packages": packages,
+    summary = {"id": r.id, "method": m.name, "packages": packages,
                "seconds": {k: round(v, 1) for k, v in times.items()}}
     _write_json_atomic(out / "summary.json", summary)
     return summary

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["orthoviews_png"]
+__all__ = ["orthoviews_png", "panels_png"]
 
 
 def _clip01(a: np.ndarray) -> np.ndarray:
@@ -52,6 +52,35 @@ def orthoviews_png(stacks: Sequence[np.ndarray], titles: Sequence[str], path: st
         for a in axes[:, j]:
             a.set_xticks([])
             a.set_yticks([])
+    fig.tight_layout()
+    from ..io import write_file_atomic
+
+    path = write_file_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return path
+
+
+def panels_png(images: Sequence[np.ndarray], titles: Sequence[str], path: str | Path, *,
+               dpi: int = 100) -> Path:
+    """A figure with one column per image: 2D images side by side, 3D stacks as orthogonal
+    views (:func:`orthoviews_png`). All images must have the same number of dimensions."""
+    ndims = {np.ndim(a) for a in images}
+    if ndims == {3}:
+        return orthoviews_png(images, titles, path, size=(3.0 * len(images), 4.5), dpi=dpi)
+    if ndims != {2}:
+        raise ValueError(f"panels_png needs all 2D or all 3D images, got dims {sorted(ndims)}")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    fig, axes = plt.subplots(1, n, figsize=(3.0 * n, 3.3), dpi=dpi, squeeze=False)
+    for ax, img, title in zip(axes[0], images, titles):
+        ax.imshow(_clip01(np.asarray(img, dtype=np.float32)), cmap="magma",
+                  interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
     fig.tight_layout()
     from ..io import write_file_atomic
 

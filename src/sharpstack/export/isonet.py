@@ -24,13 +24,11 @@ from ..methods.isonet import IsoNetModel
 from ..nn import isonet_arch
 from .package import AxisSpec, PackageSpec
 
-__all__ = ["isonet_package_spec", "isonet_axes", "ISONET_CITATION", "DEPLOYABLES", "CLAIMS"]
+__all__ = ["isonet_package_spec", "isonet_axes", "package_spec_from_run", "ISONET_CITATION",
+           "DEPLOYABLES"]
 
 DEPLOYABLES = ("upsample", "isotropic", "slice2d")
-#: consumers each deployable must pass at export (sharpstack check); see module docstring
-CLAIMS = {"upsample": ("bioimageio",),
-          "isotropic": ("bioimageio", "deepimagej", "ilastik"),
-          "slice2d": ("bioimageio", "deepimagej", "ilastik", "qupath")}
+"""The deployables (their consumer claims are declared by ``methods.isonet.IsoNet``)."""
 
 ISONET_CITATION = {
     "text": "Weigert, Royer, Jug & Myers. Isotropic reconstruction of 3D fluorescence microscopy "
@@ -142,8 +140,8 @@ def isonet_package_spec(model: IsoNetModel, test_input: np.ndarray, *, deployabl
                         description: str | None = None, psf_text: str = "",
                         training_data: str = "", quality: dict[str, Any] | None = None,
                         authors: list[dict[str, str]] | None = None, license: str = "MIT",
-                        runtimes_text: str = "", attachments: list[Path] | None = None
-                        ) -> PackageSpec:
+                        runtimes_text: str = "", attachments: list[Path] | None = None,
+                        claims: tuple[str, ...] = ("bioimageio",)) -> PackageSpec:
     """A :class:`PackageSpec` for one deployable of a trained IsoNet.
 
     ``test_input`` is raw data: ZYX crop of the raw anisotropic stack (``upsample``) or of the
@@ -194,5 +192,68 @@ def isonet_package_spec(model: IsoNetModel, test_input: np.ndarray, *, deployabl
             "slice2d": "axial slice (rows = z) resampled to isotropic pixels"}[deployable],
         output_description="restored, normalised intensities",
         training_data=training_data, attachments=attachments or [],
-        claims=CLAIMS[deployable],
+        claims=tuple(claims),
     )
+
+
+def _test_input_from(stack: np.ndarray, axes: list[AxisSpec]) -> np.ndarray:
+    """A central crop of ``stack`` of a valid input size (``min + n*step``) near 96 px
+    laterally; axes shorter than ``min`` are padded by reflection."""
+    pads = [(0, max(0, a.min - s)) for s, a in zip(stack.shape, axes)]
+    if any(p[1] for p in pads):
+        stack = np.pad(stack, pads, mode="reflect")
+    sl = []
+    for s, a in zip(stack.shape, axes):
+        target = min(s, max(a.min, 96 if a.id != "z" else a.min + 4 * a.step))
+        size = a.min + (target - a.min) // a.step * a.step
+        start = (s - size) // 2
+        sl.append(slice(start, start + size))
+    return stack[tuple(sl)]
+
+
+def package_spec_from_run(trained, sample: Path, deployable: str, *, workdir: Path,
+                          claims: tuple[str, ...], name: str | None = None,
+                          authors: list[dict[str, str]] | None = None, license: str = "MIT",
+                          quality: dict[str, Any] | None = None,
+                          attachments: list[Path] | None = None,
+                          runtimes_text: str = "") -> PackageSpec:
+    """The package of one deployable of a trained IsoNet run (``methods._base.Trained``).
+
+    The test input (and sample TIFF) is a central crop of ``sample`` (a raw anisotropic
+    stack) in the form the deployable expects; the cover (written into ``workdir``) shows
+    orthogonal views before/after.
+    """
+    from .. import degrade
+    from ..errors import InputError
+    from ..io import check_finite, read_stack
+    from ..methods.isonet import restore
+    from .covers import orthoviews_png
+
+    if deployable not in DEPLOYABLES:
+        raise InputError(f"deployable must be one of {', '.join(DEPLOYABLES)}; got {deployable!r}")
+    model = trained.model
+    data = read_stack(sample)
+    if tuple(data.dims) != ("z", "y", "x"):
+        raise InputError(f"{sample} must be a one-channel ZYX stack, got "
+                         f"{''.join(data.dims).upper()}; give a stack of the training kind")
+    check_finite(data, str(sample))
+    raw = np.asarray(data.values, dtype=np.float32)
+    f = model.config.factor
+    up = degrade.upsample_linear(raw, f, axis=0)
+    axes = isonet_axes(model, deployable=deployable)
+    if deployable == "upsample":
+        test_input = _test_input_from(raw, axes)
+    elif deployable == "isotropic":
+        test_input = _test_input_from(up, axes)
+    else:  # one xz slice through the middle, rows = z
+        test_input = _test_input_from(np.ascontiguousarray(up[:, up.shape[1] // 2, :]), axes)
+    shown = _test_input_from(up, isonet_axes(model, deployable="isotropic"))
+    restored = restore(model, shown, factor=f, upsampled=True)
+    cover = orthoviews_png([model.normalizer.before(shown), restored],
+                           ["input (z interpolated)", "IsoNet"], Path(workdir) / "cover.png")
+    return isonet_package_spec(
+        model, test_input, deployable=deployable, covers=[cover], name=name,
+        psf_text=trained.record.get("psf_text", ""),
+        training_data=trained.record.get("training_data", ""), quality=quality,
+        authors=authors, license=license, attachments=attachments or [],
+        runtimes_text=runtimes_text, claims=claims)

@@ -1,0 +1,300 @@
+"""The one interface through which a restoration method plugs into sharpstack.
+
+A method is a subclass of :class:`Method` in ``methods/<name>.py`` (networks in
+``nn/<name>_arch.py``, packaging in ``export/<name>.py``) plus one line in the registry
+(:mod:`sharpstack.methods`). It declares
+
+- its **settings**: a pydantic model (``extra="forbid"``, bounded fields) holding everything
+  that defines a training run; a zoo recipe's ``training:`` section loads into it and a run
+  folder records it as JSON;
+- its **inputs** and **options**: what ``sharpstack train <name>`` takes (positional files or
+  folders, and options that set settings keys); the CLI builds the command from them;
+- its **data** and **task**: :meth:`Method.train` reads the user's files (axes checked by the
+  one validator), builds tensors or datasets and fits a :class:`~sharpstack.training.TrainTask`
+  with the generic loop;
+- its **deployables**: named deploy modules with the consumers each claims, and
+  :meth:`Method.package_spec`, which turns a trained run into a
+  :class:`~sharpstack.export.package.PackageSpec` (axes, halo, test input, cover, card);
+- optionally **synthetic data** (:meth:`Method.synthesize`, behind ``sharpstack synth``),
+  a **demo** (:attr:`Method.demo`, behind ``sharpstack demo``) and a **benchmark**
+  (:meth:`Method.bench`, behind ``sharpstack bench <name>``).
+
+``workflows``, ``cli`` and ``zoo`` reach methods only through the registry; ``training``,
+``predict`` and ``export/package`` know no method at all.
+
+Methods never write files except through the training loop's ``out_dir`` (checkpoints) and
+never parse CLI arguments: they return arrays and objects, and ``workflows`` writes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel
+
+from ..errors import InputError
+from ..training import TrainResult
+
+__all__ = ["Input", "Option", "Deployable", "Trained", "SynthResult", "Demo", "Method",
+           "settings_from", "option_default"]
+
+
+@dataclass(frozen=True)
+class Input:
+    """A positional input of ``sharpstack train <method>`` (in order)."""
+
+    name: str
+    """Argument name shown in the CLI's usage line (upper-cased there), e.g. ``stack``."""
+    help: str
+    kind: Literal["file", "folder", "file_or_folder"] = "file"
+
+
+@dataclass(frozen=True)
+class Option:
+    """A CLI option that sets one key of a settings model.
+
+    ``key`` is a field name of the model, dotted for nested models (``"psf.sigma_xy"``).
+    ``type`` is the Python type Typer parses (``int``, ``float``, ``str``, ``bool``,
+    ``list[str]``); ``parse`` optionally turns the parsed value into the field's value (e.g.
+    ``"64,128,128"`` -> a tuple). The default shown in ``--help`` comes from the model, so an
+    option the user does not give leaves the model's default (or, on ``--resume``, the
+    run's recorded value) in place.
+    """
+
+    flag: str
+    key: str
+    type: Any
+    help: str
+    parse: Callable[[Any], Any] | None = None
+
+
+@dataclass(frozen=True)
+class Deployable:
+    """One exportable form of a trained model."""
+
+    name: str
+    summary: str
+    """Input -> output in a few words, for ``--help`` and the demo summary."""
+    claims: tuple[str, ...]
+    """Consumers the package must pass ``sharpstack check`` for (the export fails otherwise):
+    from ``bioimageio``, ``deepimagej``, ``ilastik``, ``qupath``."""
+
+
+@dataclass
+class Trained:
+    """A trained run of one method, as :meth:`Method.train` returns it and
+    :meth:`Method.load` rebuilds it from a run folder."""
+
+    settings: BaseModel
+    model: Any
+    """The method's own trained object (networks, normaliser ...)."""
+    result: TrainResult
+    record: dict[str, Any] = field(default_factory=dict)
+    """JSON-serialisable facts of the run that export and the model card need (training data
+    description, normalisation, PSF text, voxel size used, ...)."""
+    tensors: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    """What ``model.pt`` stores: name -> dict of tensors (network state dicts, buffers,
+    arrays). Read back with ``torch.load(weights_only=True)``."""
+
+
+@dataclass
+class SynthResult:
+    """Synthetic data of a method's protocol, to be written by ``workflows.synthesize``.
+
+    ``arrays`` maps a name to a DataArray (written as ``<name>.tif``) or a list of them
+    (written as a folder ``<name>/000.tif, 001.tif, ...``), or to an existing ``Path`` (used as
+    it is, e.g. shared real data). ``inputs`` names the entries that are the training inputs,
+    in the order of :attr:`Method.inputs`; ``sample`` the entry the demo exports and restores.
+    ``settings`` are training settings the data imply (e.g. IsoNet's PSF and factor): the
+    demo and zoo recipes train with them unless they say otherwise.
+    """
+
+    arrays: dict[str, Any]
+    inputs: tuple[str, ...]
+    sample: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    """JSON-serialisable facts (PSF text, factor, ...) for summaries and model cards."""
+    references: dict[str, Any] = field(default_factory=dict)
+    """In-memory ground truths for scoring (not written)."""
+
+
+@dataclass(frozen=True)
+class Demo:
+    """What ``sharpstack demo <method>`` runs: synthesise with ``synth`` (options of
+    :meth:`Method.synthesize`), train with ``settings``, export every deployable, restore the
+    sample with the ``predict_with`` package and score it with :meth:`Method.score`."""
+
+    synth: Mapping[str, Any]
+    settings: Mapping[str, Any]
+    predict_with: str
+    about: str
+    """One paragraph for the summary: what the demo shows and its budget."""
+    deployables: tuple[str, ...] = ()
+    """Deployables to export (default: all)."""
+
+
+class Method:
+    """Base class of every restoration method (see the module docstring)."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    """Human name with the paper, e.g. ``"IsoNet (Weigert et al., MICCAI 2017)"``."""
+    summary: ClassVar[str]
+    """One line: what it restores (CLI help)."""
+    citations: ClassVar[tuple[dict[str, str], ...]] = ()
+    settings_model: ClassVar[type[BaseModel]]
+    inputs: ClassVar[tuple[Input, ...]]
+    options: ClassVar[tuple[Option, ...]] = ()
+    deployables: ClassVar[tuple[Deployable, ...]]
+    """The first is the default of ``sharpstack export``."""
+    synth_model: ClassVar[type[BaseModel] | None] = None
+    synth_options: ClassVar[tuple[Option, ...]] = ()
+    demo: ClassVar[Demo | None] = None
+    bench_options: ClassVar[tuple[Option, ...]] = ()
+
+    # ------------------------------------------------------------------ required hooks
+    def train(self, inputs: Sequence[Path], settings: BaseModel, *, out_dir: Path,
+              resume: bool = False, progress: bool = False,
+              voxel_size: Mapping[str, float] | None = None) -> Trained:
+        """Read the inputs, build training data and fit; checkpoints go to ``out_dir``.
+
+        ``voxel_size`` (micrometres per axis, from ``--voxel-size``) overrides or completes
+        the calibration read from the files.
+        """
+        raise NotImplementedError
+
+    def load(self, settings: BaseModel, record: dict[str, Any],
+             tensors: dict[str, dict[str, torch.Tensor]], result: TrainResult) -> Trained:
+        """Rebuild a trained run from what :meth:`train` returned (read back from disk)."""
+        raise NotImplementedError
+
+    def package_spec(self, trained: Trained, sample: Path, deployable: str, *, workdir: Path,
+                     name: str | None = None, authors: list[dict[str, str]] | None = None,
+                     license: str = "MIT", quality: Mapping[str, Any] | None = None,
+                     attachments: Sequence[Path] = (), runtimes_text: str = "") -> Any:
+        """A :class:`~sharpstack.export.package.PackageSpec` for one deployable.
+
+        ``sample`` is a file of the training kind: the test input is cut from it. Covers
+        (and any other file the spec names) are written into ``workdir``, a temporary folder
+        that lives until the package is built.
+        """
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ optional hooks
+    def synthesize(self, options: BaseModel) -> SynthResult:
+        """Synthetic data of the method's protocol (arrays; nothing written here)."""
+        raise InputError(f"{self.name} has no synthetic data protocol")
+
+    def score(self, synth: SynthResult, restored: Any) -> dict[str, float]:
+        """Quality of a restoration of the demo's sample (``restored``: the DataArray that
+        ``sharpstack predict`` wrote), against the synthetic references."""
+        return {}
+
+    def evaluate(self, trained: Trained, synth: SynthResult) -> dict[str, Any]:
+        """In-process quality for the model card (before export)."""
+        return {}
+
+    def figure(self, synth: SynthResult, restored: Any) -> list[tuple[str, Any]]:
+        """Panels (title, array) of the demo figure: input, restoration, reference."""
+        return []
+
+    def bench(self, out_dir: Path, *, progress: bool = False, **options: Any) -> dict[str, Any]:
+        """Run the method's benchmark (tables, CSV, figures into ``out_dir``)."""
+        raise InputError(f"{self.name} has no benchmark")
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def has_synth(self) -> bool:
+        return self.synth_model is not None
+
+    @property
+    def has_bench(self) -> bool:
+        return type(self).bench is not Method.bench
+
+    def deployable(self, name: str | None) -> Deployable:
+        """The named deployable (the default when None); errors list the choices."""
+        if name is None:
+            return self.deployables[0]
+        for d in self.deployables:
+            if d.name == name:
+                return d
+        raise InputError(f"{self.name} has no deployable {name!r}; choose one of "
+                         f"{', '.join(d.name for d in self.deployables)} (--deployable)")
+
+
+def _flag_of(options: Sequence[Option], loc: Sequence[Any]) -> str:
+    key = ".".join(str(p) for p in loc)
+    for o in options:
+        if o.key == key:
+            return f"--{o.flag}"
+    return key
+
+
+def settings_from(model: type[BaseModel], values: Mapping[str, Any], *,
+                  options: Sequence[Option] = (), base: Mapping[str, Any] | None = None,
+                  what: str = "settings") -> BaseModel:
+    """Validate ``values`` (dotted keys allowed, ``None`` = not given) into ``model``.
+
+    ``base`` (e.g. a run's recorded settings on resume) is applied first. Validation errors
+    become one :class:`~sharpstack.errors.InputError` naming each offending CLI option (or
+    recipe key) and what it must be.
+    """
+    from pydantic import ValidationError
+
+    merged: dict[str, Any] = _deep_copy(dict(base or {}))
+    for k, v in values.items():
+        if v is None:
+            continue
+        node = merged
+        parts = k.split(".")
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if not isinstance(nxt, dict):
+                nxt = {} if nxt is None else (nxt.model_dump() if isinstance(nxt, BaseModel)
+                                              else nxt)
+                node[p] = nxt
+            node = nxt
+        node[parts[-1]] = v
+    try:
+        return model(**merged)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            lines.append(f"{_flag_of(options, err['loc'])}: {err['msg']}"
+                         + (f" (got {err['input']!r})" if "input" in err
+                            and not isinstance(err["input"], dict) else ""))
+        raise InputError(f"invalid {what}:\n  " + "\n  ".join(lines)) from None
+    except TypeError as exc:
+        raise InputError(f"invalid {what}: {exc}") from None
+
+
+def _deep_copy(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _deep_copy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deep_copy(v) for v in d]
+    return d
+
+
+def option_default(model: type[BaseModel], key: str) -> Any:
+    """The default of a (dotted) settings key, for ``--help``; ``...`` when required."""
+    from pydantic_core import PydanticUndefined
+
+    cls: Any = model
+    parts = key.split(".")
+    for i, p in enumerate(parts):
+        f = cls.model_fields[p]
+        if i == len(parts) - 1:
+            if f.default is PydanticUndefined:
+                return f.default_factory() if f.default_factory else ...
+            return f.default
+        ann = f.annotation
+        cls = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if cls is None:
+            return ...
+    return ...
