@@ -1206,7 +1206,8 @@ def write_tiff(path: str | os.PathLike, data: xr.DataArray, *, overwrite: bool =
 
 
 def write_npy(path: str | os.PathLike, data: Any, *, overwrite: bool = False) -> Path:
-    """Write the values of ``data`` as a ``.npy`` array (axes and voxel size are not stored).
+    """Write the values of ``data`` as a ``.npy`` array (axes and voxel size are not stored:
+    read back, every axis is of unknown size).
 
     Parameters
     ----------
@@ -1228,6 +1229,8 @@ def write_npy(path: str | os.PathLike, data: Any, *, overwrite: bool = False) ->
         ``path`` exists and ``overwrite`` is False (nothing is written).
     """
     p = Path(path)
+    if isinstance(data, xr.DataArray):  # .npy keeps no calibration, but a broken one is a bug
+        _voxel_sizes(data, "".join(str(d).upper() for d in data.dims), f"write_npy({p})")
     values = data.values if isinstance(data, xr.DataArray) else np.asarray(data)
     if values.dtype == object:
         raise InputError(f"write_npy({p}): object arrays cannot be saved without pickle; "
