@@ -33,9 +33,8 @@ from .methods._base import Option, option_default
 
 app = typer.Typer(
     name="sharpstack",
-    help="Restore microscopy z-stacks (IsoNet isotropic reconstruction, and more methods) and "
-         "ship the trained networks as BioImage Model Zoo packages that run in Fiji/deepImageJ, "
-         "ilastik and QuPath.",
+    help="Train microscopy restoration networks (`sharpstack methods` lists them) and ship "
+         "them as BioImage Model Zoo packages that run in Fiji/deepImageJ, ilastik and QuPath.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 _DEBUG = {"on": os.environ.get("SHARPSTACK_DEBUG", "") not in ("", "0")}
@@ -299,7 +298,7 @@ def export_cmd(
     run: Annotated[Path, typer.Argument(help="Run folder of `sharpstack train`.")],
     stack: Annotated[Path, typer.Argument(help="A stack (or image) of the training kind: the test input is cut from it.")],
     package: Annotated[Path, typer.Argument(help="Output package (.zip) or folder with --as-folder.")],
-    deployable: Annotated[Optional[str], typer.Option(help="Which form of the model to package (default: the method's first; `sharpstack methods` lists them). IsoNet: upsample (raw stack in, z x factor out), isotropic (z-resampled stack in: Fiji/deepImageJ, ilastik), slice2d (one axial slice: also QuPath).")] = None,
+    deployable: Annotated[Optional[str], typer.Option(help="Which form of the model to package, e.g. one that Fiji or QuPath can run (default: the method's first; `sharpstack methods` lists each method's forms and the programs they run in).")] = None,
     as_folder: Annotated[bool, typer.Option(help="Write an unzipped folder (for QuPath).")] = False,
     name: Annotated[Optional[str], typer.Option(help="Model name.")] = None,
     author: Annotated[Optional[list[str]], typer.Option(help="Author name (repeat for several).")] = None,

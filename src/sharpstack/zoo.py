@@ -7,16 +7,16 @@ Every section is validated strictly when the recipe is loaded: ``data.synth`` by
 synthetic-data model, ``training`` by its settings model (both pydantic ``extra="forbid"``),
 so a typo in a recipe is an error naming the key, not a silently ignored setting.
 
-Example::
+Layout (the recipes under ``zoo/`` are examples)::
 
-    id: isonet2-nuclei-gauss8
-    name: IsoNet-2 nuclei Gaussian 2-8 x8
-    method: isonet
+    id: my-model                # lower case, digits and -
+    name: My model
+    method: <a registered method>
     data:
-      synth: {kind: nuclei, shape: [128, 128, 128], factor: 8,
-              psf: {kind: gaussian, sigma_xy: 2.0, sigma_z: 8.0}}
-    training: {arch: unet, epochs: 30, lr: 0.001}
-    deployables: [upsample, isotropic]
+      synth: {...}              # options of the method's synthetic data, or
+      # inputs: [stack.tif]     # files, relative to the recipe
+    training: {...}             # fields of the method's settings
+    deployables: [...]          # default: all of the method's
 """
 
 from __future__ import annotations
