@@ -5,7 +5,8 @@ import pytest
 import scipy.ndimage as ndi
 
 from sharpstack.errors import InputError
-from sharpstack.metrics import focus_measure
+from sharpstack.metrics import (focus_measure, gradient_histogram, gradient_magnitude,
+                                mean_abs_gradient, piqe, ssim, ssim_per_slice)
 
 
 # ---------------------------------------------------------------- FM (De & Masilamani 2013)
@@ -56,3 +57,113 @@ def test_fm_bad_input():
         focus_measure(np.ones((2, 8, 8)))
     with pytest.raises(InputError, match="threshold"):
         focus_measure(np.ones((8, 8)), threshold=2.0)
+
+
+# ---------------------------------------------------------------- PIQE (Venkatanath et al. 2015)
+
+def _piqe_matlab_literal(img255):
+    """A literal transcription of MATLAB's piqe.m loops (1-based indices kept), as a check."""
+    I = np.asarray(img255, dtype=np.float64)
+    bs = 16
+    r, c = I.shape
+    I = np.pad(I, ((0, (bs - r % bs) % bs), (0, (bs - c % bs) % bs)), mode="edge")
+    I = np.round(I)
+    x = np.arange(-3, 4)
+    g = np.exp(-x ** 2 / (2 * (7 / 6) ** 2))
+    g2 = np.outer(g, g) / np.outer(g, g).sum()
+    mu = ndi.correlate(I, g2, mode="nearest")
+    sigma = np.sqrt(np.abs(ndi.correlate(I * I, g2, mode="nearest") - mu * mu))
+    imnorm = (I - mu) / (sigma + 1)
+    dist, nhsa = 0.0, 0
+    for i in range(1, imnorm.shape[0] + 1, bs):
+        for j in range(1, imnorm.shape[1] + 1, bs):
+            B = imnorm[i - 1:i + bs - 1, j - 1:j + bs - 1]
+            v = B.ravel().var(ddof=1)
+            if v > 0.1:
+                nhsa += 1
+                impaired = 0
+                edges = [B[0, :], B[:, bs - 1], B[bs - 1, :], B[:, 0]]
+                for s in range(1, 12):
+                    if any(e[s - 1:s + 5].std(ddof=1) < 0.1 for e in edges):
+                        impaired = 1
+                        break
+                sig = np.sqrt(v)
+                centre = np.concatenate([B[:, 7], B[:, 8]])
+                rest = np.delete(np.delete(B, 7, axis=1), 8, axis=1)  # MATLAB's two deletions
+                ratio = centre.std(ddof=1) / rest.ravel().std(ddof=1)
+                beta = abs(sig - ratio) / max(sig, ratio)
+                dist += impaired * (1 - v) + (sig > 2 * beta) * v
+    return (dist + 1) / (nhsa + 1) * 100
+
+
+def _texture(shape, seed=0, smooth=1.0):
+    rng = np.random.default_rng(seed)
+    t = ndi.gaussian_filter(rng.random(shape), smooth)
+    return (t - t.min()) / (t.max() - t.min())
+
+
+def test_piqe_uniform_image_scores_100():
+    assert piqe(np.full((32, 32), 100.0), data_range=255) == 100.0
+
+
+def test_piqe_matches_literal_transcription_of_the_reference():
+    for seed, shape, smooth in ((0, (64, 64), 1.0), (1, (48, 80), 0.7), (2, (128, 29), 1.5)):
+        img = 255 * _texture(shape, seed, smooth)
+        assert piqe(img, data_range=255) == pytest.approx(_piqe_matlab_literal(img), abs=1e-9)
+
+
+def test_piqe_pads_by_replicating_the_border():
+    img = 255 * _texture((128, 29), 3)
+    padded = np.pad(img, ((0, 0), (0, 3)), mode="edge")
+    assert piqe(img, data_range=255) == pytest.approx(piqe(padded, data_range=255))
+    # truncating to 16 columns instead would score something else
+    assert piqe(img, data_range=255) != pytest.approx(piqe(img[:, :16], data_range=255))
+
+
+def test_piqe_data_range_and_blur():
+    img = _texture((96, 96), 4, 0.8)
+    assert piqe(img, data_range=1.0) == pytest.approx(piqe(np.round(255 * img), data_range=255))
+    sharp = piqe(img, data_range=1.0)
+    blurred = piqe(ndi.gaussian_filter(img, 3.0), data_range=1.0)
+    assert blurred > sharp
+
+
+def test_piqe_bad_input():
+    with pytest.raises(InputError, match="2D"):
+        piqe(np.ones((2, 16, 16)), data_range=1.0)
+    with pytest.raises(InputError, match="data_range"):
+        piqe(np.ones((16, 16)), data_range=0)
+
+
+# ---------------------------------------------------------------- gradients, per-slice SSIM
+
+def test_gradient_of_a_ramp():
+    ramp = np.tile(np.arange(20.0), (10, 1)) * 2.0  # rises by 2 per pixel along x
+    mag = gradient_magnitude(ramp, data_range=40.0)
+    np.testing.assert_allclose(mag, 2.0 / 40.0)
+    assert mean_abs_gradient(ramp, data_range=40.0) == pytest.approx(0.05)
+    diag = np.add.outer(np.arange(10.0) * 3, np.arange(10.0) * 4)  # 3 per row, 4 per column
+    np.testing.assert_allclose(gradient_magnitude(diag, data_range=1.0), 5.0)
+    assert mean_abs_gradient(np.full((8, 8), 3.0), data_range=1.0) == 0.0
+
+
+def test_gradient_histogram():
+    ramp = np.tile(np.arange(20.0), (10, 1)) * 0.015
+    freq, edges = gradient_histogram(ramp, data_range=1.0, bins=10, max_gradient=0.1)
+    assert freq.sum() == pytest.approx(1.0) and len(edges) == 11
+    assert freq[1] == pytest.approx(1.0)  # 0.015 lies in [0.01, 0.02)
+    steep = gradient_histogram(ramp * 100, data_range=1.0, bins=10, max_gradient=0.1)[0]
+    assert steep[-1] == pytest.approx(1.0)  # magnitudes above the range go to the last bin
+
+
+def test_ssim_per_slice():
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 24, 24))
+    y = x.copy()
+    y[1] = ndi.gaussian_filter(x[1], 2)
+    got = ssim_per_slice(x, y, data_range=1.0)
+    assert got.shape == (3,)
+    assert got[0] == pytest.approx(1.0) and got[2] == pytest.approx(1.0)
+    assert got[1] == pytest.approx(ssim(x[1], y[1], data_range=1.0)) and got[1] < 0.9
+    with pytest.raises(InputError):
+        ssim_per_slice(x[0], y[0], data_range=1.0)
