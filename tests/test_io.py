@@ -45,7 +45,8 @@ def _listing(folder: Path) -> list[str]:
 
 def test_public_names_exist():
     expected = {"read_stack", "write_tiff", "write_npy", "write_stack", "write_ome_zarr",
-                "check_finite", "as_dataarray"}
+                "check_finite", "as_dataarray", "parse_voxel_size", "with_voxel_size",
+                "require_voxel_size", "describe_voxel_size"}
     assert expected <= set(sio.__all__)
     for name in sio.__all__:
         assert hasattr(sio, name), name

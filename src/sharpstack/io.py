@@ -1137,8 +1137,9 @@ def write_tiff(path: str | os.PathLike, data: xr.DataArray, *, overwrite: bool =
     ``µm``). Only known sizes are written: an unknown axis is in ImageJ's unit ``pixel``
     (an unknown z: no ``spacing`` and ``zunit=pixel``, so that Fiji shows a depth of 1 pixel
     beside a lateral size in µm; nothing known: no calibration at all). An OME-TIFF has
-    ``PhysicalSize*`` (unit µm) for the known axes only. Uncompressed hyperstacks are classic TIFF at any size (tifffile's ImageJ layout,
-    which Fiji reads beyond 4 GiB); compressed data above 2 GiB are written as BigTIFF with
+    ``PhysicalSize*`` (unit µm) for the known axes only. Uncompressed hyperstacks are
+    classic TIFF at any size (tifffile's ImageJ layout, which Fiji reads beyond 4 GiB);
+    compressed data above 2 GiB are written as BigTIFF with
     ImageJ metadata, which Fiji opens through Bio-Formats only.
     The file is written to a temporary file in the same folder and renamed into place.
 
