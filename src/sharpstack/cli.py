@@ -65,8 +65,11 @@ def _friendly(fn):
     into a short message, a log file and exit code 1 (``--debug``: the traceback)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from ._files import signals_as_interrupts
+
         try:
-            return fn(*args, **kwargs)
+            with signals_as_interrupts():  # SIGTERM unwinds like Ctrl-C: temporaries removed
+                return fn(*args, **kwargs)
         except SharpstackError as exc:
             typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
             raise typer.Exit(2) from None
@@ -203,6 +206,9 @@ def _train_command(name: str) -> None:
         res = train_run(m, inputs, out_dir, settings=_values(m.options, kw), resume=resume,
                         overwrite=overwrite, progress=True, voxel_size=vs)
         h = res["history"]
+        record = res["trained"].record
+        if record.get("training_data"):
+            typer.echo(f"training data: {record['training_data']}")
         typer.echo(f"trained {len(h)} epochs; best epoch {res['best_epoch']} "
                    f"(validation loss {min(r['val_loss'] for r in h):.4g})")
         typer.echo(f"run: {res['run']}  (export it with `sharpstack export {res['run']} "
@@ -321,13 +327,15 @@ def export_cmd(
 @_friendly
 def validate(
     package: Annotated[Path, typer.Argument(help="Model package (.zip, folder or rdf.yaml).")],
-    weight_format: Annotated[Optional[list[str]], typer.Option(help="Only these weight formats.")] = None,
+    weight_format: Annotated[Optional[list[str]], typer.Option(help="Only these weight formats (default: all the package has).")] = None,
+    trust_code: Annotated[bool, typer.Option("--trust-code", help="Also test pytorch_state_dict weights whose architecture code comes with the package (it runs that code).")] = False,
 ):
     """Validate a package with bioimageio.core (offline): format + test run per weight format."""
     from .workflows import validate_package
 
-    ok, report = validate_package(package, weight_format)
+    ok, report = validate_package(package, weight_format, trust_code=trust_code)
     if ok:
+        typer.echo(report)
         typer.echo(f"passed: {package}")
         return
     typer.echo(report)
@@ -391,6 +399,7 @@ def check(
     package: Annotated[Path, typer.Argument(help="Model package (.zip, folder or rdf.yaml).")],
     for_: Annotated[Optional[list[str]], typer.Option("--for", help="Consumers to check: bioimageio, deepimagej, ilastik, qupath (repeat; default all).")] = None,
     test: Annotated[bool, typer.Option(help="Also run bioimageio.core's test for every weight format.")] = False,
+    trust_code: Annotated[bool, typer.Option("--trust-code", help="With --test: also test pytorch_state_dict weights whose architecture code comes with the package (it runs that code).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ):
     """Will this package open and run in Fiji/deepImageJ, ilastik, QuPath and bioimageio.core?
@@ -400,7 +409,7 @@ def check(
     """
     from .export.compat import check_package
 
-    report = check_package(package, for_, run_bioimageio_test=test)
+    report = check_package(package, for_, run_bioimageio_test=test, trust_code=trust_code)
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_text())
     if not report.ok(for_):
         raise typer.Exit(1)

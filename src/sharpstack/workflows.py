@@ -314,8 +314,7 @@ def export_run(run: str | Path, sample: str | Path, package_path: str | Path, *,
     a file of the training kind: the test input (and sample TIFF) is cut from it.
     ``runtime_report`` (Markdown from ``benchmarks/old_runtimes.py``) goes into the card.
     """
-    import tempfile
-
+    from ._files import clean_stale, temp_dir
     from .export.package import build_package
 
     out = Path(package_path)
@@ -336,9 +335,10 @@ def export_run(run: str | Path, sample: str | Path, package_path: str | Path, *,
                          for ln in rp.read_text().splitlines())
         runtimes_text = "## Old runtimes (benchmarks/old_runtimes.py)\n\n" + body
     curve = loaded.path / "loss_curve.png"
-    with tempfile.TemporaryDirectory(prefix=".sharpstack-work-") as tmp:
+    clean_stale(out)
+    with temp_dir(out) as tmp:
         spec = loaded.method.package_spec(
-            loaded.trained, Path(sample), d.name, workdir=Path(tmp), name=name,
+            loaded.trained, Path(sample), d.name, workdir=tmp, name=name,
             authors=authors, license=license, quality=dict(quality) if quality else None,
             attachments=[curve] if curve.exists() else [], runtimes_text=runtimes_text)
         return build_package(spec, out, overwrite=overwrite, as_folder=as_folder)
@@ -363,17 +363,58 @@ def quality_from_summary(path: str | Path) -> dict[str, Any]:
     return out
 
 
-def validate_package(package: str | Path, weight_formats: list[str] | None = None
-                     ) -> tuple[bool, str]:
-    """Run ``bioimageio.core.test_model`` offline for each (or the given) weight format."""
-    from .export.package import WEIGHT_FORMATS, test_package
+def validate_package(package: str | Path, weight_formats: Sequence[str] | None = None, *,
+                     trust_code: bool = False) -> tuple[bool, str]:
+    """Run ``bioimageio.core.test_model`` offline for each weight format of a package.
+
+    ``weight_formats`` default to every format the package has. ``pytorch_state_dict``
+    weights whose architecture is not sharpstack's own are skipped (and said so) unless
+    ``trust_code``: testing them would import code from the package. Returns
+    ``(passed, report)``; the report names every format tested, skipped or failed.
+    """
+    from ._trust import TRUST_FLAG, find_rdf, load_rdf, state_dict_code
+    from .errors import PackageError
+    from .export.package import test_package
 
     p = Path(package)
     if not p.exists():
-        raise InputError(f"{p} does not exist")
-    if p.is_dir():
-        p = p / "rdf.yaml"
-    return test_package(p, weight_formats or WEIGHT_FORMATS)
+        raise InputError(f"{p} does not exist; give a package .zip, folder or rdf.yaml")
+    folder, name = find_rdf(p)
+    source = p if folder is None else folder / name
+    rdf = load_rdf(p)
+    if rdf.get("type") != "model":
+        raise PackageError(f"{p} describes a {rdf.get('type')!r}, not a model; sharpstack "
+                           "validates model packages")
+    present = sorted((rdf.get("weights") or {}).keys()) if isinstance(rdf.get("weights"),
+                                                                        dict) else []
+    if not present:
+        raise PackageError(f"{p} has no weights entry; it is not a usable model package")
+    asked = list(weight_formats or present)
+    missing = [w for w in asked if w not in present]
+    if missing:
+        raise InputError(f"{p} has no {', '.join(missing)} weights; it has "
+                         f"{', '.join(present)} (--weight-format)")
+    lines, run = [], []
+    for wf in asked:
+        if wf == "pytorch_state_dict" and not trust_code:
+            code = state_dict_code(p)
+            if code.runs_package_code:
+                lines.append(f"skipped pytorch_state_dict: {code.reason}")
+                continue
+        run.append(wf)
+    if not run:
+        raise PackageError(f"nothing to validate in {p} without running its code: "
+                           + "; ".join(lines) + f" (or validate another format)")
+    try:
+        ok, report = test_package(source, run)
+    except Exception as exc:  # noqa: BLE001 - bioimageio raises many kinds; one message
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PackageError(f"bioimageio.core could not test {p}: {first}") from None
+    lines.insert(0, f"tested offline: {', '.join(run)}")
+    if report:
+        lines.append(report)
+    return ok, "\n".join(lines) + (f"\n(run code from the package with {TRUST_FLAG})"
+                                    if any(x.startswith("skipped") for x in lines) else "")
 
 
 # --------------------------------------------------------------------------------------------

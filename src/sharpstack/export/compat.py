@@ -929,7 +929,7 @@ class _Checker:
                      "write `format_version: 0.5.10` together with the plain strings (bioimageio"
                      ".spec then converts them and validates the package as 0.5.12)")
 
-    def check_bioimageio(self, run_test: bool) -> None:
+    def check_bioimageio(self, run_test: bool, trust_code: bool = False) -> None:
         c = "bioimageio"
         from bioimageio.spec import load_description
 
@@ -956,6 +956,15 @@ class _Checker:
             from bioimageio.core import test_model
 
             for wf in sorted(self.weights):
+                if wf == "pytorch_state_dict" and not trust_code:
+                    from .._trust import state_dict_code
+
+                    code = state_dict_code(self.pkg.source)
+                    if code.runs_package_code:
+                        self.add(c, "bioimageio.test-model:pytorch_state_dict-skipped",
+                                 f"not tested: {code.reason}", "pass --trust-code to test it",
+                                 "warning")
+                        continue
                 try:
                     s = test_model(self.pkg.validation_source, weight_format=wf)
                 except Exception as e:  # noqa: BLE001 - reported as a finding
@@ -1012,7 +1021,7 @@ def _normalise_targets(targets: Iterable[str] | str) -> tuple[str, ...]:
 
 
 def check_package(source: str | Path, targets: Sequence[str] | str | None = None, *,
-                  run_bioimageio_test: bool = False) -> CompatReport:
+                  run_bioimageio_test: bool = False, trust_code: bool = False) -> CompatReport:
     """Check whether a bioimage.io model package runs in each consumer.
 
     Parameters
@@ -1025,6 +1034,9 @@ def check_package(source: str | Path, targets: Sequence[str] | str | None = None
     run_bioimageio_test : bool
         For ``"bioimageio"``: also run ``bioimageio.core.test_model`` for every weight format
         (seconds to minutes). Without it only the offline spec validation runs.
+    trust_code : bool
+        Also test ``pytorch_state_dict`` weights whose architecture code comes with the
+        package (importing it runs that code); otherwise they are skipped with a warning.
 
     Returns
     -------
@@ -1045,7 +1057,7 @@ def check_package(source: str | Path, targets: Sequence[str] | str | None = None
         checker = _Checker(pkg)
         for name in names:
             if name == "bioimageio":
-                checker.check_bioimageio(run_bioimageio_test)
+                checker.check_bioimageio(run_bioimageio_test, trust_code)
             elif name == "deepimagej":
                 checker.check_deepimagej()
             elif name == "ilastik":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 import yaml
 
+from .._files import clean_stale, replace_atomically, temp_dir
 from ..errors import OutputExistsError, PackageError
 from ..normalize import PercentileNormalizer
 from .weights import ONNX_OPSET, export_onnx, export_state_dict, export_torchscript
@@ -290,8 +290,16 @@ def build_package(spec: PackageSpec, out_path: str | Path, *, overwrite: bool = 
             f"{out} already exists; choose another output path or pass --overwrite")
     if not as_folder and out.suffix != ".zip":
         raise PackageError(f"package path {out} must end in .zip (or use --as-folder)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".sharpstack-export-", dir=out.parent) as tmp:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PackageError(f"cannot create the folder {out.parent} for {out} ({exc.strerror}); "
+                           "choose a writable location") from None
+    if not os.access(out.parent, os.W_OK):
+        raise PackageError(f"{out.parent} is not writable; choose another location for the "
+                           "package")
+    clean_stale(out)
+    with temp_dir(out, capture_tempfile=True) as tmp:
         work = Path(tmp) / "files"
         work.mkdir()
         files = _write_files(spec, work)
@@ -334,10 +342,5 @@ def build_package(spec: PackageSpec, out_path: str | Path, *, overwrite: bool = 
                 raise PackageError(
                     f"bioimageio.core test_model failed; nothing was written to {out}.\n"
                     f"{report_text}")
-        if out.exists():  # overwrite=True
-            if out.is_dir():
-                shutil.rmtree(out)
-            else:
-                out.unlink()
-        os.replace(candidate, out)
+        replace_atomically(candidate, out)  # the old package stays until the new is complete
     return out
