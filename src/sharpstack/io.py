@@ -1016,12 +1016,19 @@ def _prepare_target(path: Path, overwrite: bool, what: str) -> None:
 
 
 def _temp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    """Beside ``path``, under the one recognisable temporary name (``sharpstack._files``), so
+    that the next run to the same destination cleans what a killed run left."""
+    from ._files import temp_path
+
+    return temp_path(path)
 
 
 def write_file_atomic(path: Path, write: Callable[[Path], None]) -> Path:
     """Write via ``write(tmp)`` to a temporary file next to ``path``, then rename into place."""
+    from ._files import clean_stale
+
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(path)
     tmp = _temp_name(path)  # created by ``write`` with the usual permissions (not mkstemp's 0600)
     try:
         write(tmp)
@@ -1311,6 +1318,9 @@ def write_ome_zarr(path: str | os.PathLike, data: xr.DataArray, *, overwrite: bo
     }]
 
     p.parent.mkdir(parents=True, exist_ok=True)
+    from ._files import clean_stale
+
+    clean_stale(p)
     tmp = _temp_name(p)
     old: Path | None = None
     try:
@@ -1327,7 +1337,9 @@ def write_ome_zarr(path: str | os.PathLike, data: xr.DataArray, *, overwrite: bo
             arr[...] = np.asarray(values)
         group.attrs["multiscales"] = multiscales
         if p.exists():  # overwrite=True: swap in, then delete the old folder
-            old = _temp_name(p)
+            from ._files import OLD_PREFIX, temp_path
+
+            old = temp_path(p, OLD_PREFIX)  # restored by clean_stale if a kill comes now
             os.replace(p, old)
         os.replace(tmp, p)
     except BaseException as exc:
