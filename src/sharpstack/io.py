@@ -1294,7 +1294,6 @@ def write_ome_zarr(path: str | os.PathLike, data: xr.DataArray, *, overwrite: bo
         Unsupported dims, chunks or voxel size.
     """
     import dask.array as dsa
-    import numcodecs
     import zarr
 
     p = Path(path)
@@ -1308,14 +1307,7 @@ def write_ome_zarr(path: str | os.PathLike, data: xr.DataArray, *, overwrite: bo
     sizes = _voxel_sizes(data, axes, what)
     _prepare_target(p, overwrite, "zarr")
 
-    ngff_axes, scale = _ngff_calibration(axes, sizes)
-    multiscales = [{
-        "version": "0.4",
-        "name": p.name.split(".")[0] or "image",
-        "axes": ngff_axes,
-        "datasets": [{"path": "0",
-                      "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
-    }]
+    multiscales = _ngff_multiscales(p, axes, sizes)
 
     p.parent.mkdir(parents=True, exist_ok=True)
     from ._files import clean_stale
@@ -1325,11 +1317,7 @@ def write_ome_zarr(path: str | os.PathLike, data: xr.DataArray, *, overwrite: bo
     old: Path | None = None
     try:
         group = zarr.open_group(os.fspath(tmp), mode="w", zarr_format=2)
-        arr = group.create_array(
-            "0", shape=data.shape, dtype=np.dtype(data.dtype).newbyteorder("="),
-            chunks=chunk_shape, fill_value=0,
-            compressors=numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE),
-            chunk_key_encoding={"name": "v2", "separator": "/"})
+        arr = group.create_array("0", **_zarr_array_kwargs(data.shape, data.dtype, chunk_shape))
         values = data.data
         if isinstance(values, dsa.Array):
             dsa.store(values.rechunk(chunk_shape), arr, lock=False)
@@ -1354,6 +1342,30 @@ def write_ome_zarr(path: str | os.PathLike, data: xr.DataArray, *, overwrite: bo
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return p
+
+
+def _ngff_multiscales(path: Path, axes: str, sizes: Mapping[str, float]) -> list[dict[str, Any]]:
+    """NGFF 0.4 ``multiscales`` of a single-level image (level ``0``) with ``axes``."""
+    ngff_axes, scale = _ngff_calibration(axes, sizes)
+    return [{
+        "version": "0.4",
+        "name": path.name.split(".")[0] or "image",
+        "axes": ngff_axes,
+        "datasets": [{"path": "0",
+                      "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+    }]
+
+
+def _zarr_array_kwargs(shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...]
+                       ) -> dict[str, Any]:
+    """How sharpstack lays out level 0 of an OME-Zarr: Blosc-lz4, ``/`` separated keys."""
+    import numcodecs
+
+    return {"shape": tuple(shape), "dtype": np.dtype(dtype).newbyteorder("="),
+            "chunks": tuple(chunks), "fill_value": 0,
+            "compressors": numcodecs.Blosc(cname="lz4", clevel=5,
+                                           shuffle=numcodecs.Blosc.SHUFFLE),
+            "chunk_key_encoding": {"name": "v2", "separator": "/"}}
 
 
 def _zarr_chunks(chunks: Any, axes: str, shape: tuple[int, ...], what: str) -> tuple[int, ...]:
