@@ -85,6 +85,10 @@ _UNIT = "micrometer"
 # beyond 4 GiB), whereas an ImageJ-flavoured BigTIFF opens only through Bio-Formats.
 _BIGTIFF_BYTES = 2**31
 
+# Above this many bytes of image data, TIFFs are read lazily (through tifffile's zarr store,
+# window by window) instead of into memory.
+_LAZY_TIFF_BYTES = 2**28
+
 # ImageJ hyperstacks hold these dtypes (tifffile also writes int16, which Fiji shifts by 32768).
 _IMAGEJ_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
 
@@ -809,8 +813,12 @@ def _read_tiff(path: Path, axes: str | None) -> xr.DataArray:
             raise InputError(f"{path} contains no images")
         series = tif.series[0]
         file_axes = series.axes
-        array = series.asarray()
-        _check_complete(path, tif, series, messages)
+        if math.prod(series.shape) * series.dtype.itemsize > _LAZY_TIFF_BYTES:
+            _check_complete(path, tif, series, messages)
+            array = _lazy_tiff(path)
+        else:
+            array = series.asarray()
+            _check_complete(path, tif, series, messages)
         if tif.is_ome:
             sizes = _ome_sizes(tif.ome_metadata)
         elif tif.is_imagej:
@@ -823,6 +831,18 @@ def _read_tiff(path: Path, axes: str | None) -> xr.DataArray:
         ax = _map_tifffile_axes(file_axes, path)
         ax = check_axes(ax, array.ndim, name=f"axes of {path}")
     return _build(_native(array), ax, sizes, os.fspath(path))
+
+
+def _lazy_tiff(path: Path) -> Any:
+    """The first series of a TIFF as a dask array over tifffile's zarr store: windows are
+    read from the file on demand, so a BigTIFF larger than memory works (read with file
+    reads, not a memory map, whose pages would count against the process). Chunks are
+    tifffile's (a page, a strip group or a tile); compressed files are decoded per chunk."""
+    import dask.array as dsa
+    import zarr
+
+    tif = tifffile.TiffFile(path)  # stays open with the store; closed when collected
+    return dsa.from_zarr(zarr.open(tif.series[0].aszarr(level=0), mode="r"))
 
 
 def _map_tifffile_axes(axes: str, path: Path) -> str:
@@ -1391,6 +1411,112 @@ def _zarr_chunks(chunks: Any, axes: str, shape: tuple[int, ...], what: str) -> t
                              f"positive integer")
         out.append(int(min(c, max(n, 1))))
     return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------
+# streaming writers: the output is created first and filled window by window (predict)
+# --------------------------------------------------------------------------------------------
+
+def open_ome_zarr(path: str | os.PathLike, dims: str, shape: tuple[int, ...], dtype: Any,
+                  attrs: Mapping[str, Any], chunks: tuple[int, ...], *,
+                  create_array: bool = True) -> Any:
+    """Create an empty single-level OME-Zarr image at ``path``, laid out as
+    :func:`write_ome_zarr` writes it, to be filled chunk by chunk.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A new folder (normally a temporary one beside the destination; the caller renames
+        it when complete).
+    dims : str
+        Axis letters in NGFF order (from ``TCZYX``), e.g. ``"ZYX"``.
+    shape, dtype, chunks
+        Of level ``0``.
+    attrs : mapping
+        The image's attrs (``voxel_size``, ``unit``): the calibration written, as
+        :func:`write_ome_zarr` writes it.
+    create_array : bool
+        False creates the group and its metadata only (for ``dask.array.to_zarr``, which
+        creates level ``0`` itself; pass it ``_zarr_array_kwargs``).
+
+    Returns
+    -------
+    zarr.Array or zarr.Group
+        Level ``0`` (or the group when ``create_array`` is False).
+    """
+    import zarr
+
+    p = Path(path)
+    what = f"open_ome_zarr({p})"
+    axes = check_axes(dims, len(shape), name=f"{what} dims")
+    sizes = _voxel_sizes(attrs, axes, what)
+    group = zarr.open_group(os.fspath(p), mode="w-", zarr_format=2)
+    group.attrs["multiscales"] = _ngff_multiscales(p, axes, sizes)
+    if not create_array:
+        return group
+    return group.create_array("0", **_zarr_array_kwargs(shape, dtype, chunks))
+
+
+def open_tiff_memmap(path: str | os.PathLike, dims: str, shape: tuple[int, ...], dtype: Any,
+                     attrs: Mapping[str, Any], *, ome: bool = False) -> np.memmap:
+    """Create an uncompressed ImageJ hyperstack (or OME-TIFF) at ``path`` and return its
+    image data as a writable memory map, so that an output larger than memory is written
+    window by window.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A new file (normally a temporary one beside the destination).
+    dims : str
+        Axis letters in ImageJ order (from ``TZCYXS``), e.g. ``"ZCYX"``.
+    shape, dtype
+        The image; ImageJ holds uint8, uint16 and float32.
+    attrs : mapping
+        ``voxel_size``/``unit``: the calibration, written as :func:`write_tiff` writes it.
+    ome : bool
+        An OME-TIFF (``PhysicalSize*``) instead of an ImageJ TIFF.
+
+    Returns
+    -------
+    numpy.memmap
+        Shape ``shape``; flush (or delete) it before renaming the file. The ImageJ display
+        range can be set afterwards with :func:`set_tiff_display_range`.
+    """
+    p = Path(path)
+    what = f"open_tiff_memmap({p})"
+    axes = check_axes(dims, len(shape), name=f"{what} dims")
+    dtype = np.dtype(dtype)
+    if not ome and dtype not in _IMAGEJ_DTYPES:
+        raise InputError(f"{what}: ImageJ hyperstacks hold uint8, uint16 or float32, got "
+                         f"{dtype}; write an OME-Zarr (.ome.zarr) or convert first")
+    sizes = _voxel_sizes(attrs, axes, what)
+    nbytes = math.prod(shape) * dtype.itemsize
+    kwargs: dict[str, Any] = {"photometric": "rgb" if "S" in axes else "minisblack"}
+    if ome:
+        kwargs.update(ome=True, metadata={"axes": axes, **_ome_calibration(sizes)},
+                      bigtiff=nbytes > _BIGTIFF_BYTES)
+    else:
+        resolution, calibration = _imagej_calibration(axes, sizes)
+        if resolution is not None:
+            kwargs["resolution"] = resolution
+        kwargs.update(imagej=True, metadata={"axes": axes, **calibration})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*nonconformant BigTIFF ImageJ")
+        return tifffile.memmap(os.fspath(p), shape=tuple(shape), dtype=dtype, **kwargs)
+
+
+def set_tiff_display_range(path: str | os.PathLike, lo: float, hi: float) -> None:
+    """Write Fiji's initial display range (``min``/``max`` of the ImageJ description) into
+    an ImageJ TIFF written by :func:`open_tiff_memmap`, as :func:`write_tiff` does."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return
+    with tifffile.TiffFile(os.fspath(path)) as tif:
+        if not tif.is_imagej:
+            return
+        text = tif.pages[0].tags["ImageDescription"].value
+    lines = [ln for ln in str(text).splitlines() if not ln.startswith(("min=", "max="))]
+    lines += [f"min={lo}", f"max={hi}"]
+    tifffile.tiffcomment(os.fspath(path), comment="\n".join(lines))
 
 
 def write_stack(path: str | os.PathLike, data: xr.DataArray, *, overwrite: bool = False) -> Path:
