@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["TMP_PREFIX", "OLD_PREFIX", "temp_path", "temp_dir", "clean_stale",
-           "replace_atomically", "remove_path", "signals_as_interrupts"]
+           "replace_atomically", "remove_path", "signals_as_interrupts", "check_destination"]
 
 TMP_PREFIX = ".sharpstack-tmp-"
 OLD_PREFIX = ".sharpstack-old-"
@@ -52,6 +52,26 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's live process
         return True
     return True
+
+
+def check_destination(dest: str | os.PathLike, what: str = "output") -> None:
+    """Stop early when ``dest`` cannot be written: a file where a folder is needed on the way,
+    or a folder that is not writable. Nothing is created."""
+    from .errors import InputError
+
+    d = Path(dest)
+    parent = d.parent if str(d.parent) else Path(".")
+    probe = parent
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise InputError(f"cannot write the {what} {dest}: {probe} is a file, not a folder; "
+                         f"choose another path")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write the {what} {dest}: the folder {probe} is not writable; "
+                         f"choose another location")
 
 
 def remove_path(p: Path) -> None:

@@ -271,6 +271,9 @@ def train_run(method: str | Method, inputs: Sequence[str | Path], out_dir: str |
         if spec.kind == "folder" and not p.is_dir():
             raise InputError(f"{spec.name.upper()} {p} is not a folder; give a folder of files")
     check_output_apart(out, ins, what="run folder")
+    from ._files import check_destination
+
+    check_destination(out / "run.json", "run folder")
     base = None
     if resume:
         if not (out / "last.pt").exists():
@@ -282,17 +285,28 @@ def train_run(method: str | Method, inputs: Sequence[str | Path], out_dir: str |
                              f"use `sharpstack train {info['method']} ... --resume`")
         base = info["settings"]
     else:
-        _refuse_existing([out / "run.json", out / "model.pt", out / "last.pt"], overwrite)
+        existing = [out / n for n in ("model.pt", "last.pt")]
+        if (out / "run.json").exists() and (out / "model.pt").exists():
+            existing.append(out / "run.json")
+        _refuse_existing(existing, overwrite)
     cfg = settings_from(m.settings_model, dict(settings or {}), options=m.options, base=base,
                         what=f"{m.name} settings")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     if overwrite and not resume:
         for name in ("model.pt", "last.pt", "best.pt", "history.json", "loss_curve.png"):
             (out / name).unlink(missing_ok=True)
     if not resume:  # the settings are on record from the start, so --resume can rely on them
         _write_json_atomic(out / "run.json", _run_json(out, m, cfg, ins, status="training"))
-    trained = m.train(ins, cfg, out_dir=out, resume=resume, progress=progress,
-                      voxel_size=voxel_size)
+    try:
+        trained = m.train(ins, cfg, out_dir=out, resume=resume, progress=progress,
+                          voxel_size=voxel_size)
+    except BaseException:
+        if not resume and not (out / "last.pt").exists():  # nothing trained: leave no trace
+            (out / "run.json").unlink(missing_ok=True)
+            if created and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
+        raise
     save_run(out, m, trained, ins)
     return {"trained": trained, "model": trained.model, "run": out,
             "model_path": out / "model.pt", "history": trained.result.history,
@@ -317,9 +331,14 @@ def export_run(run: str | Path, sample: str | Path, package_path: str | Path, *,
     from ._files import clean_stale, temp_dir
     from .export.package import build_package
 
+    from ._files import check_destination
+
     out = Path(package_path)
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} already exists; choose another path or pass --overwrite")
+    if not as_folder and out.suffix.lower() != ".zip":
+        raise InputError(f"package path {out} must end in .zip (or pass --as-folder)")
+    check_destination(out, "package")
     if not Path(sample).exists():
         raise InputError(f"sample {sample} does not exist; give a stack of the training kind")
     check_output_apart(out, [run, sample], what="package")

@@ -586,6 +586,7 @@ class IsoNet(Method):
         if data.dtype == bool:
             raise InputError(f"{stack_path} is a binary (bool) mask; IsoNet restores intensity "
                              "images: give the raw stack")
+        check_finite(data, str(stack_path))
         factor = _factor_from(data, settings.factor)
         psf_spec = settings.psf
         if psf_spec.needs_pixel and psf_spec.pixel_um is None and settings.psf_mode != "none":
@@ -595,7 +596,6 @@ class IsoNet(Method):
                                     "micrometres)", alternative="--pixel UM")["x"]
             psf_spec = psf_spec.model_copy(update={"pixel_um": px})
         settings = settings.model_copy(update={"factor": factor, "psf": psf_spec})
-        check_finite(data, str(stack_path))
         h = psf_spec.build() if settings.psf_mode != "none" else None
         model = train_isonet(np.asarray(data.values), h, settings.config(), out_dir=out_dir,
                              resume=resume, progress=progress,
