@@ -1,0 +1,329 @@
+"""ZSE-GAN: weights, networks, deploy module, data, losses, training and resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from sharpstack.errors import InputError
+from sharpstack.io import as_dataarray, write_tiff
+from sharpstack.methods.zsegan import (ImagePool, ZSEGANConfig, ZSEGANTask, cycle_weights,
+                                       focal_coefficients, read_images2d, read_zscans,
+                                       restore, split_zscans, train_zsegan,
+                                       vertical_sections)
+from sharpstack.nn.zsegan_arch import (PatchDiscriminator2D, ResnetGenerator3D,
+                                       StoredInstanceNorm3d, ZSEGANDeploy, calibrate_norms,
+                                       final_z_kernel, receptive_radius)
+from sharpstack.phantoms import zscan
+
+# tiny settings: seconds per run on one CPU thread
+TINY = dict(n_planes=29, crop=16, ngf=2, n_res=1, ndf=4, d_layers=3, sections=2,
+            epochs=2, steps_per_epoch=2, val_count=1, calib_crops=4, pool_size=3)
+
+
+def _randomise_norms(net):
+    g = torch.Generator().manual_seed(5)
+    for m in net.modules():
+        if isinstance(m, StoredInstanceNorm3d):
+            m.mean.copy_(torch.rand(m.mean.shape, generator=g) * 0.2 - 0.1)
+            m.var.copy_(torch.rand(m.var.shape, generator=g) + 0.5)
+
+
+@pytest.fixture(scope="module")
+def data():
+    zs = [zscan((29, 32, 32), seed=i, sigma_max=3.0) for i in range(4)]
+    fs = [zscan((29, 32, 32), seed=10 + i, return_field=True)[1] for i in range(3)]
+    return zs, fs
+
+
+# ------------------------------------------------------------------ per-slice weights
+
+def test_focal_coefficients_of_the_paper():
+    a = focal_coefficients(29)
+    assert a[0] == pytest.approx(1.67) and a[28] == pytest.approx(1.67)
+    assert a[14] == pytest.approx(1.00) and a.argmin() == 14
+    np.testing.assert_allclose(a, a[::-1])
+    assert np.all(np.diff(a[:15]) <= 0)
+
+
+def test_cycle_weights_of_the_notebook():
+    w = cycle_weights(29, "notebook")
+    assert (w[0], w[14], w[28]) == pytest.approx((3.05, 1.03, 2.97))
+    np.testing.assert_allclose(cycle_weights(29, "focal"), focal_coefficients(29))
+    np.testing.assert_allclose(cycle_weights(29, "uniform"), 1.0)
+
+
+# ------------------------------------------------------------------ networks
+
+@pytest.mark.parametrize("n_planes", [29, 25, 30, 31, 28])
+def test_generator_keeps_the_shape(n_planes):
+    g = ResnetGenerator3D(ngf=2, n_res=1, n_planes=n_planes)
+    with torch.no_grad():
+        y = g(torch.rand(2, 1, n_planes, 16, 20) * 2 - 1)
+    assert y.shape == (2, 1, n_planes, 16, 20)
+    assert float(y.abs().max()) <= 1.0
+    assert final_z_kernel(29) == 6
+
+
+def test_discriminator_on_horizontal_and_vertical_sections():
+    d = PatchDiscriminator2D(ndf=4, n_layers=4)
+    assert d(torch.rand(3, 1, 64, 64)).shape == (3, 1, 5, 5)
+    assert d(torch.rand(3, 1, 64, 29)).shape == (3, 1, 5, 2)
+
+
+@pytest.mark.parametrize("n_res", [0, 1, 2])
+def test_receptive_radius_bounds_the_true_support(n_res):
+    torch.manual_seed(0)
+    g = ResnetGenerator3D(ngf=2, n_res=n_res).eval()
+    _randomise_norms(g)
+    n, reach = 96, 0
+    for off in range(4):  # all phases of the stride-4 grid
+        x0 = torch.zeros(1, 1, 29, n, n)
+        x1 = x0.clone()
+        c = n // 2 + off
+        x1[0, 0, 14, c, c] = 1.0
+        with torch.no_grad():
+            d = (g(x1) - g(x0)).abs()[0, 0].amax(0)
+        reach = max(reach, int((torch.nonzero(d > 0) - c).abs().max()))
+    assert 0 < reach <= receptive_radius(n_res=n_res)
+    assert receptive_radius(n_res=n_res) - reach <= 2
+
+
+def test_stored_instance_norm_train_eval_and_calibration():
+    torch.manual_seed(0)
+    norm = StoredInstanceNorm3d(3)
+    x = torch.randn(2, 3, 4, 5, 6) * 3 + 1
+    torch.testing.assert_close(norm(x), F.instance_norm(x, eps=1e-5), atol=1e-5, rtol=1e-5)
+    net = torch.nn.Sequential(norm)
+    calibrate_norms(net, [x[:1], x[1:]])
+    mean = x.mean(dim=(2, 3, 4)).mean(0)
+    var = x.var(dim=(2, 3, 4), unbiased=False).mean(0)
+    torch.testing.assert_close(norm.mean, mean)
+    torch.testing.assert_close(norm.var, var)
+    assert net.training  # mode restored
+    norm.eval()
+    want = (x - mean.reshape(1, -1, 1, 1, 1)) / torch.sqrt(var.reshape(1, -1, 1, 1, 1) + 1e-5)
+    torch.testing.assert_close(norm(x), want)
+    # eval output of a window does not depend on the rest of the image
+    torch.testing.assert_close(norm(x[..., :2, :3]), want[..., :2, :3])
+
+
+def test_deploy_traces_and_exports_to_onnx_opset17(tmp_path):
+    import onnxruntime as ort
+
+    from sharpstack.export.weights import export_onnx, export_torchscript
+
+    torch.manual_seed(0)
+    mod = ZSEGANDeploy({"ngf": 2, "n_res": 1}).eval()
+    _randomise_norms(mod)
+    ex = torch.rand(1, 1, 29, 32, 32)
+    ts = export_torchscript(mod, ex, tmp_path / "m.pt")
+    on = export_onnx(mod, ex, tmp_path / "m.onnx", space_axes=3)
+    other = torch.rand(1, 1, 29, 48, 40)  # another lateral size: dynamic axes
+    with torch.no_grad():
+        want = mod(other)
+    got_ts = torch.jit.load(str(ts))(other)
+    got_on = ort.InferenceSession(str(on)).run(None, {"input": other.numpy()})[0]
+    torch.testing.assert_close(got_ts, want, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(got_on, want.numpy(), atol=1e-5)
+    import onnx
+
+    assert max(o.version for o in onnx.load(str(on)).opset_import) <= 17
+
+
+def test_tiles_with_the_halo_equal_the_whole_stack():
+    torch.manual_seed(1)
+    mod = ZSEGANDeploy({"ngf": 2, "n_res": 1}).eval()
+    _randomise_norms(mod)
+    halo = receptive_radius(n_res=1)
+    halo += (-halo) % 4
+    x = torch.rand(1, 1, 29, 64, 128)
+    with torch.no_grad():
+        whole = mod(x)
+        # two windows along x starting on the stride grid, each with the halo as context
+        left = mod(x[..., : 64 + halo])[..., :64]
+        right = mod(x[..., 64 - halo:])[..., halo:]
+    torch.testing.assert_close(torch.cat([left, right], dim=-1), whole, atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------------ losses and sections
+
+def test_vertical_sections_are_xz_and_yz_planes():
+    vol = torch.arange(2 * 29 * 8 * 8, dtype=torch.float32).reshape(2, 1, 29, 8, 8)
+    s = vertical_sections(vol, torch.tensor([3, 5]), torch.tensor([0, 1]))
+    assert s.shape == (4, 1, 8, 29)
+    s = s.reshape(2, 2, 8, 29)
+    torch.testing.assert_close(s[1, 0], vol[1, 0, :, 3, :].T)
+    torch.testing.assert_close(s[0, 1], vol[0, 0, :, :, 5].T)
+
+
+def test_cycle_loss_weights_and_reduction():
+    cfg = ZSEGANConfig(**{**TINY, "cycle_weighting": "uniform"})
+    task = ZSEGANTask(cfg, torch.zeros(1, 1, 29, 16, 16))
+    x = torch.zeros(1, 1, 29, 4, 4)
+    rec = x.clone()
+    rec[:, :, 3] = 2.0  # error only in plane 3
+    assert float(task._cycle(x, rec)) == pytest.approx(2.0 / 29)
+    task.cfg = ZSEGANConfig(**{**TINY, "cycle_reduce": "max"})
+    task.cycle_w = torch.tensor(cycle_weights(29, "notebook"), dtype=torch.float32)
+    assert float(task._cycle(x, rec)) == pytest.approx(2.0 * cycle_weights(29)[3])
+
+
+def test_image_pool_rule_and_state():
+    torch.manual_seed(0)
+    pool = ImagePool(2)
+    a = torch.ones(2, 1, 3, 3)
+    got, w = pool.query(a, torch.tensor([1.0, 2.0]))
+    torch.testing.assert_close(got, a)  # filling: returned as they are
+    seen_old = False
+    for i in range(20):
+        new = torch.full((1, 1, 3, 3), float(i + 2))
+        got, w = pool.query(new, torch.tensor([9.0]))
+        assert len(pool.images) == 2
+        seen_old |= bool(float(got[0, 0, 0, 0]) != i + 2)
+    assert seen_old  # some queries return a stored image
+    fresh = ImagePool(2)
+    fresh.load_state_dict(pool.state_dict(), torch.device("cpu"))
+    for u, v in zip(fresh.images + fresh.weights, pool.images + pool.weights):
+        torch.testing.assert_close(u, v)
+
+
+# ------------------------------------------------------------------ config and data errors
+
+def test_config_rejects_unknown_and_inconsistent_settings():
+    with pytest.raises(ValueError, match="extra"):
+        ZSEGANConfig(cropp=16)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        ZSEGANConfig(crop=30)
+    with pytest.raises(ValueError, match="focal_plane"):
+        ZSEGANConfig(focal_plane=30)
+    assert ZSEGANConfig().focal_index == 14
+
+
+def _write(path, arr, axes):
+    write_tiff(path, as_dataarray(arr, axes))
+
+
+def test_read_zscans_and_their_errors(tmp_path, data):
+    zs, fs = data
+    good = tmp_path / "good"
+    good.mkdir()
+    for i, z in enumerate(zs[:2]):
+        _write(good / f"s{i}.tif", z, "ZYX")
+    got = read_zscans(good)
+    assert [n for n, _ in got] == ["s0.tif", "s1.tif"] and got[0][1].shape == (29, 32, 32)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no stacks")
+    with pytest.raises(InputError, match="no z-scans in"):
+        read_zscans(empty)
+    with pytest.raises(InputError, match="does not exist"):
+        read_zscans(tmp_path / "nope")
+    with pytest.raises(InputError, match="folder"):
+        read_zscans(good / "s0.tif")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    _write(flat / "a.tif", fs[0], "YX")
+    with pytest.raises(InputError, match="2D image"):
+        read_zscans(flat)
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    _write(odd / "a.tif", zs[0][:27], "ZYX")
+    with pytest.raises(InputError, match="27 focal planes.*takes 29"):
+        read_zscans(odd)
+    with pytest.raises(InputError, match="2D images"):
+        read_images2d(good)
+    assert read_images2d(flat)[0][1].shape == (32, 32)
+
+
+def test_split_is_seeded_and_disjoint():
+    tr, va = split_zscans(10, 3, seed=4)
+    assert len(va) == 3 and not set(tr) & set(va) and sorted(tr + va) == list(range(10))
+    assert split_zscans(10, 3, seed=4) == (tr, va)
+    with pytest.raises(InputError, match="val-count"):
+        split_zscans(3, 3, seed=0)
+
+
+def test_train_refuses_bad_arrays(data):
+    zs, fs = data
+    cfg = ZSEGANConfig(**TINY)
+    with pytest.raises(InputError, match="27 planes"):
+        train_zsegan([z[:27] for z in zs], fs, cfg)
+    with pytest.raises(InputError, match="2D"):
+        train_zsegan(zs, [z for z in zs], cfg)
+    with pytest.raises(InputError, match="smaller than the training crop"):
+        train_zsegan([z[:, :8, :8] for z in zs], fs, cfg)
+
+
+# ------------------------------------------------------------------ training, resume, restore
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    zs, fs = data
+    out = tmp_path_factory.mktemp("zsegan_run")
+    m = train_zsegan(zs, fs, ZSEGANConfig(**TINY), names=[f"z{i}" for i in range(4)],
+                     out_dir=out)
+    return m, out
+
+
+def test_training_runs_and_records(trained):
+    m, out = trained
+    h = m.result.history
+    assert [r["epoch"] for r in h] == [1, 2]
+    for k in ("train_loss", "train_cycle", "train_d_s", "train_d_b", "val_fm_ratio",
+              "val_ssim_focal", "val_cycle"):
+        assert np.isfinite(h[-1][k])
+    assert len(m.split["held_apart"]) == 1 and len(m.split["train"]) == 3
+    assert (out / "last.pt").exists() and (out / "history.json").exists()
+    # the generators hold calibrated (non-default) normalisation statistics
+    norms = [x for x in m.G_S.modules() if isinstance(x, StoredInstanceNorm3d)]
+    assert any(float((n.var - 1).abs().max()) > 1e-3 for n in norms)
+
+
+def test_restore_equals_the_deploy_module_and_checks_planes(trained, data):
+    m, _ = trained
+    zs, _ = data
+    y = restore(m, zs[0])
+    assert y.shape == zs[0].shape and y.dtype == np.float32
+    assert 0.0 <= y.min() and y.max() <= 1.0
+    with torch.no_grad():
+        want = m.deploy()(torch.from_numpy(m.normalizer.before(zs[0]))[None, None])[0, 0]
+    np.testing.assert_allclose(y, want.numpy(), atol=1e-6)
+    odd = restore(m, zs[0][:, :30, :29])  # lateral sizes not multiples of 4: padded
+    assert odd.shape == (29, 30, 29)
+    with pytest.raises(InputError, match="28 focal planes"):
+        restore(m, zs[0][:28])
+    with pytest.raises(InputError):
+        restore(m, zs[0][0], axes="YX")
+
+
+def test_killed_training_resumes_with_optimisers_and_pools(data, tmp_path):
+    zs, fs = data
+    straight = tmp_path / "straight"
+    cfg2 = ZSEGANConfig(**TINY)
+    m2 = train_zsegan(zs, fs, cfg2, out_dir=straight)
+    broken = tmp_path / "broken"
+    train_zsegan(zs, fs, ZSEGANConfig(**{**TINY, "epochs": 1}), out_dir=broken)
+    ck1 = torch.load(broken / "last.pt", weights_only=True)
+    assert set(ck1["optimizers"]) == {"G", "D"}
+    assert ck1["optimizers"]["G"]["state"] and ck1["optimizers"]["D"]["state"]
+    pools = ck1["task"]["pools"]
+    assert set(pools) == {"S_h", "S_v", "B"} and pools["B"]["images"].shape[0] == 3
+    resumed = train_zsegan(zs, fs, cfg2, out_dir=broken, resume=True)
+    assert [r["epoch"] for r in resumed.result.history] == [1, 2]
+    for k in ("G_S", "G_B"):
+        for (n, u), v in zip(getattr(m2, k).state_dict().items(),
+                             getattr(resumed, k).state_dict().values()):
+            torch.testing.assert_close(u, v, msg=f"{k}.{n}")
+    c_s = torch.load(straight / "last.pt", weights_only=True)
+    c_r = torch.load(broken / "last.pt", weights_only=True)
+    for name in ("S_h", "S_v", "B"):
+        torch.testing.assert_close(c_s["task"]["pools"][name]["images"],
+                                   c_r["task"]["pools"][name]["images"])
+    for opt in ("G", "D"):
+        for sid, st in c_s["optimizers"][opt]["state"].items():
+            torch.testing.assert_close(st["exp_avg"], c_r["optimizers"][opt]["state"][sid]["exp_avg"])
+    with pytest.raises(InputError, match="other settings"):
+        train_zsegan(zs, fs, ZSEGANConfig(**{**TINY, "ngf": 3}), out_dir=broken, resume=True)
