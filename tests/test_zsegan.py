@@ -121,12 +121,14 @@ def test_deploy_traces_and_exports_to_onnx_opset17(tmp_path):
     ex = torch.rand(1, 1, 29, 32, 32)
     ts = export_torchscript(mod, ex, tmp_path / "m.pt")
     on = export_onnx(mod, ex, tmp_path / "m.onnx", space_axes=3)
-    other = torch.rand(1, 1, 29, 48, 40)  # another lateral size: dynamic axes
+    other = torch.rand(1, 1, 58, 48, 40)  # other sizes: dynamic axes, two z-scans along z
     with torch.no_grad():
         want = mod(other)
     got_ts = torch.jit.load(str(ts))(other)
     got_on = ort.InferenceSession(str(on)).run(None, {"input": other.numpy()})[0]
     torch.testing.assert_close(got_ts, want, atol=1e-6, rtol=0)
+    with torch.no_grad():  # each block of 29 planes is sharpened on its own
+        torch.testing.assert_close(want[:, :, 29:], mod(other[:, :, 29:]), atol=1e-6, rtol=0)
     np.testing.assert_allclose(got_on, want.numpy(), atol=1e-5)
     import onnx
 

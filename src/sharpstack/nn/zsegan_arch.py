@@ -229,22 +229,32 @@ class ZSEGANDeploy(nn.Module):
     """The exported ZSE-GAN model: the sharpening generator G_S alone.
 
     Input: a z-scan normalised to [0, 1] (bioimage.io ``scale_range``); it is mapped to
-    [-1, 1] (the range of training), sharpened, and mapped back to [0, 1].
+    [-1, 1] (the range of training), sharpened, and mapped back to [0, 1]. A stack of
+    ``k * n_planes`` planes is taken as ``k`` z-scans concatenated along z and each is
+    sharpened on its own (so every input size the package declares, ``n_planes`` + n *
+    ``n_planes``, is meaningful).
 
     Parameters
     ----------
     generator : dict
         JSON-serialisable keyword arguments of :class:`ResnetGenerator3D`.
 
-    Shapes: ``(B, 1, n_planes, Y, X) -> (B, 1, n_planes, Y, X)``, Y and X multiples of 4.
+    Shapes: ``(B, 1, k * n_planes, Y, X) -> (B, 1, k * n_planes, Y, X)``, Y and X multiples
+    of 4.
     """
 
     def __init__(self, generator: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.net = ResnetGenerator3D(**(generator or {}))
+        self.n_planes = self.net.n_planes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (self.net(2.0 * x - 1.0) + 1.0)
+        b, c, z, h, w = x.shape
+        n = self.n_planes
+        # z-scans as batch items: (B, C, k*n, Y, X) -> (B*k, C, n, Y, X)
+        blocks = x.reshape(b, c, -1, n, h, w).permute(0, 2, 1, 3, 4, 5).reshape(-1, c, n, h, w)
+        y = 0.5 * (self.net(2.0 * blocks - 1.0) + 1.0)
+        return y.reshape(b, -1, c, n, h, w).permute(0, 2, 1, 3, 4, 5).reshape(b, c, z, h, w)
 
 
 def receptive_radius(n_res: int = 6, first_kernel: int = 5, **_: Any) -> int:
