@@ -1,34 +1,29 @@
-"""Run any bioimage.io model package on a stack, tiled with the package's halo.
+"""Run any bioimage.io model package on a stack of any size, tiled with the package's halo.
 
 ``predict`` runs bioimage.io model packages (format 0.4 or 0.5, sharpstack's or anyone's) on
-microscopy stacks of any size: the stack is cut into windows that are valid inputs for the
-model, each window carries the package's halo as context, the outputs are cropped and
-stitched into one preallocated array. Pre- and post-processing are bioimageio.core's own
-operators, fed with statistics computed once over the whole stack, so a tiled prediction
-equals an untiled one.
+microscopy stacks: the stack is cut into windows that are valid inputs for the model, each
+window carries the package's halo as context, and the kept part of each window's output goes
+straight to its place in the output (see :mod:`sharpstack._tiling` for the geometry).
+
+Three ways to run, one engine (:mod:`sharpstack._engine`), identical values:
+
+- :func:`predict_array`: a stack in memory in, the output in memory out;
+- :func:`predict_file`: streamed. Windows are read lazily from the input (OME-Zarr, or a
+  TIFF through tifffile's zarr store) and each finished window is written into the output
+  (OME-Zarr chunked by windows, a memory-mapped ImageJ/OME-TIFF, or a memory-mapped
+  ``.npy``), so memory holds a few windows and the model whatever the stack size. The
+  output is written under a temporary name beside the destination and renamed when
+  complete; an interrupted OME-Zarr run can be continued (``resume=True``);
+- :func:`predict_file` with ``scheduler=``: the windows as a Dask graph
+  (:mod:`sharpstack.distributed`), for a ``dask.distributed`` cluster.
+
+Pre- and post-processing are the package's own steps, with statistics (``scale_range``
+percentiles, mean/std) computed once over the whole stack by an exact streaming pass
+(:mod:`sharpstack._stats`: the same values as ``numpy.quantile`` of the whole stack), so a
+tiled prediction equals an untiled one.
 
 This module never imports :mod:`sharpstack.methods` or :mod:`sharpstack.nn`: it runs
 third-party packages as well as ours.
-
-Tiling, per spatial axis of the model input (all sizes in input pixels)
-----------------------------------------------------------------------------
-- Window sizes are valid for the model: ``min + n*step`` for a parameterised axis, the
-  fixed size otherwise. The requested tile is rounded down to a valid size (and up when it
-  is too small to keep anything after removing the halo).
-- Window starts lie on the ``step`` grid (multiples of ``step`` from the volume start), so
-  down-sampling networks see the same pixel grid as an untiled run; only the last window is
-  shifted inward to end at the volume border.
-- Each window's output is cropped by the halo on every side that faces another window;
-  sides on the volume border keep everything, exactly as an untiled run would.
-- Padding (reflect) happens only when the whole axis fits into one window and its length
-  is not a valid size (e.g. the stack is smaller than the model's minimum); the padded part
-  is cropped from the output. Models whose output is smaller than their input (a negative
-  ``SizeReference`` offset, i.e. a halo already cropped by the model) get that margin padded
-  at the volume borders.
-- Output geometry follows the output axes: ``SizeReference`` with the axes' ``scale``
-  (spec 0.5; 0.4 packages are converted to 0.5 on loading). An output axis whose pixels are
-  4x smaller than the input's (e.g. z upsampled 4x) gets 4 output pixels per input pixel,
-  and the output voxel size is divided by 4.
 
 Default tile: 64 pixels along z and 256 along y and x (rounded to valid sizes), i.e. about
 4 M voxels per 3D window; fixed-size models use their fixed size.
@@ -36,12 +31,10 @@ Default tile: 64 pixels along z and 256 along y and x (rounded to valid sizes), 
 
 from __future__ import annotations
 
-import itertools
-import math
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -50,6 +43,13 @@ import numpy as np
 import xarray as xr
 
 from ._axes import check_axes
+from ._engine import CPU_PRIORITY, GPU_PRIORITY, Options
+from ._tiling import DEFAULT_TILE, SPACE as _SPACE
+from ._tiling import AxisGeom as _AxisGeom
+from ._tiling import Plan as _Plan
+from ._tiling import Win as _Win  # noqa: F401  (re-exported for tests and tools)
+from ._tiling import plan as _plan_windows
+from ._tiling import plan_axis as _plan_axis  # noqa: F401
 from .errors import InputError, PackageError
 
 __all__ = [
@@ -60,17 +60,9 @@ __all__ = [
     "predict_file",
 ]
 
-DEFAULT_TILE: dict[str, int] = {"z": 64, "y": 256, "x": 256}
-"""Requested window size (input pixels, halo included) per axis when ``tile`` is not given."""
-
-WEIGHT_FORMAT_PRIORITY: tuple[str, ...] = (
-    "torchscript", "onnx", "pytorch_state_dict",
-    "tensorflow_saved_model_bundle", "keras_v3", "keras_hdf5",
-)
-"""Weight formats tried in this order when ``weight_format`` is not given."""
-
-_SPACE = ("z", "y", "x")
-_DATA_ORDER = ("c", "z", "y", "x")  # sharpstack's canonical dim order (io: b t c z y x s)
+WEIGHT_FORMAT_PRIORITY: dict[str, tuple[str, ...]] = {"cpu": CPU_PRIORITY, "cuda": GPU_PRIORITY}
+"""Weight formats tried in this order when ``weight_format`` is not given, per device
+(measured with ``benchmarks/predict_speed.py``: ONNX Runtime is the faster CPU runtime)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,41 +117,10 @@ def load_model(package: Any) -> Any:
     return descr
 
 
+
 # --------------------------------------------------------------------------------------------
 # model geometry
 # --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _AxisGeom:
-    """A spatial axis of the model input and how the output relates to it.
-
-    ``step == 0`` means the only valid size is ``min``. ``scale`` is output pixels per
-    input pixel (None: the axis is not in the output); ``halo`` and ``offset`` are in
-    output pixels (``offset`` from the output ``SizeReference``).
-    """
-
-    name: str
-    min: int
-    step: int
-    scale: Fraction | None = Fraction(1)
-    halo: int = 0
-    offset: int = 0
-    ref: tuple[str, Fraction, int] | None = None  # input size = ref size * factor + offset
-
-    def largest_valid(self, size: int) -> int:
-        """Largest valid size <= ``size`` (at least ``min``)."""
-        if self.step == 0 or size <= self.min:
-            return self.min
-        return self.min + (size - self.min) // self.step * self.step
-
-    def smallest_valid(self, size: int) -> int | None:
-        """Smallest valid size >= ``size``, None if there is none (fixed size too small)."""
-        if size <= self.min:
-            return self.min
-        if self.step == 0:
-            return None
-        return self.min + -(-(size - self.min) // self.step) * self.step
-
 
 @dataclass(frozen=True)
 class _Model:
@@ -175,6 +136,8 @@ class _Model:
     in_channels: int | None      # None: no channel axis
     out_channels: int | None
     in_dtype: str
+    out_dtype: str = "float32"
+    batch: int | None = 0        # None: no batch axis; 0: any batch size; 1: fixed to 1
 
 
 def _axis_scale(axis: Any) -> float:
@@ -258,139 +221,15 @@ def _digest(descr: Any) -> _Model:
     for k, g in space.items():
         space[k] = out_space.get(k, replace(g, scale=None))
     data = ipt.data if not isinstance(ipt.data, Sequence) else ipt.data[0]
+    out_data = opt.data if not isinstance(opt.data, Sequence) else opt.data[0]
+    batch_axes = [a for a in ipt.axes if isinstance(a, v0_5.BatchAxis)]
+    batch = None if not batch_axes else (1 if batch_axes[0].size == 1 else 0)
     return _Model(descr=descr, name=name, in_id=str(ipt.id), out_id=str(opt.id),
                   in_dims=tuple(str(a.id) for a in ipt.axes),
                   out_dims=tuple(str(a.id) for a in opt.axes), space=space,
-                  in_channels=in_channels, out_channels=out_channels, in_dtype=str(data.type))
+                  in_channels=in_channels, out_channels=out_channels, in_dtype=str(data.type),
+                  out_dtype=str(out_data.type), batch=batch)
 
-
-# --------------------------------------------------------------------------------------------
-# tiling
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Win:
-    """One window along one axis.
-
-    ``start``/``size``: input pixels read (``start`` may be negative or the window may end
-    past the data: those pixels are reflect-padded). ``src``: first pixel of the window's
-    output that is kept. ``dst``: where the kept pixels go in the whole output, None when
-    the axis is not in the output.
-    """
-
-    start: int
-    size: int
-    src: int = 0
-    dst: slice | None = None
-
-
-def _ceil_to(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-def _plan_axis(n: int, g: _AxisGeom, tile: int) -> list[_Win]:
-    """Cut an axis of ``n`` input pixels into windows valid for the model (see module doc)."""
-    if g.scale is None:  # not in the output: the whole axis must go into one window
-        size = g.smallest_valid(n)
-        if size is None:
-            raise InputError(f"the model takes exactly {g.min} pixels along {g.name!r} and does "
-                             f"not return that axis, but the input has {n}; crop it to {g.min}")
-        return [_Win(start=0, size=size)]
-    s, q = g.scale, g.scale.denominator
-    if g.offset > 0 or g.offset % 2:
-        raise PackageError(f"output axis {g.name!r} has size offset {g.offset}; sharpstack "
-                           f"predict supports offsets that are negative and even (a halo "
-                           f"cropped by the model) or 0")
-    margin = Fraction(-g.offset, 2) / s  # input pixels the model eats on each side
-    if margin.denominator != 1:
-        raise PackageError(f"output axis {g.name!r}: offset {g.offset} does not correspond to a "
-                           f"whole number of input pixels at scale {s}")
-    m = int(margin)
-    h = _ceil_to(math.ceil(Fraction(g.halo) / s), q)  # halo in input pixels
-    n_pad = _ceil_to(n, q)
-    need = n_pad + 2 * m
-    out_n = math.floor(n * s)
-    grid = math.lcm(g.step or 1, q)
-    size = g.largest_valid(tile)
-    if size - 2 * (m + h) < grid:
-        bigger = g.smallest_valid(2 * (m + h) + grid)
-        if bigger is None:
-            raise PackageError(f"model input size {g.min} along {g.name!r} is too small for "
-                               f"its own halo ({g.halo} output pixels); the package is faulty")
-        size = bigger
-    if need <= size:
-        one = g.smallest_valid(need)
-        assert one is not None  # need <= size, a valid size
-        return [_Win(start=-m, size=one, src=0, dst=slice(0, out_n))]
-    stride = (size - 2 * (m + h)) // grid * grid
-    count = 1 + -(-(need - size) // stride)
-    starts = [i * stride for i in range(count - 1)] + [_ceil_to(need - size, q)]
-    cores = [0] + [u + h for u in starts[1:]] + [n_pad]
-    wins = []
-    for u, lo, hi in zip(starts, cores[:-1], cores[1:]):
-        dst = slice(min(int(lo * s), out_n), min(int(hi * s), out_n))
-        wins.append(_Win(start=u - m, size=size, src=int((lo - u) * s), dst=dst))
-    return wins
-
-
-def _resolve_refs(space: dict[str, _AxisGeom], sizes: Mapping[str, int]) -> dict[str, _AxisGeom]:
-    """Turn input axes sized by reference into fixed-size axes once the referenced size is known."""
-    out = dict(space)
-    for k, g in space.items():
-        if g.ref is not None:
-            ref, factor, offset = g.ref
-            if ref not in sizes:
-                raise PackageError(f"input axis {k!r} is sized by reference to {ref!r}, which "
-                                   f"is itself sized by reference; sharpstack cannot tile that")
-            out[k] = replace(g, min=math.floor(sizes[ref] * factor) + offset, step=0, ref=None)
-    return out
-
-
-def _tile_request(tile: Any, axes: Sequence[str], ignored: Sequence[str] = ()) -> dict[str, int]:
-    """Normalise ``tile`` (None, int or dict axis -> int) to a size for each axis in ``axes``.
-
-    Keys in ``ignored`` are accepted and dropped (z for a 2D model run plane by plane)."""
-    req = {a: DEFAULT_TILE.get(a, 256) for a in axes}
-    if tile is None:
-        return req
-    if isinstance(tile, (int, np.integer)) and not isinstance(tile, bool):
-        items = {a: int(tile) for a in axes}
-    elif isinstance(tile, Mapping):
-        items = {}
-        for k, v in tile.items():
-            key = str(k).lower()
-            if key in ignored and key not in axes:
-                continue
-            if key not in axes:
-                raise InputError(f"tile names axis {k!r}, but the model tiles only "
-                                 f"{', '.join(axes)}; use e.g. tile={{'y': 128, 'x': 128}}")
-            items[key] = v
-    else:
-        raise InputError(f"tile must be an int or a dict like {{'z': 32, 'y': 128, 'x': 128}}, "
-                         f"got {type(tile).__name__}")
-    for k, v in items.items():
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise InputError(f"tile size for axis {k!r} must be a positive integer, got {v!r}")
-        req[k] = int(v)
-    return req
-
-
-def _plan(model: _Model, sizes: Mapping[str, int], tile: Any,
-          loop_z: bool) -> dict[str, list[_Win]]:
-    """Windows per data axis (z included as one-plane windows when a 2D model loops over z)."""
-    axes = [a for a in _SPACE if a in model.space]
-    req = _tile_request(tile, axes, ignored=("z",) if loop_z else ())
-    plan: dict[str, list[_Win]] = {}
-    for k in axes:  # axes with their own size first, then those sized by reference
-        if model.space[k].ref is None:
-            plan[k] = _plan_axis(sizes[k], model.space[k], req[k])
-    space = _resolve_refs(model.space, {k: wins[0].size for k, wins in plan.items()})
-    for k in axes:
-        if k not in plan:
-            plan[k] = _plan_axis(sizes[k], space[k], req[k])
-    if loop_z:
-        plan["z"] = [_Win(start=k, size=1, src=0, dst=slice(k, k + 1)) for k in range(sizes["z"])]
-    return {k: plan[k] for k in _SPACE if k in plan}  # z outermost: windows read in order
 
 
 # --------------------------------------------------------------------------------------------
@@ -438,75 +277,9 @@ def _layout(model: _Model, data: xr.DataArray) -> _Layout:
     return _Layout(dims=dims, loop_z="z" in dims and "z" not in model.space, source=source)
 
 
-def _to_model(array: np.ndarray, dims: Sequence[str], model: _Model, loop_z: bool) -> Any:
-    """Wrap a window (data dims) as a bioimageio Tensor in the model's input axes."""
-    from bioimageio.core import Tensor
-
-    da = xr.DataArray(array, dims=tuple(dims))
-    if "z" in da.dims and loop_z:
-        da = da.rename(z="batch") if "batch" in model.in_dims else da.squeeze("z", drop=True)
-    if "c" in da.dims:
-        da = da.rename(c="channel") if "channel" in model.in_dims else da.squeeze("c", drop=True)
-    missing = [a for a in model.in_dims if a not in da.dims]
-    if missing:
-        da = da.expand_dims(missing)
-    return Tensor.from_xarray(da.transpose(*model.in_dims))
-
-
-def _from_model(tensor: Any, model: _Model, loop_z: bool) -> xr.DataArray:
-    """Model output (model axes) -> DataArray with dims from ``c z y x`` in that order."""
-    da = tensor.data
-    if "batch" in da.dims:
-        da = da.rename(batch="z") if loop_z else da.isel(batch=0, drop=True)
-    elif loop_z:
-        da = da.expand_dims("z")
-    if "channel" in da.dims:
-        da = da.rename(channel="c")
-    other = [d for d in da.dims if d not in _DATA_ORDER]
-    if other:
-        da = da.isel({d: 0 for d in other}, drop=True)
-    return da.transpose(*[d for d in _DATA_ORDER if d in da.dims])
-
-
-def _back_to_model(da: xr.DataArray, model: _Model, loop_z: bool) -> Any:
-    """Inverse of :func:`_from_model` for the whole output (used by whole-sample post-processing)."""
-    from bioimageio.core import Tensor
-
-    dims = list(model.out_dims)
-    if loop_z and "z" in da.dims:
-        if "batch" in model.out_dims:
-            da = da.rename(z="batch")
-        else:  # no batch axis to hold the planes: keep z as an extra leading axis
-            dims.insert(0, "z")
-    if "c" in da.dims:
-        da = da.rename(c="channel")
-    missing = [a for a in dims if a not in da.dims]
-    if missing:
-        da = da.expand_dims(missing)
-    return Tensor.from_xarray(da.transpose(*dims))
-
-
-def _stats_tensor(data: xr.DataArray, layout: _Layout, model: _Model) -> Any:
-    """The whole input as one model tensor for statistics.
-
-    A 2D model on a z-stack sees all planes at once (z folded into y), so every plane is
-    normalised with the statistics of the whole stack.
-    """
-    array = np.asarray(data.values)
-    dims = list(layout.dims)
-    if layout.loop_z:
-        rest = [d for d in dims if d != "z"]
-        order = rest[:rest.index("y")] + ["z"] + rest[rest.index("y"):]
-        array = np.transpose(array, [dims.index(d) for d in order])
-        shape = list(array.shape)
-        iy = order.index("z")
-        array = array.reshape(shape[:iy] + [shape[iy] * shape[iy + 1]] + shape[iy + 2:])
-        dims = rest
-    return _to_model(array, dims, model, loop_z=False)
-
 
 # --------------------------------------------------------------------------------------------
-# processing and weights (bioimageio.core)
+# processing and its statistics
 # --------------------------------------------------------------------------------------------
 
 @dataclass
@@ -543,173 +316,72 @@ def _processing(model: _Model) -> _Processing:
                        input_measures=measures)
 
 
-def _input_stats(data: xr.DataArray, layout: _Layout, model: _Model,
-                 proc: _Processing) -> dict[Any, Any]:
-    """Normalisation statistics of the whole input, computed once for all windows."""
-    if not proc.input_measures:
+
+def _measure_group(m: Any, dims: Sequence[str], model: _Model) -> bool:
+    """True when measure ``m`` is per channel, False when over everything; an error when it
+    keeps a spatial axis (statistics per plane or row cannot be tiled)."""
+    axes = None if m.axes is None else {str(a) for a in m.axes}
+    kept = {d for d in dims if d != "batch" and (axes is not None and d not in axes)}
+    if kept - {"channel"}:
+        raise PackageError(f"model {model.name!r} normalises with statistics per "
+                           f"{', '.join(sorted(kept - {'channel'}))} ({type(m).__name__} over "
+                           f"axes {sorted(axes or [])}); sharpstack predict computes statistics "
+                           f"over the whole stack and cannot tile this package")
+    return "channel" in kept
+
+
+def _compute_stats(measures: Sequence[Any], read: Callable[[tuple[slice, ...]], np.ndarray],
+                   shape: Sequence[int], dtype: Any, dims: Sequence[str], model_dims:
+                   Sequence[str], model: _Model, name: str) -> dict[Any, np.ndarray]:
+    """Exact whole-stack statistics for ``measures`` (one streaming pass per group kind).
+
+    ``dims`` are the data's dims (``c`` first when present), ``model_dims`` the tensor's
+    axes the measures refer to.
+    """
+    from ._stats import StackStats
+
+    if not measures:
         return {}
-    from bioimageio.core import Sample
-    from bioimageio.core.stat_calculators import compute_measures
-
-    sample = Sample(members={model.in_id: _stats_tensor(data, layout, model)}, stat={}, id=None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "dataset percentiles by averaging": exact for one sample
-        return dict(compute_measures(proc.input_measures, [sample]))
-
-
-def _adapter(model: _Model, weight_format: str | None) -> Any:
-    from bioimageio.core.backends import create_model_adapter
-
-    weights = model.descr.weights
-    present = [w for w in WEIGHT_FORMAT_PRIORITY if getattr(weights, w, None) is not None]
-    if weight_format is not None:
-        if weight_format not in WEIGHT_FORMAT_PRIORITY:
-            raise InputError(f"weight_format={weight_format!r} is unknown; use one of "
-                             f"{', '.join(WEIGHT_FORMAT_PRIORITY)}")
-        if weight_format not in present:
-            raise PackageError(f"model {model.name!r} has no {weight_format} weights; it has "
-                               f"{', '.join(present) or 'none that sharpstack can run'}")
-        present = [weight_format]
-    if not present:
-        raise PackageError(f"model {model.name!r} has no weights in a format sharpstack can run "
-                           f"({', '.join(WEIGHT_FORMAT_PRIORITY)})")
-    try:
-        return create_model_adapter(model.descr, weight_format_priority_order=present)
-    except Exception as exc:
-        raise PackageError(f"could not load the weights of model {model.name!r} "
-                           f"({', '.join(present)}): {exc}") from exc
+    per: dict[bool, list[Any]] = {}
+    for m in measures:
+        per.setdefault(_measure_group(m, model_dims, model), []).append(m)
+    out: dict[Any, np.ndarray] = {}
+    for per_channel, group in per.items():
+        has_c = "c" in dims
+        rd = read
+        shp = list(shape)
+        if per_channel and not has_c:  # one channel: a leading axis of 1
+            shp = [1, *shp]
+            rd = (lambda index, r=read: np.asarray(r(index[1:]))[None])  # noqa: E731
+        quantiles = {(float(m.q), str(getattr(m, "method", "linear"))) for m in group
+                     if m.name == "quantile"}
+        moments = any(m.name in ("mean", "std", "var") for m in group)
+        st = StackStats(rd, shp, dtype, per_channel=per_channel, quantiles=quantiles,
+                        moments=moments, name=name)
+        for m in group:
+            if m.name == "quantile":
+                out[m] = st.quantile(float(m.q), str(getattr(m, "method", "linear")))
+            else:
+                out[m] = getattr(st, m.name)()
+    return out
 
 
-def _run_window(adapter: Any, model: _Model, proc: _Processing, stats: Mapping[Any, Any],
-                tensor: Any) -> Any:
-    """Pre-process one window, run the weights, post-process the window's output."""
-    from bioimageio.core import Sample
-
-    sample = Sample(members={model.in_id: tensor}, stat=dict(stats), id=None)
-    for op in proc.pre:
-        op(sample)
-    outputs = adapter.forward(sample.members)
-    if model.out_id not in outputs:
-        raise PackageError(f"model {model.name!r} returned no output {model.out_id!r}")
-    result = Sample(members={model.out_id: outputs[model.out_id]}, stat=sample.stat, id=None)
-    for op in proc.post_tile:
-        op(result)
-    return result.members[model.out_id]
-
-
-def _post_whole(out: xr.DataArray, model: _Model, proc: _Processing, stats: Mapping[Any, Any],
-                loop_z: bool) -> xr.DataArray:
-    """Post-processing that needs the whole output (output statistics, sample-wise ops)."""
-    if not proc.post_whole:
-        return out
-    from bioimageio.core import Sample
-    from bioimageio.core.stat_calculators import compute_measures
-
-    sample = Sample(members={model.out_id: _back_to_model(out, model, loop_z)},
-                    stat=dict(stats), id=None)
-    for op in proc.post_whole:
-        missing = [m for m in op.required_measures if m not in sample.stat]
-        if missing:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                sample.stat.update(compute_measures(missing, [sample]))
-        op(sample)
-    return _from_model(sample.members[model.out_id], model, loop_z)
+def describe_stats(stats: Mapping[Any, np.ndarray]) -> str:
+    """One line per statistic, e.g. ``input quantile 0.01 (z,y,x): 102.0``."""
+    lines = []
+    for m, v in sorted(stats.items(), key=lambda kv: (str(kv[0].member_id), kv[0].name,
+                                                      float(getattr(kv[0], "q", 0.0)))):
+        what = f"{m.name} {float(m.q):g}" if m.name == "quantile" else m.name
+        axes = "all axes" if m.axes is None else ",".join(str(a) for a in m.axes)
+        vals = np.atleast_1d(np.asarray(v, dtype=np.float64))
+        text = ", ".join(f"{x:.6g}" for x in vals)
+        lines.append(f"{m.member_id} {what} over {axes}: {text}")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
-# the tile loop
+# output attrs
 # --------------------------------------------------------------------------------------------
-
-def _read_window(data: xr.DataArray, wins: Mapping[str, _Win]) -> np.ndarray:
-    """Read one window lazily from ``data`` (numpy, dask or zarr backed), reflect-padding
-    what lies outside the data."""
-    index, pads = {}, []
-    for d in data.dims:
-        w = wins.get(str(d))
-        if w is None:
-            pads.append((0, 0))
-            continue
-        n = data.sizes[d]
-        lo, hi = max(w.start, 0), min(w.start + w.size, n)
-        index[d] = slice(lo, hi)
-        pads.append((lo - w.start, w.start + w.size - hi))
-    array = np.asarray(data.isel(index).values)
-    if any(p != (0, 0) for p in pads):
-        array = np.pad(array, pads, mode="reflect")
-    return array
-
-
-def _progress(progress: Callable[[int, int], Any] | bool | None, total: int, name: str
-              ) -> tuple[Callable[[int], None], Callable[[], None]]:
-    """Return (step(done), close()) for ``progress`` (False, True for tqdm, or a callable)."""
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc=f"predict {name}", unit="tile")
-        return (lambda done: bar.update(1)), bar.close
-    if callable(progress):
-        return (lambda done: progress(done, total)), (lambda: None)
-    return (lambda done: None), (lambda: None)
-
-
-def _output_shape(model: _Model, plan: Mapping[str, list[_Win]]) -> dict[str, int]:
-    shape: dict[str, int] = {}
-    if model.out_channels is not None:
-        shape["c"] = model.out_channels
-    for d in ("z", "y", "x"):
-        if d in plan and plan[d][-1].dst is not None:
-            shape[d] = plan[d][-1].dst.stop
-    return shape
-
-
-def _windows(plan: Mapping[str, list[_Win]]) -> Iterator[dict[str, _Win]]:
-    keys = list(plan)
-    for combo in itertools.product(*(plan[k] for k in keys)):
-        yield dict(zip(keys, combo))
-
-
-def _write_window(buffer: np.ndarray, dims: Sequence[str], tile: xr.DataArray,
-                  wins: Mapping[str, _Win], name: str) -> None:
-    src, dst = {}, []
-    for d in dims:
-        if d == "c":
-            dst.append(slice(None))
-            continue
-        w = wins[d]
-        assert w.dst is not None
-        length = w.dst.stop - w.dst.start
-        if w.src + length > tile.sizes[d]:
-            raise PackageError(f"model {name!r} returned {tile.sizes[d]} pixels along {d!r} for "
-                               f"a window of {w.size}, fewer than its description promises")
-        src[d] = slice(w.src, w.src + length)
-        dst.append(w.dst)
-    buffer[tuple(dst)] = tile.isel(src).transpose(*dims).values
-
-
-def _run_tiles(data: xr.DataArray, layout: _Layout, model: _Model, proc: _Processing,
-               stats: Mapping[Any, Any], plan: Mapping[str, list[_Win]], adapter: Any,
-               progress: Any) -> xr.DataArray:
-    shape = _output_shape(model, plan)
-    dims = list(shape)
-    total = math.prod(len(v) for v in plan.values())
-    step, close = _progress(progress, total, model.name)
-    buffer: np.ndarray | None = None
-    try:
-        for done, wins in enumerate(_windows(plan), start=1):
-            array = _read_window(data, wins)
-            out = _run_window(adapter, model, proc, stats,
-                              _to_model(array, layout.dims, model, layout.loop_z))
-            tile = _from_model(out, model, layout.loop_z)
-            if buffer is None:  # allocate once the output dtype is known
-                buffer = np.empty([shape[d] for d in dims], dtype=tile.dtype)
-            _write_window(buffer, dims, tile, wins, model.name)
-            step(done)
-    finally:
-        close()
-    assert buffer is not None
-    return xr.DataArray(buffer, dims=tuple(dims))
-
 
 def _output_attrs(in_attrs: Mapping[str, Any], model: _Model) -> dict[str, Any]:
     """Attrs of the model output (calibration, unit, model name) from the input's attrs.
@@ -752,9 +424,8 @@ def _output_attrs(in_attrs: Mapping[str, Any], model: _Model) -> dict[str, Any]:
     return attrs
 
 
+
 def _attach_attrs(out: xr.DataArray, data: xr.DataArray, model: _Model) -> xr.DataArray:
-    if "c" in out.dims and out.sizes["c"] == 1:
-        out = out.isel(c=0, drop=True)
     attrs = _output_attrs(data.attrs, model)
     attrs["voxel_size"] = {d: v for d, v in attrs["voxel_size"].items() if d in out.dims}
     out.attrs = attrs
@@ -762,13 +433,203 @@ def _attach_attrs(out: xr.DataArray, data: xr.DataArray, model: _Model) -> xr.Da
 
 
 # --------------------------------------------------------------------------------------------
+# a prepared prediction: everything checked before any output exists
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class _Job:
+    """A prediction ready to run: geometry, processing, statistics, options."""
+
+    model: _Model
+    layout: _Layout
+    plan: _Plan
+    proc: _Processing
+    sizes: dict[str, int]          # input size per data dim
+    in_shape: tuple[int, ...]
+    in_dtype: Any
+    out_dims: tuple[str, ...]      # output dims from c z y x (c only for several channels)
+    out_shape: tuple[int, ...]
+    out_chunks: tuple[int, ...]
+    options: Options
+    stats: dict[Any, np.ndarray] = field(default_factory=dict)
+    out_stats: dict[Any, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def out_measures(self) -> list[Any]:
+        return sorted({m for op in self.proc.post_whole for m in op.required_measures
+                       if str(m.member_id) == self.model.out_id}, key=repr)
+
+
+def _prepare(descr: Any, data: xr.DataArray, *, tile: Any, weight_format: str | None,
+             device: str | None, threads: int | None, batch: int | None, planes: bool
+             ) -> _Job:
+    from ._engine import choose_format, resolve_device
+
+    model = _digest(descr)
+    if not isinstance(data, xr.DataArray):
+        raise InputError(f"predict_array needs an xarray.DataArray with named dims, got "
+                         f"{type(data).__name__}; wrap arrays with sharpstack.io.as_dataarray")
+    layout = _layout(model, data)
+    if layout.loop_z and not planes:
+        raise InputError(f"model {model.name!r} is 2D ({','.join(a for a in 'yx')}) and "
+                         f"{layout.source} is a z-stack; run it plane by plane (planes=True, "
+                         f"CLI: --planes) or give one plane")
+    sizes = {str(d): int(n) for d, n in data.sizes.items()}
+    for d, g in model.space.items():
+        if d in sizes and sizes[d] < 2 <= g.min:
+            raise InputError(f"{layout.source} has {sizes[d]} pixel along {d!r}, too small for "
+                             f"model {model.name!r} (at least {g.min}, or 2 to pad from); "
+                             f"give a larger stack")
+    plan = _plan_windows(model.space, sizes, tile, layout.loop_z)
+    proc = _processing(model)
+    dev = resolve_device(device)
+    if batch is not None and (isinstance(batch, bool) or int(batch) < 1):
+        raise InputError(f"batch must be a positive integer (windows per forward call), got "
+                         f"{batch!r}")
+    fmt = choose_format(model.descr, model.name, weight_format, dev)
+    options = Options(device=dev, weight_format=fmt, threads=threads,
+                      batch=None if batch is None else int(batch))
+    out: dict[str, tuple[int, int]] = {}
+    if model.out_channels is not None and model.out_channels > 1:
+        out["c"] = (model.out_channels, model.out_channels)
+    for d in _SPACE:
+        wins = plan.axes.get(d)
+        if wins and wins[-1].dst is not None:
+            out[d] = (wins[-1].dst.stop, plan.chunks[d])
+    return _Job(model=model, layout=layout, plan=plan, proc=proc, sizes=sizes,
+                in_shape=tuple(int(n) for n in data.shape), in_dtype=np.dtype(data.dtype),
+                out_dims=tuple(out), out_shape=tuple(v[0] for v in out.values()),
+                out_chunks=tuple(max(1, min(v[1], v[0])) for v in out.values()),
+                options=options)
+
+
+def _input_stats(job: _Job, data: Any, name: str) -> dict[Any, np.ndarray]:
+    """Statistics of the whole input the processing needs (exact, streamed)."""
+    measures = sorted(job.proc.input_measures, key=repr)
+    dims = job.layout.dims
+
+    def read(index: tuple[slice, ...]) -> np.ndarray:
+        part = data[index]
+        if hasattr(part, "compute"):
+            part = part.compute(scheduler="synchronous")
+        return np.asarray(part)
+
+    return _compute_stats(measures, read, job.in_shape, job.in_dtype, dims, job.model.in_dims,
+                          job.model, name)
+
+
+# --------------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------------
 
+def _progress(progress: Callable[[int, int], Any] | bool | None, total: int, name: str
+              ) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """Return (step(done), close()) for ``progress`` (False, True for tqdm, or a callable)."""
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=f"predict {name}", unit="tile")
+
+        def step(done: int) -> None:
+            bar.update(done - bar.n)
+
+        return step, bar.close
+    if callable(progress):
+        return (lambda done: progress(done, total)), (lambda: None)
+    return (lambda done: None), (lambda: None)
+
+
+def _check_progress(progress: Any) -> None:
+    if not (progress is None or isinstance(progress, bool) or callable(progress)):
+        raise InputError(f"progress must be True, False or a callable(done, total), got "
+                         f"{progress!r}")
+
+
+def _execute(job: _Job, data: Any, sink: Any, progress: Any, name: str, *,
+             done: set[int] | frozenset[int] = frozenset(),
+             mark: Callable[[int], None] | None = None) -> None:
+    """Run every window not in ``done`` into ``sink`` (then whole-output post-processing)."""
+    from ._engine import Runner, run_windows
+
+    total = len(job.plan)
+    runner = Runner(job.model, job.layout, job.proc, job.stats, job.options)
+    step, close = _progress(progress, total, job.model.name)
+    n_out = len(job.out_dims)
+
+    def write(index: int, dst: tuple[slice, ...], values: np.ndarray) -> None:
+        if values.ndim == n_out + 1:  # one output channel: no c axis in the output
+            dst, values = dst[1:], values[0]
+        sink.write(dst, values)
+        if mark is not None:
+            mark(index)
+
+    try:
+        windows = [(i, w) for i, w in enumerate(job.plan.windows()) if i not in done]
+        if done:
+            step(len(done))
+        run_windows(runner, data, job.sizes, windows, len(windows), write,
+                    progress=lambda n: step(len(done) + n),
+                    check_finite=not job.stats and job.in_dtype.kind in "fc", name=name)
+    finally:
+        runner.close()
+        close()
+    _post_whole(job, sink, name)
+
+
+def _post_whole(job: _Job, sink: Any, name: str) -> None:
+    """Post-processing that needs statistics of the whole output, applied block by block."""
+    if not job.proc.post_whole:
+        return
+    import torch
+
+    from ._engine import _bioimageio_ops, as_bioimageio_stat, compile_ops
+    from ._stats import blocks
+
+    dims = list(sink.dims)
+    job.out_stats = _compute_stats(job.out_measures, sink.read, sink.shape,
+                                   sink.read(tuple(slice(0, 1) for _ in dims)).dtype, dims,
+                                   job.model.out_dims, job.model, f"the output of {name}")
+    stat = as_bioimageio_stat({**job.stats, **job.out_stats})
+    op_dims = [{"c": "channel"}.get(d, d) for d in dims]
+    fast = compile_ops(job.proc.post_whole, op_dims, stat)
+    if fast is None:  # operators without a torch version here: the whole output at once
+        whole = (slice(None),) * len(dims)
+        run = _bioimageio_ops(job.proc.post_whole, job.model.out_id, op_dims, stat)
+        _store_block(sink, whole, run(sink.read(whole)))
+        return
+    for index in blocks(sink.shape, 1 if "c" in dims else 0):
+        values = fast(torch.from_numpy(np.ascontiguousarray(sink.read(index)))).numpy()
+        _store_block(sink, index, values)
+
+
+def _store_block(sink: Any, index: tuple[slice, ...], values: np.ndarray) -> None:
+    from ._stream import MemorySink
+
+    if isinstance(sink, MemorySink) and sink.array.dtype != values.dtype:
+        sink.array = sink.array.astype(values.dtype)  # the final dtype of the processing
+    elif not isinstance(sink, MemorySink) and getattr(sink.array, "dtype", values.dtype) \
+            != values.dtype:
+        values = values.astype(sink.array.dtype)
+    sink.write(index, values)
+
+
+def _describe_job(job: _Job, data: Any) -> str:
+    w = next(job.plan.windows())
+    shape = "x".join(str(w[d].size) for d in job.plan.axes)
+    axes = ",".join(job.plan.axes)
+    opts = job.options
+    return (f"{len(job.plan)} window(s) of {shape} ({axes}) with halo, output "
+            f"{'x'.join(map(str, job.out_shape))} ({','.join(job.out_dims)}) in chunks of "
+            f"{'x'.join(map(str, job.out_chunks))}; {opts.weight_format} weights on "
+            f"{opts.device}")
+
+
 def predict_array(package: Any, data: xr.DataArray, *, tile: Mapping[str, int] | int | None = None,
-                  weight_format: str | None = None,
-                  progress: Callable[[int, int], Any] | bool = False) -> xr.DataArray:
-    """Run a bioimage.io model package on a stack, tiled with the package's halo.
+                  weight_format: str | None = None, device: str | None = None,
+                  threads: int | None = None, batch: int | None = None, planes: bool = True,
+                  progress: Callable[[int, int], Any] | bool = False,
+                  log: Callable[[str], Any] | None = None) -> xr.DataArray:
+    """Run a bioimage.io model package on a stack in memory, tiled with the package's halo.
 
     Parameters
     ----------
@@ -778,97 +639,120 @@ def predict_array(package: Any, data: xr.DataArray, *, tile: Mapping[str, int] |
     data : xarray.DataArray
         The stack, dims from ``c z y x`` with ``y`` and ``x`` required, e.g. ``(Z, Y, X)``
         or ``(C, Z, Y, X)``; numpy-, dask- or zarr-backed (windows are read lazily).
-        ``attrs["voxel_size"]`` (micrometres per axis) and ``attrs["calibrated"]`` are
-        carried to the output. Any real dtype; the package's pre-processing converts it
-        (no implicit rescaling).
+        ``attrs["voxel_size"]`` and ``attrs["unit"]`` are carried to the output. Any real
+        dtype; the package's pre-processing converts it (no implicit rescaling).
     tile : int or dict, optional
         Requested window size in input pixels, halo included: one int for every tiled axis
         or a dict such as ``{"z": 32, "y": 128, "x": 128}``. Rounded down to a size the
-        model accepts (and up when smaller than twice the halo). A z entry is ignored for
-        a 2D model run plane by plane. Default :data:`DEFAULT_TILE` (64 along z, 256 along
-        y and x).
+        model accepts (and up when smaller than twice the halo). For a 2D model run plane
+        by plane, ``z`` is the number of planes per window. Default :data:`DEFAULT_TILE`
+        (64 along z, 256 along y and x).
     weight_format : str, optional
         Weights to run (``"torchscript"``, ``"onnx"``, ``"pytorch_state_dict"``, ...).
-        Default: the first present in :data:`WEIGHT_FORMAT_PRIORITY`.
+        Default: the first present in ``WEIGHT_FORMAT_PRIORITY[device]`` (ONNX Runtime on a
+        CPU, TorchScript on a GPU).
+    device : str, optional
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``. Default: the GPU when torch sees one.
+    threads : int, optional
+        CPU threads for the network (torch's intra-op threads, ONNX Runtime's
+        ``intra_op_num_threads``). Default: torch's current setting.
+    batch : int, optional
+        Windows (or planes of a 2D model) per forward call, when the model's batch axis
+        allows more than one. Default: as many as fit in about 4 M voxels on a CPU (16 M on
+        a GPU).
+    planes : bool
+        Run a 2D model on a z-stack plane by plane (default); False makes that an error.
     progress : bool or callable, optional
         True shows a tqdm bar over windows; a callable is called as ``progress(done, total)``
         after each window. Default: silent.
+    log : callable, optional
+        Called with lines describing the run (windows, weights, the statistics used).
 
     Returns
     -------
     xarray.DataArray
         The model output with dims from ``c z y x`` (batch dropped, channel dropped when the
         model returns one channel), e.g. ``(Z*4, Y, X)`` for a model that upsamples z 4x.
-        attrs ``voxel_size`` (input voxel size divided by the model's output pixels per
-        input pixel, e.g. z/4), ``unit``, ``calibrated`` (carried) and ``model`` (its name).
+        attrs from :func:`_output_attrs`: ``voxel_size`` (the input's known sizes divided by
+        the model's output pixels per input pixel), ``unit``, ``calibrated``, ``model``.
 
     Raises
     ------
     PackageError
         The package is missing, invalid, or has a geometry that cannot be tiled.
     InputError
-        The stack does not fit the model (axes, channels, dtype) or holds NaN/inf values.
+        The stack does not fit the model (axes, channels, dtype, size) or holds NaN/inf.
 
     Notes
     -----
-    - A 2D model on a z-stack runs plane by plane; a 3D model on a 2D image is an error.
     - Statistics for pre- and post-processing (``scale_range`` percentiles, mean/std) are
-      computed once over the whole stack (for a 2D model: over all planes together) and
-      reused for every window, so tiled and untiled predictions agree. This step reads the
-      whole stack into memory once; the windows are then read one at a time and written
-      into one preallocated output array.
-    - Post-processing that needs statistics of the output itself, or the whole output,
-      runs after all windows are stitched.
+      exact over the whole stack (for a 2D model: over all planes together), computed once
+      in a streaming pass and reused for every window, so tiled and untiled predictions
+      agree. Post-processing that needs statistics of the output runs after all windows.
+    - The same engine writes :func:`predict_file`'s outputs: the values are identical.
 
     Examples
     --------
     >>> out = predict_array("isonet.zip", stack, tile={"z": 32})  # doctest: +SKIP
     >>> out.attrs["voxel_size"]["z"]  # doctest: +SKIP
     """
-    from .io import check_finite
+    from ._stream import MemorySink
 
-    if not (progress is None or isinstance(progress, bool) or callable(progress)):
-        raise InputError(f"progress must be True, False or a callable(done, total), got "
-                         f"{progress!r}")
-    model = _digest(load_model(package))
-    if not isinstance(data, xr.DataArray):
-        raise InputError(f"predict_array needs an xarray.DataArray with named dims, got "
-                         f"{type(data).__name__}; wrap arrays with sharpstack.io.as_dataarray")
-    layout = _layout(model, data)
-    check_finite(data, f"input stack {layout.source!r}")
-    sizes = {str(d): int(n) for d, n in data.sizes.items()}
-    plan = _plan(model, sizes, tile, layout.loop_z)
-    proc = _processing(model)
-    stats = _input_stats(data, layout, model, proc)
-    adapter = _adapter(model, weight_format)
-    try:
-        out = _run_tiles(data, layout, model, proc, stats, plan, adapter, progress)
-    finally:
-        adapter.unload()
-    out = _post_whole(out, model, proc, stats, layout.loop_z)
-    return _attach_attrs(out, data, model)
+    _check_progress(progress)
+    job = _prepare(load_model(package), data, tile=tile, weight_format=weight_format,
+                   device=device, threads=threads, batch=batch, planes=planes)
+    name = f"input stack {job.layout.source!r}"
+    job.stats = _input_stats(job, data.data, name)
+    if log is not None:
+        log(_describe_job(job, data))
+        if job.stats:
+            log("statistics of the whole input (exact):\n" + describe_stats(job.stats))
+    sink = MemorySink(job.out_dims, job.out_shape, job.out_chunks)
+    _execute(job, data.data, sink, progress, name)
+    if log is not None and job.out_stats:
+        log("statistics of the whole output (exact):\n" + describe_stats(job.out_stats))
+    return _attach_attrs(xr.DataArray(sink.commit(), dims=job.out_dims), data, job.model)
 
 
 def predict_file(package: Any, input_path: str | os.PathLike, output_path: str | os.PathLike, *,
                  tile: Mapping[str, int] | int | None = None, weight_format: str | None = None,
-                 overwrite: bool = False, progress: Callable[[int, int], Any] | bool = False
-                 ) -> Path:
-    """Read a stack, run a model package on it and write the result (ImageJ TIFF by default).
+                 device: str | None = None, threads: int | None = None,
+                 batch: int | None = None, planes: bool = True, overwrite: bool = False,
+                 resume: bool = False, scheduler: str | None = None,
+                 workers: int | None = None,
+                 progress: Callable[[int, int], Any] | bool = False,
+                 log: Callable[[str], Any] | None = None) -> Path:
+    """Run a model package on a stack file and stream the result into the output file.
 
     Parameters
     ----------
     package : str, path-like or ModelDescr
         The model package, see :func:`predict_array`.
     input_path : str or path-like
-        Stack readable by :func:`sharpstack.io.read_stack` (TIFF, OME-Zarr, ``.npy``).
+        Stack readable by :func:`sharpstack.io.read_stack` (TIFF, OME-Zarr, ``.npy``);
+        OME-Zarr and TIFFs above 256 MiB are read window by window.
     output_path : str or path-like
-        Where to write, format from the suffix (``.tif`` -> ImageJ TIFF whose voxel size
-        accounts for any resampling by the model, ``.ome.zarr``, ``.npy``); written
-        atomically by :func:`sharpstack.io.write_stack`.
-    tile, weight_format, progress
+        Format from the suffix: ``.ome.zarr``/``.zarr`` (chunked like the windows),
+        ``.tif`` (ImageJ hyperstack whose voxel size accounts for any resampling by the
+        model; float64 is stored as float32, bool as uint8), ``.ome.tif``, ``.npy``. Each
+        finished window is written straight into it (memory-mapped for TIFF and ``.npy``),
+        under a temporary name beside it; renamed into place when complete.
+    tile, weight_format, device, threads, batch, planes, progress, log
         See :func:`predict_array`.
     overwrite : bool
-        Replace an existing output. Checked before any computation.
+        Replace an existing output (kept until the new one is complete). Checked before any
+        computation.
+    resume : bool
+        Continue an interrupted OME-Zarr output (the run's ``.sharpstack-partial-<name>``
+        folder beside ``output_path``) where it stopped; the package, input and options
+        must be the same.
+    scheduler : str, optional
+        Run the windows as a Dask graph (OME-Zarr output only): ``"threads"``,
+        ``"processes"``, ``"local"`` (a ``dask.distributed.LocalCluster`` of ``workers``
+        processes) or the address of a running ``dask.distributed`` scheduler
+        (``tcp://host:8786``). See :func:`sharpstack.distributed.predict_dask`.
+    workers : int, optional
+        Worker processes (or threads for ``"threads"``) for ``scheduler``.
 
     Returns
     -------
@@ -878,28 +762,102 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
     Raises
     ------
     OutputExistsError
-        ``output_path`` exists and ``overwrite`` is False (nothing is computed or written).
+        ``output_path`` exists and ``overwrite`` is False, or an interrupted run's partial
+        output is there and neither ``resume`` nor ``overwrite`` is given (nothing is
+        computed or written).
     InputError
-        ``output_path`` is the input itself, or the input does not fit the model.
+        ``output_path`` is the input itself, the input does not fit the model, or the
+        output format cannot hold the result.
     PackageError
         See :func:`predict_array`.
-    """
-    from .errors import OutputExistsError
-    from .io import read_stack, write_stack
 
+    Notes
+    -----
+    Everything that can be checked (paths, package, axes, channels, sizes, dtype for the
+    format) is checked before any output exists. An interrupted run leaves nothing at the
+    destination: TIFF and ``.npy`` temporaries are removed; an OME-Zarr run keeps its
+    partial folder for ``resume`` (removed when a run fails for another reason).
+    """
+    from ._files import signals_as_interrupts
+    from ._stream import (NpySink, TiffSink, ZarrSink, fingerprint, output_kind,
+                          prepare_destination, tiff_dtype)
+    from .io import _IMAGEJ_DTYPES, read_stack
+
+    _check_progress(progress)
     src, dst = Path(input_path), Path(output_path)
-    if dst.resolve() == src.resolve():
-        raise InputError(f"output {dst} is the input stack itself; choose another output path")
-    if (dst.exists() or dst.is_symlink()) and not overwrite:
-        raise OutputExistsError(f"{dst} already exists; pass overwrite=True (CLI: --overwrite) "
-                                f"to replace it, or choose another path")
+    kind = output_kind(dst)
+    prepare_destination(dst, src, overwrite=overwrite, resume=resume)
     descr = load_model(package)
     data = read_stack(src)
-    result = predict_array(descr, data, tile=tile, weight_format=weight_format,
-                           progress=progress)
-    if dst.name.lower().endswith((".tif", ".tiff")):  # ImageJ holds uint8, uint16, float32
-        if np.dtype(result.dtype) == np.float64:
-            result = result.astype(np.float32)
-        elif np.dtype(result.dtype) == np.bool_:
-            result = result.astype(np.uint8)
-    return write_stack(dst, result, overwrite=overwrite)
+    job = _prepare(descr, data, tile=tile, weight_format=weight_format, device=device,
+                   threads=threads, batch=batch, planes=planes)
+    out_dtype = np.dtype(job.model.out_dtype)
+    if kind == "tiff" and tiff_dtype(out_dtype) not in _IMAGEJ_DTYPES:
+        raise InputError(f"model {job.model.name!r} returns {out_dtype}, which an ImageJ TIFF "
+                         f"cannot hold (uint8, uint16, float32); write {dst.stem}.ome.zarr "
+                         f"or .npy instead")
+    if scheduler is not None and kind != "zarr":
+        raise InputError(f"--dask/--scheduler writes an OME-Zarr output (dask.array.to_zarr); "
+                         f"{dst.name} is {kind}: name the output .ome.zarr")
+    if scheduler is not None and resume:
+        raise InputError("--resume continues a single-process run; run without --scheduler "
+                         "(or pass --overwrite to start the Dask run over)")
+    if resume and job.proc.post_whole:
+        raise InputError(f"model {job.model.name!r} post-processes with statistics of the "
+                         f"whole output, so an interrupted run cannot be resumed; pass "
+                         f"--overwrite to start over")
+    attrs = _output_attrs(data.attrs, job.model)
+    attrs["voxel_size"] = {d: v for d, v in attrs["voxel_size"].items() if d in job.out_dims}
+    name = f"input stack {job.layout.source!r}"
+    job.stats = _input_stats(job, data.data, name)
+    if log is not None:
+        log(_describe_job(job, data))
+        if job.stats:
+            log("statistics of the whole input (exact):\n" + describe_stats(job.stats))
+    with signals_as_interrupts():
+        if scheduler is not None:
+            from .distributed import predict_dask
+
+            return predict_dask(job, package, src, dst, attrs, scheduler=scheduler,
+                                workers=workers, progress=progress)
+        if kind == "zarr":
+            fp = fingerprint(package=_package_id(package), input=str(src.resolve()),
+                             input_shape=list(job.in_shape), input_dtype=str(job.in_dtype),
+                             windows=[[repr(w) for w in v] for v in job.plan.axes.values()],
+                             output=list(job.out_shape), weights=job.options.weight_format,
+                             stats={repr(m): np.asarray(v).tolist()
+                                    for m, v in sorted(job.stats.items(), key=repr)})
+            sink: Any = ZarrSink(dst, job.out_dims, job.out_shape, job.out_chunks, attrs,
+                                 fingerprint=fp, resume=resume)
+            done, mark = sink.done, sink.mark
+            if done and log is not None:
+                log(f"resuming: {len(done)} of {len(job.plan)} windows already written")
+        elif kind == "npy":
+            sink, done, mark = NpySink(dst, job.out_dims, job.out_shape, job.out_chunks,
+                                       attrs), frozenset(), None
+        else:
+            sink, done, mark = TiffSink(dst, job.out_dims, job.out_shape, job.out_chunks,
+                                        attrs, ome=kind == "ome-tiff"), frozenset(), None
+        try:
+            _execute(job, data.data, sink, progress, name, done=set(done), mark=mark)
+            if log is not None and job.out_stats:
+                log("statistics of the whole output (exact):\n" + describe_stats(job.out_stats))
+            return sink.commit()
+        except KeyboardInterrupt:
+            sink.abort(interrupted=True)
+            raise
+        except BaseException:
+            sink.abort()
+            raise
+
+
+def _package_id(package: Any) -> Any:
+    if isinstance(package, (str, os.PathLike)):
+        p = Path(package).resolve()
+        try:
+            st = p.stat()
+            return [str(p), st.st_size, int(st.st_mtime)]
+        except OSError:
+            return str(p)
+    return str(getattr(package, "name", repr(package)))
+

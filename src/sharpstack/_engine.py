@@ -1,0 +1,678 @@
+"""The prediction engine: weights on a device, pre/post-processing, windows in and out.
+
+One :class:`Runner` per (package, device, weight format) turns windows of the stack (numpy,
+in the data's dims) into windows of the output. Every output path (in memory, streamed to
+disk, one Dask task per window) goes through it, so all give the same values.
+
+Speed (the per-window cost should be the network's):
+
+- the weights run under ``torch.inference_mode`` (TorchScript, state dict) or in an ONNX
+  Runtime session with explicit thread counts; formats bioimageio.core knows but
+  sharpstack does not run itself (TensorFlow, Keras) go through bioimageio.core's adapter;
+- the package's standard pre/post-processing steps (``ensure_dtype``, ``scale_range``,
+  ``scale_linear``, ``clip``, ``zero_mean_unit_variance``, ``fixed_zero_mean_unit_variance``,
+  ``scale_mean_variance``, ``sigmoid``, ``binarize``, ``softmax``) run as torch operations
+  on the whole batch, on the device; any other step runs through bioimageio.core's own
+  operator (on xarray) instead;
+- several windows go into one forward call when the model's batch axis allows it;
+- :func:`run_windows` reads the next windows in a reader thread and writes finished ones in
+  a writer thread while the network computes (threads, not processes: numpy, zarr's codecs,
+  tifffile and torch release the GIL).
+"""
+
+from __future__ import annotations
+
+import io as _io
+import math
+import os
+import threading
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .errors import InputError, PackageError
+
+CPU_PRIORITY: tuple[str, ...] = ("onnx", "torchscript", "pytorch_state_dict",
+                                 "tensorflow_saved_model_bundle", "keras_v3", "keras_hdf5")
+"""Weight formats tried in this order on a CPU (ONNX Runtime was 1.2-2.6x faster than
+TorchScript on 2 cores for the IsoNet package, see benchmarks/predict_speed.py)."""
+
+GPU_PRIORITY: tuple[str, ...] = ("torchscript", "pytorch_state_dict", "onnx",
+                                 "tensorflow_saved_model_bundle", "keras_v3", "keras_hdf5")
+"""Weight formats tried in this order on a GPU (onnxruntime here has no CUDA provider)."""
+
+UNITS_PER_CALL: dict[str, int] = {"cpu": 1 << 22, "cuda": 1 << 24}
+"""Default voxels per forward call (several windows or planes per call up to this)."""
+
+_UNIT = "__unit"  # leading dim of a batch of windows (or planes) inside the engine
+
+
+# --------------------------------------------------------------------------------------------
+# device, threads and weights
+# --------------------------------------------------------------------------------------------
+
+def resolve_device(device: str | None) -> str:
+    """``None`` -> ``"cuda"`` when a GPU is present, else ``"cpu"``; checks what was asked."""
+    import torch
+
+    if device is None or str(device).lower() == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    text = str(device).lower()
+    if text.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} was asked for but torch sees no GPU; use "
+                         f"--device cpu (or install a CUDA build of torch)")
+    if not (text == "cpu" or text.startswith("cuda") or text == "mps"):
+        raise InputError(f"device {device!r} is unknown; use cpu, cuda or cuda:N")
+    return text
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads (None: leave torch's choice); returns the count in use."""
+    import torch
+
+    if threads is not None:
+        if isinstance(threads, bool) or int(threads) < 1:
+            raise InputError(f"threads must be a positive integer, got {threads!r}")
+        if torch.get_num_threads() != int(threads):
+            torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
+
+
+def present_formats(descr: Any) -> list[str]:
+    return [w for w in CPU_PRIORITY if getattr(descr.weights, w, None) is not None]
+
+
+def choose_format(descr: Any, name: str, weight_format: str | None, device: str) -> str:
+    """The weight format to run: the one asked for, or the fastest present for ``device``."""
+    present = present_formats(descr)
+    if weight_format is not None and weight_format != "auto":
+        if weight_format not in CPU_PRIORITY:
+            raise InputError(f"weight_format={weight_format!r} is unknown; use one of "
+                             f"{', '.join(CPU_PRIORITY)}")
+        if weight_format not in present:
+            raise PackageError(f"model {name!r} has no {weight_format} weights; it has "
+                               f"{', '.join(present) or 'none that sharpstack can run'}")
+        return weight_format
+    order = CPU_PRIORITY if device == "cpu" else GPU_PRIORITY
+    for w in order:
+        if w in present and (w != "onnx" or _onnx_ok(descr, device)):
+            return w
+    raise PackageError(f"model {name!r} has no weights in a format sharpstack can run "
+                       f"({', '.join(CPU_PRIORITY)})")
+
+
+def _onnx_ok(descr: Any, device: str) -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    if device != "cpu" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    return True
+
+
+class _TorchNet:
+    def __init__(self, module: Any, device: str) -> None:
+        self.module, self.device = module, device
+
+    def __call__(self, x: Any) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            y = self.module(x)
+        return y[0] if isinstance(y, (list, tuple)) else y
+
+
+class _OrtNet:
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.name = session.get_inputs()[0].name
+
+    def __call__(self, x: Any) -> Any:
+        return self.session.run(None, {self.name: np.ascontiguousarray(x)})[0]
+
+
+class _AdapterNet:
+    """bioimageio.core's model adapter (weight formats sharpstack does not run itself)."""
+
+    def __init__(self, adapter: Any, in_id: str, out_id: str, in_dims: Sequence[str],
+                 out_dims: Sequence[str]) -> None:
+        self.adapter, self.in_id, self.out_id = adapter, in_id, out_id
+        self.in_dims, self.out_dims = tuple(in_dims), tuple(out_dims)
+
+    def __call__(self, x: Any) -> Any:
+        from bioimageio.core import Tensor
+
+        out = self.adapter.forward({self.in_id: Tensor(np.asarray(x), dims=self.in_dims)})
+        if self.out_id not in out:
+            raise PackageError(f"the model returned no output {self.out_id!r}")
+        return out[self.out_id].data.transpose(*self.out_dims).values
+
+
+def load_network(model: Any, weight_format: str, device: str, threads: int | None) -> Any:
+    """Load the weights of ``model`` (a predict._Model) for ``device``."""
+    descr, name = model.descr, model.name
+    set_threads(threads)
+    try:
+        if weight_format == "torchscript" and device != "mps":
+            import torch
+
+            w = descr.weights.torchscript
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.jit.load is deprecated in torch 2.10+
+                module = torch.jit.load(_io.BytesIO(w.get_reader().read()), map_location=device)
+            module.eval()
+            return _TorchNet(module, device)
+        if weight_format == "pytorch_state_dict":
+            from bioimageio.core.backends.pytorch_backend import load_torch_model
+
+            module = load_torch_model(descr.weights.pytorch_state_dict, load_state=True,
+                                      devices=[device])
+            module.eval()
+            return _TorchNet(module, device)
+        if weight_format == "onnx" and getattr(descr.weights.onnx, "external_data", None) is None:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            n = threads or set_threads(None)
+            opts.intra_op_num_threads = int(n)
+            opts.inter_op_num_threads = 1
+            providers = ["CPUExecutionProvider"] if device == "cpu" else \
+                ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            session = ort.InferenceSession(descr.weights.onnx.get_reader().read(), opts,
+                                           providers=providers)
+            return _OrtNet(session)
+        from bioimageio.core.backends import create_model_adapter
+
+        adapter = create_model_adapter(descr, devices=[device],
+                                       weight_format_priority_order=[weight_format])
+        return _AdapterNet(adapter, model.in_id, model.out_id, model.in_dims, model.out_dims)
+    except (InputError, PackageError):
+        raise
+    except Exception as exc:
+        raise PackageError(f"could not load the {weight_format} weights of model {name!r} "
+                           f"on {device}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# statistics -> values for the operators
+# --------------------------------------------------------------------------------------------
+
+def as_bioimageio_stat(stats: Mapping[Any, np.ndarray]) -> dict[Any, Any]:
+    """sharpstack's statistics (numpy, per channel or scalar) as bioimageio.core ``Stat``."""
+    from bioimageio.core import Tensor
+
+    out: dict[Any, Any] = {}
+    for m, v in stats.items():
+        arr = np.asarray(v, dtype=np.float64)
+        out[m] = float(arr) if arr.ndim == 0 else Tensor(arr, dims=("channel",))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# processing: torch on the whole batch, or bioimageio.core's operators
+# --------------------------------------------------------------------------------------------
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    table = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+             "uint8": torch.uint8, "int8": torch.int8, "int16": torch.int16,
+             "int32": torch.int32, "int64": torch.int64, "bool": torch.bool,
+             "uint16": getattr(torch, "uint16", None), "uint32": getattr(torch, "uint32", None)}
+    return table.get(str(name))
+
+
+def _param(value: Any, dims: Sequence[str]) -> Any:
+    """A scalar, numpy or bioimageio Tensor parameter, shaped to broadcast over ``dims``
+    (None when it lies along an axis the batch does not have)."""
+    import torch
+
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    data = getattr(value, "data", value)
+    if isinstance(data, xr.DataArray):
+        names, arr = [str(d) for d in data.dims], np.asarray(data.values, dtype=np.float64)
+    else:
+        arr = np.asarray(data, dtype=np.float64)
+        names = ["channel"] if arr.ndim == 1 else []
+    for i in reversed(range(len(names))):  # one channel and no channel axis: a scalar
+        if names[i] not in dims and arr.shape[i] == 1:
+            arr = arr.reshape(arr.shape[:i] + arr.shape[i + 1:])
+            del names[i]
+    if arr.ndim == 0:
+        return float(arr)
+    if any(n not in dims for n in names):
+        return None
+    shape = [1] * len(dims)
+    order = sorted(range(len(names)), key=lambda i: dims.index(names[i]))
+    arr = np.transpose(arr, order)
+    for i in order:
+        shape[dims.index(names[i])] = arr.shape[order.index(i)]
+    return torch.from_numpy(np.ascontiguousarray(arr).reshape(shape))
+
+
+def compile_ops(ops: Sequence[Any], dims: Sequence[str], stat: Mapping[Any, Any]
+                ) -> Callable[[Any], Any] | None:
+    """Torch versions of bioimageio.core operators ``ops`` for a tensor with ``dims``, or
+    None if one of them has no torch version here (then bioimageio.core runs them)."""
+    import torch
+    from bioimageio.core import proc_ops as P
+
+    dims = list(dims)
+    steps: list[Callable[[Any], Any]] = []
+
+    def value(x: Any) -> Any:
+        return _param(stat[x], dims) if not isinstance(x, (int, float)) else float(x)
+
+    for op in ops:
+        kind = type(op)
+        try:
+            if kind is P.EnsureDtype:
+                dt = _torch_dtype(op.dtype)
+                if dt is None:
+                    return None
+                steps.append(lambda x, dt=dt: x.to(dt))
+            elif kind is P.ScaleLinear:
+                gain, offset = _param(op.gain, dims), _param(op.offset, dims)
+                if gain is None or offset is None:
+                    return None
+                steps.append(lambda x, g=gain, o=offset: x * g + o)
+            elif kind is P.ScaleRange:
+                lo, hi = value(op.lower), value(op.upper)
+                if lo is None or hi is None:
+                    return None
+                steps.append(lambda x, lo=lo, den=hi - lo + op.eps: (x - lo) / den)
+            elif kind is P.Clip:
+                lo = None if op.min is None else value(op.min)
+                hi = None if op.max is None else value(op.max)
+                steps.append(lambda x, lo=lo, hi=hi: _clip(x, lo, hi))
+            elif kind is P.ZeroMeanUnitVariance:
+                mean, std = value(op.mean), value(op.std)
+                if mean is None or std is None:
+                    return None
+                steps.append(lambda x, m=mean, s=std + op.eps: (x - m) / s)
+            elif kind is P.FixedZeroMeanUnitVariance:
+                mean, std = _param(op.mean, dims), _param(op.std, dims)
+                if mean is None or std is None:
+                    return None
+                steps.append(lambda x, m=mean, s=std + op.eps: (x - m) / s)
+            elif kind is P.ScaleMeanVariance:
+                m, s = value(op.mean), value(op.std)
+                rm, rs = value(op.ref_mean), value(op.ref_std)
+                if None in (m, s, rm, rs):
+                    return None
+                steps.append(lambda x, m=m, s=s + op.eps, rm=rm, rs=rs + op.eps:
+                             (x - m) / s * rs + rm)
+            elif kind is P.Sigmoid:
+                steps.append(torch.sigmoid)
+            elif kind is P.Binarize:
+                t = _param(op.threshold, dims)
+                if t is None:
+                    return None
+                steps.append(lambda x, t=t: x > t)
+            elif kind is P.Softmax:
+                if str(op.axis) not in dims:
+                    return None
+                steps.append(lambda x, d=dims.index(str(op.axis)): torch.softmax(x, dim=d))
+            else:
+                return None
+        except (KeyError, AttributeError):
+            return None
+
+    def run(x: Any) -> Any:
+        for f in steps:
+            x = f(x)
+        return x
+
+    return run
+
+
+def _clip(x: Any, lo: Any, hi: Any) -> Any:
+    import torch
+
+    if isinstance(lo, torch.Tensor):
+        x = torch.maximum(x, lo.to(x.device, x.dtype))
+        lo = None
+    if isinstance(hi, torch.Tensor):
+        x = torch.minimum(x, hi.to(x.device, x.dtype))
+        hi = None
+    return x if lo is None and hi is None else torch.clamp(x, lo, hi)
+
+
+def _bioimageio_ops(ops: Sequence[Any], member: str, dims: Sequence[str],
+                    stat: Mapping[Any, Any]) -> Callable[[np.ndarray], np.ndarray]:
+    """``ops`` through bioimageio.core itself (a Sample of one tensor, xarray underneath)."""
+    from bioimageio.core import Sample, Tensor
+
+    def run(x: np.ndarray) -> np.ndarray:
+        sample = Sample(members={member: Tensor(np.asarray(x), dims=tuple(dims))},
+                        stat=dict(stat), id=None)
+        for op in ops:
+            op(sample)
+        return sample.members[member].data.transpose(*dims).values
+
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# the runner
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Options:
+    """How to run: device, weight format, CPU threads, windows/planes per forward call."""
+
+    device: str = "cpu"
+    weight_format: str = "torchscript"
+    threads: int | None = None
+    batch: int | None = None  # units (windows, or planes of a 2D model) per forward call
+
+
+class Runner:
+    """One loaded package, ready to turn input windows into output windows.
+
+    Parameters
+    ----------
+    model, layout, proc
+        ``predict._Model``, ``predict._Layout``, ``predict._Processing`` of the package.
+    stats : dict
+        Statistics of the whole input (measure -> numpy array, scalar or per channel).
+    options : Options
+    """
+
+    def __init__(self, model: Any, layout: Any, proc: Any, stats: Mapping[Any, np.ndarray],
+                 options: Options) -> None:
+        import torch
+
+        self.model, self.layout, self.proc, self.options = model, layout, proc, options
+        self.device = torch.device(options.device)
+        self.on_cpu = self.device.type == "cpu"
+        self.net = load_network(model, options.weight_format, options.device, options.threads)
+        self.torch_net = isinstance(self.net, _TorchNet)
+        in_dims, out_dims = list(model.in_dims), list(model.out_dims)
+        self.in_batch = in_dims.index("batch") if "batch" in in_dims else None
+        self.out_batch = out_dims.index("batch") if "batch" in out_dims else None
+        self.in_rest = [d for d in in_dims if d != "batch"]
+        self.out_rest = [d for d in out_dims if d != "batch"]
+        stat = as_bioimageio_stat(stats)
+        self.stat = stat
+        pre_dims, post_dims = ["batch", *self.in_rest], ["batch", *self.out_rest]
+        self.pre = compile_ops(proc.pre, pre_dims, stat)
+        self.post = compile_ops(proc.post_tile, post_dims, stat)
+        self.pre_slow = None if self.pre else _bioimageio_ops(proc.pre, model.in_id, pre_dims,
+                                                              stat)
+        self.post_slow = None if self.post else _bioimageio_ops(proc.post_tile, model.out_id,
+                                                                post_dims, stat)
+        fixed_one = model.batch == 1 or self.in_batch is None
+        self.max_units = 1 if fixed_one else options.batch
+        self.lock = threading.Lock()  # one forward call at a time (shared by Dask threads)
+
+    # -- layout -----------------------------------------------------------------------------
+
+    def units(self, window: np.ndarray) -> np.ndarray:
+        """A window in data dims -> units ``(n, *model input dims without batch)``."""
+        da = xr.DataArray(window, dims=self.layout.dims)
+        if self.layout.loop_z:
+            da = da.rename(z=_UNIT)
+        else:
+            da = da.expand_dims(_UNIT)
+        if "c" in da.dims:
+            da = da.rename(c="channel") if "channel" in self.in_rest else \
+                da.squeeze("c", drop=True)
+        missing = [d for d in self.in_rest if d not in da.dims]
+        if missing:
+            da = da.expand_dims(missing)
+        return np.ascontiguousarray(da.transpose(_UNIT, *self.in_rest).values)
+
+    def tile(self, units: np.ndarray) -> xr.DataArray:
+        """Output units of one window -> the window's output in dims from ``c z y x``."""
+        da = xr.DataArray(units, dims=(_UNIT, *self.out_rest))
+        da = da.rename({_UNIT: "z"}) if self.layout.loop_z else da.isel({_UNIT: 0}, drop=True)
+        if "channel" in da.dims:
+            da = da.rename(channel="c")
+        other = [d for d in da.dims if d not in ("c", "z", "y", "x")]
+        if other:
+            da = da.isel({d: 0 for d in other}, drop=True)
+        return da.transpose(*[d for d in ("c", "z", "y", "x") if d in da.dims])
+
+    def units_per_call(self, units_per_window: int, unit_voxels: int) -> int:
+        """Windows per forward call (batch): several when the model takes a batch."""
+        if self.max_units == 1:
+            return 1
+        budget = self.options.batch or max(1, UNITS_PER_CALL.get(self.device.type, 1 << 22)
+                                           // max(unit_voxels, 1))
+        return max(1, budget // max(units_per_window, 1))
+
+    # -- compute ----------------------------------------------------------------------------
+
+    def prepare(self, units: np.ndarray) -> Any:
+        """Pre-processing of a batch of units (on the CPU when the device is the CPU)."""
+        import torch
+
+        if self.pre is None:
+            assert self.pre_slow is not None
+            x = self.pre_slow(units)
+            return torch.from_numpy(np.ascontiguousarray(x)) if self.torch_net else x
+        x = torch.from_numpy(units)
+        if not self.on_cpu:
+            return x  # pre-processing on the device, in forward()
+        return self.pre(x)
+
+    def forward(self, x: Any) -> Any:
+        """Network on a prepared batch (torch tensor or numpy), ``max_units`` at a time."""
+        import torch
+
+        if not self.on_cpu and self.pre is not None:
+            x = self.pre(x.to(self.device, non_blocking=True))
+        elif not self.on_cpu and isinstance(x, torch.Tensor):
+            x = x.to(self.device)
+        n = x.shape[0]
+        step = n if self.max_units is None else max(1, self.max_units)
+        outs = []
+        with self.lock:
+            for i in range(0, n, step):
+                part = x[i:i + step]
+                if self.in_batch is None:
+                    part = part[0]
+                elif self.in_batch:
+                    part = _moveaxis(part, 0, self.in_batch)
+                if not self.torch_net and isinstance(part, torch.Tensor):
+                    part = part.cpu().numpy()
+                y = self.net(part)
+                if self.out_batch is None:
+                    y = y[None]
+                elif self.out_batch:
+                    y = _moveaxis(y, self.out_batch, 0)
+                outs.append(y)
+        if isinstance(outs[0], torch.Tensor):
+            y = outs[0] if len(outs) == 1 else torch.cat(outs)
+            if not self.on_cpu and self.post is not None:
+                y = self.post(y)
+            return y
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+    def finish(self, y: Any) -> np.ndarray:
+        """Post-processing of a batch (CPU part) -> numpy."""
+        import torch
+
+        if isinstance(y, torch.Tensor):
+            if self.post is not None and self.on_cpu:
+                y = self.post(y)
+            if self.post is not None:
+                return y.cpu().numpy()
+            y = y.cpu().numpy()
+        elif self.post is not None:
+            return self.post(torch.from_numpy(np.ascontiguousarray(y))).numpy()
+        assert self.post_slow is not None
+        return self.post_slow(y)
+
+    def close(self) -> None:
+        adapter = getattr(self.net, "adapter", None)
+        if adapter is not None:
+            adapter.unload()
+        self.net = None
+
+
+def _moveaxis(x: Any, a: int, b: int) -> Any:
+    import torch
+
+    return torch.movedim(x, a, b) if isinstance(x, torch.Tensor) else np.moveaxis(x, a, b)
+
+
+# --------------------------------------------------------------------------------------------
+# windows in, windows out
+# --------------------------------------------------------------------------------------------
+
+def read_window(data: Any, dims: Sequence[str], sizes: Mapping[str, int],
+                wins: Mapping[str, Any]) -> np.ndarray:
+    """Read one window from ``data`` (numpy, memory map, zarr or dask array with ``dims``),
+    reflect-padding what lies outside the data."""
+    index, pads = [], []
+    for d in dims:
+        w = wins.get(d)
+        if w is None:
+            index.append(slice(None))
+            pads.append((0, 0))
+            continue
+        n = sizes[d]
+        lo, hi = max(w.start, 0), min(w.start + w.size, n)
+        index.append(slice(lo, hi))
+        pads.append((lo - w.start, w.start + w.size - hi))
+    part = data[tuple(index)]
+    if hasattr(part, "compute"):  # dask: this thread reads the chunks, no scheduler
+        part = part.compute(scheduler="synchronous")
+    array = np.asarray(part)
+    if any(p != (0, 0) for p in pads):
+        array = np.pad(array, pads, mode="reflect")
+    return array
+
+
+def crop(tile: xr.DataArray, wins: Mapping[str, Any], name: str
+         ) -> tuple[tuple[slice, ...], np.ndarray]:
+    """The kept part of a window's output and where it goes (output dims from ``c z y x``)."""
+    src, dst = [], []
+    for d in tile.dims:
+        if d == "c":
+            src.append(slice(None))
+            dst.append(slice(None))
+            continue
+        w = wins[str(d)]
+        assert w.dst is not None
+        length = w.dst.stop - w.dst.start
+        if w.src + length > tile.sizes[d]:
+            raise PackageError(f"model {name!r} returned {tile.sizes[d]} pixels along {d!r} for "
+                               f"a window of {w.size}, fewer than its description promises")
+        src.append(slice(w.src, w.src + length))
+        dst.append(w.dst)
+    return tuple(dst), tile.values[tuple(src)]
+
+
+def _check_window(array: np.ndarray, wins: Mapping[str, Any], name: str) -> None:
+    if array.dtype.kind in "fc" and not np.isfinite(array).all():
+        where = ", ".join(f"{d} {w.start}..{w.start + w.size}" for d, w in wins.items())
+        raise InputError(f"{name} contains NaN or infinite values (in the window at {where}); "
+                         f"fill or remove them (e.g. Fiji Process > Math > Remove NaNs, or "
+                         f"numpy.nan_to_num) before passing it to sharpstack")
+
+
+def run_windows(runner: Runner, data: Any, sizes: Mapping[str, int],
+                windows: Iterable[tuple[int, dict[str, Any]]], total: int,
+                write: Callable[[int, tuple[slice, ...], np.ndarray], None],
+                progress: Callable[[int], None] | None = None, *, check_finite: bool = False,
+                name: str = "the input", prefetch: int = 2) -> None:
+    """Run every window through ``runner`` and hand each kept output to ``write``.
+
+    ``windows`` yields ``(index, wins)``; windows of one shape are batched into one forward
+    call (as many as :meth:`Runner.units_per_call` allows). A reader thread prepares the
+    next batches, a writer thread post-processes and writes finished ones; at most
+    ``prefetch`` batches wait on either side, so memory stays a few batches.
+    """
+    dims = runner.layout.dims
+    it = iter(windows)
+    first = next(it, None)
+    if first is None:
+        return
+    probe = runner.units(read_window(data, dims, sizes, first[1]))
+    per_call = runner.units_per_call(probe.shape[0], math.prod(probe.shape[1:]))
+
+    def batches() -> Iterable[list[tuple[int, dict[str, Any]]]]:
+        group = [first]
+        for item in it:
+            if len(group) >= per_call:
+                yield group
+                group = []
+            group.append(item)
+        yield group
+
+    def load(group: list[tuple[int, dict[str, Any]]]) -> tuple[Any, list[int], Any]:
+        parts = []
+        for _, wins in group:
+            window = read_window(data, dims, sizes, wins)
+            if check_finite:
+                _check_window(window, wins, name)
+            parts.append(runner.units(window))
+        counts = [p.shape[0] for p in parts]
+        units = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return group, counts, runner.prepare(units)
+
+    def store(group: list[tuple[int, dict[str, Any]]], counts: list[int], y: Any) -> int:
+        out = runner.finish(y)
+        at = 0
+        for (index, wins), n in zip(group, counts):
+            tile = runner.tile(out[at:at + n])
+            at += n
+            dst, values = crop(tile, wins, runner.model.name)
+            write(index, dst, values)
+        return len(group)
+
+    reader = ThreadPoolExecutor(1, thread_name_prefix="sharpstack-read")
+    writer = ThreadPoolExecutor(1, thread_name_prefix="sharpstack-write")
+    pending_reads: deque[Future] = deque()
+    pending_writes: deque[Future] = deque()
+    source = iter(batches())
+    done = 0
+    try:
+        for group in source:
+            pending_reads.append(reader.submit(load, group))
+            if len(pending_reads) >= prefetch:
+                break
+        while pending_reads:
+            group, counts, x = pending_reads.popleft().result()
+            nxt = next(source, None)
+            if nxt is not None:
+                pending_reads.append(reader.submit(load, nxt))
+            y = runner.forward(x)
+            pending_writes.append(writer.submit(store, group, counts, y))
+            while len(pending_writes) > prefetch or (pending_writes and pending_writes[0].done()):
+                done = _report(pending_writes.popleft().result(), done, progress)
+        while pending_writes:
+            done = _report(pending_writes.popleft().result(), done, progress)
+    finally:
+        for f in list(pending_reads) + list(pending_writes):
+            f.cancel()
+        reader.shutdown(wait=True, cancel_futures=True)
+        writer.shutdown(wait=True, cancel_futures=True)
+    assert done == total or total < 0, (done, total)
+
+
+def _report(count: int, done: int, progress: Callable[[int], None] | None) -> int:
+    for _ in range(count):  # once per window, also when a batch held several
+        done += 1
+        if progress is not None:
+            progress(done)
+    return done
+
+
+def default_threads() -> int:
+    """CPU threads torch would use (all cores this process may run on)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)

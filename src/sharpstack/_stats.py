@@ -1,0 +1,338 @@
+"""Exact statistics of a whole stack in one streaming pass (two or three for float data).
+
+Pre-processing such as ``scale_range`` needs percentiles of the whole stack; a stack larger
+than memory cannot be sorted. numpy has no streaming quantile and ``dask.array.percentile``
+merges per-chunk percentiles (an approximation whose error depends on the chunking), so
+this module selects the exact order statistics itself:
+
+- integer data of at most 16 bits: one pass, an exact histogram (``numpy.bincount``);
+- other data: a pass for count, min, max (and mean/variance, and the NaN check), then a
+  histogram of 65536 bins between min and max locating the bin of every wanted rank, then
+  the values of those bins are collected and sorted (a bin with more than
+  :data:`COLLECT_LIMIT` values is histogrammed again, a bin holding one value only is done).
+
+The quantile is then interpolated exactly as ``numpy.quantile`` does (same virtual index,
+same ``lerp``), so the result equals ``numpy.quantile`` of the whole stack bit for bit (asked for a list of
+quantiles, as bioimageio.core does), and
+the memory needed is one block (:data:`BLOCK_VOXELS`) plus the collected values. Mean and
+variance are accumulated in float64 block by block (Chan et al.'s pairwise update); blocks
+depend on the array's shape only, so in-memory and streamed runs get identical values.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+BLOCK_VOXELS = 1 << 22
+"""Voxels per block read by a statistics pass (16 MiB of float32)."""
+
+COLLECT_LIMIT = 1 << 22
+"""At most this many values are collected for one wanted rank before sorting."""
+
+_BINS = 1 << 16
+_METHODS = ("linear", "lower", "higher", "nearest")
+
+
+def blocks(shape: Sequence[int], lead: int = 0) -> Iterator[tuple[slice, ...]]:
+    """Slabs of at most :data:`BLOCK_VOXELS` voxels covering an array of ``shape``.
+
+    The first ``lead`` dims (channels) are always taken whole; of the others, the innermost
+    are kept whole while they fit and the next one is cut. The blocks depend on ``shape``
+    only.
+    """
+    shape = [int(n) for n in shape]
+    rest = shape[lead:]
+    budget = max(1, BLOCK_VOXELS // max(1, math.prod(shape[:lead])))
+    steps = [max(n, 1) for n in rest]
+    inner = 1
+    for j in range(len(rest) - 1, -1, -1):
+        if inner * rest[j] <= budget:
+            inner *= max(rest[j], 1)
+            continue
+        steps[j] = max(1, budget // inner)
+        steps[:j] = [1] * j
+        break
+    ranges = [range(0, max(n, 1), s) for n, s in zip(rest, steps)]
+    for starts in itertools.product(*ranges):
+        yield tuple([slice(None)] * lead + [slice(a, min(a + s, n))
+                                            for a, s, n in zip(starts, steps, rest)])
+
+
+@dataclass
+class _Group:
+    """Running statistics of one channel (or of the whole stack)."""
+
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    lo: float = math.inf
+    hi: float = -math.inf
+    hist: np.ndarray | None = None  # exact histogram of <= 16-bit integers
+    values: dict[int, float] = field(default_factory=dict)  # rank -> order statistic
+
+    def add_moments(self, v: np.ndarray) -> None:
+        n_b = v.size
+        if n_b == 0:
+            return
+        mean_b = float(np.mean(v, dtype=np.float64))
+        d = v.astype(np.float64) - mean_b
+        m2_b = float(np.dot(d, d))
+        delta = mean_b - self.mean
+        n = self.n + n_b
+        self.mean += delta * n_b / n
+        self.m2 += m2_b + delta * delta * self.n * n_b / n
+        self.n = n
+
+
+def _int_offset(dtype: np.dtype) -> int | None:
+    """Offset that maps a <= 16-bit integer dtype onto 0..65535, None for other dtypes."""
+    if dtype.kind in "ub" and dtype.itemsize <= 2:
+        return 0
+    if dtype.kind == "i" and dtype.itemsize <= 2:
+        return 1 << (8 * dtype.itemsize - 1)
+    return None
+
+
+def _ranks(n: int, q: float, method: str) -> list[int]:
+    v = (n - 1) * q
+    lo = int(math.floor(v))
+    if method == "lower":
+        return [lo]
+    if method == "higher":
+        return [min(int(math.ceil(v)), n - 1)]
+    if method == "nearest":
+        return [int(np.around(v))]
+    return sorted({lo, min(lo + 1, n - 1)})
+
+
+def _interpolate(group: _Group, n: int, q: float, method: str, dtype: np.dtype) -> float:
+    """The q-quantile from the selected order statistics, as numpy.quantile computes it."""
+    ranks = _ranks(n, q, method)
+    if method in ("lower", "higher", "nearest"):
+        return float(group.values[ranks[0]])
+    a = group.values[ranks[0]]
+    b = group.values[ranks[-1]]
+    pair = np.array([a, b], dtype=dtype)
+    v = (n - 1) * q  # numpy: virtual index (n - 1) * q, gamma = v - floor(v), lerp(a, b, gamma)
+    gamma = v - math.floor(v)
+    # a list of quantiles, as bioimageio.core asks xarray for: numpy then interpolates in
+    # float64 (a scalar q keeps float32 data in float32)
+    return float(np.quantile(pair, [gamma])[0])
+
+
+class StackStats:
+    """Whole-stack statistics per channel: count, mean, std, var, min, max, quantiles.
+
+    Parameters
+    ----------
+    read : callable
+        ``read(index)`` returns the numpy block for a tuple of slices (numpy, zarr, dask or
+        memory-mapped data behind it).
+    shape : sequence of int
+        Array shape; with ``per_channel`` the first dim is the channel.
+    dtype : numpy dtype
+    per_channel : bool
+        Statistics per index of the first dim, otherwise over everything.
+    quantiles : set of (q, method)
+        The quantiles wanted (q in [0, 1], numpy methods linear, lower, higher, nearest,
+        midpoint).
+    moments : bool
+        Also mean and variance (float64).
+    name : str
+        What to call the data in error messages (NaN check).
+    """
+
+    def __init__(self, read: Callable[[tuple[slice, ...]], np.ndarray], shape: Sequence[int],
+                 dtype: Any, *, per_channel: bool, quantiles: set[tuple[float, str]],
+                 moments: bool, name: str) -> None:
+        self.read, self.shape, self.dtype = read, tuple(int(n) for n in shape), np.dtype(dtype)
+        self.per_channel, self.quantiles, self.moments, self.name = (
+            per_channel, set(quantiles), moments, name)
+        for q, method in self.quantiles:
+            if method not in _METHODS:
+                raise InputError(f"quantile method {method!r} is not supported by sharpstack's "
+                                 f"streaming statistics; use one of {', '.join(_METHODS)}")
+        n_groups = self.shape[0] if per_channel else 1
+        self.groups = [_Group() for _ in range(n_groups)]
+        self.passes = 0
+        self._compute()
+
+    # -- passes ---------------------------------------------------------------------------
+
+    def _block_groups(self, block: np.ndarray) -> list[np.ndarray]:
+        if self.per_channel:
+            return [np.ravel(block[i]) for i in range(block.shape[0])]
+        return [np.ravel(block)]
+
+    def _pass(self, visit: Callable[[int, np.ndarray], None]) -> None:
+        self.passes += 1
+        for index in blocks(self.shape, 1 if self.per_channel else 0):
+            block = np.asarray(self.read(index))
+            for i, values in enumerate(self._block_groups(block)):
+                visit(i, values)
+
+    def _compute(self) -> None:
+        offset = _int_offset(self.dtype)
+        floating = self.dtype.kind in "fc"
+        exact_hist = offset is not None and bool(self.quantiles)
+
+        def first(i: int, v: np.ndarray) -> None:
+            g = self.groups[i]
+            if floating:
+                finite = np.isfinite(v)
+                if not finite.all():
+                    n_nan = int(np.isnan(v).sum())
+                    n_inf = int(v.size - finite.sum() - n_nan)
+                    what = " and ".join(p for p in (f"{n_nan} NaN values" if n_nan else "",
+                                                    f"{n_inf} infinite values" if n_inf else "")
+                                        if p)
+                    raise InputError(
+                        f"{self.name} contains {what} (in one block of the stack); fill or "
+                        f"remove them (e.g. Fiji Process > Math > Remove NaNs, or "
+                        f"numpy.nan_to_num) before passing it to sharpstack")
+            if v.size:
+                g.lo, g.hi = min(g.lo, float(v.min())), max(g.hi, float(v.max()))
+            if self.moments:
+                g.add_moments(v)
+            else:
+                g.n += v.size
+            if exact_hist:
+                idx = v.astype(np.int64) + offset if offset else v
+                h = np.bincount(idx, minlength=1 << 16)
+                g.hist = h if g.hist is None else g.hist + h
+
+        self._pass(first)
+        if not self.quantiles:
+            return
+        wanted = {i: sorted({r for q, m in self.quantiles for r in _ranks(g.n, q, m)})
+                  for i, g in enumerate(self.groups) if g.n}
+        if exact_hist:
+            for i, ranks in wanted.items():
+                g = self.groups[i]
+                assert g.hist is not None
+                cum = np.cumsum(g.hist)
+                for r in ranks:
+                    g.values[r] = float(int(np.searchsorted(cum, r, side="right")) - offset)
+            return
+        self._select(wanted)
+
+    def _select(self, wanted: dict[int, list[int]]) -> None:
+        """Order statistics by histogram refinement (see module doc).
+
+        A target is one wanted rank of one group, with the chain of histogram bins known to
+        hold it (``chain``: (lo, hi, bin) per level), how many values lie below the chain and
+        how many inside it. Targets whose chains agree share the work of a pass.
+        """
+        todo = []
+        for i, ranks in wanted.items():
+            g = self.groups[i]
+            for r in ranks:
+                if g.lo == g.hi:
+                    g.values[r] = g.lo
+                else:
+                    todo.append({"group": i, "rank": r, "chain": (), "below": 0, "count": g.n,
+                                 "lo": g.lo, "hi": g.hi})
+        while todo:
+            # one job per distinct (group, chain): collect its values or histogram them
+            jobs: dict[tuple, dict[str, Any]] = {}
+            for t in todo:
+                key = (t["group"], t["chain"])
+                job = jobs.setdefault(key, {"collect": t["count"] <= COLLECT_LIMIT,
+                                            "lo": t["lo"], "hi": t["hi"], "parts": [],
+                                            "hist": np.zeros(_BINS, np.int64),
+                                            "vmin": math.inf, "vmax": -math.inf})
+                t["job"] = job
+
+            def visit(i: int, v: np.ndarray) -> None:
+                level: dict[tuple, np.ndarray] = {}  # chain prefix -> its members in v
+                for (group, chain), job in jobs.items():
+                    if group != i:
+                        continue
+                    sel = v
+                    for depth in range(len(chain)):
+                        prefix = chain[:depth + 1]
+                        if prefix not in level:
+                            lo, hi, b = chain[depth]
+                            level[prefix] = sel[_bin(sel, lo, hi) == b]
+                        sel = level[prefix]
+                    if job["collect"]:
+                        job["parts"].append(sel.copy())
+                    elif sel.size:
+                        job["hist"] += np.bincount(_bin(sel, job["lo"], job["hi"]),
+                                                   minlength=_BINS)
+                        job["vmin"] = min(job["vmin"], float(sel.min()))
+                        job["vmax"] = max(job["vmax"], float(sel.max()))
+
+            self._pass(visit)
+            for job in jobs.values():
+                if job["collect"]:
+                    job["sorted"] = np.sort(np.concatenate(job["parts"])) if job["parts"] \
+                        else np.array([])
+                else:
+                    job["cum"] = np.cumsum(job["hist"])
+            nxt = []
+            for t in todo:
+                g, job = self.groups[t["group"]], t.pop("job")
+                k = t["rank"] - t["below"]
+                if job["collect"]:
+                    g.values[t["rank"]] = float(job["sorted"][k])
+                elif job["vmin"] == job["vmax"]:
+                    g.values[t["rank"]] = job["vmin"]
+                else:
+                    cum = job["cum"]
+                    b = int(np.searchsorted(cum, k, side="right"))
+                    width = (t["hi"] - t["lo"]) / _BINS
+                    nxt.append({"group": t["group"], "rank": t["rank"],
+                                "chain": t["chain"] + ((t["lo"], t["hi"], b),),
+                                "below": t["below"] + (int(cum[b - 1]) if b else 0),
+                                "count": int(job["hist"][b]),
+                                "lo": t["lo"] + b * width, "hi": t["lo"] + (b + 1) * width})
+            todo = nxt
+
+    # -- results --------------------------------------------------------------------------
+
+    def quantile(self, q: float, method: str = "linear") -> np.ndarray:
+        """The q-quantile per group (shape ``(channels,)`` or ``()``), float64."""
+        out = [_interpolate(g, g.n, q, method, self._value_dtype()) if g.n else math.nan
+               for g in self.groups]
+        return self._shape(out)
+
+    def mean(self) -> np.ndarray:
+        return self._shape([g.mean if g.n else math.nan for g in self.groups])
+
+    def var(self) -> np.ndarray:
+        return self._shape([g.m2 / g.n if g.n else math.nan for g in self.groups])
+
+    def std(self) -> np.ndarray:
+        return np.sqrt(self.var())
+
+    def _value_dtype(self) -> np.dtype:
+        return self.dtype if self.dtype.kind in "fc" else np.dtype(np.float64)
+
+    def _shape(self, values: list[float]) -> np.ndarray:
+        arr = np.asarray(values, dtype=np.float64)
+        return arr if self.per_channel else arr.reshape(())
+
+
+def _bin(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Histogram bin (0 .. 65535) of every value of ``v`` for the range [lo, hi].
+
+    Monotonic in the value (rounding is), and always computed the same way, so a value's bin
+    in one pass is its bin in the next. float32 data stay float32 (faster; the bins need not
+    be exact, only consistent; float64 when the range could overflow float32).
+    """
+    small = v.dtype == np.float32 and max(abs(lo), abs(hi)) < 1e30
+    work = np.dtype(np.float32) if small else np.dtype(np.float64)
+    x = np.subtract(v, work.type(lo), dtype=work)
+    x *= work.type(_BINS / (hi - lo))
+    idx = x.astype(np.int64)
+    np.clip(idx, 0, _BINS - 1, out=idx)
+    return idx
