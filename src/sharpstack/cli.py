@@ -386,7 +386,9 @@ def demo(
     summary = run_demo(method or DEFAULT_METHOD, out, epochs=epochs, steps_per_epoch=steps,
                        overwrite=overwrite, progress=True,
                        log=lambda m: typer.echo(f"* {m}", err=True))
-    typer.echo(json.dumps(summary, indent=2))
+    shown = {k: v for k, v in summary.items()
+             if k not in ("settings", "packages", "about", "quality")}
+    typer.echo(json.dumps(shown, indent=2))
     typer.echo("packages:")
     for d, p in summary["packages"].items():
         typer.echo(f"  {d}: {p['path']}\n    {p['what']}; checked for {', '.join(p['runs_in'])}")
