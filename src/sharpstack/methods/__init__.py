@@ -15,6 +15,7 @@ __all__ = ["REGISTRY", "DEFAULT_METHOD", "get_method", "method_names", "Method"]
 
 REGISTRY: dict[str, str] = {
     "isonet": "sharpstack.methods.isonet:IsoNet",
+    "zsegan": "sharpstack.methods.zsegan:ZSEGAN",
 }
 
 DEFAULT_METHOD = "isonet"

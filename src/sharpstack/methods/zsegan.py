@@ -1,6 +1,6 @@
-"""ZSE-GAN: focal-length weighted GANs for z-scan stacks (Wang et al., ICIP 2022 workshop
-paper "Visual enhancement of image stacks from a z-scanning microscope using focal lengths
-weighted GANs"; ``../shared/papers/zse-gan-focal-weighted-gans.md``).
+"""ZSE-GAN: focal-length weighted GANs for z-scan stacks ("Visual enhancement of image stacks
+from a z-scanning microscope using focal lengths weighted GANs"; reference code
+keerfish/ZSE-GAN; ``../shared/papers/zse-gan-focal-weighted-gans.md``).
 
 A z-scan x through a thin tissue section is sharp only near its focal plane. Without any 3D
 ground truth, a 3D generator G_S learns to make every horizontal plane x_∥ and every vertical
@@ -58,9 +58,10 @@ from ..nn.zsegan_arch import (PatchDiscriminator2D, ResnetGenerator3D, ZSEGANDep
 from ..normalize import PercentileNormalizer
 from ..training import TrainConfig, TrainData, TrainResult, TrainTask, fit
 
-__all__ = ["ZSEGANConfig", "ZSEGANTask", "ZSEGANModel", "ImagePool", "focal_coefficients",
-           "cycle_weights", "read_zscans", "read_images2d", "train_zsegan", "restore",
-           "split_zscans", "vertical_sections"]
+__all__ = ["ZSEGANConfig", "ZSEGANSettings", "ZSEGANSynth", "ZSEGAN", "ZSEGANTask",
+           "ZSEGANModel", "ImagePool", "focal_coefficients", "cycle_weights", "read_zscans",
+           "read_images2d", "train_zsegan", "restore", "split_zscans", "vertical_sections",
+           "shared_data_dir"]
 
 _LAYOUT = torch.channels_last_3d  # ~2-3x faster 3D convolutions on CPU (measured, torch 2.x)
 
@@ -794,3 +795,334 @@ def restore(model: ZSEGANModel | torch.nn.Module, stack: np.ndarray, *, axes: st
     with torch.no_grad():
         out = mod(torch.from_numpy(np.ascontiguousarray(xp))[None, None].to(dev))
     return out[0, 0, :, :h, :w].cpu().numpy().astype(np.float32)
+
+
+# =========================================================================== the plug-in
+from ._base import Demo, Deployable, Input, Method, Option, SynthResult, Trained  # noqa: E402
+
+
+def shared_data_dir() -> Path:
+    """The paper's z-scans (``../shared/data/zse_gan`` beside the project, or the folder in
+    ``SHARPSTACK_ZSEGAN_DATA``), read in place: never copied into runs or packages."""
+    import os
+
+    env = os.environ.get("SHARPSTACK_ZSEGAN_DATA")
+    p = Path(env) if env else Path(__file__).resolve().parents[3].parent / "shared" / "data" / \
+        "zse_gan"
+    if not (p / "zscans").is_dir() or not (p / "infocus").is_dir():
+        raise InputError(f"the ZSE-GAN paper's data (zscans/, infocus/) is not at {p}; set "
+                         f"SHARPSTACK_ZSEGAN_DATA to its folder, or use --source synthetic")
+    return p
+
+
+class ZSEGANSettings(ZSEGANConfig):
+    """ZSE-GAN training settings plus the data options of ``sharpstack train zsegan``."""
+
+    zscan_limit: int | None = Field(None, ge=2, le=10**6, description=(
+        "Use only the first N z-scans of the folder (sorted by name)."))
+    vertical: str | None = Field(None, description=(
+        "Folder of sharp vertical sections (lateral x planes) for D_S (the notebook's "
+        "trainA29); default: windows of the in-focus images."))
+
+
+class ZSEGANSynth(BaseModel):
+    """Data of ``sharpstack synth zsegan``: the paper's shared z-scans (read in place) or
+    synthetic z-scans of :func:`sharpstack.phantoms.zscan`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["shared", "synthetic"] = Field("shared", description=(
+        "shared: the paper's z-scans in ../shared/data/zse_gan (not copied); synthetic: "
+        "phantom z-scans with their true in-focus fields."))
+    zscans: int = Field(12, ge=2, le=10**5, description="Number of z-scans used.")
+    held_apart: int = Field(4, ge=1, le=10**5, description=(
+        "Of those, z-scans held apart (seeded); the first is the sample."))
+    infocus: int = Field(16, ge=1, le=10**5, description="Synthetic in-focus images.")
+    size: int = Field(64, ge=16, le=2048, description="Synthetic lateral size (pixels).")
+    planes: int = Field(29, ge=5, le=512, description="Synthetic focal planes.")
+    sigma_max: float = Field(4.0, gt=0, le=50, description=(
+        "Synthetic defocus blur (pixels) of the outermost plane."))
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed (also the split's).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ZSEGANSynth":
+        if self.held_apart >= self.zscans:
+            raise ValueError(f"held_apart ({self.held_apart}) must be below zscans "
+                             f"({self.zscans})")
+        return self
+
+
+def _held_apart_files(folder: Path, limit: int | None, val_count: int, seed: int) -> list[Path]:
+    files = _files(folder)
+    if limit:
+        files = files[:limit]
+    _, val = split_zscans(len(files), val_count, seed)
+    return [files[i] for i in val]
+
+
+def _zscan_scores(x01: np.ndarray, y01: np.ndarray, focal: int) -> dict[str, float]:
+    """No-reference scores of one restoration (both in [0, 1], ZYX)."""
+    from ..metrics import focus_measure, piqe, ssim
+
+    fx = [focus_measure(p) for p in x01]
+    fy = [focus_measure(p) for p in y01]
+    outer = [0, 1, 2, 3, len(x01) - 4, len(x01) - 3, len(x01) - 2, len(x01) - 1]
+    h = x01.shape[1]
+    rows = sorted({h // 5, h // 2, 4 * h // 5})
+    return {
+        "fm_max_min_input": max(fx) / min(fx), "fm_max_min_restored": max(fy) / min(fy),
+        "piqe_outer_input": float(np.mean([piqe(x01[k], data_range=1.0) for k in outer])),
+        "piqe_outer_restored": float(np.mean([piqe(y01[k], data_range=1.0) for k in outer])),
+        "fm_vertical_input": float(np.mean([focus_measure(x01[:, r, :]) for r in rows])),
+        "fm_vertical_restored": float(np.mean([focus_measure(y01[:, r, :]) for r in rows])),
+        "ssim_focal_plane": ssim(x01[focal], y01[focal], data_range=1.0),
+    }
+
+
+class ZSEGAN(Method):
+    """ZSE-GAN behind the method interface."""
+
+    name = "zsegan"
+    title = "ZSE-GAN (focal-length weighted GANs for z-scans)"
+    summary = ("sharpens z-scans through thin sections: every plane and every vertical section "
+               "as sharp as the focal plane, learnt without 3D ground truth")
+    settings_model = ZSEGANSettings
+    inputs = (Input("zscans", "Folder of z-scans: one ZYX stack of N focal planes per file.",
+                    kind="folder"),
+              Input("infocus", "Folder of sharp in-focus 2D images (YX) of the same tissue.",
+                    kind="folder"))
+    options = (
+        Option("planes", "n_planes", int, "Focal planes per z-scan (the paper: 29)."),
+        Option("focal-plane", "focal_plane", int, "1-based in-focus plane (default: centre)."),
+        Option("vertical", "vertical", str, "Folder of sharp vertical sections (lateral x "
+               "planes) for D_S (the notebook's trainA29)."),
+        Option("zscan-limit", "zscan_limit", int, "Use only the first N z-scans."),
+        Option("val-count", "val_count", int, "z-scans held apart for validation."),
+        Option("crop", "crop", int, "Lateral training crop (multiple of 4; paper 128)."),
+        Option("ngf", "ngf", int, "Generator filters (notebook 16)."),
+        Option("res-blocks", "n_res", int, "Residual blocks per generator (notebook 6)."),
+        Option("ndf", "ndf", int, "Discriminator filters (notebook 32)."),
+        Option("d-layers", "d_layers", int, "Stride-2 layers per PatchGAN (notebook 4)."),
+        Option("p-vertical", "p_vertical", float, "Weight of vertical sections in D_S."),
+        Option("lambda-cycle", "lambda_cycle", float, "Cycle-consistency weight."),
+        Option("lambda-identity", "lambda_identity", float, "Identity-loss weight."),
+        Option("cycle-weighting", "cycle_weighting", str, "notebook, focal or uniform."),
+        Option("cycle-reduce", "cycle_reduce", str, "mean (paper) or max (notebook)."),
+        Option("alpha-on-ds", "alpha_on_ds", bool, "Weight D_S's planes by alpha too."),
+        Option("sections", "sections", int, "Sections per z-scan and step for each "
+               "adversarial term."),
+        Option("pool", "pool_size", int, "Image pool size."),
+        Option("lr", "lr", float, "Adam learning rate."),
+        Option("epochs", "epochs", int, "Epochs (the notebook: 200)."),
+        Option("steps-per-epoch", "steps_per_epoch", int, "Batches per epoch."),
+        Option("batch-size", "batch_size", int, "z-scans per batch."),
+        Option("select", "select", str, "last or best (validation FM flatness + SSIM)."),
+        Option("seed", "seed", int, "Random seed."),
+        Option("device", "device", str, "cpu, cuda, ...; default: GPU if present."),
+    )
+    deployables = (
+        Deployable("zscan", "z-scan of N planes (or k*N: k scans stacked) in, sharpened, "
+                   "same shape out", ("bioimageio", "deepimagej", "ilastik")),
+    )
+    synth_model = ZSEGANSynth
+    synth_options = (
+        Option("source", "source", str, "shared (the paper's z-scans, read in place) or "
+               "synthetic."),
+        Option("zscans", "zscans", int, "Number of z-scans."),
+        Option("held-apart", "held_apart", int, "z-scans held apart (seeded)."),
+        Option("infocus", "infocus", int, "Synthetic in-focus images."),
+        Option("size", "size", int, "Synthetic lateral size."),
+        Option("planes", "planes", int, "Synthetic focal planes."),
+        Option("sigma-max", "sigma_max", float, "Synthetic blur of the outermost plane."),
+        Option("seed", "seed", int, "Random seed."),
+    )
+    demo = Demo(
+        synth={"source": "shared", "zscans": 16, "held_apart": 4, "seed": 0},
+        settings={"crop": 48, "ngf": 8, "n_res": 3, "ndf": 16, "sections": 2, "epochs": 5,
+                  "steps_per_epoch": 40, "calib_crops": 16},
+        predict_with="zscan",
+        about=("ZSE-GAN trained briefly on 12 of the paper's brain-section z-scans (29 planes, "
+               "128x128) and its in-focus images, reduced networks (8 generator filters, 3 "
+               "residual blocks, 48x48 crops, 200 steps); one held-apart z-scan restored with "
+               "the package. No ground truth exists: scores are the paper's no-reference "
+               "ones (FM flatness over the planes, PIQE of the outer planes, FM of vertical "
+               "sections, SSIM at the focal plane)."),
+    )
+    bench_options = (
+        Option("crop", "crop", int, "Lateral training crop (the paper: 128)."),
+        Option("ngf", "ngf", int, "Generator filters (notebook 16)."),
+        Option("res-blocks", "n_res", int, "Residual blocks (notebook 6)."),
+        Option("ndf", "ndf", int, "Discriminator filters (notebook 32)."),
+        Option("sections", "sections", int, "Sections per step and term."),
+        Option("epochs", "epochs", int, "Epochs (the notebook: 200)."),
+        Option("steps", "steps_per_epoch", int, "Batches per epoch."),
+        Option("val-count", "val_count", int, "Held-apart z-scans."),
+        Option("lambda-identity", "lambda_identity", float, "Identity-loss weight."),
+        Option("vertical-set", "use_vertical", bool, "Use the notebook's vertical sections "
+               "for D_S."),
+        Option("device", "device", str, "cpu or cuda."),
+        Option("seed", "seed", int, "Random seed."),
+    )
+    citations = ({"text": "Visual enhancement of image stacks from a z-scanning microscope "
+                          "using focal lengths weighted GANs (ZSE-GAN); reference code and "
+                          "data: keerfish/ZSE-GAN.",
+                  "url": "https://github.com/keerfish/ZSE-GAN"},)
+
+    # ------------------------------------------------------------------ training
+    def train(self, inputs: Sequence[Path], settings: ZSEGANSettings, *, out_dir: Path,
+              resume: bool = False, progress: bool = False,
+              voxel_size: Mapping[str, float] | None = None) -> Trained:
+        zdir, fdir = (Path(p) for p in inputs)
+        zs = read_zscans(zdir, n_planes=settings.n_planes)
+        if settings.zscan_limit:
+            zs = zs[:settings.zscan_limit]
+        fs = read_images2d(fdir, what="in-focus image")
+        vert = None
+        if settings.vertical:
+            vert = [a for _, a in read_images2d(settings.vertical, what="vertical section")]
+        model = train_zsegan([a for _, a in zs], [a for _, a in fs], settings, vertical=vert,
+                             names=[n for n, _ in zs], out_dir=out_dir, resume=resume,
+                             progress=progress)
+        shape = tuple(zs[0][1].shape)
+        record = {
+            "normalizer": {"pmin": model.normalizer.pmin, "pmax": model.normalizer.pmax,
+                           "eps": model.normalizer.eps},
+            "split": model.split, "zscans_dir": str(zdir.resolve()),
+            "infocus_dir": str(fdir.resolve()),
+            "training_data": (f"{len(zs)} z-scans {shape} (ZYX) from {zdir.name}/, "
+                              f"{len(model.split['held_apart'])} held apart (seed "
+                              f"{settings.seed}); {len(fs)} in-focus images from {fdir.name}/; "
+                              "sharp vertical examples: "
+                              + ("the vertical sections in " + Path(settings.vertical).name
+                                 if vert else "windows of the in-focus images")),
+        }
+        tensors = {"G_S": model.G_S.state_dict(), "G_B": model.G_B.state_dict()}
+        return Trained(settings=settings, model=model, result=model.result, record=record,
+                       tensors=tensors)
+
+    def load(self, settings: ZSEGANSettings, record, tensors, result) -> Trained:
+        gk = settings.generator_kwargs()
+        nets = {}
+        for k in ("G_S", "G_B"):
+            net = ResnetGenerator3D(**gk)
+            try:
+                net.load_state_dict(tensors[k])
+            except (KeyError, RuntimeError) as exc:
+                raise InputError(f"the run's {k} weights do not fit its ZSE-GAN settings "
+                                 f"({str(exc).splitlines()[0]}); the run folder is damaged: "
+                                 "train again") from None
+            nets[k] = net.eval()
+        model = ZSEGANModel(G_S=nets["G_S"], G_B=nets["G_B"], config=settings,
+                            normalizer=PercentileNormalizer(**record["normalizer"]),
+                            result=result, split=dict(record.get("split", {})))
+        return Trained(settings=settings, model=model, result=result, record=record,
+                       tensors=tensors)
+
+    # ------------------------------------------------------------------ export
+    def package_spec(self, trained, sample, deployable, *, workdir, name=None, authors=None,
+                     license="MIT", quality=None, attachments=(), runtimes_text=""):
+        from ..export.zsegan import package_spec_from_run
+
+        return package_spec_from_run(trained, Path(sample), deployable, workdir=Path(workdir),
+                                     claims=self.deployable(deployable).claims, name=name,
+                                     authors=authors, license=license, quality=quality,
+                                     attachments=list(attachments),
+                                     runtimes_text=runtimes_text, cite=list(self.citations))
+
+    # ------------------------------------------------------------------ data, demo
+    def synthesize(self, options: ZSEGANSynth) -> SynthResult:
+        from .. import phantoms
+        from ..io import as_dataarray
+
+        o = options
+        if o.source == "shared":
+            root = shared_data_dir()
+            files = _files(root / "zscans")
+            if len(files) < o.zscans:
+                raise InputError(f"{root / 'zscans'} has {len(files)} z-scans, fewer than "
+                                 f"--zscans {o.zscans}")
+            sample = _held_apart_files(root / "zscans", o.zscans, o.held_apart, o.seed)[0]
+            return SynthResult(
+                arrays={"zscans": root / "zscans", "infocus": root / "infocus",
+                        "sample": sample},
+                inputs=("zscans", "infocus"), sample="sample",
+                settings={"zscan_limit": o.zscans, "val_count": o.held_apart, "seed": o.seed},
+                info={"source": f"the paper's z-scans ({root}), read in place",
+                      "sample_name": sample.name},
+                references={})
+        n = o.planes
+        shape = (n, o.size, o.size)
+        zs, fields = [], []
+        for i in range(o.zscans + 1):
+            st, f = phantoms.zscan(shape, seed=o.seed * 1000 + i, sigma_max=o.sigma_max,
+                                   return_field=True)
+            zs.append(st)
+            fields.append(f)
+        infocus = [phantoms.zscan(shape, seed=o.seed * 1000 + 500 + i, return_field=True)[1]
+                   for i in range(o.infocus)]
+        return SynthResult(
+            arrays={"zscans": [as_dataarray(z, "ZYX") for z in zs[:-1]],
+                    "infocus": [as_dataarray(f, "YX") for f in infocus],
+                    "sample": as_dataarray(zs[-1], "ZYX"),
+                    "sample_infocus": as_dataarray(fields[-1], "YX")},
+            inputs=("zscans", "infocus"), sample="sample",
+            settings={"n_planes": n, "val_count": o.held_apart, "seed": o.seed,
+                      "crop": min(128, o.size // 4 * 4)},
+            info={"source": f"synthetic z-scans {shape}, defocus blur up to {o.sigma_max} px"},
+            references={"sample": zs[-1], "sample_infocus": fields[-1]})
+
+    def _sample_array(self, synth: SynthResult) -> np.ndarray:
+        from ..io import read_stack
+
+        if "sample" in synth.references:
+            return np.asarray(synth.references["sample"])
+        return np.asarray(read_stack(synth.arrays["sample"]).values)
+
+    def evaluate(self, trained: Trained, synth: SynthResult) -> dict[str, Any]:
+        model: ZSEGANModel = trained.model
+        x = self._sample_array(synth)
+        y = restore(model, x)
+        x01 = np.clip(model.normalizer.before(x), 0, 1)
+        s = _zscan_scores(x01, y, model.config.focal_index)
+        out: dict[str, Any] = {
+            "FM max/min over planes, input": s["fm_max_min_input"],
+            "FM max/min over planes, ZSE-GAN": s["fm_max_min_restored"],
+            "PIQE of planes 1-4, 26-29, input": s["piqe_outer_input"],
+            "PIQE of planes 1-4, 26-29, ZSE-GAN": s["piqe_outer_restored"],
+            "FM of vertical sections, input": s["fm_vertical_input"],
+            "FM of vertical sections, ZSE-GAN": s["fm_vertical_restored"],
+            "SSIM(x, y) at the focal plane": s["ssim_focal_plane"],
+            "data": f"held-apart z-scan {synth.info.get('sample_name', 'sample')} "
+                    f"({synth.info.get('source', '')})"}
+        if "sample_infocus" in synth.references:
+            from ..metrics import ssim_normalized
+
+            f = synth.references["sample_infocus"]
+            out["SSIM vs true in-focus field, input (mean over planes)"] = float(
+                np.mean([ssim_normalized(f, p) for p in x01]))
+            out["SSIM vs true in-focus field, ZSE-GAN (mean over planes)"] = float(
+                np.mean([ssim_normalized(f, p) for p in y]))
+        return out
+
+    def score(self, synth: SynthResult, restored) -> dict[str, float]:
+        x = self._sample_array(synth)
+        norm = PercentileNormalizer()
+        x01 = np.clip(norm.before(x), 0, 1)
+        y = np.asarray(restored, dtype=np.float32)
+        return _zscan_scores(x01, y, (x.shape[0] - 1) // 2)
+
+    def figure(self, synth: SynthResult, restored) -> list[tuple[str, Any]]:
+        x = np.clip(PercentileNormalizer().before(self._sample_array(synth)), 0, 1)
+        y = np.asarray(restored, dtype=np.float32)
+        r = x.shape[1] // 2
+        return [("input, plane 1", x[0]), ("ZSE-GAN, plane 1", y[0]),
+                ("input, focal plane", x[(len(x) - 1) // 2]),
+                ("ZSE-GAN, focal plane", y[(len(y) - 1) // 2]),
+                ("input, vertical section (x, z)", x[:, r, :].T),
+                ("ZSE-GAN, vertical section", y[:, r, :].T)]
+
+    # ------------------------------------------------------------------ benchmark
+    def bench(self, out_dir: Path, *, progress: bool = False, **options: Any) -> dict[str, Any]:
+        from ..bench.zsegan import run_zsegan_bench
+
+        return run_zsegan_bench(out_dir, progress=progress, **options)

@@ -1,0 +1,187 @@
+"""Describe a trained ZSE-GAN as a bioimage.io package (the ``zscan`` deployable).
+
+The exported module is the sharpening generator G_S alone (``nn.zsegan_arch.ZSEGANDeploy``):
+a z-scan normalised by ``scale_range`` (percentiles of the whole stack) in, the sharpened
+z-scan in [0, 1] of the same shape out. Axes ``batch, channel, z, y, x``:
+
+- z: ``n_planes + n * n_planes`` (a stack of k z-scans along z is sharpened scan by scan),
+  no halo (each z-scan is processed whole);
+- y, x: ``min + n * 4`` (two stride-2 layers), halo = the generator's receptive radius
+  rounded up to 4, so that ``sharpstack predict`` / deepImageJ / ilastik tile laterally
+  without seams (the generator's instance norms use stored statistics in the package, see
+  ``nn.zsegan_arch``).
+
+The test input and the cover are a synthetic z-scan (:func:`sharpstack.phantoms.zscan`):
+the paper's z-scans may not be redistributed, so nothing of the training data goes into a
+package.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..methods.zsegan import ZSEGANModel, restore
+from ..nn import zsegan_arch
+from .package import AxisSpec, PackageSpec
+
+__all__ = ["DEPLOYABLES", "zsegan_axes", "synthetic_test_input", "render_card",
+           "zsegan_package_spec", "package_spec_from_run"]
+
+DEPLOYABLES = ("zscan",)
+DEFAULT_AUTHORS = [{"name": "sharpstack developers"}]
+TEST_LATERAL = 128
+"""Lateral size of the synthetic test input (rounded up to a valid size)."""
+
+
+def zsegan_axes(model: ZSEGANModel) -> list[AxisSpec]:
+    """z (whole z-scans, no halo) and the tiled lateral axes y, x with their halo."""
+    n = model.config.n_planes
+    step = 4
+    halo = int(math.ceil(model.receptive_radius() / step) * step)
+    # bioimageio.spec requires (minimum output size - 2 * halo) >= 1
+    lat_min = step * int(math.ceil((2 * halo + 1) / step))
+    return [AxisSpec(id="z", min=n, step=n, halo=0),
+            AxisSpec(id="y", min=lat_min, step=step, halo=halo),
+            AxisSpec(id="x", min=lat_min, step=step, halo=halo)]
+
+
+def synthetic_test_input(model: ZSEGANModel, *, seed: int = 0) -> np.ndarray:
+    """A synthetic z-scan (float32, ZYX) of the model's planes and focal plane, lateral size
+    the smallest valid one >= :data:`TEST_LATERAL` (see :func:`sharpstack.phantoms.zscan`)."""
+    from ..phantoms import zscan
+
+    ax = zsegan_axes(model)
+    lat = ax[1]
+    size = lat.min if lat.min >= TEST_LATERAL else \
+        lat.min + int(math.ceil((TEST_LATERAL - lat.min) / lat.step)) * lat.step
+    return zscan((model.config.n_planes, size, size), seed=seed,
+                 focal_plane=model.config.focal_index, sigma_max=4.0)
+
+
+def _fmt_quality(quality: dict[str, Any] | None) -> str:
+    if not quality:
+        return "Not measured for this package."
+    lines = ["| measure | value |", "|---|---|"]
+    for k, v in quality.items():
+        lines.append(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |")
+    return "\n".join(lines)
+
+
+def render_card(model: ZSEGANModel, *, name: str, description: str, halo: int,
+                training_data: str, quality: dict[str, Any] | None,
+                runtimes_text: str = "") -> str:
+    """The model card (Markdown) from ``templates/zsegan.md``."""
+    from .. import __version__
+
+    cfg = model.config
+    tmpl = resources.files("sharpstack.export").joinpath("templates/zsegan.md").read_text(
+        "utf-8")
+    hist = model.result.history
+    steps = cfg.steps_per_epoch or len(model.split.get("train", [])) or 0
+    return tmpl.format(
+        name=name, description=description, version=__version__, n=cfg.n_planes,
+        n2=2 * cfg.n_planes, focal=cfg.focal_index + 1, pmin=cfg.pmin, pmax=cfg.pmax,
+        halo=halo, ngf=cfg.ngf, ngf2=2 * cfg.ngf, ngf4=4 * cfg.ngf, n_res=cfg.n_res,
+        first_kernel=cfg.first_kernel, kz=zsegan_arch.final_z_kernel(cfg.n_planes),
+        ndf=cfg.ndf, d_layers=cfg.d_layers, p=cfg.p_vertical, p1=round(1 - cfg.p_vertical, 4),
+        lambda_cycle=cfg.lambda_cycle, lambda_identity=cfg.lambda_identity,
+        cycle_weighting=cfg.cycle_weighting, cycle_reduce=cfg.cycle_reduce,
+        alpha_on_ds="yes" if cfg.alpha_on_ds else "no (the paper's Eq. 2-3)",
+        sections=cfg.sections, pool=cfg.pool_size, lr=cfg.lr, beta1=cfg.beta1,
+        beta2=cfg.beta2, crop=cfg.crop, epochs=len(hist), steps=steps,
+        batch=cfg.batch_size, select=cfg.select, calib=cfg.calib_crops,
+        kwargs=json.dumps(cfg.generator_kwargs()), training_data=training_data or "not recorded",
+        quality=_fmt_quality(quality), runtimes=runtimes_text)
+
+
+def zsegan_package_spec(model: ZSEGANModel, test_input: np.ndarray, *, covers: list[Path],
+                        claims: tuple[str, ...], cite: list[dict[str, str]],
+                        name: str | None = None, description: str | None = None,
+                        training_data: str = "", quality: dict[str, Any] | None = None,
+                        authors: list[dict[str, str]] | None = None, license: str = "MIT",
+                        runtimes_text: str = "", attachments: list[Path] | None = None
+                        ) -> PackageSpec:
+    """A :class:`PackageSpec` of the ``zscan`` deployable; ``test_input`` is a raw ZYX
+    z-scan whose sizes are valid (see :func:`zsegan_axes`)."""
+    axes = zsegan_axes(model)
+    if np.ndim(test_input) != 3:
+        raise ValueError(f"test input must be ZYX, got shape {np.shape(test_input)}")
+    for a, s in zip(axes, np.shape(test_input)):
+        if s < a.min or (s - a.min) % a.step:
+            raise ValueError(f"test input size {s} along {a.id} is not min {a.min} + n*{a.step}")
+    n = model.config.n_planes
+    name = name or f"ZSE-GAN z-scan sharpening ({n} planes)"
+    description = description or (
+        f"ZSE-GAN sharpens z-scans of {n} focal planes through a thin section: every plane and "
+        "every vertical section as sharp as the focal plane (generator G_S of a focal-length "
+        "weighted GAN, trained without 3D ground truth).")
+    card = render_card(model, name=name, description=description, halo=axes[1].halo,
+                       training_data=training_data, quality=quality,
+                       runtimes_text=runtimes_text)
+    return PackageSpec(
+        name=name, description=description, module=model.deploy(),
+        arch_source=Path(zsegan_arch.__file__), arch_callable="ZSEGANDeploy",
+        arch_kwargs=model.deploy_kwargs(), axes=axes,
+        test_input=np.asarray(test_input, dtype=np.float32), normalizer=model.normalizer,
+        documentation=card, covers=covers, authors=authors or DEFAULT_AUTHORS, cite=cite,
+        license=license,
+        tags=["z-stack", "deblurring", "zsegan", "gan", "brightfield", "histology",
+              "restoration", "pytorch", "sharpstack", "3d"],
+        input_description=f"z-scan of {n} focal planes (or k*{n}: k scans along z)",
+        output_description="sharpened z-scan, normalised intensities in [0, 1]",
+        training_data=training_data, attachments=attachments or [], claims=claims)
+
+
+def package_spec_from_run(trained, sample: Path, deployable: str, *, workdir: Path,
+                          claims: tuple[str, ...], cite: list[dict[str, str]],
+                          name: str | None = None, authors: list[dict[str, str]] | None = None,
+                          license: str = "MIT", quality: dict[str, Any] | None = None,
+                          attachments: list[Path] | None = None,
+                          runtimes_text: str = "") -> PackageSpec:
+    """The package of a trained ZSE-GAN run (``methods._base.Trained``).
+
+    ``sample`` must be a z-scan the model takes (checked: ZYX, the model's plane count); its
+    content is not put into the package. The test input, the sample TIFF and the cover come
+    from a synthetic z-scan (:func:`synthetic_test_input`).
+    """
+    from ..io import check_finite, read_stack
+    from .covers import panels_png
+
+    if deployable not in DEPLOYABLES:
+        raise InputError(f"deployable must be one of {', '.join(DEPLOYABLES)}; got "
+                         f"{deployable!r}")
+    model: ZSEGANModel = trained.model
+    n = model.config.n_planes
+    data = read_stack(sample)
+    if tuple(data.dims) != ("z", "y", "x"):
+        raise InputError(f"{sample} must be a one-channel ZYX z-scan, got "
+                         f"{''.join(data.dims).upper()} {tuple(data.shape)}; give a z-scan of "
+                         f"{n} planes")
+    if data.shape[0] % n:
+        raise InputError(f"{sample} has {data.shape[0]} focal planes; this model takes z-scans "
+                         f"of {n} planes (or k*{n}: k scans stacked); give such a z-scan")
+    check_finite(data, str(sample))
+    test_input = synthetic_test_input(model)
+    restored = restore(model, test_input)
+    shown = np.clip(model.normalizer.before(test_input), 0, 1)
+    r = shown.shape[1] // 2
+    f = model.config.focal_index
+    cover = panels_png([shown[0], restored[0], shown[f], restored[f]],
+                       ["synthetic z-scan, plane 1", "ZSE-GAN, plane 1",
+                        f"input, focal plane {f + 1}", "ZSE-GAN, focal plane"],
+                       Path(workdir) / "cover.png")
+    vertical = panels_png([shown[:, r, :].T, restored[:, r, :].T],
+                          ["input, vertical section (x, z)", "ZSE-GAN, vertical section"],
+                          Path(workdir) / "cover_vertical.png")
+    return zsegan_package_spec(
+        model, test_input, covers=[cover, vertical], claims=claims, cite=cite, name=name,
+        training_data=trained.record.get("training_data", ""), quality=quality,
+        authors=authors, license=license, runtimes_text=runtimes_text,
+        attachments=attachments or [])
