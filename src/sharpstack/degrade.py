@@ -34,7 +34,6 @@ __all__ = [
     "degrade_lateral",
     "depth_profile",
     "depth_blur",
-    "form_depth_image",
 ]
 
 
@@ -415,37 +414,3 @@ def depth_blur(volume: np.ndarray, sigma_xy, sigma_z=0.0) -> np.ndarray:
             if sxy[z] > 0 else mixed[z]
     return out
 
-
-def form_depth_image(gt: np.ndarray, *, sigma_xy, sigma_z=0.0, attenuation=1.0,
-                     poisson_peak: float | None = None, gauss_sigma: float = 0.0,
-                     seed: int | np.random.Generator | None = 0) -> np.ndarray:
-    """Simulate a z-stack whose deeper slices lose sharpness and contrast (axes ``"ZYX"``).
-
-    ``add_noise(attenuation[z] * depth_blur(gt, sigma_xy, sigma_z)[z])``: blur growing with
-    depth (:func:`depth_blur`), multiplication of every slice by its attenuation factor
-    (e.g. ``exp(-mu z)``: :func:`depth_profile` on a log scale), then Poisson shot noise with
-    ``poisson_peak`` photons at the brightest voxel of the attenuated image (so deep slices
-    get fewer photons) and Gaussian read noise of ``gauss_sigma`` in intensity units.
-
-    Parameters
-    ----------
-    gt : np.ndarray, shape (Z, Y, X)
-        Non-negative fluorophore density.
-    sigma_xy, sigma_z : float or per-slice sequence
-        PSF widths per depth (voxels).
-    attenuation : float or per-slice sequence
-        Intensity factor per slice (1 = none).
-    poisson_peak, gauss_sigma, seed
-        As in :func:`add_noise`.
-
-    Returns
-    -------
-    np.ndarray
-        ``float32`` ``(Z, Y, X)``.
-    """
-    g = _as_float32(gt, "gt")
-    if g.ndim != 3:
-        raise InputError(f"gt must be a 3D array with axes 'ZYX', got shape {g.shape}")
-    att = _per_slice(attenuation, g.shape[0], "attenuation").astype(np.float32)
-    img = depth_blur(g, sigma_xy, sigma_z) * att[:, None, None]
-    return add_noise(img, poisson_peak=poisson_peak, gauss_sigma=gauss_sigma, rng=seed)
