@@ -346,14 +346,22 @@ def validate(
 @_friendly
 def predict(
     package: Annotated[Path, typer.Argument(help="Any bioimage.io model package (.zip, folder or rdf.yaml).")],
-    input: Annotated[Path, typer.Argument(help="Input stack (TIFF, OME-Zarr, .npy).")],
-    output: Annotated[Path, typer.Argument(help="Output (.tif ImageJ TIFF, .ome.zarr, .npy).")],
-    tile: Annotated[Optional[str], typer.Option(help="Tile size Z,Y,X (or one number); default from the package.")] = None,
-    weight_format: Annotated[Optional[str], typer.Option(help="torchscript, onnx or pytorch_state_dict.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
+    input: Annotated[Path, typer.Argument(help="Input stack (TIFF, OME-Zarr, .npy); OME-Zarr and large TIFFs are read window by window.")],
+    output: Annotated[Path, typer.Argument(help="Output, streamed window by window: .ome.zarr (chunked like the windows; resumable), .tif (ImageJ TIFF), .ome.tif, .npy.")],
+    tile: Annotated[Optional[str], typer.Option(help="Window size Z,Y,X (or one number), halo included; default 64,256,256 rounded to sizes the package accepts. For a 2D model run plane by plane, Z is planes per window.")] = None,
+    weight_format: Annotated[Optional[str], typer.Option(help="torchscript, onnx or pytorch_state_dict; default: the fastest present for the device (ONNX Runtime on a CPU, TorchScript on a GPU).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N; default: the GPU when torch sees one.")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="Windows (or planes of a 2D model) per forward call, when the package allows a batch; default: about 4 M voxels per call (16 M on a GPU).")] = None,
+    planes: Annotated[bool, typer.Option(help="Run a 2D model on a z-stack plane by plane (--no-planes: refuse).")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output (kept until the new one is complete).")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted OME-Zarr output where it stopped (same package, input and options).")] = False,
+    dask: Annotated[bool, typer.Option("--dask", help="Run the windows as a Dask graph (OME-Zarr output), with the threads scheduler unless --scheduler says otherwise.")] = False,
+    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler: threads, processes, local (a LocalCluster of --workers processes) or the address of a running dask.distributed scheduler, e.g. tcp://host:8786. Implies --dask.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Dask threads or worker processes (threads, processes, local).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for the network (per process).")] = None,
 ):
-    """Run a packaged model on a stack, tiled with its halo; keeps the calibration right."""
+    """Run a packaged model on a stack, tiled with its halo, streamed into the output; keeps the
+    calibration right. Prints the whole-stack statistics used for normalisation."""
     from .predict import predict_file
 
     _threads(threads)
@@ -361,8 +369,15 @@ def predict(
     tile_arg = None
     if t is not None:
         tile_arg = t[0] if len(t) == 1 else dict(zip("zyx"[-len(t):], t))
+    if workers is not None and workers < 1:
+        raise SharpstackError(f"--workers must be a positive number, got {workers}")
+    if dask and scheduler is None:
+        scheduler = "threads"
     out = predict_file(package, input, output, tile=tile_arg, weight_format=weight_format,
-                       overwrite=overwrite, progress=True)
+                       device=device, threads=threads, batch=batch, planes=planes,
+                       overwrite=overwrite, resume=resume, scheduler=scheduler,
+                       workers=workers, progress=True,
+                       log=lambda m: typer.echo(m, err=True))
     typer.echo(f"written: {out}")
 
 
