@@ -1,0 +1,67 @@
+"""Reproduce the ZSE-GAN paper's Tables 1-3 and figures on held-apart real z-scans.
+
+Reduced run (the defaults: crop 48, 8 generator filters, 3 residual blocks, 16
+discriminator filters, 40 epochs x 64 steps, 2 sections per adversarial term; about an
+hour on 2 CPU cores)::
+
+    flock /tmp/sharpstack-heavy.lock /usr/bin/time -v python benchmarks/zsegan.py --out bench_out/zsegan --threads 2
+    # the same as: sharpstack bench zsegan --out bench_out/zsegan --threads 2
+
+Paper-size run (GPU; the reference notebook's networks and 200 epochs over the 64 training
+z-scans of 128x128)::
+
+    python benchmarks/zsegan.py --crop 128 --ngf 16 --res-blocks 6 --ndf 32 --sections 1 \\
+        --epochs 200 --steps 64 --device cuda --out bench_out/zsegan_paper
+
+Writes ``tables.md``, ``per_plane.csv``, ``results.json``, ``cross_sections.png``,
+``gradient_histograms.png`` and ``fm_piqe.png`` to ``--out`` and prints the tables. See
+:mod:`sharpstack.bench.zsegan` for the protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sharpstack.bench.zsegan import REDUCED
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="bench_out/zsegan", help="output folder")
+    p.add_argument("--crop", type=int, default=REDUCED["crop"], help="lateral crop (paper 128)")
+    p.add_argument("--ngf", type=int, default=REDUCED["ngf"], help="generator filters (16)")
+    p.add_argument("--res-blocks", type=int, default=REDUCED["n_res"], help="residual blocks (6)")
+    p.add_argument("--ndf", type=int, default=REDUCED["ndf"], help="discriminator filters (32)")
+    p.add_argument("--sections", type=int, default=REDUCED["sections"],
+                   help="sections per adversarial term and step (notebook 1)")
+    p.add_argument("--epochs", type=int, default=REDUCED["epochs"], help="epochs (200)")
+    p.add_argument("--steps", type=int, default=REDUCED["steps_per_epoch"],
+                   help="batches per epoch (64: one pass over the training z-scans)")
+    p.add_argument("--val-count", type=int, default=16, help="held-apart z-scans")
+    p.add_argument("--lambda-identity", type=float, default=0.5, help="identity weight")
+    p.add_argument("--vertical-set", action="store_true",
+                   help="use the notebook's vertical sections for D_S")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: GPU if present)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    p.add_argument("--resume", action="store_true", help="continue OUT/run")
+    a = p.parse_args(argv)
+
+    import torch
+
+    from sharpstack.bench.zsegan import run_zsegan_bench
+
+    torch.set_num_threads(a.threads)
+    run_zsegan_bench(a.out, progress=True, crop=a.crop, ngf=a.ngf, n_res=a.res_blocks,
+                     ndf=a.ndf, sections=a.sections, epochs=a.epochs, steps_per_epoch=a.steps,
+                     val_count=a.val_count, lambda_identity=a.lambda_identity,
+                     use_vertical=a.vertical_set, device=a.device, seed=a.seed,
+                     resume=a.resume)
+    with open(f"{a.out}/tables.md", encoding="utf-8") as fh:
+        print(fh.read())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

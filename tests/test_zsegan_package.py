@@ -1,0 +1,200 @@
+"""ZSE-GAN through the method interface: CLI train/export, the package (bioimageio test for
+three weight formats, sharpstack predict == in-process restoration, tiled == untiled,
+consumer checks), bad input answered with exit code 2, and the benchmark's machinery."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from sharpstack.cli import app
+from sharpstack.io import as_dataarray, read_stack, write_tiff
+
+runner = CliRunner()
+
+# tiny networks: receptive radius 18 (halo 20), seconds per training on one thread
+TINY_FLAGS = ["--crop", "16", "--ngf", "2", "--res-blocks", "1", "--ndf", "4",
+              "--d-layers", "3", "--sections", "2", "--epochs", "2", "--steps-per-epoch", "2",
+              "--val-count", "1", "--pool", "3", "--threads", "1"]
+
+
+def _ok(res):
+    assert res.exit_code == 0, res.output
+    return res
+
+
+def _clean_failure(res, *needles):
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    assert res.output.count("error:") == 1, res.output
+    for n in needles:
+        assert n in res.output, res.output
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    out = tmp_path_factory.mktemp("zsegan_data")
+    _ok(runner.invoke(app, ["synth", "zsegan", str(out / "data"), "--source", "synthetic",
+                            "--zscans", "3", "--held-apart", "1", "--infocus", "3",
+                            "--size", "48", "--seed", "1"]))
+    return out / "data"
+
+
+@pytest.fixture(scope="module")
+def run(synth, tmp_path_factory):
+    out = tmp_path_factory.mktemp("zsegan_cli") / "run"
+    _ok(runner.invoke(app, ["train", "zsegan", str(synth / "zscans"), str(synth / "infocus"),
+                            str(out)] + TINY_FLAGS))
+    return out
+
+
+@pytest.fixture(scope="module")
+def package(run, synth, tmp_path_factory):
+    pkg = tmp_path_factory.mktemp("zsegan_pkg") / "zsegan.zip"
+    res = _ok(runner.invoke(app, ["export", str(run), str(synth / "sample.tif"), str(pkg)]))
+    assert "tested" in res.output
+    return pkg
+
+
+def test_run_folder_records_the_split_and_settings(run):
+    info = json.loads((run / "run.json").read_text())
+    assert info["method"] == "zsegan" and info["status"] == "trained"
+    assert info["settings"]["ngf"] == 2 and info["settings"]["n_planes"] == 29
+    assert len(info["record"]["split"]["held_apart"]) == 1
+    assert (run / "model.pt").exists() and (run / "last.pt").exists()
+
+
+def test_package_passes_bioimageio_test_for_three_formats(package):
+    from sharpstack.export.package import WEIGHT_FORMATS, test_package
+
+    ok, report = test_package(package)
+    assert ok, report
+    assert set(WEIGHT_FORMATS) == {"torchscript", "onnx", "pytorch_state_dict"}
+
+
+def test_package_axes_halo_and_synthetic_test_input(package, run, synth):
+    import zipfile
+
+    from sharpstack.export.zsegan import synthetic_test_input
+    from sharpstack.workflows import load_run
+
+    with zipfile.ZipFile(package) as z:
+        rdf = yaml.safe_load(z.read("rdf.yaml"))
+        x = np.load(__import__("io").BytesIO(z.read(rdf["inputs"][0]["test_tensor"]["source"])))
+        names = z.namelist()
+    ax = {a.get("id", a["type"]): a for a in rdf["inputs"][0]["axes"]}
+    assert ax["z"]["size"] == {"min": 29, "step": 29}
+    out = {a.get("id", a["type"]): a for a in rdf["outputs"][0]["axes"]}
+    trained = load_run(run).trained
+    assert out["y"]["halo"] >= trained.model.receptive_radius() and out["y"]["halo"] % 4 == 0
+    assert out["z"].get("halo", 0) == 0
+    # the test input is the synthetic z-scan, not the (possibly unredistributable) sample
+    np.testing.assert_array_equal(x[0, 0], synthetic_test_input(trained.model))
+    sample = np.asarray(read_stack(synth / "sample.tif").values)
+    assert x.shape[2:] != sample.shape or not np.allclose(x[0, 0], sample)
+    assert "cover0.png" in names and rdf["documentation"] == "README.md"
+
+
+def test_check_passes_for_the_claimed_consumers(package):
+    _ok(runner.invoke(app, ["check", str(package), "--for", "deepimagej", "--for", "ilastik"]))
+    from sharpstack.export.compat import check_package
+
+    assert check_package(package, ["bioimageio", "deepimagej", "ilastik"]).ok()
+
+
+def test_predict_reproduces_the_in_process_restoration(package, run, synth, tmp_path):
+    from sharpstack.methods.zsegan import restore
+    from sharpstack.workflows import load_run
+
+    model = load_run(run).trained.model
+    stack = np.asarray(read_stack(synth / "sample.tif").values)
+    big = np.concatenate([stack, stack[:, ::-1]], axis=2)  # 29 x 48 x 96: several tiles
+    src = tmp_path / "big.tif"
+    write_tiff(src, as_dataarray(big, "ZYX"))
+    untiled, tiled = tmp_path / "untiled.tif", tmp_path / "tiled.tif"
+    _ok(runner.invoke(app, ["predict", str(package), str(src), str(untiled)]))
+    _ok(runner.invoke(app, ["predict", str(package), str(src), str(tiled),
+                            "--tile", "29,48,48"]))
+    a = np.asarray(read_stack(untiled).values)
+    b = np.asarray(read_stack(tiled).values)
+    want = restore(model, big)
+    assert a.shape == big.shape
+    np.testing.assert_allclose(a, want, atol=1e-4)
+    np.testing.assert_allclose(b, a, atol=1e-4)
+
+
+def test_bad_inputs_get_one_message_and_exit_code_2(synth, tmp_path, run, package):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "run_bad"
+    _clean_failure(runner.invoke(app, ["train", "zsegan", str(empty), str(synth / "infocus"),
+                                       str(out)] + TINY_FLAGS), "no z-scans")
+    assert not out.exists()
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    write_tiff(flat / "plane.tif", read_stack(synth / "infocus" / "000.tif"))
+    _clean_failure(runner.invoke(app, ["train", "zsegan", str(flat), str(synth / "infocus"),
+                                       str(out)] + TINY_FLAGS), "2D image")
+    assert not out.exists()
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    st = read_stack(synth / "sample.tif")
+    write_tiff(odd / "a.tif", st[:27])
+    _clean_failure(runner.invoke(app, ["train", "zsegan", str(odd), str(synth / "infocus"),
+                                       str(out)] + TINY_FLAGS), "27 focal planes")
+    assert not out.exists()
+    pkg = tmp_path / "bad.zip"
+    _clean_failure(runner.invoke(app, ["export", str(run), str(odd / "a.tif"), str(pkg)]),
+                   "27 focal planes")
+    assert not pkg.exists()
+
+
+def test_killed_cli_training_resumes(synth, tmp_path):
+    out = tmp_path / "run"
+    flags = list(TINY_FLAGS)
+    first = list(flags)
+    first[first.index("--epochs") + 1] = "1"
+    _ok(runner.invoke(app, ["train", "zsegan", str(synth / "zscans"), str(synth / "infocus"),
+                            str(out)] + first))
+    res = _ok(runner.invoke(app, ["train", "zsegan", str(synth / "zscans"),
+                                  str(synth / "infocus"), str(out), "--resume"] + flags))
+    assert "trained 2 epochs" in res.output
+    other = list(flags)
+    other[other.index("--ngf") + 1] = "3"
+    _clean_failure(runner.invoke(app, ["train", "zsegan", str(synth / "zscans"),
+                                       str(synth / "infocus"), str(out), "--resume"] + other),
+                   "other settings")
+
+
+def test_benchmark_machinery_on_tiny_data(tmp_path):
+    from sharpstack.bench.zsegan import run_zsegan_bench
+    from sharpstack.phantoms import zscan
+
+    root = tmp_path / "zse"
+    for sub in ("zscans", "infocus"):
+        (root / sub).mkdir(parents=True)
+    for i in range(3):
+        write_tiff(root / "zscans" / f"s{i}.tif", as_dataarray(zscan((29, 32, 32), seed=i),
+                                                               "ZYX"))
+        write_tiff(root / "infocus" / f"f{i}.tif",
+                   as_dataarray(zscan((29, 32, 32), seed=9 + i, return_field=True)[1], "YX"))
+    res = run_zsegan_bench(tmp_path / "out", crop=16, ngf=2, n_res=1, ndf=4, sections=1,
+                           epochs=1, steps_per_epoch=2, val_count=1, rl_iterations=2,
+                           data_dir=root, extra={"d_layers": 3, "calib_crops": 2,
+                                                 "pool_size": 2})
+    for f in ("tables.md", "per_plane.csv", "results.json", "cross_sections.png",
+              "gradient_histograms.png", "fm_piqe.png"):
+        assert (tmp_path / "out" / f).exists(), f
+    text = (tmp_path / "out" / "tables.md").read_text()
+    assert "Table 3" in text and "Table 2" in text and "Table 1" in text
+    assert len(res["scores"]["zsegan"]["fm"]) == 29
+    assert {c["name"] for c in res["criteria"]} >= {"FM max/min over the planes"}
+    # the input's defocus makes its FM vary over the planes; the fitted RL widths grow
+    assert res["criteria"][0]["input"] != res["criteria"][0]["zsegan"]
+    s = res["rl_sigmas"]
+    assert s[14] == 0 and s[0] > 0 and s[28] > 0
