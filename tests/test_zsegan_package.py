@@ -185,7 +185,7 @@ def test_benchmark_machinery_on_tiny_data(tmp_path):
                    as_dataarray(zscan((29, 32, 32), seed=9 + i, return_field=True)[1], "YX"))
     res = run_zsegan_bench(tmp_path / "out", crop=16, ngf=2, n_res=1, ndf=4, sections=1,
                            epochs=1, steps_per_epoch=2, val_count=1, rl_iterations=2,
-                           data_dir=root, extra={"d_layers": 3, "calib_crops": 2,
+                           data_dir=root, export=False, extra={"d_layers": 3, "calib_crops": 2,
                                                  "pool_size": 2})
     for f in ("tables.md", "per_plane.csv", "results.json", "cross_sections.png",
               "gradient_histograms.png", "fm_piqe.png"):

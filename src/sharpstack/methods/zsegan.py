@@ -118,6 +118,9 @@ class ZSEGANConfig(BaseModel):
     val_count: int = Field(16, ge=1, le=100000, description=(
         "z-scans held apart (seeded) for validation and the benchmark (20% of 80 in the "
         "paper's split)."))
+    val_monitor: int = Field(4, ge=1, le=100000, description=(
+        "Held-apart z-scans scored after every epoch (validation log; the benchmark scores "
+        "all of them after training)."))
     select: Literal["last", "best"] = Field("last", description=(
         "Weights kept: the last epoch's (as for any CycleGAN), or the epoch with the lowest "
         "validation criterion log(max FM / min FM over the planes) + 1 - SSIM at the focal "
@@ -740,7 +743,7 @@ def train_zsegan(zscans: Sequence[np.ndarray], infocus: Sequence[np.ndarray],
         calib.append(x_train[i, :, :, a:a + c, b:b + c])
     task = ZSEGANTask(cfg, torch.stack(calib))
     data = TrainData(ZScanTrainSet(x_train, ys, vs, crop=c, sections=cfg.sections,
-                                   augment=cfg.augment), ZScanValSet(x_val))
+                                   augment=cfg.augment), ZScanValSet(x_val[:cfg.val_monitor]))
     split = {"train": [names[i] for i in train_idx], "held_apart": [names[i] for i in val_idx]}
     record = {"zsegan": cfg.model_dump(), "split": split,
               "vertical_source": "vertical set" if vs else "in-focus windows",
