@@ -1,0 +1,383 @@
+"""Disentangled-representation deblurring: networks, data, losses, training, errors.
+
+One tiny seeded synthetic defocus series and one tiny trained model (session fixtures) are
+shared by these tests; the package and CLI tests live in test_disentangled_package.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sharpstack.errors import InputError
+
+TINY = {"channels": [4, 8], "id_channels": 8, "patch_size": 32, "epochs": 2,
+        "steps_per_epoch": 4, "batch_size": 4, "val_items": 4}
+
+
+@pytest.fixture(scope="session")
+def tiny_series():
+    from sharpstack.methods.disentangled import synthetic_series
+
+    series, gt = synthetic_series(6, 48, dz_um=(-2.0, -1.0, 0.0, 1.0, 2.0), seed=1)
+    return series, gt
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_series, tmp_path_factory):
+    from sharpstack.methods.disentangled import DisentangledConfig, train_disentangled
+
+    series, _ = tiny_series
+    run = tmp_path_factory.mktemp("dis_run")
+    cfg = DisentangledConfig(variant="manifold1d", **TINY)
+    return train_disentangled(series, cfg, out_dir=run), run
+
+
+def _random_bn(module: torch.nn.Module, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+
+
+# ------------------------------------------------------------------------------ networks
+@pytest.mark.parametrize("variational", [False, True])
+def test_deploy_module_traces_and_exports_to_onnx(variational, tmp_path):
+    import onnxruntime as ort
+
+    from sharpstack.export.weights import export_onnx, export_torchscript
+    from sharpstack.nn.disentangled_arch import DisentangledDeploy
+
+    torch.manual_seed(0)
+    m = DisentangledDeploy(channels=[4, 8], id_channels=6, blur_channels=3,
+                           variational=variational)
+    _random_bn(m)
+    m.focus_code.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    m.eval()
+    export_torchscript(m, torch.rand(1, 1, 32, 48), tmp_path / "m.pt")
+    export_onnx(m, torch.rand(1, 1, 32, 48), tmp_path / "m.onnx", space_axes=2)
+    x = torch.rand(2, 1, 64, 40)  # other batch and sizes than the example
+    with torch.no_grad():
+        ref = m(x)
+        ts = torch.jit.load(str(tmp_path / "m.pt"))(x)
+    onx = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input": x.numpy()})[0]
+    assert ref.shape == x.shape
+    assert torch.allclose(ref, ts, atol=1e-6)
+    np.testing.assert_allclose(onx, ref.numpy(), atol=1e-5)
+
+
+def test_receptive_radius_bounds_the_dependence():
+    from sharpstack.nn.disentangled_arch import DisentangledDeploy, receptive_radius
+
+    torch.manual_seed(1)
+    m = DisentangledDeploy(channels=[4, 8], id_channels=4, blur_channels=1).eval()
+    for bn in m.modules():  # keep every ReLU of the random network alive
+        if isinstance(bn, torch.nn.BatchNorm2d):
+            bn.running_mean.fill_(-1.0)
+    radius = receptive_radius([4, 8])
+    reach = 0
+    for cy, cx in ((48, 48), (49, 50), (51, 47)):
+        x = torch.rand(1, 1, 96, 96, requires_grad=True)
+        m(x)[0, 0, cy, cx].backward()
+        ys, xs = np.nonzero(x.grad[0, 0].numpy())
+        reach = max(reach, cy - ys.min(), ys.max() - cy, cx - xs.min(), xs.max() - cx)
+    assert 0 < reach <= radius
+
+
+def test_deploy_is_fully_convolutional_tiled_equals_whole():
+    """Tiles on the pooling grid, each with a halo >= the receptive radius, give exactly the
+    whole image's result: the stored blur code does not depend on the input."""
+    from sharpstack.nn.disentangled_arch import DisentangledDeploy, receptive_radius
+
+    torch.manual_seed(2)
+    m = DisentangledDeploy(channels=[4, 8], id_channels=4, blur_channels=2).eval()
+    _random_bn(m, 3)
+    m.focus_code.copy_(torch.tensor([1.0, -0.5]))
+    x = torch.rand(1, 1, 96, 128)
+    halo = 24  # >= radius 21, multiple of 4
+    assert halo >= receptive_radius([4, 8])
+    with torch.no_grad():
+        whole = m(x)
+        out = torch.zeros_like(whole)
+        for y0 in (0, 48):
+            for x0 in (0, 64):
+                ys, xs = max(0, y0 - halo), max(0, x0 - halo)
+                ye, xe = min(96, y0 + 48 + halo), min(128, x0 + 64 + halo)
+                t = m(x[..., ys:ye, xs:xe])
+                out[..., y0:y0 + 48, x0:x0 + 64] = t[..., y0 - ys:y0 - ys + 48,
+                                                        x0 - xs:x0 - xs + 64]
+    assert float((out - whole).abs().max()) < 1e-5
+
+
+# ------------------------------------------------------------------------------ losses
+def test_code_distance_rms_and_unit():
+    from sharpstack.methods.disentangled import code_distance
+
+    a = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    b = torch.tensor([[2.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0]])
+    assert torch.allclose(code_distance(a, b), torch.tensor([1.0, 0.5]), atol=1e-5)
+    # unit: same direction -> 0 whatever the lengths
+    assert float(code_distance(a[1:], b[1:], "unit")) == pytest.approx(0.0, abs=1e-6)
+    # a 1-D code keeps its distance with rms
+    assert float(code_distance(torch.tensor([[0.2]]), torch.tensor([[0.9]]))) == \
+        pytest.approx(0.7, abs=1e-5)
+
+
+def test_beta_schedule_rises_exponentially_to_one():
+    from sharpstack.methods.disentangled import beta_schedule
+
+    vals = [beta_schedule(t, full=0.1, rate=25.0) for t in (0.0, 0.05, 0.1, 0.5)]
+    assert vals[0] == pytest.approx(np.exp(-2.5))
+    assert vals[1] == pytest.approx(np.exp(-1.25))
+    assert vals[2] == vals[3] == 1.0
+
+
+def test_product_of_gaussians_matches_closed_form():
+    from sharpstack.methods.disentangled import product_of_gaussians
+
+    mu = torch.tensor([[1.0, 3.0]]).T[None]  # (1 group, 2 members, 1)
+    var = torch.tensor([[1.0, 4.0]]).T[None]
+    m, v = product_of_gaussians(mu, var.log(), dim=1)
+    # precisions 1 and 0.25 add to 1.25; mean (1*1 + 3*0.25) / 1.25 = 1.4
+    assert float(v) == pytest.approx(0.8)
+    assert float(m) == pytest.approx(1.4)
+
+
+def test_mlvae_score_known_answers():
+    from sharpstack.metrics import mlvae_score
+
+    rng = np.random.default_rng(0)
+    ids = np.repeat(np.arange(5), 8)
+    centres = rng.normal(size=(5, 40))
+    idc = centres[ids] + 0.1 * rng.normal(size=(40, 40))
+    level = np.tile(np.arange(8.0), 5)[:, None]
+    good = mlvae_score(idc, level, ids)
+    assert good["identity_accuracy"] == 1.0
+    assert good["blur_accuracy"] <= 0.25 and good["score"] >= 0.75
+    leaky = mlvae_score(idc, idc[:, :10], ids)  # the blur code carries the identity
+    assert leaky["blur_accuracy"] == 1.0 and leaky["score"] == 0.0
+    with pytest.raises(InputError, match="at least 2 identities"):
+        mlvae_score(idc[:8], level[:8], ids[:8])
+
+
+# ------------------------------------------------------------------------------ data
+def test_synthetic_series_has_its_focus_and_blur_grows(tiny_series):
+    from sharpstack.metrics import psnr_normalized
+
+    series, gt = tiny_series
+    assert series.images.shape == (6, 5, 48, 48) and gt.shape == (6, 48, 48)
+    assert list(series.focus) == [2] * 6
+    stack = series.images[0]
+    scores = [psnr_normalized(gt[0], stack[k]) for k in range(5)]
+    assert int(np.argmax(scores)) == 2  # sharpest at dz = 0
+    assert scores[0] < scores[1] < scores[2] > scores[3] > scores[4]
+
+
+def test_group_dataset_pairs(tiny_series):
+    from sharpstack.methods.disentangled import GroupDataset
+
+    series, _ = tiny_series
+    # all planes of an identity equal: a same-identity pair must then be pixel-identical,
+    # which checks that the crop and the flips/rotations are shared
+    flat = np.repeat(series.images[:, 2:3], 5, axis=1)
+    ds = GroupDataset(flat, series.focus, [0, 1, 2, 3], patch_size=32, group_size=3,
+                      p_focus=1.0, length=20, seed=3)
+    for k in range(10):
+        imgs, dz, ident = ds[k]
+        assert imgs.shape == (4, 1, 32, 32)
+        assert torch.equal(imgs[0], imgs[1]) and torch.equal(imgs[0], imgs[2])
+        assert len(set(dz[:3].tolist())) == 3  # distinct planes
+        assert dz[3] == dz[0] and ident[3] != ident[0]  # same defocus, other identity
+        assert int(ident[0]) in (0, 1, 2, 3) and int(ident[3]) in (0, 1, 2, 3)
+        if dz[0] != 0:
+            assert dz[1] == 0  # p_focus = 1: the partner is in focus
+    a, b = ds[5], ds[5]
+    assert torch.equal(a[0], b[0])  # seeded per item
+    val = GroupDataset(series.images, series.focus, [4], patch_size=32, length=8,
+                       force_focus=True, need_other=False)
+    for k in range(8):
+        _, dz, _ = val[k]
+        assert dz[0] != 0 and dz[1] == 0
+
+
+def test_split_identities_is_seeded_and_disjoint():
+    from sharpstack.methods.disentangled import split_identities
+
+    s = split_identities(20, val_fraction=0.1, test_fraction=0.2, seed=4)
+    assert s == split_identities(20, val_fraction=0.1, test_fraction=0.2, seed=4)
+    assert len(s["test"]) == 4 and len(s["val"]) == 2 and len(s["train"]) == 14
+    assert sorted(s["test"] + s["val"] + s["train"]) == list(range(20))
+    with pytest.raises(InputError, match="too few"):
+        split_identities(3, val_fraction=0.3, test_fraction=0.3)
+
+
+def _series_files(tmp_path, stacks):
+    from sharpstack.io import as_dataarray, write_tiff
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for i, s in enumerate(stacks):
+        write_tiff(folder / f"field_{i:02d}.tif", as_dataarray(s, "ZYX"))
+    return folder
+
+
+def test_read_defocus_series_finds_the_focus(tiny_series, tmp_path):
+    from sharpstack.methods.disentangled import read_defocus_series
+
+    series, _ = tiny_series
+    stacks = [np.clip(series.images[i] * 1000, 0, 65535).astype(np.uint16) for i in range(3)]
+    folder = _series_files(tmp_path, stacks)
+    found = read_defocus_series(folder)
+    assert found.names == ["field_00.tif", "field_01.tif", "field_02.tif"]
+    assert list(found.focus) == [2, 2, 2]
+    given = read_defocus_series(folder, focus=1)
+    assert list(given.focus) == [1, 1, 1]
+    np.testing.assert_array_equal(given.images[1], stacks[1].astype(np.float32))
+
+
+def test_series_without_an_in_focus_plane_is_an_error(tiny_series, tmp_path):
+    from sharpstack.methods.disentangled import find_focus, series_from_stacks
+
+    series, _ = tiny_series
+    one_side = series.images[0, 2:]  # focus, then ever more blurred: sharpest is the first
+    with pytest.raises(InputError, match="no in-focus plane inside the series.*first"):
+        find_focus(one_side, name="one_side.tif")
+    same = np.repeat(series.images[0, :1], 4, axis=0)  # every plane equally sharp
+    with pytest.raises(InputError, match="no in-focus plane: no plane is sharper"):
+        series_from_stacks([same], names=["flat.tif"])
+    with pytest.raises(InputError, match=r"in-focus plane 9 of .* outside its 5 planes"):
+        series_from_stacks([series.images[0]], focus=8)
+
+
+def test_images_of_unequal_sizes_are_an_error(tiny_series, tmp_path):
+    from sharpstack.methods.disentangled import read_defocus_series, series_from_stacks
+
+    series, _ = tiny_series
+    a, b = series.images[0], series.images[1, :, :40, :]
+    with pytest.raises(InputError, match=r"unequal sizes: .*\(5, 48, 48\).*\(5, 40, 48\)"):
+        series_from_stacks([a, b], names=["a.tif", "b.tif"], focus=2)
+    folder = _series_files(tmp_path, [a, b])
+    with pytest.raises(InputError, match="unequal sizes: field_00.tif"):
+        read_defocus_series(folder, focus=2)
+    with pytest.raises(InputError, match="single 2D image"):
+        series_from_stacks([a[0]])
+
+
+def test_config_is_bounded_and_rejects_unknown_keys():
+    from pydantic import ValidationError
+
+    from sharpstack.methods.disentangled import DisentangledConfig
+
+    assert DisentangledConfig(variant="manifold").code_blur_channels == 64
+    assert DisentangledConfig().code_blur_channels == 1
+    for bad in ({"variant": "manifold1d", "blur_channels": 4}, {"patch_size": 60},
+                {"margin": -1}, {"unknown_key": 1}, {"recon_loss": "vgg"}):
+        with pytest.raises(ValidationError):
+            DisentangledConfig(**bad)
+    for name, f in DisentangledConfig.model_fields.items():
+        assert f.description, name
+
+
+# ------------------------------------------------------------------------------ VGG
+def _write_vgg(path, *, first_in: int = 3, layers: int = 4):
+    from sharpstack.methods.disentangled import VGG16Features
+
+    net = VGG16Features(layers - 1)
+    state = net.features.state_dict()
+    if first_in != 3:
+        state["0.weight"] = torch.rand(64, first_in, 3, 3)
+    torch.save({f"features.{k}": v for k, v in state.items()}, path)
+
+
+def test_vgg_weights_file_is_loaded_and_checked(tmp_path):
+    from sharpstack.methods.disentangled import VGGPerceptualLoss, load_vgg16_features
+
+    good = tmp_path / "vgg_small.pt"
+    _write_vgg(good)  # layers 0..3 only: enough for relu1_2
+    feats = load_vgg16_features(good, [3])
+    loss = VGGPerceptualLoss(feats, [3])
+    x = torch.rand(2, 1, 32, 32)
+    assert float(loss(x, x)) == 0.0 and float(loss(x, x.flip(-1))) > 0
+    wrong = tmp_path / "vgg_gray.pt"
+    _write_vgg(wrong, first_in=1)
+    with pytest.raises(InputError, match=r"'0.weight' has shape \(64, 1, 3, 3\).*\(64, 3, 3, 3\)"):
+        load_vgg16_features(wrong, [3])
+    with pytest.raises(InputError, match="lacks '5.weight'"):
+        load_vgg16_features(good, [8])
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="not a readable PyTorch state dict"):
+        load_vgg16_features(junk, [3])
+
+
+def test_training_with_the_vgg_loss_runs(tiny_series, tmp_path):
+    from sharpstack.methods.disentangled import DisentangledConfig, train_disentangled
+
+    series, _ = tiny_series
+    w = tmp_path / "vgg.pt"
+    _write_vgg(w)
+    cfg = DisentangledConfig(variant="manifold", recon_loss="vgg", vgg_weights=str(w),
+                             vgg_layers=[3], **{**TINY, "epochs": 1, "steps_per_epoch": 2})
+    model = train_disentangled(series, cfg)
+    assert np.isfinite(model.result.history[-1]["train_loss"])
+    _write_vgg(w, first_in=1)
+    with pytest.raises(InputError, match="has shape"):
+        train_disentangled(series, cfg)
+
+
+# ------------------------------------------------------------------------------ training
+def test_tiny_training_records_split_and_resumes(tiny_model, tiny_series):
+    import json
+
+    from sharpstack.methods.disentangled import DisentangledConfig, train_disentangled
+
+    model, run = tiny_model
+    series, _ = tiny_series
+    log = json.loads((run / "history.json").read_text())
+    assert log["config"]["split"] == model.split
+    assert sorted(sum(model.split.values(), [])) == sorted(series.names)
+    assert len(model.split["val"]) == 1 and not model.split["test"]
+    assert model.focus_code.shape == (1,)
+    assert {"train_rec", "train_cross", "train_cont", "train_cons", "val_deblur"} \
+        <= set(log["history"][-1])
+    more = DisentangledConfig(variant="manifold1d", **{**TINY, "epochs": 3})
+    resumed = train_disentangled(series, more, out_dir=run, resume=True)
+    assert [h["epoch"] for h in resumed.result.history] == [1, 2, 3]
+    other = DisentangledConfig(variant="manifold1d", **{**TINY, "epochs": 3, "margin": 0.3})
+    with pytest.raises(InputError, match="margin"):
+        train_disentangled(series, other, out_dir=run, resume=True)
+
+
+def test_training_lowers_the_losses(tiny_series):
+    from sharpstack.methods.disentangled import DisentangledConfig, train_disentangled
+
+    series, _ = tiny_series
+    for variant in ("manifold", "mlvae"):
+        cfg = DisentangledConfig(variant=variant, **{**TINY, "epochs": 3, "steps_per_epoch": 8,
+                                                     "lr": 3e-3, "group_size": 3})
+        hist = train_disentangled(series, cfg).result.history
+        assert hist[-1]["train_rec"] < hist[0]["train_rec"], variant
+        if variant == "mlvae":
+            assert "train_kl" in hist[-1]
+
+
+def test_deblur_equals_the_deploy_module_and_handles_stacks(tiny_model, tiny_series):
+    from sharpstack.methods.disentangled import deblur
+
+    model, _ = tiny_model
+    series, _ = tiny_series
+    img = series.images[0, 0]
+    out = deblur(model, img)
+    assert out.shape == img.shape and out.dtype == np.float32
+    x = model.normalizer.before(img)
+    with torch.no_grad():
+        ref = model.deploy()(torch.from_numpy(x[None, None]))[0, 0].numpy()
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+    stack = deblur(model, series.images[1], axes="ZYX")
+    assert stack.shape == series.images[1].shape
+    odd = deblur(model, img[:45, :41])  # padded to a multiple of 4 and cropped
+    assert odd.shape == (45, 41)
+    with pytest.raises(InputError):
+        deblur(model, img, axes="ZYX")
