@@ -16,6 +16,7 @@ __all__ = ["REGISTRY", "DEFAULT_METHOD", "get_method", "method_names", "Method"]
 REGISTRY: dict[str, str] = {
     "isonet": "sharpstack.methods.isonet:IsoNet",
     "zsegan": "sharpstack.methods.zsegan:ZSEGAN",
+    "dqlr": "sharpstack.methods.dqlr:DQLR",
 }
 
 DEFAULT_METHOD = "isonet"
