@@ -1,7 +1,7 @@
 """DQLR: deep quantized latent representation for enhancing deep z-stack slices.
 
 Gupta, Aich, Rodriguez, Reddy & Roy-Chowdhury, "Deep quantized representation for enhanced
-reconstruction", ISBI 2020 (arXiv:2002.06473). Deeper slices of confocal z-stacks lose contrast
+reconstruction", ISBI 2020 (arXiv:2107.14368). Deeper slices of confocal z-stacks lose contrast
 and sharpness. DQLR encodes every slice to a latent map (encoder ``E``), runs a convolutional
 recurrent network ``R`` over consecutive slices from shallow to deep, replaces every code by
 its nearest codeword of a learned dictionary of ``k = 128`` codewords (``Q``, VQ-VAE) and
@@ -44,7 +44,8 @@ from ..training import TrainConfig, TrainData, TrainResult, TrainTask, fit
 
 __all__ = ["DQLRConfig", "DQLRClips", "DQLRTask", "DQLRModel", "DepthStack", "dqlr_loss",
            "prepare_stacks", "make_datasets", "train_dqlr", "restore", "read_training_stacks",
-           "synthetic_depth_stack", "min_slices"]
+           "synthetic_depth_stack", "min_slices", "DQLR", "DQLRSynth", "DEPTH_BINS",
+           "depth_bins", "score_depth_bins", "mean_gradient"]
 
 
 class DQLRConfig(BaseModel):
@@ -299,11 +300,12 @@ def make_datasets(stacks: Sequence[np.ndarray], config: DQLRConfig) -> TrainData
     return TrainData(train=train, val=val)
 
 
-def read_training_stacks(path: str | Path) -> tuple[list[np.ndarray], list[str]]:
+def read_training_stacks(path: str | Path) -> tuple[list[Any], list[str]]:
     """Read one z-stack or every stack in a folder (TIFF, OME-Zarr, .npy) for training.
 
-    Returns the arrays (axes ``ZYX``) and their names. A 2D image, a multichannel stack or a
-    folder without readable stacks is an :class:`~sharpstack.errors.InputError`.
+    Returns the stacks (``xarray.DataArray`` with dims ``z, y, x`` and their calibration)
+    and their names. A 2D image, a multichannel stack or a folder without readable stacks is
+    an :class:`~sharpstack.errors.InputError`.
     """
     from ..io import read_stack
 
@@ -333,7 +335,7 @@ def read_training_stacks(path: str | Path) -> tuple[list[np.ndarray], list[str]]
         if dims != "ZYX":
             raise InputError(f"{f} has axes {dims}; DQLR trains on z-stacks with axes ZYX "
                              f"(select one time point / position first)")
-        arrays.append(np.asarray(da.values))
+        arrays.append(da)
         names.append(str(f))
     return arrays, names
 
@@ -453,7 +455,8 @@ class DQLRModel:
 
 def train_dqlr(stacks: Sequence[Any] | np.ndarray, config: DQLRConfig, *, axes: str = "ZYX",
                names: Sequence[str] | None = None, out_dir: str | Path | None = None,
-               resume: bool = False, progress: bool = False) -> DQLRModel:
+               resume: bool = False, progress: bool = False,
+               record: dict[str, Any] | None = None) -> DQLRModel:
     """Train DQLR on one z-stack or several.
 
     Parameters
@@ -467,6 +470,8 @@ def train_dqlr(stacks: Sequence[Any] | np.ndarray, config: DQLRConfig, *, axes: 
         Names used in error messages and recorded with the run.
     out_dir, resume, progress
         Passed to :func:`sharpstack.training.fit`.
+    record : dict, optional
+        Settings record for the training log and the resume check (default: the config).
     """
     norm_stacks, _ = prepare_stacks(stacks, config, axes=axes, names=names)
     data = make_datasets(norm_stacks, config)
@@ -474,7 +479,7 @@ def train_dqlr(stacks: Sequence[Any] | np.ndarray, config: DQLRConfig, *, axes: 
     net = DQLRNet(**config.net_kwargs())
     task = DQLRTask(net, config)
     result = fit(task, data, config.train_config(), out_dir=out_dir, resume=resume,
-                 progress=progress, config_record={"dqlr": config.model_dump()})
+                 progress=progress, config_record=record or {"dqlr": config.model_dump()})
     return DQLRModel(net=task.models["net"], config=config,
                      normalizer=PercentileNormalizer(config.pmin, config.pmax), result=result,
                      training_stacks=list(names or []))
@@ -612,3 +617,299 @@ def synthetic_depth_stack(kind: Literal["membranes", "nuclei"] = "membranes",
     deconv = np.sqrt(np.maximum(sxy ** 2 - sxy[0] ** 2, 0.0))
     return DepthStack(degraded=degraded, gt=gt, sigma_xy=sxy, sigma_z=sz, attenuation=att,
                       deconv_sigma=deconv, kind=kind, seed=int(seed), labels=labels)
+
+
+# ============================================================================================
+# the plug-in: DQLR through the method interface (methods/_base.py)
+# ============================================================================================
+
+from collections.abc import Mapping  # noqa: E402
+
+from ._base import Demo, Deployable, Input, Method, Option, SynthResult, Trained  # noqa: E402
+
+#: depth bins of the synthetic protocol and of the real-stack measures: thirds of the stack
+DEPTH_BINS = ("shallow", "middle", "deep")
+
+
+def depth_bins(n: int, depth_increases_with_z: bool = True) -> dict[str, slice]:
+    """Thirds of ``n`` slices, from the shallowest to the deepest."""
+    edges = [round(i * n / 3) for i in range(4)]
+    bins = {name: slice(edges[i], edges[i + 1]) for i, name in enumerate(DEPTH_BINS)}
+    if not depth_increases_with_z:
+        bins = {name: slice(n - s.stop, n - s.start) for name, s in bins.items()}
+    return bins
+
+
+class DQLRSynth(BaseModel):
+    """DQLR's synthetic protocol (:func:`synthetic_depth_stack`): ``n_stacks`` seeded
+    training stacks and one held-out test stack with its ground truth."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["membranes", "nuclei"] = Field("membranes", description="Phantom: membranes or nuclei.")
+    shape: tuple[int, int, int] = Field((48, 128, 128), description="Stack size Z,Y,X (voxels).")
+    n_stacks: int = Field(2, ge=1, le=64, description="Training stacks (seeds seed+1 ...).")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the test stack.")
+    sigma_xy_shallow: float = Field(1.0, ge=0, le=32, description="Lateral PSF sigma at the top (px).")
+    sigma_xy_deep: float = Field(3.0, ge=0, le=32, description="Lateral PSF sigma at the bottom (px).")
+    sigma_z_shallow: float = Field(1.5, ge=0, le=64, description="Axial PSF sigma at the top (px).")
+    sigma_z_deep: float = Field(4.0, ge=0, le=64, description="Axial PSF sigma at the bottom (px).")
+    attenuation: float = Field(0.3, gt=0, le=1, description="Intensity of the last slice relative to the first.")
+    photons: float = Field(50.0, gt=0, le=1e6, description="Photons at the brightest voxel (Poisson noise).")
+    read_noise: float = Field(2.0, ge=0, le=1e4, description="Gaussian read noise (photons).")
+    pixel_um: float = Field(0.2, gt=0, le=100, description="Lateral pixel size written as calibration (um).")
+    z_um: float = Field(0.4, gt=0, le=100, description="z spacing written as calibration (um).")
+
+    @model_validator(mode="after")
+    def _check(self) -> DQLRSynth:
+        if self.shape[0] < 8 or min(self.shape[1:]) < 32:
+            raise ValueError(f"shape {self.shape} is too small; use at least 8 slices of 32x32")
+        return self
+
+    def stack(self, seed: int) -> DepthStack:
+        return synthetic_depth_stack(
+            self.kind, self.shape, seed=seed,
+            sigma_xy=(self.sigma_xy_shallow, self.sigma_xy_deep),
+            sigma_z=(self.sigma_z_shallow, self.sigma_z_deep), attenuation=self.attenuation,
+            poisson_peak=self.photons, read_noise=self.read_noise)
+
+    def describe(self) -> str:
+        return (f"synthetic {self.kind} {tuple(self.shape)}: Gaussian PSF sigma_xy "
+                f"{self.sigma_xy_shallow:g} -> {self.sigma_xy_deep:g} px, sigma_z "
+                f"{self.sigma_z_shallow:g} -> {self.sigma_z_deep:g} px from the first to the "
+                f"last slice, attenuation to {self.attenuation:g}, Poisson noise "
+                f"({self.photons:g} photons at the brightest voxel) + {self.read_noise:g} "
+                f"photons read noise")
+
+
+def _parse_shape(text: str) -> tuple[int, int, int]:
+    try:
+        vals = tuple(int(v) for v in str(text).replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"--shape must be integers like 48,128,128; got {text!r}") from None
+    if len(vals) != 3:
+        raise InputError(f"--shape needs 3 integers (Z,Y,X), got {text!r}")
+    return vals  # type: ignore[return-value]
+
+
+def score_depth_bins(gt: np.ndarray, images: Mapping[str, np.ndarray], *,
+                     depth_increases_with_z: bool = True) -> dict[str, dict[str, float]]:
+    """PSNR and SSIM (CARE protocol, :func:`sharpstack.metrics.psnr_normalized` /
+    :func:`~sharpstack.metrics.ssim_normalized`, 2D per slice averaged) of every image
+    against ``gt`` per depth bin, plus the mean gradient magnitude and FM of each bin
+    (``metrics.focus_measure``), both on the image as given."""
+    from .. import metrics
+
+    out: dict[str, dict[str, float]] = {}
+    bins = depth_bins(gt.shape[0], depth_increases_with_z)
+    for name, img in images.items():
+        img = np.asarray(img, dtype=np.float32)
+        row: dict[str, float] = {}
+        for b, sl in bins.items():
+            row[f"psnr_{b}"] = metrics.psnr_normalized(gt[sl], img[sl])
+            row[f"ssim_{b}"] = float(np.mean([metrics.ssim_normalized(gt[z], img[z])
+                                              for z in range(sl.start, sl.stop)]))
+            row[f"grad_{b}"] = mean_gradient(img[sl])
+            row[f"fm_{b}"] = metrics.focus_measure(img[sl], axes="ZYX")
+        out[name] = row
+    return out
+
+
+def mean_gradient(stack: np.ndarray) -> float:
+    """Mean lateral gradient magnitude ``|(d/dy, d/dx)|`` over the planes of ``stack``
+    (central differences, ``numpy.gradient``)."""
+    a = np.asarray(stack, dtype=np.float64)
+    if a.ndim == 2:
+        a = a[None]
+    gy, gx = np.gradient(a, axis=(1, 2))
+    return float(np.mean(np.hypot(gy, gx)))
+
+
+class DQLR(Method):
+    """DQLR behind the method interface."""
+
+    name = "dqlr"
+    title = "DQLR (Gupta et al., ISBI 2020)"
+    summary = ("enhancement of the deeper slices of z-stacks (contrast and sharpness lost with "
+               "depth) through quantised latent codes of consecutive slices; no ground truth")
+    citations = ({"text": "Gupta, Aich, Rodriguez, Reddy & Roy-Chowdhury. Deep quantized "
+                          "representation for enhanced reconstruction. IEEE ISBI 2020.",
+                  "doi": "10.48550/arXiv.2107.14368"},)
+    settings_model = DQLRConfig
+    inputs = (Input("stacks", "One z-stack (TIFF, OME-Zarr, .npy; axes ZYX) or a folder of "
+                    "z-stacks of the same kind.", kind="file_or_folder"),)
+    options = (
+        Option("window", "window", int, "Slices the recurrence sees per output slice (z halo "
+               "= window - 1)."),
+        Option("n-predict", "n_predict", int, "Following slices predicted from each clip."),
+        Option("deep-first", "depth_increases_with_z", bool, "The LAST slice is the "
+               "shallowest (depth grows towards slice 0); without it slice 0 is the shallowest "
+               "(depth_increases_with_z).", parse=lambda v: not v),
+        Option("no-quantize", "quantize", bool, "Train the paper's ablation without "
+               "quantisation (sets quantize to false).", parse=lambda v: not v),
+        Option("codes", "num_codes", int, "Codebook size k (the paper: 128)."),
+        Option("code-dim", "code_dim", int, "Codeword dimension (the public code: 64)."),
+        Option("hidden", "hidden", int, "Encoder/generator channels at the latent level."),
+        Option("rnn", "rnn_cell", str, "lstm (ConvLSTM) or gru (ConvGRU)."),
+        Option("rnn-hidden", "rnn_hidden", int, "Hidden channels of the recurrent cell."),
+        Option("lambda-ssim", "lambda_ssim", float, "Weight of 1 - SSIM."),
+        Option("lambda-vq", "lambda_vq", float, "Weight of the VQ loss."),
+        Option("epochs", "epochs", int, "Epochs."),
+        Option("steps-per-epoch", "steps_per_epoch", int, "Batches per epoch (default: every "
+               "clip once)."),
+        Option("clips", "n_clips", int, "Distinct training clips."),
+        Option("patch-size", "patch_size", int, "Lateral clip size (multiple of 2**n_down)."),
+        Option("batch-size", "batch_size", int, "Clips per batch."),
+        Option("lr", "lr", float, "Adam learning rate (the public code: 3e-4)."),
+        Option("lr-schedule", "lr_schedule", str, "constant or cosine."),
+        Option("patience", "patience", int, "Stop after this many epochs without validation "
+               "improvement."),
+        Option("seed", "seed", int, "Random seed."),
+        Option("device", "device", str, "cpu, cuda, cuda:1 ...; default: GPU if present."),
+    )
+    deployables = (
+        Deployable("stack", "z-stack in, restored z-stack of the same shape out "
+                   "(bioimageio.core, sharpstack predict, Fiji/deepImageJ, ilastik)",
+                   ("bioimageio", "deepimagej", "ilastik")),
+    )
+    synth_model = DQLRSynth
+    synth_options = (
+        Option("kind", "kind", str, "membranes or nuclei."),
+        Option("shape", "shape", str, "Stack size Z,Y,X (voxels).", parse=_parse_shape),
+        Option("stacks", "n_stacks", int, "Training stacks."),
+        Option("sigma-xy", "sigma_xy_deep", float, "Lateral PSF sigma of the deepest slice (px)."),
+        Option("sigma-z", "sigma_z_deep", float, "Axial PSF sigma of the deepest slice (px)."),
+        Option("attenuation", "attenuation", float, "Deepest/shallowest intensity."),
+        Option("photons", "photons", float, "Photons at the brightest voxel."),
+        Option("seed", "seed", int, "Seed of the test stack."),
+    )
+    demo = Demo(
+        synth={"kind": "membranes", "shape": (48, 128, 128), "n_stacks": 2, "seed": 0},
+        settings={"hidden": 32, "rnn_hidden": 32, "res_hidden": 16, "patch_size": 48,
+                  "batch_size": 16, "epochs": 20, "steps_per_epoch": 30, "n_clips": 4096,
+                  "val_clips": 32, "lr": 1e-3, "patience": None, "seed": 0},
+        predict_with="stack",
+        about=("Membrane phantoms 48x128x128 imaged with blur growing with depth (sigma_xy "
+               "1 -> 3 px, sigma_z 1.5 -> 4 px), attenuation to 0.3 and Poisson (50 photons) + "
+               "Gaussian noise; DQLR (ConvLSTM window 3, k = 128 codewords of dim 64) trained "
+               "on two stacks for 20 epochs x 30 batches of 16 clips (48 px), restoring a "
+               "third; PSNR/SSIM against the shallow-quality ground truth per depth third."),
+    )
+    bench_options = (
+        Option("steps", "steps", int, "Training steps per model."),
+        Option("stacks", "n_stacks", int, "Synthetic training stacks per phantom kind."),
+        Option("kind", "kinds", list[str], "membranes, nuclei (repeat; default both).",
+               parse=tuple),
+        Option("epochs", "epochs", int, "Epochs per model (steps are split over them)."),
+        Option("no-real", "real", bool, "Skip the two real confocal stacks (../shared/data).",
+               parse=lambda v: not v),
+        Option("device", "device", str, "cpu or cuda; default GPU if present."),
+        Option("seed", "seed", int, "Random seed."),
+    )
+
+    # ------------------------------------------------------------------ training
+    def train(self, inputs: Sequence[Path], settings: DQLRConfig, *, out_dir: Path,
+              resume: bool = False, progress: bool = False,
+              voxel_size: Mapping[str, float] | None = None) -> Trained:
+        from ..io import describe_voxel_size, with_voxel_size
+
+        (path,) = inputs
+        stacks, names = read_training_stacks(path)
+        stacks = [with_voxel_size(s, voxel_size) for s in stacks] if voxel_size else stacks
+        short = [Path(n).name for n in names]
+        model = train_dqlr([np.asarray(s.values) for s in stacks], settings, names=short,
+                           out_dir=out_dir, resume=resume, progress=progress,
+                           record={"dqlr": settings.model_dump(mode="json"),
+                                   "data": {"names": short,
+                                            "shapes": [list(s.shape) for s in stacks]}})
+        desc = "; ".join(f"{n}, shape {tuple(s.shape)}, voxel size {describe_voxel_size(s)}"
+                         for n, s in zip(short, stacks))
+        record = {
+            "normalizer": {"pmin": model.normalizer.pmin, "pmax": model.normalizer.pmax,
+                           "eps": model.normalizer.eps},
+            "training_data": f"{len(stacks)} stack(s): {desc}",
+            "voxel_size": dict(stacks[0].attrs.get("voxel_size") or {}),
+            "codebook": model.codebook_usage(),
+        }
+        return Trained(settings=settings, model=model, result=model.result, record=record,
+                       tensors={"net": model.net.state_dict()})
+
+    def load(self, settings: DQLRConfig, record, tensors, result) -> Trained:
+        net = DQLRNet(**settings.net_kwargs())
+        try:
+            net.load_state_dict(tensors["net"])
+        except (KeyError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"the run's weights do not fit its DQLR settings ({first}); the "
+                             "run folder is damaged: train again") from None
+        net.eval()
+        model = DQLRModel(net=net, config=settings,
+                          normalizer=PercentileNormalizer(**record["normalizer"]), result=result)
+        return Trained(settings=settings, model=model, result=result, record=record,
+                       tensors=tensors)
+
+    # ------------------------------------------------------------------ export
+    def package_spec(self, trained, sample, deployable, *, workdir, name=None, authors=None,
+                     license="MIT", quality=None, attachments=(), runtimes_text=""):
+        from ..export.dqlr import package_spec_from_run
+
+        return package_spec_from_run(trained, Path(sample), deployable, workdir=workdir,
+                                     claims=self.deployable(deployable).claims, name=name,
+                                     authors=authors, license=license, quality=quality,
+                                     attachments=list(attachments),
+                                     runtimes_text=runtimes_text)
+
+    # ------------------------------------------------------------------ synthetic data, demo
+    def synthesize(self, options: DQLRSynth) -> SynthResult:
+        from ..io import as_dataarray
+
+        vs = {"z": options.z_um, "y": options.pixel_um, "x": options.pixel_um}
+        train = [options.stack(options.seed + 1 + i) for i in range(options.n_stacks)]
+        test = options.stack(options.seed)
+        arrays = {
+            "stacks": [as_dataarray(d.degraded, "ZYX", vs) for d in train],
+            "test": as_dataarray(test.degraded, "ZYX", vs),
+            "ground_truth": as_dataarray(test.gt, "ZYX", vs),
+        }
+        return SynthResult(
+            arrays=arrays, inputs=("stacks",), sample="test",
+            info={"protocol": options.describe(), "kind": options.kind,
+                  "shape": list(options.shape), "n_stacks": options.n_stacks},
+            references={"gt": test.gt, "test": test.degraded,
+                        "deconv_sigma": test.deconv_sigma})
+
+    def evaluate(self, trained: Trained, synth: SynthResult) -> dict[str, Any]:
+        gt, test = synth.references["gt"], synth.references["test"]
+        out = restore(trained.model, test)
+        norm = trained.model.normalizer.before(test)
+        res = score_depth_bins(gt, {"input": norm, "dqlr": out})
+        q: dict[str, Any] = {}
+        for b in DEPTH_BINS:
+            q[f"PSNR {b} third, input (dB)"] = res["input"][f"psnr_{b}"]
+            q[f"PSNR {b} third, DQLR (dB)"] = res["dqlr"][f"psnr_{b}"]
+        q["data"] = synth.info.get("protocol", "")
+        for k, v in trained.model.codebook_usage().items():
+            q[f"codebook {k.replace('_', ' ')}"] = v
+        return q
+
+    def score(self, synth: SynthResult, restored) -> dict[str, float]:
+        gt, test = synth.references["gt"], synth.references["test"]
+        res = score_depth_bins(gt, {"input": test, "restored": np.asarray(restored)})
+        out = {}
+        for b in DEPTH_BINS:
+            for name in ("input", "restored"):
+                out[f"psnr_{name}_{b}_db"] = res[name][f"psnr_{b}"]
+                out[f"ssim_{name}_{b}"] = res[name][f"ssim_{b}"]
+        return out
+
+    def figure(self, synth: SynthResult, restored) -> list[tuple[str, Any]]:
+        gt, test = synth.references["gt"], synth.references["test"]
+        z = gt.shape[0] - 1 - gt.shape[0] // 12  # a deep slice
+        return [("input (deep slice)", test[z]), ("DQLR (package)", np.asarray(restored)[z]),
+                ("shallow-quality GT", gt[z])]
+
+    # ------------------------------------------------------------------ benchmark
+    def bench(self, out_dir: Path, *, progress: bool = False, **options: Any) -> dict[str, Any]:
+        from ..bench.dqlr import run_dqlr_bench
+
+        return run_dqlr_bench(out_dir, progress=progress, **options)

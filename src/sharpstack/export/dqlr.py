@@ -1,0 +1,246 @@
+"""Describe a trained DQLR as a bioimage.io package.
+
+One deployable, ``stack``: a z-stack in, the restored stack of the same shape out, with the
+whole method inside the exported network (:class:`~sharpstack.nn.dqlr_arch.DQLRDeploy`:
+encoder per slice, recurrence over the ``window`` slices ending at each slice, nearest-codeword
+lookup, generator). Its axes:
+
+- ``z``: any number of slices (``min = 2 (window - 1) + 1``, step 1), halo ``window - 1``:
+  every output slice depends on itself and the ``window - 1`` shallower slices only, so
+  tiles along z that carry that halo reproduce the untiled result;
+- ``y``, ``x``: multiples of ``max(2**n_down, 8)``, halo = the lateral receptive radius
+  rounded up to ``2**n_down`` (:func:`~sharpstack.nn.dqlr_arch.halo_for`).
+
+It claims bioimage.io, deepImageJ and ilastik (same shape in and out, standard
+``scale_range``). QuPath is not claimed: it runs 2D models on image tiles, and DQLR needs
+consecutive slices (its recurrence over z is the method; a per-slice model would drop it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..methods.dqlr import DQLRModel
+from ..nn import dqlr_arch
+from .package import AxisSpec, PackageSpec
+
+__all__ = ["DEPLOYABLES", "DQLR_CITATION", "VQVAE_CITATION", "dqlr_axes", "render_card",
+           "dqlr_package_spec", "package_spec_from_run", "test_input_from"]
+
+DEPLOYABLES = ("stack",)
+"""The deployables (their consumer claims are declared by ``methods.dqlr.DQLR``)."""
+
+DQLR_CITATION = {
+    "text": "Gupta, Aich, Rodriguez, Reddy & Roy-Chowdhury. Deep quantized representation for "
+            "enhanced reconstruction. IEEE ISBI 2020.",
+    "doi": "10.48550/arXiv.2107.14368",
+}
+VQVAE_CITATION = {
+    "text": "van den Oord, Vinyals & Kavukcuoglu. Neural discrete representation learning. "
+            "NeurIPS 2017.",
+    "doi": "10.48550/arXiv.1711.00937",
+}
+DEFAULT_AUTHORS = [{"name": "sharpstack developers"}]
+
+
+def dqlr_axes(model: DQLRModel) -> list[AxisSpec]:
+    """Space axes (z, y, x) with sizes and halos of the ``stack`` deployable."""
+    cfg = model.config
+    lat_halo, z_halo = model.halo()
+    step = max(model.lateral_multiple(), 8)
+    # bioimageio.spec requires (minimum output size - 2 * halo) >= 1
+    lat_min = step * int(math.ceil((2 * lat_halo + 1) / step))
+    z_min = 2 * z_halo + 1
+    return [AxisSpec(id="z", min=z_min, step=1, halo=z_halo),
+            AxisSpec(id="y", min=lat_min, step=step, halo=lat_halo),
+            AxisSpec(id="x", min=lat_min, step=step, halo=lat_halo)]
+
+
+def test_input_from(stack: np.ndarray, axes: list[AxisSpec], *, lateral: int = 128,
+                    z_extra: int = 4) -> np.ndarray:
+    """A crop of ``stack`` of a valid input size: about ``lateral`` px (at least the minimum)
+    around the centre, ``min + z_extra`` slices from the middle of the stack (the shallow
+    and deep ends both matter; the middle holds both kinds of context). Axes shorter than
+    ``min`` are padded by reflection."""
+    pads = [(0, max(0, a.min - s)) for s, a in zip(stack.shape, axes)]
+    if any(p[1] for p in pads):
+        stack = np.pad(stack, pads, mode="reflect" if all(s > 1 for s in stack.shape)
+                       else "edge")
+    sl = []
+    for s, a in zip(stack.shape, axes):
+        target = min(s, max(a.min, a.min + z_extra if a.id == "z" else lateral))
+        size = a.min + (target - a.min) // a.step * a.step
+        start = (s - size) // 2
+        sl.append(slice(start, start + size))
+    return np.ascontiguousarray(stack[tuple(sl)])
+
+
+def _fmt_quality(quality: dict[str, Any] | None) -> str:
+    if not quality:
+        return "Not measured for this package."
+    lines = ["| measure | value |", "|---|---|"]
+    for k, v in quality.items():
+        lines.append(f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |")
+    return "\n".join(lines)
+
+
+def render_card(model: DQLRModel, *, name: str, description: str, axes: list[AxisSpec],
+                training_data: str, quality: dict[str, Any] | None,
+                codebook: dict[str, float] | None = None, runtimes_text: str = "") -> str:
+    """The model card (Markdown) from ``templates/dqlr.md``."""
+    from .. import __version__
+
+    cfg = model.config
+    tmpl = resources.files("sharpstack.export").joinpath("templates/dqlr.md").read_text("utf-8")
+    z, y = axes[0], axes[1]
+    hist = model.result.history
+    if codebook:
+        usage = (f"{codebook.get('train_codes_used', float('nan')):.0f} of {cfg.num_codes} "
+                 f"codewords used per training batch in the last epoch, perplexity "
+                 f"{codebook.get('train_perplexity', float('nan')):.1f} (validation: "
+                 f"{codebook.get('val_perplexity', float('nan')):.1f})")
+    else:
+        usage = "not recorded" if cfg.quantize else "no codebook (ablation without quantisation)"
+    direction = ("slice 0 is the shallowest (depth grows with z)" if cfg.depth_increases_with_z
+                 else "the last slice is the shallowest (depth grows towards slice 0)")
+    return tmpl.format(
+        name=name, description=description, version=__version__,
+        window=cfg.window, z_halo=z.halo, z_min=z.min, lat_halo=y.halo, lat_min=y.min,
+        lat_step=y.step, direction=direction, pmin=cfg.pmin, pmax=cfg.pmax,
+        net_kwargs=json.dumps(cfg.net_kwargs()), hidden=cfg.hidden, n_down=cfg.n_down,
+        down_factor=2 ** cfg.n_down, res_blocks=cfg.res_blocks, code_dim=cfg.code_dim,
+        num_codes=cfg.num_codes, rnn_cell="ConvLSTM" if cfg.rnn_cell == "lstm" else "ConvGRU",
+        rnn_hidden=cfg.rnn_hidden, decay=cfg.decay, eps=cfg.eps, commitment=cfg.commitment,
+        restart_threshold=cfg.restart_threshold, n_predict=cfg.n_predict,
+        lambda_ssim=cfg.lambda_ssim, lambda_vq=cfg.lambda_vq, ssim_sigma=cfg.ssim_sigma,
+        lr=cfg.lr, batch_size=cfg.batch_size, patch_size=cfg.patch_size,
+        epochs=len(hist), best_epoch=model.result.best_epoch,
+        steps=(cfg.steps_per_epoch or "all clips once"), n_clips=cfg.n_clips,
+        quantize_text=("yes (DQLR)" if cfg.quantize else
+                       "no: this is the ablation without quantisation"),
+        codebook=usage, training_data=training_data or "not recorded",
+        quality=_fmt_quality(quality), runtimes=runtimes_text)
+
+
+def dqlr_package_spec(model: DQLRModel, test_input: np.ndarray, *, covers: list[Path],
+                      claims: tuple[str, ...], name: str | None = None,
+                      description: str | None = None, training_data: str = "",
+                      quality: dict[str, Any] | None = None,
+                      codebook: dict[str, float] | None = None,
+                      authors: list[dict[str, str]] | None = None, license: str = "MIT",
+                      runtimes_text: str = "", attachments: list[Path] | None = None
+                      ) -> PackageSpec:
+    """A :class:`PackageSpec` for the ``stack`` deployable of a trained DQLR.
+
+    ``test_input`` is a raw ZYX crop whose shape is a valid size (``min + n*step``) on every
+    axis (:func:`test_input_from`).
+    """
+    axes = dqlr_axes(model)
+    if test_input.ndim != 3:
+        raise InputError(f"the test input must be a ZYX stack, got shape {test_input.shape}")
+    for a, s in zip(axes, test_input.shape):
+        if s < a.min or (s - a.min) % a.step:
+            raise InputError(f"test input size {s} along {a.id} is not min {a.min} + n*{a.step}")
+    kind = "DQLR" if model.config.quantize else "DQLR without quantisation (ablation)"
+    name = name or f"{kind} deep z-stack enhancement"
+    description = description or (
+        f"{kind}: restores contrast and sharpness of the deeper slices of fluorescence "
+        "z-stacks (quantised latent codes of consecutive slices); input and output are "
+        "z-stacks of the same shape.")
+    card = render_card(model, name=name, description=description, axes=axes,
+                       training_data=training_data, quality=quality, codebook=codebook,
+                       runtimes_text=runtimes_text)
+    return PackageSpec(
+        name=name, description=description, module=model.deploy(),
+        arch_source=Path(dqlr_arch.__file__), arch_callable="DQLRDeploy",
+        arch_kwargs=model.deploy_kwargs(), axes=axes,
+        test_input=np.asarray(test_input, dtype=np.float32), normalizer=model.normalizer,
+        documentation=card, covers=covers, authors=authors or DEFAULT_AUTHORS,
+        cite=[DQLR_CITATION, VQVAE_CITATION], license=license,
+        tags=["dqlr", "deblurring", "denoising", "restoration", "vector-quantization",
+              "confocal", "fluorescence-light-microscopy", "pytorch", "sharpstack", "3d"],
+        input_description="fluorescence z-stack, as acquired (one channel)",
+        output_description="restored stack, normalised intensities (about 0 background, "
+                           "1 bright structures)",
+        training_data=training_data, attachments=attachments or [], claims=tuple(claims))
+
+
+def package_spec_from_run(trained, sample: Path, deployable: str, *, workdir: Path,
+                          claims: tuple[str, ...], name: str | None = None,
+                          authors: list[dict[str, str]] | None = None, license: str = "MIT",
+                          quality: dict[str, Any] | None = None,
+                          attachments: list[Path] | None = None,
+                          runtimes_text: str = "") -> PackageSpec:
+    """The package of a trained DQLR run (``methods._base.Trained``).
+
+    The test input (and sample TIFF) is a crop of ``sample`` (a raw z-stack of the training
+    kind, or a folder of them: its first stack); the cover (written into ``workdir``) shows
+    the deepest slice and an xz section of the crop before and after restoration.
+    """
+    from ..io import check_finite, read_stack
+    from ..methods.dqlr import restore
+    if deployable not in DEPLOYABLES:
+        raise InputError(f"deployable must be one of {', '.join(DEPLOYABLES)}; got "
+                         f"{deployable!r}")
+    model: DQLRModel = trained.model
+    sample = Path(sample)
+    if sample.is_dir() and sample.suffix.lower() not in (".zarr",):
+        files = sorted(f for f in sample.iterdir()
+                       if f.suffix.lower() in (".tif", ".tiff", ".npy"))
+        if not files:
+            raise InputError(f"sample folder {sample} holds no .tif/.npy stack; give a z-stack")
+        sample = files[0]
+    data = read_stack(sample)
+    if tuple(data.dims) != ("z", "y", "x"):
+        raise InputError(f"{sample} must be a one-channel ZYX stack, got "
+                         f"{''.join(data.dims).upper()}; give a z-stack of the training kind")
+    check_finite(data, str(sample))
+    raw = np.asarray(data.values, dtype=np.float32)
+    axes = dqlr_axes(model)
+    test_input = test_input_from(raw, axes)
+    restored = restore(model, test_input)
+    shown_in = model.normalizer.before(test_input)
+    deep = -1 if model.config.depth_increases_with_z else 0
+    cover = _cover(shown_in, restored, deep, Path(workdir) / "cover.png")
+    return dqlr_package_spec(
+        model, test_input, covers=[cover], claims=claims, name=name,
+        training_data=trained.record.get("training_data", ""), quality=quality,
+        codebook=trained.record.get("codebook"), authors=authors, license=license,
+        runtimes_text=runtimes_text, attachments=attachments or [])
+
+
+def _cover(stack_in: np.ndarray, stack_out: np.ndarray, deep: int, path: Path) -> Path:
+    """A 2:1 PNG: the deepest slice before/after (top) and the central xz section (bottom)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io import write_file_atomic
+
+    def clip01(a):
+        lo, hi = np.percentile(a, [0.5, 99.8])
+        return np.clip((a - lo) / (hi - lo + 1e-12), 0, 1)
+
+    fig, axs = plt.subplots(2, 2, figsize=(8.0, 4.0), dpi=100,
+                            gridspec_kw={"height_ratios": [3, 1]})
+    y = stack_in.shape[1] // 2
+    for j, (s, title) in enumerate(((stack_in, "input"), (stack_out, "DQLR"))):
+        axs[0, j].imshow(clip01(s[deep]), cmap="magma", interpolation="nearest")
+        axs[0, j].set_title(f"{title}: deepest slice", fontsize=9)
+        axs[1, j].imshow(clip01(s[:, y, :]), cmap="magma", interpolation="nearest",
+                         aspect="auto")
+        axs[1, j].set_title("xz", fontsize=8)
+        for a in axs[:, j]:
+            a.set_xticks([])
+            a.set_yticks([])
+    fig.tight_layout()
+    out = write_file_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return out
