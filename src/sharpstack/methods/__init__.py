@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "isonet": "sharpstack.methods.isonet:IsoNet",
     "zsegan": "sharpstack.methods.zsegan:ZSEGAN",
     "dqlr": "sharpstack.methods.dqlr:DQLR",
+    "disentangled": "sharpstack.methods.disentangled:Disentangled",
 }
 
 DEFAULT_METHOD = "isonet"

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +49,7 @@ from ..nn.disentangled_arch import DisentangledAE, DisentangledDeploy, receptive
 from ..nn.losses import ssim_l1_loss
 from ..normalize import PercentileNormalizer
 from ..training import TrainConfig, TrainData, TrainResult, TrainTask, fit
+from ._base import Demo, Deployable, Input, Method, Option, SynthResult, Trained
 
 __all__ = [
     "VARIANTS", "DisentangledConfig", "DefocusSeries", "find_focus", "series_from_stacks",
@@ -56,6 +57,8 @@ __all__ = [
     "code_distance", "product_of_gaussians", "beta_schedule", "VGG16Features",
     "load_vgg16_features", "VGGPerceptualLoss", "ManifoldTask", "MLVAETask", "DisentangledModel",
     "train_disentangled", "encode_images", "decode_codes", "deblur", "reconstruct",
+    "DisentangledSettings", "DisentangledSynth", "Disentangled", "shared_zscans_dir",
+    "is_shared_data",
 ]
 
 VARIANTS = ("manifold1d", "manifold", "mlvae")
@@ -1090,3 +1093,349 @@ def train_disentangled(series: DefocusSeries, config: DisentangledConfig, *,
                               split=names, result=result)
     model.focus_code = _mean_focus_code(model, series, split["train"])
     return model
+
+
+# ============================================================================================
+# the plug-in: disentangled deblurring through the method interface (methods/_base.py)
+# ============================================================================================
+
+def shared_zscans_dir() -> Path:
+    """The ZSE-GAN paper's z-scans (``../shared/data/zse_gan/zscans``, or
+    ``$SHARPSTACK_ZSEGAN_DATA/zscans``): 80 real defocus series of 29 planes, in focus at
+    plane 15. Read in place, never copied into runs or packages."""
+    env = os.environ.get("SHARPSTACK_ZSEGAN_DATA")
+    root = Path(env) if env else Path(__file__).resolve().parents[3].parent / "shared" / \
+        "data" / "zse_gan"
+    if not (root / "zscans").is_dir():
+        raise InputError(f"the real defocus series (zse_gan/zscans) is not at {root}; set "
+                         f"SHARPSTACK_ZSEGAN_DATA to the zse_gan folder")
+    return root / "zscans"
+
+
+def is_shared_data(path: str | os.PathLike) -> bool:
+    """Is ``path`` inside the project's shared data folder (``../shared/data``), whose files
+    may not be redistributed in packages?"""
+    shared = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+    try:
+        Path(path).resolve().relative_to(shared.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+class DisentangledSettings(DisentangledConfig):
+    """What ``sharpstack train disentangled`` takes: the training config plus data options."""
+
+    focus_plane: int | None = Field(None, ge=1, le=100000, description="1-based in-focus "
+                                    "plane of every stack (default: found per stack by the "
+                                    "focus measure FM)")
+
+    def config(self) -> DisentangledConfig:
+        return DisentangledConfig(**self.model_dump(exclude={"focus_plane"}))
+
+
+class DisentangledSynth(BaseModel):
+    """``sharpstack synth disentangled``: a synthetic widefield defocus series (see
+    :func:`synthetic_series`) plus one more field as the sample (a defocused 2D plane and its
+    whole series), with known in-focus images."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    identities: int = Field(24, ge=4, le=10000, description="fields of view (identities) of "
+                            "the training series")
+    size: int = Field(96, ge=32, le=2048, description="lateral size of every field (pixels)")
+    dz_max: float = Field(3.0, gt=0, le=50, description="largest defocus above and below "
+                          "focus (micrometres)")
+    dz_step: float = Field(0.5, gt=0, le=10, description="plane spacing (micrometres)")
+    pixel_um: float = Field(0.2, gt=0, le=10, description="pixel size (micrometres)")
+    na: float = Field(1.0, gt=0, lt=1.33, description="objective NA (oil objective, water "
+                      "sample)")
+    photons: float | None = Field(200.0, gt=0, description="photons at the brightest pixel "
+                                  "of the in-focus series (None: no shot noise)")
+    read_noise: float = Field(0.01, ge=0, le=1, description="Gaussian read noise")
+    sample_dz: float = Field(2.0, description="defocus of the 2D sample plane (micrometres)")
+    seed: int = Field(0, ge=0, description="random seed")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DisentangledSynth":
+        n = self.dz_max / self.dz_step
+        if abs(n - round(n)) > 1e-6 or round(n) < 1:
+            raise ValueError(f"dz_max {self.dz_max} must be a positive multiple of dz_step "
+                             f"{self.dz_step}")
+        k = self.sample_dz / self.dz_step
+        if abs(k - round(k)) > 1e-6 or abs(self.sample_dz) > self.dz_max:
+            raise ValueError(f"sample_dz {self.sample_dz} must be one of the planes (a multiple "
+                             f"of dz_step within +-dz_max)")
+        return self
+
+    def dz(self) -> list[float]:
+        n = int(round(self.dz_max / self.dz_step))
+        return [round(k * self.dz_step, 6) for k in range(-n, n + 1)]
+
+
+def _parse_ints(text) -> list[int]:
+    if isinstance(text, (list, tuple)):
+        return [int(v) for v in text]
+    try:
+        return [int(v) for v in str(text).replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"expected integers separated by commas, like 16,32,64; got "
+                         f"{text!r}") from None
+
+
+def _photons(value: float) -> float | None:
+    return None if value == 0 else value
+
+
+def _score_pair(target: np.ndarray, image: np.ndarray) -> tuple[float, float]:
+    from ..metrics import psnr_normalized, ssim_normalized
+
+    return psnr_normalized(target, image), ssim_normalized(target, image)
+
+
+class Disentangled(Method):
+    """Disentangled-representation deblurring behind the method interface."""
+
+    name = "disentangled"
+    title = "Disentangled-representation deblurring (Ritsema, MSc thesis, U. Twente 2023)"
+    summary = ("deblurs 2D images: an autoencoder with separate identity and blur codes, "
+               "trained on defocus series, decodes an image's identity with an in-focus blur "
+               "code")
+    settings_model = DisentangledSettings
+    inputs = (Input("series", "Defocus series: a folder of z-stacks (one field of view each, "
+                    "ZYX, all the same shape) or one such stack.", kind="file_or_folder"),)
+    options = (
+        Option("variant", "variant", str, "manifold1d (1-D blur code, the thesis's best), "
+               "manifold, or mlvae (the ML-VAE baseline)."),
+        Option("focus-plane", "focus_plane", int, "1-based in-focus plane of every stack "
+               "(default: the sharpest plane by the focus measure FM)."),
+        Option("channels", "channels", str, "Channels per encoder block, e.g. 16,32,64 (the "
+               "thesis: 64,128,256,512).", parse=_parse_ints),
+        Option("id-channels", "id_channels", int, "Channels of the identity code (thesis 512)."),
+        Option("blur-channels", "blur_channels", int, "Length of the blur code (manifold, "
+               "mlvae; default: id-channels)."),
+        Option("patch-size", "patch_size", int, "Training crop (multiple of 2**blocks)."),
+        Option("epochs", "epochs", int, "Epochs (the thesis: 400)."),
+        Option("steps-per-epoch", "steps_per_epoch", int, "Batches per epoch."),
+        Option("batch-size", "batch_size", int, "Groups per batch."),
+        Option("lr", "lr", float, "Initial Adam learning rate (x0.98 every 5 epochs)."),
+        Option("margin", "margin", float, "Contrastive margin (the thesis: 0.6)."),
+        Option("distance", "distance", str, "Code distance: rms or unit."),
+        Option("beta-full", "beta_full", float, "Fraction of training at which beta reaches 1."),
+        Option("w-consistency", "w_consistency", float, "Consistency-loss weight."),
+        Option("w-contrastive", "w_contrastive", float, "Contrastive-loss weight (0: ablation)."),
+        Option("w-cross", "w_cross", float, "Cross-reconstruction weight (0: ablation)."),
+        Option("recon-loss", "recon_loss", str, "ssim_l1 (default, no downloads) or vgg."),
+        Option("vgg-weights", "vgg_weights", str, "State dict of torchvision's vgg16 "
+               "features for --recon-loss vgg."),
+        Option("kl-weight", "kl_weight", float, "ML-VAE KL weight."),
+        Option("group-size", "group_size", int, "ML-VAE images per group."),
+        Option("p-focus", "p_focus", float, "Probability that a pair's partner is in focus."),
+        Option("val-fraction", "val_fraction", float, "Fraction of fields for validation."),
+        Option("test-fraction", "test_fraction", float, "Fraction of fields held out."),
+        Option("patience", "patience", int, "Early stopping patience (epochs)."),
+        Option("seed", "seed", int, "Random seed."),
+        Option("device", "device", str, "cpu, cuda, ...; default: GPU if present."),
+    )
+    deployables = (
+        Deployable("deblur2d", "one 2D image (or each plane of a stack) in, the deblurred "
+                   "image of the same size out", ("bioimageio", "deepimagej", "ilastik",
+                                                  "qupath")),
+    )
+    synth_model = DisentangledSynth
+    synth_options = (
+        Option("identities", "identities", int, "Fields of view of the training series."),
+        Option("size", "size", int, "Lateral size (pixels)."),
+        Option("dz-max", "dz_max", float, "Largest defocus (micrometres)."),
+        Option("dz-step", "dz_step", float, "Plane spacing (micrometres)."),
+        Option("pixel", "pixel_um", float, "Pixel size (micrometres)."),
+        Option("na", "na", float, "Objective NA."),
+        Option("photons", "photons", float, "Photons at the brightest pixel; 0 = no shot "
+               "noise.", parse=_photons),
+        Option("read-noise", "read_noise", float, "Gaussian read noise."),
+        Option("sample-dz", "sample_dz", float, "Defocus of the 2D sample (micrometres)."),
+        Option("seed", "seed", int, "Random seed."),
+    )
+    demo = Demo(
+        synth={"identities": 24, "size": 96, "dz_max": 3.0, "dz_step": 0.5, "seed": 0},
+        settings={"variant": "manifold1d", "channels": [8, 16, 32], "id_channels": 16,
+                  "patch_size": 48, "epochs": 12, "steps_per_epoch": 40, "batch_size": 8,
+                  "p_focus": 0.5, "seed": 0},
+        predict_with="deblur2d",
+        about=("1-D-blur-code manifold model trained on a synthetic widefield defocus series "
+               "(24 nuclei + membranes fields of 96x96 px, 13 planes from -3 to +3 um, NA 1.0, "
+               "Poisson + Gaussian noise), reduced network (8-16-32 channels, 48 px crops, "
+               "480 steps); a held-apart field defocused by 2 um deblurred by the package; "
+               "PSNR/SSIM against its in-focus plane (CARE protocol)."),
+    )
+    bench_options = (
+        Option("dataset", "datasets", list[str], "synthetic, real (repeat; default both).",
+               parse=tuple),
+        Option("model", "models", list[str], "mlvae, manifold, manifold1d, no_cross, "
+               "no_contrastive (repeat; default all).", parse=tuple),
+        Option("epochs", "epochs", int, "Epochs per model (the thesis: 400)."),
+        Option("steps", "steps_per_epoch", int, "Batches per epoch."),
+        Option("batch", "batch_size", int, "Groups per batch."),
+        Option("patch", "patch_size", int, "Training crop."),
+        Option("channels", "channels", str, "Encoder channels, e.g. 16,32,64.",
+               parse=_parse_ints),
+        Option("id-channels", "id_channels", int, "Identity-code channels."),
+        Option("blur-channels", "blur_channels", int, "Blur-code length of manifold/mlvae."),
+        Option("synthetic-fields", "n_synthetic", int, "Fields of the synthetic series."),
+        Option("jobs", "jobs", int, "Trainings at once in worker processes (2 on 2 cores)."),
+        Option("device", "device", str, "cpu or cuda."),
+        Option("seed", "seed", int, "Random seed."),
+    )
+    citations = (
+        {"text": "Ritsema, S. A Disentangled Representation Learning Approach for Deblurring "
+                 "Microscopy Images. MSc thesis, University of Twente, 2023 (University of "
+                 "Twente student theses repository).",
+         "url": "https://essay.utwente.nl/"},
+        {"text": "Fumero, Cosmo, Melzi & Rodola. Learning disentangled representations via "
+                 "product manifold projection. ICML 2021.",
+         "doi": "10.48550/arXiv.2103.01638"},
+        {"text": "Bouchacourt, Tomioka & Nowozin. Multi-Level Variational Autoencoder: "
+                 "Learning Disentangled Representations from Grouped Observations. arXiv "
+                 "1705.08841, 2017 (AAAI 2018).",
+         "doi": "10.48550/arXiv.1705.08841"},
+    )
+
+    # ------------------------------------------------------------------ training
+    def train(self, inputs: Sequence[Path], settings: DisentangledSettings, *, out_dir: Path,
+              resume: bool = False, progress: bool = False,
+              voxel_size: Mapping[str, float] | None = None) -> Trained:
+        (src,) = inputs
+        focus = settings.focus_plane - 1 if settings.focus_plane else None
+        series = read_defocus_series(src, focus=focus)
+        if voxel_size and voxel_size.get("z"):
+            series.plane_spacing = float(voxel_size["z"])
+        model = train_disentangled(series, settings.config(), out_dir=out_dir, resume=resume,
+                                   progress=progress)
+        spacing = (f", plane spacing {series.plane_spacing:g} um" if series.plane_spacing
+                   else "")
+        record = {
+            "normalizer": {"pmin": model.normalizer.pmin, "pmax": model.normalizer.pmax,
+                           "eps": model.normalizer.eps},
+            "split": model.split, "focus": [int(f) for f in series.focus],
+            "focus_found": settings.focus_plane is None,
+            "series_source": str(Path(src).resolve()),
+            "shared_data": is_shared_data(src),
+            "training_data": (
+                f"{series.n_identities} defocus series of {series.n_planes} planes of "
+                f"{series.images.shape[2]}x{series.images.shape[3]} px from "
+                f"{Path(src).name}{spacing}; in-focus plane "
+                + (f"{settings.focus_plane} (given)" if settings.focus_plane else
+                   "found per series by the focus measure FM")
+                + f"; split by field (seed {settings.seed}): {len(model.split['train'])} "
+                  f"training, {len(model.split['val'])} validation, "
+                  f"{len(model.split['test'])} held out"),
+        }
+        tensors = {"net": model.net.state_dict(),
+                   "focus": {"code": torch.from_numpy(model.focus_code.copy())}}
+        return Trained(settings=settings, model=model, result=model.result, record=record,
+                       tensors=tensors)
+
+    def load(self, settings: DisentangledSettings, record, tensors, result) -> Trained:
+        cfg = settings.config()
+        net = DisentangledAE(**cfg.arch_kwargs())
+        try:
+            net.load_state_dict(tensors["net"])
+            code = tensors["focus"]["code"].detach().cpu().numpy().astype(np.float32)
+        except (KeyError, RuntimeError) as exc:
+            raise InputError(f"the run's weights do not fit its disentangled settings "
+                             f"({str(exc).splitlines()[0]}); the run folder is damaged: train "
+                             "again") from None
+        if code.shape != (cfg.code_blur_channels,):
+            raise InputError(f"the run's in-focus blur code has shape {code.shape}, expected "
+                             f"({cfg.code_blur_channels},); the run folder is damaged")
+        model = DisentangledModel(net=net.eval(), config=cfg,
+                                  normalizer=PercentileNormalizer(**record["normalizer"]),
+                                  focus_code=code, split=dict(record.get("split", {})),
+                                  result=result)
+        return Trained(settings=settings, model=model, result=result, record=record,
+                       tensors=tensors)
+
+    # ------------------------------------------------------------------ export
+    def package_spec(self, trained, sample, deployable, *, workdir, name=None, authors=None,
+                     license="MIT", quality=None, attachments=(), runtimes_text=""):
+        from ..export.disentangled import package_spec_from_run
+
+        return package_spec_from_run(trained, Path(sample), deployable, workdir=Path(workdir),
+                                     claims=self.deployable(deployable).claims, name=name,
+                                     authors=authors, license=license, quality=quality,
+                                     attachments=list(attachments),
+                                     runtimes_text=runtimes_text, cite=list(self.citations))
+
+    # ------------------------------------------------------------------ data, demo
+    def synthesize(self, options: DisentangledSynth) -> SynthResult:
+        from ..io import as_dataarray
+
+        o = options
+        dz = o.dz()
+        series, gt = synthetic_series(o.identities + 1, o.size, dz_um=dz,
+                                      pixel_size_um=o.pixel_um, na=o.na,
+                                      poisson_peak=o.photons, gauss_sigma=o.read_noise,
+                                      seed=o.seed)
+        vs = {"z": o.dz_step, "y": o.pixel_um, "x": o.pixel_um}
+        stacks = [as_dataarray(series.images[i], "ZYX", vs) for i in range(o.identities)]
+        sample_stack = series.images[-1]
+        focus = int(series.focus[-1])
+        k = focus + int(round(o.sample_dz / o.dz_step))
+        return SynthResult(
+            arrays={"series": stacks,
+                    "sample": as_dataarray(sample_stack[k], "YX", {"y": o.pixel_um,
+                                                                   "x": o.pixel_um}),
+                    "sample_series": as_dataarray(sample_stack, "ZYX", vs),
+                    "sample_infocus": as_dataarray(sample_stack[focus], "YX",
+                                                   {"y": o.pixel_um, "x": o.pixel_um})},
+            inputs=("series",), sample="sample",
+            settings={"focus_plane": focus + 1},
+            info={"source": f"synthetic widefield defocus series: {o.identities} fields of "
+                            f"{o.size}x{o.size} px, {len(dz)} planes dz = {dz[0]:g}..{dz[-1]:g}"
+                            f" um (step {o.dz_step:g}), NA {o.na}, pixel {o.pixel_um} um, "
+                            f"photons {o.photons}, read noise {o.read_noise}",
+                  "sample_dz_um": o.sample_dz, "focus_plane": focus + 1},
+            references={"sample": sample_stack[k], "sample_series": sample_stack,
+                        "sample_infocus": sample_stack[focus], "sample_field": gt[-1],
+                        "focus": focus})
+
+    def evaluate(self, trained: Trained, synth: SynthResult) -> dict[str, Any]:
+        model: DisentangledModel = trained.model
+        stack = np.asarray(synth.references["sample_series"])
+        f = int(synth.references["focus"])
+        target = stack[f]
+        pin, pout, sin, sout = [], [], [], []
+        for q in range(len(stack)):
+            if q == f:
+                continue
+            a = _score_pair(target, stack[q])
+            b = _score_pair(target, deblur(model, stack[q]))
+            pin.append(a[0]), sin.append(a[1]), pout.append(b[0]), sout.append(b[1])
+        return {"PSNR vs in-focus plane, blurry planes (dB, mean)": float(np.mean(pin)),
+                "PSNR vs in-focus plane, deblurred (dB, mean)": float(np.mean(pout)),
+                "SSIM vs in-focus plane, blurry planes (mean)": float(np.mean(sin)),
+                "SSIM vs in-focus plane, deblurred (mean)": float(np.mean(sout)),
+                "data": f"every out-of-focus plane of a held-apart synthetic field "
+                        f"({synth.info.get('source', '')})"}
+
+    def score(self, synth: SynthResult, restored) -> dict[str, float]:
+        target = np.asarray(synth.references["sample_infocus"])
+        blurry = np.asarray(synth.references["sample"])
+        out = np.asarray(restored, dtype=np.float32)
+        p_in, s_in = _score_pair(target, blurry)
+        p_out, s_out = _score_pair(target, out)
+        return {"psnr_input_db": p_in, "psnr_restored_db": p_out, "ssim_input": s_in,
+                "ssim_restored": s_out}
+
+    def figure(self, synth: SynthResult, restored) -> list[tuple[str, Any]]:
+        return [(f"input (dz {synth.info.get('sample_dz_um')} um)",
+                 PercentileNormalizer().before(np.asarray(synth.references["sample"]))),
+                ("deblurred (package)", np.asarray(restored)),
+                ("in-focus plane",
+                 PercentileNormalizer().before(np.asarray(synth.references["sample_infocus"])))]
+
+    # ------------------------------------------------------------------ benchmark
+    def bench(self, out_dir: Path, *, progress: bool = False, **options: Any) -> dict[str, Any]:
+        from ..bench.disentangled import run_disentangled_bench
+
+        return run_disentangled_bench(out_dir, progress=progress, **options)

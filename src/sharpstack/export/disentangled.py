@@ -1,0 +1,244 @@
+"""Describe a trained disentangled-deblurring model as a bioimage.io package (``deblur2d``).
+
+The exported module is :class:`~sharpstack.nn.disentangled_arch.DisentangledDeploy`:
+``D(identity(x), focus_code)`` with the in-focus blur code stored as a buffer. Axes
+``batch, channel, y, x``; y and x ``min + n * 2**depth`` (the poolings), halo = the receptive
+radius rounded up to ``2**depth``; output the same size (``SizeReference``, offset 0). The
+module is fully convolutional, so the package passes the rules of deepImageJ, ilastik and
+QuPath (2D) as well as bioimageio.core's.
+
+Test input, sample TIFF and cover: a central crop of the user's ``sample`` (a 2D image, or the
+first plane of a stack), unless the sample lies in the project's shared data folder (the
+ZSE-GAN z-scans may not be redistributed): then a synthetic defocused field
+(:func:`synthetic_test_input`), and the card says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..methods.disentangled import DisentangledModel, deblur, is_shared_data
+from ..nn import disentangled_arch
+from .package import AxisSpec, PackageSpec
+
+__all__ = ["DEPLOYABLES", "TEST_SIZE", "disentangled_axes", "synthetic_test_input",
+           "test_input_from", "render_card", "disentangled_package_spec",
+           "package_spec_from_run"]
+
+DEPLOYABLES = ("deblur2d",)
+DEFAULT_AUTHORS = [{"name": "sharpstack developers"}]
+TEST_SIZE = 256
+"""Side of the test input (rounded to a valid size; smaller samples give smaller inputs)."""
+
+_VARIANT_TEXT = {
+    "manifold1d": "manifold model with a one-dimensional blur code (the thesis's best)",
+    "manifold": "manifold model (consistency, contrastive and cross-reconstruction losses)",
+    "mlvae": "ML-VAE baseline (Gaussian codes, group evidence as a product of Gaussians)",
+}
+
+
+def disentangled_axes(model: DisentangledModel) -> list[AxisSpec]:
+    """y and x: sizes ``min + n * 2**depth``, halo covering the receptive field."""
+    step = model.multiple
+    halo = int(math.ceil(model.receptive_radius() / step) * step)
+    # bioimageio.spec requires (minimum output size - 2 * halo) >= 1
+    lat_min = step * int(math.ceil((2 * halo + 1) / step))
+    return [AxisSpec(id="y", min=lat_min, step=step, halo=halo),
+            AxisSpec(id="x", min=lat_min, step=step, halo=halo)]
+
+
+def _valid_size(axis: AxisSpec, at_most: int) -> int | None:
+    if at_most < axis.min:
+        return None
+    return axis.min + (at_most - axis.min) // axis.step * axis.step
+
+
+def synthetic_test_input(model: DisentangledModel, *, seed: int = 0, dz_um: float = 1.5
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic widefield image ``dz_um`` out of focus and its in-focus image (float32 YX,
+    the smallest valid size >= :data:`TEST_SIZE`): a nuclei + membranes field
+    (:func:`sharpstack.methods.disentangled.synthetic_series`)."""
+    from ..methods.disentangled import synthetic_series
+
+    ax = disentangled_axes(model)[0]
+    size = ax.min if ax.min >= TEST_SIZE else \
+        ax.min + int(math.ceil((TEST_SIZE - ax.min) / ax.step)) * ax.step
+    series, _ = synthetic_series(1, size, dz_um=(-dz_um, 0.0, dz_um), seed=seed + 4242)
+    return series.images[0, 2], series.images[0, 1]
+
+
+def test_input_from(model: DisentangledModel, image: np.ndarray) -> np.ndarray:
+    """A central crop of a 2D image with valid sizes (at most :data:`TEST_SIZE` per side)."""
+    axes = disentangled_axes(model)
+    out = []
+    for a, n in zip(axes, image.shape):
+        s = _valid_size(a, min(n, max(TEST_SIZE, a.min)))
+        if s is None:
+            raise InputError(f"the sample is {image.shape[0]}x{image.shape[1]} px; this model "
+                             f"needs images of at least {a.min} px per side (its halo is "
+                             f"{a.halo} px); give a larger sample")
+        out.append(s)
+    y0, x0 = (image.shape[0] - out[0]) // 2, (image.shape[1] - out[1]) // 2
+    return np.ascontiguousarray(image[y0:y0 + out[0], x0:x0 + out[1]], dtype=np.float32)
+
+
+def _fmt_quality(quality: dict[str, Any] | None) -> str:
+    if not quality:
+        return "Not measured for this package."
+    lines = ["| measure | value |", "|---|---|"]
+    for k, v in quality.items():
+        lines.append(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |")
+    return "\n".join(lines)
+
+
+def render_card(model: DisentangledModel, *, name: str, description: str, halo: int,
+                min_size: int, training_data: str, test_input_text: str,
+                quality: dict[str, Any] | None, runtimes_text: str = "") -> str:
+    """The model card (Markdown) from ``templates/disentangled.md``."""
+    from .. import __version__
+
+    cfg = model.config
+    tmpl = resources.files("sharpstack.export").joinpath(
+        "templates/disentangled.md").read_text("utf-8")
+    if cfg.variant == "mlvae":
+        loss_text = (f"the ML-VAE evidence lower bound: reconstruction of every image of a "
+                     f"group of {cfg.group_size} images of one field from the group's identity "
+                     f"(product of the Gaussian posteriors) and its own blur code, plus "
+                     f"{cfg.kl_weight} x the KL terms of both codes (thesis Eq. 4.4).")
+    else:
+        parts = [f"consistency x {cfg.w_consistency}", f"contrastive (margin {cfg.margin}) x "
+                 f"{cfg.w_contrastive}", f"cross-reconstruction x {cfg.w_cross}"]
+        loss_text = (f"L_rec + beta ({' + '.join(parts)}) (thesis Eq. 4.5; a weight 0 is an "
+                     f"ablation).")
+    if cfg.recon_loss == "vgg":
+        recon_text = (f"VGG-16 perceptual loss (features {cfg.vgg_layers} of a user-supplied "
+                      f"torchvision vgg16 state dict), as in the thesis.")
+        recon_dev = "none (VGG-16 perceptual loss with user-supplied weights)."
+    else:
+        recon_text = (f"{cfg.ssim_alpha} (1 - SSIM) + {round(1 - cfg.ssim_alpha, 4)} L1 "
+                      f"(Zhao et al. 2017).")
+        recon_dev = ("SSIM + L1 instead of the thesis's VGG-16 perceptual loss, whose weights "
+                     "cannot be downloaded here (`--recon-loss vgg --vgg-weights FILE` trains "
+                     "with user-supplied VGG-16 weights).")
+    distance_text = (
+        "||a - b|| / sqrt(length of the code) (the thesis: \"Euclidean distance normalized by "
+        "vector length\"; this reading keeps a meaningful distance for the 1-D blur code)."
+        if cfg.distance == "rms" else
+        "||a/|a| - b/|b|||, Euclidean distance of the codes scaled to unit length.")
+    hist = model.result.history if model.result is not None else []
+    return tmpl.format(
+        name=name, description=description, version=__version__,
+        variant_text=_VARIANT_TEXT[cfg.variant], n_train=len(model.split.get("train", [])),
+        step=model.multiple, min_size=min_size, pmin=cfg.pmin, pmax=cfg.pmax, halo=halo,
+        radius=model.receptive_radius(), channels=", ".join(str(c) for c in cfg.channels),
+        id_channels=cfg.id_channels, blur_channels=cfg.code_blur_channels,
+        arch_kwargs=json.dumps(cfg.arch_kwargs()), loss_text=loss_text,
+        recon_text=recon_text, lr=cfg.lr, lr_decay=cfg.lr_decay,
+        lr_decay_every=cfg.lr_decay_every, epochs=len(hist), steps=cfg.steps_per_epoch,
+        batch=cfg.batch_size, patch=cfg.patch_size,
+        best_epoch=model.result.best_epoch if model.result is not None else "?",
+        training_data=training_data or "not recorded", test_input_text=test_input_text,
+        quality=_fmt_quality(quality), recon_dev=recon_dev, distance_text=distance_text,
+        beta_rate=cfg.beta_rate, beta_full=cfg.beta_full,
+        beta_full_pct=round(100 * cfg.beta_full, 2), p_focus=cfg.p_focus,
+        kl_weight=cfg.kl_weight, runtimes=runtimes_text)
+
+
+def disentangled_package_spec(model: DisentangledModel, test_input: np.ndarray, *,
+                              covers: list[Path], claims: tuple[str, ...],
+                              cite: list[dict[str, str]], name: str | None = None,
+                              description: str | None = None, training_data: str = "",
+                              test_input_text: str = "", quality: dict[str, Any] | None = None,
+                              authors: list[dict[str, str]] | None = None,
+                              license: str = "MIT", runtimes_text: str = "",
+                              attachments: list[Path] | None = None) -> PackageSpec:
+    """A :class:`PackageSpec` of the ``deblur2d`` deployable; ``test_input`` is a raw 2D
+    image (YX) whose sizes are valid (see :func:`disentangled_axes`)."""
+    axes = disentangled_axes(model)
+    if np.ndim(test_input) != 2:
+        raise ValueError(f"test input must be YX, got shape {np.shape(test_input)}")
+    for a, s in zip(axes, np.shape(test_input)):
+        if s < a.min or (s - a.min) % a.step:
+            raise ValueError(f"test input size {s} along {a.id} is not min {a.min} + n*{a.step}")
+    cfg = model.config
+    kind = {"manifold1d": "1-D manifold", "manifold": "manifold", "mlvae": "ML-VAE"}[
+        cfg.variant]
+    name = name or f"Disentangled deblurring 2D ({kind})"
+    description = description or (
+        "Removes defocus blur from 2D microscopy images: an autoencoder with separate identity "
+        f"and blur codes ({kind} model) decodes the image's identity with the blur code of "
+        "in-focus images.")
+    card = render_card(model, name=name, description=description, halo=axes[0].halo,
+                       min_size=axes[0].min, training_data=training_data,
+                       test_input_text=test_input_text, quality=quality,
+                       runtimes_text=runtimes_text)
+    return PackageSpec(
+        name=name, description=description, module=model.deploy(),
+        arch_source=Path(disentangled_arch.__file__), arch_callable="DisentangledDeploy",
+        arch_kwargs=model.deploy_kwargs(), axes=axes,
+        test_input=np.asarray(test_input, dtype=np.float32), normalizer=model.normalizer,
+        documentation=card, covers=covers, authors=authors or DEFAULT_AUTHORS, cite=cite,
+        license=license,
+        tags=["deblurring", "defocus", "disentangled-representation", "autoencoder",
+              "restoration", "pytorch", "sharpstack", "2d"],
+        input_description="2D image (one channel), out of focus",
+        output_description="deblurred image, normalised intensities",
+        training_data=training_data, attachments=attachments or [], claims=claims)
+
+
+def package_spec_from_run(trained, sample: Path, deployable: str, *, workdir: Path,
+                          claims: tuple[str, ...], cite: list[dict[str, str]],
+                          name: str | None = None, authors: list[dict[str, str]] | None = None,
+                          license: str = "MIT", quality: dict[str, Any] | None = None,
+                          attachments: list[Path] | None = None,
+                          runtimes_text: str = "") -> PackageSpec:
+    """The package of a trained disentangled run (``methods._base.Trained``).
+
+    ``sample``: a 2D image (YX) or a stack (ZYX: its first plane is used) of the training
+    kind. Its central crop becomes the test input, unless it lies in the shared data folder
+    (then a synthetic defocused field is used, see the module docstring).
+    """
+    from ..io import check_finite, read_stack
+    from .covers import panels_png
+
+    if deployable not in DEPLOYABLES:
+        raise InputError(f"deployable must be one of {', '.join(DEPLOYABLES)}; got "
+                         f"{deployable!r}")
+    model: DisentangledModel = trained.model
+    data = read_stack(sample)
+    dims = "".join(str(d) for d in data.dims).upper()
+    if dims not in ("YX", "ZYX"):
+        raise InputError(f"{sample} has axes {dims}; give a one-channel 2D image (YX) or "
+                         f"z-stack (ZYX) of the training kind")
+    check_finite(data, str(sample))
+    shared = is_shared_data(sample) or bool(trained.record.get("shared_data"))
+    panels, titles = [], []
+    if shared:
+        test_input, focused = synthetic_test_input(model)
+        text = ("a synthetic widefield field (nuclei + membranes phantom) 1.5 um out of focus, "
+                "not the training data: the training series may not be redistributed, so "
+                "nothing of it is in this package.")
+    else:
+        plane = np.asarray(data.values if dims == "YX" else data.values[0], dtype=np.float32)
+        test_input, focused = test_input_from(model, plane), None
+        text = (f"a central crop of {Path(sample).name}"
+                + ("" if dims == "YX" else " (its first plane)") + ".")
+    restored = deblur(model, test_input)
+    panels += [model.normalizer.before(test_input), restored]
+    titles += ["input", "deblurred"]
+    if focused is not None:
+        panels.append(model.normalizer.before(focused))
+        titles.append("in-focus (synthetic truth)")
+    cover = panels_png(panels, titles, Path(workdir) / "cover.png")
+    return disentangled_package_spec(
+        model, test_input, covers=[cover], claims=claims, cite=cite, name=name,
+        training_data=trained.record.get("training_data", ""), test_input_text=text,
+        quality=quality, authors=authors, license=license, runtimes_text=runtimes_text,
+        attachments=attachments or [])
