@@ -750,6 +750,11 @@ class DQLR(Method):
         Option("codes", "num_codes", int, "Codebook size k (the paper: 128)."),
         Option("code-dim", "code_dim", int, "Codeword dimension (the public code: 64)."),
         Option("hidden", "hidden", int, "Encoder/generator channels at the latent level."),
+        Option("down", "n_down", int, "Stride-2 stages: the latent has 1/2**DOWN of the "
+               "lateral resolution."),
+        Option("res-blocks", "res_blocks", int, "Residual blocks in the encoder and in the "
+               "generator."),
+        Option("res-hidden", "res_hidden", int, "Bottleneck channels of a residual block."),
         Option("rnn", "rnn_cell", str, "lstm (ConvLSTM) or gru (ConvGRU)."),
         Option("rnn-hidden", "rnn_hidden", int, "Hidden channels of the recurrent cell."),
         Option("lambda-ssim", "lambda_ssim", float, "Weight of 1 - SSIM."),
