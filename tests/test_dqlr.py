@@ -338,3 +338,29 @@ def test_nothing_warns_on_the_deploy_path():
         warnings.simplefilter("error")
         with torch.no_grad():
             mod(torch.rand(1, 1, 3, 16, 16))
+
+
+# ---------------------------------------------------------------------------- plug-in
+
+def test_plugin_options_and_recipe_load():
+    from pathlib import Path
+
+    from sharpstack.methods import get_method
+    from sharpstack.methods.dqlr import DQLRSynth
+    from sharpstack.zoo import load_recipe
+
+    m = get_method("dqlr")
+    fields = set(DQLRConfig.model_fields)
+    assert all(o.key in fields for o in m.options)
+    assert all(o.key in DQLRSynth.model_fields for o in m.synth_options)
+    assert {"epochs", "steps_per_epoch"} <= fields
+    assert [d.name for d in m.deployables] == ["stack"]
+    assert "qupath" not in m.deployables[0].claims
+    recipes = sorted((Path(__file__).resolve().parents[1] / "zoo").glob("dqlr-*.yaml"))
+    assert recipes
+    for r in recipes:
+        rec = load_recipe(r)
+        assert rec.method == "dqlr" and rec.deployables == ["stack"]
+    # the demo's settings are valid settings
+    DQLRConfig(**dict(m.demo.settings))
+    DQLRSynth(**dict(m.demo.synth))
