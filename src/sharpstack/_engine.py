@@ -183,6 +183,8 @@ def load_network(model: Any, weight_format: str, device: str, threads: int | Non
             n = threads or set_threads(None)
             opts.intra_op_num_threads = int(n)
             opts.inter_op_num_threads = 1
+            # no busy-waiting between calls: the reader and writer threads need those cores
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             providers = ["CPUExecutionProvider"] if device == "cpu" else \
                 ["CUDAExecutionProvider", "CPUExecutionProvider"]
             session = ort.InferenceSession(descr.weights.onnx.get_reader().read(), opts,
@@ -216,7 +218,7 @@ def as_bioimageio_stat(stats: Mapping[Any, np.ndarray]) -> dict[Any, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# processing: torch on the whole batch, or bioimageio.core's operators
+# processing: numpy (CPU) or torch (GPU) on the whole batch, or bioimageio.core's operators
 # --------------------------------------------------------------------------------------------
 
 def _torch_dtype(name: str) -> Any:
@@ -229,11 +231,9 @@ def _torch_dtype(name: str) -> Any:
     return table.get(str(name))
 
 
-def _param(value: Any, dims: Sequence[str]) -> Any:
+def _param(value: Any, dims: Sequence[str], xp: str) -> Any:
     """A scalar, numpy or bioimageio Tensor parameter, shaped to broadcast over ``dims``
-    (None when it lies along an axis the batch does not have)."""
-    import torch
-
+    (None when it lies along an axis the batch does not have); ``xp`` "numpy" or "torch"."""
     if isinstance(value, (int, float, np.integer, np.floating)):
         return float(value)
     data = getattr(value, "data", value)
@@ -246,8 +246,8 @@ def _param(value: Any, dims: Sequence[str]) -> Any:
         if names[i] not in dims and arr.shape[i] == 1:
             arr = arr.reshape(arr.shape[:i] + arr.shape[i + 1:])
             del names[i]
-    if arr.ndim == 0:
-        return float(arr)
+    if arr.size == 1 and all(n in dims for n in names):
+        return float(arr.reshape(()))  # a scalar: float32 arithmetic on float32 data
     if any(n not in dims for n in names):
         return None
     shape = [1] * len(dims)
@@ -255,72 +255,140 @@ def _param(value: Any, dims: Sequence[str]) -> Any:
     arr = np.transpose(arr, order)
     for i in order:
         shape[dims.index(names[i])] = arr.shape[order.index(i)]
-    return torch.from_numpy(np.ascontiguousarray(arr).reshape(shape))
+    arr = np.ascontiguousarray(arr).reshape(shape)
+    if xp == "torch":
+        import torch
+
+        return torch.from_numpy(arr)
+    return arr
 
 
-def compile_ops(ops: Sequence[Any], dims: Sequence[str], stat: Mapping[Any, Any]
-                ) -> Callable[[Any], Any] | None:
-    """Torch versions of bioimageio.core operators ``ops`` for a tensor with ``dims``, or
-    None if one of them has no torch version here (then bioimageio.core runs them)."""
-    import torch
+class _Xp:
+    """The few array operations the processing steps need, for numpy or torch arrays.
+
+    numpy works in place where the array is a float array owned by the engine (a window
+    just read, a network output): the CPU path makes no copies and, unlike torch's
+    element-wise kernels, does not share the network's thread pool (on a busy 2-core
+    machine torch's OpenMP team made these steps 7x slower than single-threaded numpy)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def _own(self, x: Any) -> bool:
+        return self.kind == "numpy" and x.dtype.kind == "f" and x.flags.writeable
+
+    def sub(self, x: Any, v: Any) -> Any:
+        return np.subtract(x, v, out=x, casting="same_kind") if self._own(x) else x - v
+
+    def div(self, x: Any, v: Any) -> Any:
+        return np.divide(x, v, out=x, casting="same_kind") if self._own(x) else x / v
+
+    def mul(self, x: Any, v: Any) -> Any:
+        return np.multiply(x, v, out=x, casting="same_kind") if self._own(x) else x * v
+
+    def add(self, x: Any, v: Any) -> Any:
+        return np.add(x, v, out=x, casting="same_kind") if self._own(x) else x + v
+
+    def astype(self, x: Any, name: str) -> Any:
+        if self.kind == "numpy":
+            return x.astype(np.dtype(name), copy=False)
+        return x.to(_torch_dtype(name))
+
+    def clip(self, x: Any, lo: Any, hi: Any) -> Any:
+        if self.kind == "numpy":
+            return np.clip(x, lo, hi, out=x if self._own(x) else None)
+        import torch
+
+        if lo is not None and not isinstance(lo, float):
+            x, lo = torch.maximum(x, lo.to(x.device, x.dtype)), None
+        if hi is not None and not isinstance(hi, float):
+            x, hi = torch.minimum(x, hi.to(x.device, x.dtype)), None
+        return x if lo is None and hi is None else torch.clamp(x, lo, hi)
+
+    def sigmoid(self, x: Any) -> Any:
+        if self.kind == "numpy":  # bioimageio.core: 1 / (1 + exp(-x))
+            return 1.0 / (1.0 + np.exp(-x))
+        return x.sigmoid()
+
+    def softmax(self, x: Any, axis: int) -> Any:
+        if self.kind == "numpy":
+            e = np.exp(x - x.max(axis=axis, keepdims=True))
+            return e / e.sum(axis=axis, keepdims=True)
+        import torch
+
+        return torch.softmax(x, dim=axis)
+
+    def on(self, v: Any, x: Any) -> Any:
+        """A parameter on the device of ``x`` (torch)."""
+        if self.kind == "torch" and v is not None and not isinstance(v, float):
+            return v.to(x.device)
+        return v
+
+
+def compile_ops(ops: Sequence[Any], dims: Sequence[str], stat: Mapping[Any, Any],
+                xp: str = "numpy") -> Callable[[Any], Any] | None:
+    """Versions of bioimageio.core operators ``ops`` for a numpy array (``xp="numpy"``) or a
+    torch tensor with ``dims``, or None if one of them has no version here (then
+    bioimageio.core runs them). The arithmetic is bioimageio.core's."""
     from bioimageio.core import proc_ops as P
 
     dims = list(dims)
+    X = _Xp(xp)
     steps: list[Callable[[Any], Any]] = []
 
-    def value(x: Any) -> Any:
-        return _param(stat[x], dims) if not isinstance(x, (int, float)) else float(x)
+    def value(m: Any) -> Any:
+        return float(m) if isinstance(m, (int, float)) else _param(stat[m], dims, xp)
 
     for op in ops:
         kind = type(op)
         try:
             if kind is P.EnsureDtype:
-                dt = _torch_dtype(op.dtype)
-                if dt is None:
+                if xp == "torch" and _torch_dtype(op.dtype) is None:
                     return None
-                steps.append(lambda x, dt=dt: x.to(dt))
+                steps.append(lambda x, n=str(op.dtype): X.astype(x, n))
             elif kind is P.ScaleLinear:
-                gain, offset = _param(op.gain, dims), _param(op.offset, dims)
+                gain, offset = _param(op.gain, dims, xp), _param(op.offset, dims, xp)
                 if gain is None or offset is None:
                     return None
-                steps.append(lambda x, g=gain, o=offset: x * g + o)
+                steps.append(lambda x, g=gain, o=offset: X.add(X.mul(x, X.on(g, x)),
+                                                               X.on(o, x)))
             elif kind is P.ScaleRange:
                 lo, hi = value(op.lower), value(op.upper)
                 if lo is None or hi is None:
                     return None
-                steps.append(lambda x, lo=lo, den=hi - lo + op.eps: (x - lo) / den)
+                steps.append(lambda x, lo=lo, den=hi - lo + op.eps:
+                             X.div(X.sub(x, X.on(lo, x)), X.on(den, x)))
             elif kind is P.Clip:
                 lo = None if op.min is None else value(op.min)
                 hi = None if op.max is None else value(op.max)
-                steps.append(lambda x, lo=lo, hi=hi: _clip(x, lo, hi))
-            elif kind is P.ZeroMeanUnitVariance:
-                mean, std = value(op.mean), value(op.std)
+                steps.append(lambda x, lo=lo, hi=hi: X.clip(x, X.on(lo, x), X.on(hi, x)))
+            elif kind in (P.ZeroMeanUnitVariance, P.FixedZeroMeanUnitVariance):
+                if kind is P.ZeroMeanUnitVariance:
+                    mean, std = value(op.mean), value(op.std)
+                else:
+                    mean, std = _param(op.mean, dims, xp), _param(op.std, dims, xp)
                 if mean is None or std is None:
                     return None
-                steps.append(lambda x, m=mean, s=std + op.eps: (x - m) / s)
-            elif kind is P.FixedZeroMeanUnitVariance:
-                mean, std = _param(op.mean, dims), _param(op.std, dims)
-                if mean is None or std is None:
-                    return None
-                steps.append(lambda x, m=mean, s=std + op.eps: (x - m) / s)
+                steps.append(lambda x, m=mean, s=std + op.eps:
+                             X.div(X.sub(x, X.on(m, x)), X.on(s, x)))
             elif kind is P.ScaleMeanVariance:
                 m, s = value(op.mean), value(op.std)
                 rm, rs = value(op.ref_mean), value(op.ref_std)
-                if None in (m, s, rm, rs):
+                if any(v is None for v in (m, s, rm, rs)):
                     return None
-                steps.append(lambda x, m=m, s=s + op.eps, rm=rm, rs=rs + op.eps:
-                             (x - m) / s * rs + rm)
+                steps.append(lambda x, m=m, s=s + op.eps, rm=rm, rs=rs + op.eps: X.add(
+                    X.mul(X.div(X.sub(x, X.on(m, x)), X.on(s, x)), X.on(rs, x)), X.on(rm, x)))
             elif kind is P.Sigmoid:
-                steps.append(torch.sigmoid)
+                steps.append(X.sigmoid)
             elif kind is P.Binarize:
-                t = _param(op.threshold, dims)
+                t = _param(op.threshold, dims, xp)
                 if t is None:
                     return None
-                steps.append(lambda x, t=t: x > t)
+                steps.append(lambda x, t=t: x > X.on(t, x))
             elif kind is P.Softmax:
                 if str(op.axis) not in dims:
                     return None
-                steps.append(lambda x, d=dims.index(str(op.axis)): torch.softmax(x, dim=d))
+                steps.append(lambda x, d=dims.index(str(op.axis)): X.softmax(x, d))
             else:
                 return None
         except (KeyError, AttributeError):
@@ -332,18 +400,6 @@ def compile_ops(ops: Sequence[Any], dims: Sequence[str], stat: Mapping[Any, Any]
         return x
 
     return run
-
-
-def _clip(x: Any, lo: Any, hi: Any) -> Any:
-    import torch
-
-    if isinstance(lo, torch.Tensor):
-        x = torch.maximum(x, lo.to(x.device, x.dtype))
-        lo = None
-    if isinstance(hi, torch.Tensor):
-        x = torch.minimum(x, hi.to(x.device, x.dtype))
-        hi = None
-    return x if lo is None and hi is None else torch.clamp(x, lo, hi)
 
 
 def _bioimageio_ops(ops: Sequence[Any], member: str, dims: Sequence[str],
@@ -404,8 +460,9 @@ class Runner:
         stat = as_bioimageio_stat(stats)
         self.stat = stat
         pre_dims, post_dims = ["batch", *self.in_rest], ["batch", *self.out_rest]
-        self.pre = compile_ops(proc.pre, pre_dims, stat)
-        self.post = compile_ops(proc.post_tile, post_dims, stat)
+        xp = "numpy" if self.on_cpu else "torch"  # processing on the CPU in numpy, else on the device
+        self.pre = compile_ops(proc.pre, pre_dims, stat, xp)
+        self.post = compile_ops(proc.post_tile, post_dims, stat, xp)
         self.pre_slow = None if self.pre else _bioimageio_ops(proc.pre, model.in_id, pre_dims,
                                                               stat)
         self.post_slow = None if self.post else _bioimageio_ops(proc.post_tile, model.out_id,
@@ -453,26 +510,22 @@ class Runner:
     # -- compute ----------------------------------------------------------------------------
 
     def prepare(self, units: np.ndarray) -> Any:
-        """Pre-processing of a batch of units (on the CPU when the device is the CPU)."""
-        import torch
-
+        """Pre-processing of a batch of units: numpy on the CPU (in place, in the reader
+        thread); on a GPU the raw units go to the device and are processed there."""
         if self.pre is None:
             assert self.pre_slow is not None
-            x = self.pre_slow(units)
-            return torch.from_numpy(np.ascontiguousarray(x)) if self.torch_net else x
-        x = torch.from_numpy(units)
-        if not self.on_cpu:
-            return x  # pre-processing on the device, in forward()
-        return self.pre(x)
+            return self.pre_slow(units)
+        return self.pre(units) if self.on_cpu else units
 
     def forward(self, x: Any) -> Any:
-        """Network on a prepared batch (torch tensor or numpy), ``max_units`` at a time."""
+        """Network on a prepared batch, ``max_units`` units per call. Returns numpy on the
+        CPU, a device tensor (post-processed there) on a GPU."""
         import torch
 
-        if not self.on_cpu and self.pre is not None:
-            x = self.pre(x.to(self.device, non_blocking=True))
-        elif not self.on_cpu and isinstance(x, torch.Tensor):
-            x = x.to(self.device)
+        if not self.on_cpu:
+            x = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, non_blocking=True)
+            if self.pre is not None:
+                x = self.pre(x)
         n = x.shape[0]
         step = n if self.max_units is None else max(1, self.max_units)
         outs = []
@@ -483,9 +536,13 @@ class Runner:
                     part = part[0]
                 elif self.in_batch:
                     part = _moveaxis(part, 0, self.in_batch)
-                if not self.torch_net and isinstance(part, torch.Tensor):
+                if self.torch_net and not isinstance(part, torch.Tensor):
+                    part = torch.from_numpy(np.ascontiguousarray(part))
+                elif not self.torch_net and isinstance(part, torch.Tensor):
                     part = part.cpu().numpy()
                 y = self.net(part)
+                if self.on_cpu and isinstance(y, torch.Tensor):
+                    y = y.numpy()
                 if self.out_batch is None:
                     y = y[None]
                 elif self.out_batch:
@@ -493,23 +550,22 @@ class Runner:
                 outs.append(y)
         if isinstance(outs[0], torch.Tensor):
             y = outs[0] if len(outs) == 1 else torch.cat(outs)
-            if not self.on_cpu and self.post is not None:
-                y = self.post(y)
-            return y
+            return self.post(y) if self.post is not None else y
+        if not self.on_cpu:  # a numpy network (ONNX Runtime) on a GPU machine
+            y = outs[0] if len(outs) == 1 else np.concatenate(outs)
+            y = torch.from_numpy(y).to(self.device)
+            return self.post(y) if self.post is not None else y
         return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     def finish(self, y: Any) -> np.ndarray:
-        """Post-processing of a batch (CPU part) -> numpy."""
+        """Post-processing of a batch (on the CPU: numpy, in the writer thread) -> numpy."""
         import torch
 
-        if isinstance(y, torch.Tensor):
-            if self.post is not None and self.on_cpu:
-                y = self.post(y)
-            if self.post is not None:
-                return y.cpu().numpy()
+        if isinstance(y, torch.Tensor):  # already post-processed on the device
             y = y.cpu().numpy()
-        elif self.post is not None:
-            return self.post(torch.from_numpy(np.ascontiguousarray(y))).numpy()
+            return y if self.post_slow is None else self.post_slow(y)
+        if self.post is not None:
+            return self.post(y)
         assert self.post_slow is not None
         return self.post_slow(y)
 
@@ -529,6 +585,66 @@ def _moveaxis(x: Any, a: int, b: int) -> Any:
 # --------------------------------------------------------------------------------------------
 # windows in, windows out
 # --------------------------------------------------------------------------------------------
+
+class ChunkCache:
+    """Windows of a chunked (dask) array, with each stored chunk decoded once while the
+    windows that overlap it are read.
+
+    Windows carry a halo, so neighbouring windows overlap the same chunks of the input:
+    read straight from zarr, every chunk would be decoded 2-6 times. Hand-written because
+    zarr-python 3 has no decoded-chunk cache (zarr 2's ``LRUStoreCache`` kept encoded bytes)
+    and dask's opportunistic cache (``cachey``) scores by compute time, not by this access
+    pattern. A least-recently-used set of chunks up to ``max_bytes``; windows are read in
+    order (z outermost, x innermost), so one row of chunks is reused by the next row.
+    """
+
+    def __init__(self, array: Any, max_bytes: int = 256 << 20) -> None:
+        import itertools
+        from collections import OrderedDict
+
+        self.array, self.max_bytes = array, int(max_bytes)
+        self.shape, self.dtype = tuple(array.shape), np.dtype(array.dtype)
+        self.bounds = [list(itertools.accumulate(c, initial=0)) for c in array.chunks]
+        self.cache: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
+        self.bytes = 0
+        self.lock = threading.Lock()
+
+    def _chunk(self, key: tuple[int, ...]) -> np.ndarray:
+        with self.lock:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.cache.move_to_end(key)
+                return hit
+        block = np.asarray(self.array.blocks[key].compute(scheduler="synchronous"))
+        with self.lock:
+            self.cache[key] = block
+            self.bytes += block.nbytes
+            while self.bytes > self.max_bytes and len(self.cache) > 1:
+                _, old = self.cache.popitem(last=False)
+                self.bytes -= old.nbytes
+        return block
+
+    def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
+        import bisect
+        import itertools
+
+        spans = [s.indices(n)[:2] for s, n in zip(index, self.shape)]
+        out = np.empty([b - a for a, b in spans], dtype=self.dtype)
+        ranges = []
+        for (a, b), bd in zip(spans, self.bounds):
+            first = bisect.bisect_right(bd, a) - 1
+            last = bisect.bisect_left(bd, b)
+            ranges.append(range(first, max(last, first + 1)))
+        for key in itertools.product(*ranges):
+            block = self._chunk(key)
+            src, dst = [], []
+            for k, (a, b), bd in zip(key, spans, self.bounds):
+                lo, hi = max(a, bd[k]), min(b, bd[k + 1])
+                src.append(slice(lo - bd[k], hi - bd[k]))
+                dst.append(slice(lo - a, hi - a))
+            out[tuple(dst)] = block[tuple(src)]
+        return out
+
 
 def read_window(data: Any, dims: Sequence[str], sizes: Mapping[str, int],
                 wins: Mapping[str, Any]) -> np.ndarray:
@@ -595,6 +711,8 @@ def run_windows(runner: Runner, data: Any, sizes: Mapping[str, int],
     ``prefetch`` batches wait on either side, so memory stays a few batches.
     """
     dims = runner.layout.dims
+    if hasattr(data, "blocks") and hasattr(data, "chunks"):  # dask (zarr, TIFF): decode once
+        data = ChunkCache(data)
     it = iter(windows)
     first = next(it, None)
     if first is None:

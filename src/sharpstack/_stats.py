@@ -15,14 +15,16 @@ The quantile is then interpolated exactly as ``numpy.quantile`` does (same virtu
 same ``lerp``), so the result equals ``numpy.quantile`` of the whole stack bit for bit (asked for a list of
 quantiles, as bioimageio.core does), and
 the memory needed is one block (:data:`BLOCK_VOXELS`) plus the collected values. Mean and
-variance are accumulated in float64 block by block (Chan et al.'s pairwise update); blocks
-depend on the array's shape only, so in-memory and streamed runs get identical values.
+variance are exact for integers of at most 16 bits (Python integer sums); for other data they
+are accumulated in float64 block by block (Chan et al.'s pairwise update), so that their last
+bits can depend on the blocks, which follow the storage chunks (each chunk is read once).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,29 +43,40 @@ _BINS = 1 << 16
 _METHODS = ("linear", "lower", "higher", "nearest")
 
 
-def blocks(shape: Sequence[int], lead: int = 0) -> Iterator[tuple[slice, ...]]:
-    """Slabs of at most :data:`BLOCK_VOXELS` voxels covering an array of ``shape``.
+def blocks(shape: Sequence[int], lead: int = 0,
+           chunks: Sequence[Sequence[int]] | None = None) -> Iterator[tuple[slice, ...]]:
+    """Blocks of at most :data:`BLOCK_VOXELS` voxels covering an array of ``shape``.
 
-    The first ``lead`` dims (channels) are always taken whole; of the others, the innermost
-    are kept whole while they fit and the next one is cut. The blocks depend on ``shape``
-    only.
+    The first ``lead`` dims (channels) are always taken whole. ``chunks`` (dask-style chunk
+    sizes per dim, e.g. a zarr store's) make the blocks unions of whole chunks, so that
+    every stored chunk is read once; of the other dims, the innermost are kept whole while
+    they fit and the next one is cut.
     """
     shape = [int(n) for n in shape]
     rest = shape[lead:]
+    if chunks is None:
+        bounds = [list(range(0, n, 1)) + [n] for n in rest]
+    else:
+        bounds = [list(itertools.accumulate(c, initial=0)) for c in list(chunks)[lead:]]
     budget = max(1, BLOCK_VOXELS // max(1, math.prod(shape[:lead])))
-    steps = [max(n, 1) for n in rest]
-    inner = 1
+    # grow from one chunk per dim, innermost dim first: merge whole chunks while the block
+    # (this dim's segment x the others' current extent) stays within the budget
+    extent = [max((e - a for a, e in zip(b, b[1:])), default=1) for b in bounds]
+    segments: list[list[tuple[int, int]]] = [[] for _ in rest]
     for j in range(len(rest) - 1, -1, -1):
-        if inner * rest[j] <= budget:
-            inner *= max(rest[j], 1)
-            continue
-        steps[j] = max(1, budget // inner)
-        steps[:j] = [1] * j
-        break
-    ranges = [range(0, max(n, 1), s) for n, s in zip(rest, steps)]
-    for starts in itertools.product(*ranges):
-        yield tuple([slice(None)] * lead + [slice(a, min(a + s, n))
-                                            for a, s, n in zip(starts, steps, rest)])
+        others = math.prod(extent[:j] + extent[j + 1:])
+        per = max(1, budget // max(others, 1))
+        b, n = bounds[j], rest[j]
+        segs, start = [], 0
+        for k in range(1, len(b)):
+            if b[k] - start > per and b[k - 1] > start:
+                segs.append((start, b[k - 1]))
+                start = b[k - 1]
+        segs.append((start, n))
+        segments[j] = segs
+        extent[j] = max(e - a for a, e in segs)
+    for parts in itertools.product(*segments):
+        yield tuple([slice(None)] * lead + [slice(a, e) for a, e in parts])
 
 
 @dataclass
@@ -73,23 +86,41 @@ class _Group:
     n: int = 0
     mean: float = 0.0
     m2: float = 0.0
+    isum: int | None = None  # exact sums of <= 16-bit integers (order-independent moments)
+    isq: int = 0
     lo: float = math.inf
     hi: float = -math.inf
     hist: np.ndarray | None = None  # exact histogram of <= 16-bit integers
     values: dict[int, float] = field(default_factory=dict)  # rank -> order statistic
 
-    def add_moments(self, v: np.ndarray) -> None:
-        n_b = v.size
+    def merge_moments(self, part: tuple) -> None:
+        """Add the moments of one block, computed by :func:`_moments`."""
+        if part[0] == "int":
+            _, n_b, isum, isq = part
+            self.isum = (self.isum or 0) + isum
+            self.isq += isq
+            self.n += n_b
+            return
+        _, n_b, mean_b, m2_b = part
         if n_b == 0:
             return
-        mean_b = float(np.mean(v, dtype=np.float64))
-        d = v.astype(np.float64) - mean_b
-        m2_b = float(np.dot(d, d))
         delta = mean_b - self.mean
         n = self.n + n_b
         self.mean += delta * n_b / n
         self.m2 += m2_b + delta * delta * self.n * n_b / n
         self.n = n
+
+
+def _moments(v: np.ndarray) -> tuple:
+    """Moments of one block: exact integer sums for <= 16-bit integers, else float64."""
+    if _int_offset(v.dtype) is not None:  # exact: Python ints, whatever the blocks
+        w = v.astype(np.int64)
+        return ("int", v.size, int(w.sum()), int(np.dot(w, w)))
+    if v.size == 0:
+        return ("float", 0, 0.0, 0.0)
+    mean_b = float(np.mean(v, dtype=np.float64))
+    d = v.astype(np.float64) - mean_b
+    return ("float", v.size, mean_b, float(np.dot(d, d)))
 
 
 def _int_offset(dtype: np.dtype) -> int | None:
@@ -145,17 +176,23 @@ class StackStats:
         The quantiles wanted (q in [0, 1], numpy methods linear, lower, higher, nearest,
         midpoint).
     moments : bool
-        Also mean and variance (float64).
+        Also mean and variance (exact for <= 16-bit integers, else float64).
     name : str
         What to call the data in error messages (NaN check).
+    chunks : sequence of sequences of int, optional
+        The data's storage chunks (dask-style): blocks are unions of whole chunks.
     """
 
     def __init__(self, read: Callable[[tuple[slice, ...]], np.ndarray], shape: Sequence[int],
                  dtype: Any, *, per_channel: bool, quantiles: set[tuple[float, str]],
-                 moments: bool, name: str) -> None:
+                 moments: bool, name: str, chunks: Sequence[Sequence[int]] | None = None
+                 ) -> None:
         self.read, self.shape, self.dtype = read, tuple(int(n) for n in shape), np.dtype(dtype)
+        self.chunks = chunks
         self.per_channel, self.quantiles, self.moments, self.name = (
             per_channel, set(quantiles), moments, name)
+        self.threads = max(1, min(4, len(os.sched_getaffinity(0))
+                                  if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
         for q, method in self.quantiles:
             if method not in _METHODS:
                 raise InputError(f"quantile method {method!r} is not supported by sharpstack's "
@@ -172,20 +209,36 @@ class StackStats:
             return [np.ravel(block[i]) for i in range(block.shape[0])]
         return [np.ravel(block)]
 
-    def _pass(self, visit: Callable[[int, np.ndarray], None]) -> None:
+    def _pass(self, part: Callable[[int, np.ndarray], Any],
+              merge: Callable[[int, Any], None]) -> None:
+        """Read every block once: ``part(group, values)`` runs in a thread pool (numpy and
+        the zarr codecs release the GIL), ``merge(group, result)`` in block order here."""
+        from concurrent.futures import ThreadPoolExecutor
+
         self.passes += 1
-        for index in blocks(self.shape, 1 if self.per_channel else 0):
+
+        def work(index: tuple[slice, ...]) -> list[Any]:
             block = np.asarray(self.read(index))
-            for i, values in enumerate(self._block_groups(block)):
-                visit(i, values)
+            return [part(i, v) for i, v in enumerate(self._block_groups(block))]
+
+        index_iter = blocks(self.shape, 1 if self.per_channel else 0, self.chunks)
+        with ThreadPoolExecutor(self.threads) as pool:
+            pending: list[Any] = []
+            for index in index_iter:  # at most 2 blocks per thread in flight
+                pending.append(pool.submit(work, index))
+                if len(pending) >= 2 * self.threads:
+                    for i, r in enumerate(pending.pop(0).result()):
+                        merge(i, r)
+            for f in pending:
+                for i, r in enumerate(f.result()):
+                    merge(i, r)
 
     def _compute(self) -> None:
         offset = _int_offset(self.dtype)
         floating = self.dtype.kind in "fc"
         exact_hist = offset is not None and bool(self.quantiles)
 
-        def first(i: int, v: np.ndarray) -> None:
-            g = self.groups[i]
+        def first(i: int, v: np.ndarray) -> dict[str, Any]:
             if floating:
                 finite = np.isfinite(v)
                 if not finite.all():
@@ -198,18 +251,28 @@ class StackStats:
                         f"{self.name} contains {what} (in one block of the stack); fill or "
                         f"remove them (e.g. Fiji Process > Math > Remove NaNs, or "
                         f"numpy.nan_to_num) before passing it to sharpstack")
+            out: dict[str, Any] = {"n": v.size}
             if v.size:
-                g.lo, g.hi = min(g.lo, float(v.min())), max(g.hi, float(v.max()))
+                out["lo"], out["hi"] = float(v.min()), float(v.max())
             if self.moments:
-                g.add_moments(v)
-            else:
-                g.n += v.size
+                out["moments"] = _moments(v)
             if exact_hist:
-                idx = v.astype(np.int64) + offset if offset else v
-                h = np.bincount(idx, minlength=1 << 16)
-                g.hist = h if g.hist is None else g.hist + h
+                out["hist"] = np.bincount(v.astype(np.int64) + offset if offset else v,
+                                          minlength=1 << 16)
+            return out
 
-        self._pass(first)
+        def merge_first(i: int, r: dict[str, Any]) -> None:
+            g = self.groups[i]
+            if "lo" in r:
+                g.lo, g.hi = min(g.lo, r["lo"]), max(g.hi, r["hi"])
+            if "moments" in r:
+                g.merge_moments(r["moments"])
+            else:
+                g.n += r["n"]
+            if "hist" in r:
+                g.hist = r["hist"] if g.hist is None else g.hist + r["hist"]
+
+        self._pass(first, merge_first)
         if not self.quantiles:
             return
         wanted = {i: sorted({r for q, m in self.quantiles for r in _ranks(g.n, q, m)})
@@ -251,9 +314,11 @@ class StackStats:
                                             "vmin": math.inf, "vmax": -math.inf})
                 t["job"] = job
 
-            def visit(i: int, v: np.ndarray) -> None:
+            def visit(i: int, v: np.ndarray) -> dict[tuple, Any]:
                 level: dict[tuple, np.ndarray] = {}  # chain prefix -> its members in v
-                for (group, chain), job in jobs.items():
+                found: dict[tuple, Any] = {}
+                for key, job in jobs.items():
+                    group, chain = key
                     if group != i:
                         continue
                     sel = v
@@ -264,14 +329,24 @@ class StackStats:
                             level[prefix] = sel[_bin(sel, lo, hi) == b]
                         sel = level[prefix]
                     if job["collect"]:
-                        job["parts"].append(sel.copy())
+                        found[key] = sel.copy()
                     elif sel.size:
-                        job["hist"] += np.bincount(_bin(sel, job["lo"], job["hi"]),
-                                                   minlength=_BINS)
-                        job["vmin"] = min(job["vmin"], float(sel.min()))
-                        job["vmax"] = max(job["vmax"], float(sel.max()))
+                        found[key] = (np.bincount(_bin(sel, job["lo"], job["hi"]),
+                                                  minlength=_BINS),
+                                      float(sel.min()), float(sel.max()))
+                return found
 
-            self._pass(visit)
+            def merge(i: int, found: dict[tuple, Any]) -> None:
+                for key, r in found.items():
+                    job = jobs[key]
+                    if job["collect"]:
+                        job["parts"].append(r)
+                    else:
+                        job["hist"] += r[0]
+                        job["vmin"] = min(job["vmin"], r[1])
+                        job["vmax"] = max(job["vmax"], r[2])
+
+            self._pass(visit, merge)
             for job in jobs.values():
                 if job["collect"]:
                     job["sorted"] = np.sort(np.concatenate(job["parts"])) if job["parts"] \
@@ -306,10 +381,19 @@ class StackStats:
         return self._shape(out)
 
     def mean(self) -> np.ndarray:
-        return self._shape([g.mean if g.n else math.nan for g in self.groups])
+        return self._shape([(g.isum / g.n if g.isum is not None else g.mean) if g.n
+                            else math.nan for g in self.groups])
 
     def var(self) -> np.ndarray:
-        return self._shape([g.m2 / g.n if g.n else math.nan for g in self.groups])
+        out = []
+        for g in self.groups:
+            if not g.n:
+                out.append(math.nan)
+            elif g.isum is not None:  # (n*sum(x^2) - sum(x)^2) / n^2, exactly rounded
+                out.append((g.n * g.isq - g.isum * g.isum) / (g.n * g.n))
+            else:
+                out.append(g.m2 / g.n)
+        return self._shape(out)
 
     def std(self) -> np.ndarray:
         return np.sqrt(self.var())

@@ -70,6 +70,12 @@ class Sink:
         self.dims, self.shape, self.chunks = tuple(dims), tuple(shape), tuple(chunks)
         self.array: Any = None
 
+    @property
+    def chunk_grid(self) -> tuple[tuple[int, ...], ...]:
+        """Chunk sizes per dim (dask style): the windows' cores."""
+        return tuple(tuple([c] * (n // c) + ([n % c] if n % c else [])) for n, c in
+                     zip(self.shape, self.chunks))
+
     def _open(self, dtype: np.dtype) -> None:
         raise NotImplementedError
 

@@ -38,6 +38,7 @@ __all__ = ["predict_dask"]
 
 _CACHE: dict[str, tuple[Any, Any]] = {}  # run token -> (Runner, input array) in this process
 _CACHE_LOCK = threading.Lock()
+_LOADS = 0  # packages loaded by this process (once per run and process)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ def _worker_state(spec: _Spec) -> tuple[Any, Any]:
         if options.threads is None:
             options = replace(options, threads=_worker_threads())
         runner = Runner(model, layout, _processing(model), spec.stats, options)
+        global _LOADS
+        _LOADS += 1
         while len(_CACHE) >= 2:  # keep this run and at most one before it
             _, (old, _) = _CACHE.popitem()
             old.close()
@@ -168,8 +171,10 @@ def _client(scheduler: str, workers: int | None) -> tuple[Any, Callable[[], None
             cluster.close()
 
         return client, close
+    import dask
+
     try:
-        client = Client(scheduler, timeout="20s")
+        client = Client(scheduler, timeout=dask.config.get("distributed.comm.timeouts.connect"))
     except (OSError, TimeoutError) as exc:
         raise InputError(f"no Dask scheduler answered at {scheduler!r} ({exc}); start one "
                          f"(dask scheduler / dask_jobqueue) or use --scheduler local") from exc

@@ -332,7 +332,8 @@ def _measure_group(m: Any, dims: Sequence[str], model: _Model) -> bool:
 
 def _compute_stats(measures: Sequence[Any], read: Callable[[tuple[slice, ...]], np.ndarray],
                    shape: Sequence[int], dtype: Any, dims: Sequence[str], model_dims:
-                   Sequence[str], model: _Model, name: str) -> dict[Any, np.ndarray]:
+                   Sequence[str], model: _Model, name: str,
+                   chunks: Sequence[Sequence[int]] | None = None) -> dict[Any, np.ndarray]:
     """Exact whole-stack statistics for ``measures`` (one streaming pass per group kind).
 
     ``dims`` are the data's dims (``c`` first when present), ``model_dims`` the tensor's
@@ -350,14 +351,16 @@ def _compute_stats(measures: Sequence[Any], read: Callable[[tuple[slice, ...]], 
         has_c = "c" in dims
         rd = read
         shp = list(shape)
+        chk = chunks
         if per_channel and not has_c:  # one channel: a leading axis of 1
             shp = [1, *shp]
             rd = (lambda index, r=read: np.asarray(r(index[1:]))[None])  # noqa: E731
+            chk = None if chunks is None else [(1,), *chunks]
         quantiles = {(float(m.q), str(getattr(m, "method", "linear"))) for m in group
                      if m.name == "quantile"}
         moments = any(m.name in ("mean", "std", "var") for m in group)
         st = StackStats(rd, shp, dtype, per_channel=per_channel, quantiles=quantiles,
-                        moments=moments, name=name)
+                        moments=moments, name=name, chunks=chk)
         for m in group:
             if m.name == "quantile":
                 out[m] = st.quantile(float(m.q), str(getattr(m, "method", "linear")))
@@ -515,7 +518,7 @@ def _input_stats(job: _Job, data: Any, name: str) -> dict[Any, np.ndarray]:
         return np.asarray(part)
 
     return _compute_stats(measures, read, job.in_shape, job.in_dtype, dims, job.model.in_dims,
-                          job.model, name)
+                          job.model, name, chunks=getattr(data, "chunks", None))
 
 
 # --------------------------------------------------------------------------------------------
@@ -580,25 +583,24 @@ def _post_whole(job: _Job, sink: Any, name: str) -> None:
     """Post-processing that needs statistics of the whole output, applied block by block."""
     if not job.proc.post_whole:
         return
-    import torch
-
     from ._engine import _bioimageio_ops, as_bioimageio_stat, compile_ops
     from ._stats import blocks
 
     dims = list(sink.dims)
     job.out_stats = _compute_stats(job.out_measures, sink.read, sink.shape,
                                    sink.read(tuple(slice(0, 1) for _ in dims)).dtype, dims,
-                                   job.model.out_dims, job.model, f"the output of {name}")
+                                   job.model.out_dims, job.model, f"the output of {name}",
+                                   chunks=sink.chunk_grid)
     stat = as_bioimageio_stat({**job.stats, **job.out_stats})
     op_dims = [{"c": "channel"}.get(d, d) for d in dims]
-    fast = compile_ops(job.proc.post_whole, op_dims, stat)
-    if fast is None:  # operators without a torch version here: the whole output at once
+    fast = compile_ops(job.proc.post_whole, op_dims, stat, "numpy")
+    if fast is None:  # operators without a version here: the whole output at once
         whole = (slice(None),) * len(dims)
         run = _bioimageio_ops(job.proc.post_whole, job.model.out_id, op_dims, stat)
         _store_block(sink, whole, run(sink.read(whole)))
         return
-    for index in blocks(sink.shape, 1 if "c" in dims else 0):
-        values = fast(torch.from_numpy(np.ascontiguousarray(sink.read(index)))).numpy()
+    for index in blocks(sink.shape, 1 if "c" in dims else 0, getattr(sink, "chunk_grid", None)):
+        values = fast(np.array(sink.read(index)))  # a copy: processed in place
         _store_block(sink, index, values)
 
 
