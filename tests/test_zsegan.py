@@ -73,22 +73,30 @@ def test_discriminator_on_horizontal_and_vertical_sections():
     assert d(torch.rand(3, 1, 64, 29)).shape == (3, 1, 5, 2)
 
 
-@pytest.mark.parametrize("n_res", [0, 1, 2])
-def test_receptive_radius_bounds_the_true_support(n_res):
+@pytest.mark.parametrize("upsample", ["transposed", "resize"])
+@pytest.mark.parametrize("n_res", [0, 2])
+def test_receptive_radius_bounds_the_true_support(n_res, upsample):
     torch.manual_seed(0)
-    g = ResnetGenerator3D(ngf=2, n_res=n_res).eval()
+    g = ResnetGenerator3D(ngf=4, n_res=n_res, upsample=upsample).eval()
     _randomise_norms(g)
     n, reach = 96, 0
     for off in range(4):  # all phases of the stride-4 grid
-        x0 = torch.zeros(1, 1, 29, n, n)
+        x0 = torch.rand(1, 1, 29, n, n, generator=torch.Generator().manual_seed(off))
         x1 = x0.clone()
         c = n // 2 + off
-        x1[0, 0, 14, c, c] = 1.0
+        x1[0, 0, 14, c, c] += 1.0
         with torch.no_grad():
             d = (g(x1) - g(x0)).abs()[0, 0].amax(0)
         reach = max(reach, int((torch.nonzero(d > 0) - c).abs().max()))
-    assert 0 < reach <= receptive_radius(n_res=n_res)
-    assert receptive_radius(n_res=n_res) - reach <= 2
+    r = receptive_radius(n_res=n_res, upsample=upsample)
+    assert 0 < reach <= r and r - reach <= 2
+
+
+def test_residual_generator_starts_as_the_identity():
+    g = ResnetGenerator3D(ngf=2, n_res=1, residual=True, upsample="resize")
+    x = torch.rand(1, 1, 29, 16, 16) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(g(x), x)
 
 
 def test_stored_instance_norm_train_eval_and_calibration():

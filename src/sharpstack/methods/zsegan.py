@@ -88,6 +88,12 @@ class ZSEGANConfig(BaseModel):
     ngf: int = Field(16, ge=1, le=256, description="Generator filters of the first layer.")
     n_res: int = Field(6, ge=0, le=32, description="Residual blocks of each generator.")
     first_kernel: int = Field(5, ge=1, le=9, description="Size of the first 3D convolution (odd).")
+    residual: bool = Field(False, description=(
+        "Generators output x + net(x), starting as the identity (not in the notebook: its "
+        "generators end in tanh; converges in far fewer steps, for short CPU trainings)."))
+    upsample: Literal["transposed", "resize"] = Field("transposed", description=(
+        "Decoder upsampling: stride-2 transposed convolutions (the notebook) or nearest x2 + "
+        "convolution (no checkerboard artefacts)."))
     ndf: int = Field(32, ge=1, le=512, description="Discriminator filters of the first layer.")
     d_layers: int = Field(4, ge=1, le=6, description="Stride-2 layers of each PatchGAN.")
     p_vertical: float = Field(0.35, ge=0.0, le=1.0, description=(
@@ -171,7 +177,8 @@ class ZSEGANConfig(BaseModel):
     def generator_kwargs(self) -> dict[str, Any]:
         """JSON-serialisable kwargs of both generators (rebuilds them from a package)."""
         return {"ngf": self.ngf, "n_res": self.n_res, "n_planes": self.n_planes,
-                "first_kernel": self.first_kernel}
+                "first_kernel": self.first_kernel, "residual": self.residual,
+                "upsample": self.upsample}
 
     def discriminator_kwargs(self) -> dict[str, Any]:
         return {"ndf": self.ndf, "n_layers": self.d_layers}
@@ -905,6 +912,9 @@ class ZSEGAN(Method):
         Option("ngf", "ngf", int, "Generator filters (notebook 16)."),
         Option("res-blocks", "n_res", int, "Residual blocks per generator (notebook 6)."),
         Option("ndf", "ndf", int, "Discriminator filters (notebook 32)."),
+        Option("residual", "residual", bool, "Generators output x + net(x) (not in the "
+               "notebook; for short trainings)."),
+        Option("upsample", "upsample", str, "transposed (notebook) or resize (nearest + conv)."),
         Option("d-layers", "d_layers", int, "Stride-2 layers per PatchGAN (notebook 4)."),
         Option("p-vertical", "p_vertical", float, "Weight of vertical sections in D_S."),
         Option("lambda-cycle", "lambda_cycle", float, "Cycle-consistency weight."),

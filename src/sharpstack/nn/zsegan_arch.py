@@ -13,7 +13,8 @@ notebook, keerfish/ZSE-GAN, where the paper gives no sizes):
   Conv3d k3 (norm + ReLU) -> Conv3d k(kz, 5, 5) + tanh, where kz is chosen so that the output
   has exactly ``n_planes`` planes again (the notebook's (5, 5, 6) kernel for 29 planes).
   ``(B, 1, n_planes, Y, X) -> (B, 1, n_planes, Y, X)``, Y and X multiples of 4, values in
-  [-1, 1].
+  [-1, 1]. Options (not in the notebook): a residual output ``x + net(x)`` and
+  nearest-neighbour + convolution upsampling instead of transposed convolutions.
 - :class:`PatchDiscriminator2D` (D_S, D_B): PatchGAN, ``n_layers`` Conv2d k4 s2 (``ndf``,
   doubling; instance norm after all but the first, LeakyReLU 0.2) -> Conv2d k2 (1 channel),
   a map of real/fake scores. Takes horizontal (Y, X) and vertical (lateral, Z) sections.
@@ -142,6 +143,21 @@ class _ConvNormAct(nn.Module):
         return self.act(self.norm(self.conv(x)))
 
 
+class _UpConvNormAct(nn.Module):
+    """Nearest-neighbour x2 upsampling then Conv3d k3 + norm + ReLU (Odena et al. 2016,
+    "Deconvolution and checkerboard artifacts"): the same shapes as the stride-2 transposed
+    convolution, without its checkerboard pattern."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(cin, cout, 3, 1, 1)
+        self.norm = StoredInstanceNorm3d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return F.relu(self.norm(self.conv(x)))
+
+
 class _ResBlock(nn.Module):
     """conv-norm-LeakyReLU-conv-norm, plus the input, then LeakyReLU (reference notebook)."""
 
@@ -172,30 +188,50 @@ class ResnetGenerator3D(nn.Module):
         Focal planes of the z-scans (29 in the paper); the output has as many.
     first_kernel : int
         Size of the first convolution (5 in the notebook; odd).
+    residual : bool
+        ``False`` (the notebook): ``tanh(net(x))``. ``True``: ``x + net(x)`` with the last
+        convolution initialised to zero, so the generator starts as the identity and learns
+        only the change (converges in far fewer steps; a sharpstack option for short
+        trainings, not in the paper).
+    upsample : {"transposed", "resize"}
+        Decoder upsampling: stride-2 transposed convolutions (the notebook) or nearest x2
+        + convolution (no checkerboard artefacts).
 
     Shapes: ``(B, 1, n_planes, Y, X) -> (B, 1, n_planes, Y, X)``, Y and X multiples of 4;
-    output in [-1, 1] (tanh).
+    output in [-1, 1] (tanh) unless ``residual``.
     """
 
     def __init__(self, ngf: int = 16, n_res: int = 6, n_planes: int = 29,
-                 first_kernel: int = 5) -> None:
+                 first_kernel: int = 5, residual: bool = False,
+                 upsample: str = "transposed") -> None:
         super().__init__()
         if first_kernel % 2 == 0:
             raise ValueError(f"first_kernel must be odd, got {first_kernel}")
+        if upsample not in ("transposed", "resize"):
+            raise ValueError(f"upsample must be 'transposed' or 'resize', got {upsample!r}")
         self.n_planes = int(n_planes)
+        self.residual = bool(residual)
         kz = final_z_kernel(n_planes)
         self.enc = nn.Sequential(
             _ConvNormAct(1, ngf, first_kernel, 1, first_kernel // 2, "relu"),
             _ConvNormAct(ngf, 2 * ngf, 3, 2, 1, "relu"),
             _ConvNormAct(2 * ngf, 4 * ngf, 3, 2, 1, "relu"))
         self.res = nn.Sequential(*[_ResBlock(4 * ngf) for _ in range(int(n_res))])
-        self.dec = nn.Sequential(
-            _ConvNormAct(4 * ngf, 2 * ngf, 3, 2, 1, "relu", transposed=True),
-            _ConvNormAct(2 * ngf, ngf, 3, 2, 1, "relu", transposed=True))
+        if upsample == "transposed":
+            self.dec = nn.Sequential(
+                _ConvNormAct(4 * ngf, 2 * ngf, 3, 2, 1, "relu", transposed=True),
+                _ConvNormAct(2 * ngf, ngf, 3, 2, 1, "relu", transposed=True))
+        else:
+            self.dec = nn.Sequential(_UpConvNormAct(4 * ngf, 2 * ngf),
+                                     _UpConvNormAct(2 * ngf, ngf))
         self.out = nn.Conv3d(ngf, 1, (kz, 5, 5), 1, (1, 2, 2))
+        if self.residual:
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.out(self.dec(self.res(self.enc(x)))))
+        h = self.out(self.dec(self.res(self.enc(x))))
+        return x + h if self.residual else torch.tanh(h)
 
 
 class PatchDiscriminator2D(nn.Module):
@@ -253,18 +289,20 @@ class ZSEGANDeploy(nn.Module):
         n = self.n_planes
         # z-scans as batch items: (B, C, k*n, Y, X) -> (B*k, C, n, Y, X)
         blocks = x.reshape(b, c, -1, n, h, w).permute(0, 2, 1, 3, 4, 5).reshape(-1, c, n, h, w)
-        y = 0.5 * (self.net(2.0 * blocks - 1.0) + 1.0)
+        y = torch.clamp(0.5 * (self.net(2.0 * blocks - 1.0) + 1.0), 0.0, 1.0)
         return y.reshape(b, -1, c, n, h, w).permute(0, 2, 1, 3, 4, 5).reshape(b, c, z, h, w)
 
 
-def receptive_radius(n_res: int = 6, first_kernel: int = 5, **_: Any) -> int:
+def receptive_radius(n_res: int = 6, first_kernel: int = 5, upsample: str = "transposed",
+                     **_: Any) -> int:
     """Lateral radius (pixels) of the receptive field of an eval-mode
     :class:`ResnetGenerator3D`: every output pixel depends only on inputs within this distance,
     which is what a tiling halo must cover.
 
     Encoder: first conv ``k//2``, the stride-2 convs 1 and 2; each residual block 2 x 1 px at
-    stride 4 = 8; the two transposed convs and the last conv together 5 (measured over all
-    four stride phases by perturbing one input pixel; ``tests/test_zsegan.py`` checks it).
-    10 + 8 ``n_res`` for the notebook's first kernel of 5.
+    stride 4 = 8; the decoder and the last conv together 5 (transposed convs) or 8 (nearest
+    upsampling + convs), measured over all four stride phases by perturbing one input pixel
+    (``tests/test_zsegan.py`` checks it). 10 + 8 ``n_res`` for the notebook's network.
     """
-    return int(first_kernel) // 2 + 3 + 8 * int(n_res) + 5
+    dec = 5 if upsample == "transposed" else 8  # decoder + last conv, measured (see above)
+    return int(first_kernel) // 2 + 3 + 8 * int(n_res) + dec
