@@ -74,6 +74,19 @@ def _fmt_quality(quality: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
+def _variant_text(cfg) -> str:
+    lines = []
+    if cfg.residual:
+        lines.append("- Residual generators (x + net(x), last convolution initialised to zero; "
+                     "not in the notebook, whose generators end in tanh): they start as the "
+                     "identity, which short trainings need to keep the focal plane intact.")
+    if cfg.upsample == "resize":
+        lines.append("- Decoder upsampling by nearest x2 + convolution instead of the "
+                     "notebook's transposed convolutions (which leave checkerboard patterns "
+                     "after short trainings).")
+    return "\n".join(lines)
+
+
 def render_card(model: ZSEGANModel, *, name: str, description: str, halo: int,
                 training_data: str, quality: dict[str, Any] | None,
                 runtimes_text: str = "") -> str:
@@ -97,6 +110,11 @@ def render_card(model: ZSEGANModel, *, name: str, description: str, halo: int,
         sections=cfg.sections, pool=cfg.pool_size, lr=cfg.lr, beta1=cfg.beta1,
         beta2=cfg.beta2, crop=cfg.crop, epochs=len(hist), steps=steps,
         batch=cfg.batch_size, select=cfg.select, calib=cfg.calib_crops,
+        up_text=("two stride-2 transposed Conv3d" if cfg.upsample == "transposed" else
+                 "two nearest x2 upsamplings each followed by Conv3d k3"),
+        out_text=("added to the input (residual: the generator starts as the identity)"
+                  if cfg.residual else "+ tanh"),
+        variant_text=_variant_text(cfg),
         kwargs=json.dumps(cfg.generator_kwargs()), training_data=training_data or "not recorded",
         quality=_fmt_quality(quality), runtimes=runtimes_text)
 
