@@ -1,8 +1,8 @@
 """Reproduce the ZSE-GAN paper's Tables 1-3 and figures on held-apart real z-scans.
 
 Reduced run (the defaults: crop 48, 8 generator filters, 3 residual blocks, 16
-discriminator filters, 40 epochs x 64 steps, 2 sections per adversarial term; about an
-hour on 2 CPU cores)::
+discriminator filters, residual generators with nearest + conv upsampling, 40 epochs x 64
+steps, 4 sections per adversarial term; about an hour on 2 CPU cores)::
 
     flock /tmp/sharpstack-heavy.lock /usr/bin/time -v python benchmarks/zsegan.py --out bench_out/zsegan --threads 2
     # the same as: sharpstack bench zsegan --out bench_out/zsegan --threads 2
@@ -11,7 +11,8 @@ Paper-size run (GPU; the reference notebook's networks and 200 epochs over the 6
 z-scans of 128x128)::
 
     python benchmarks/zsegan.py --crop 128 --ngf 16 --res-blocks 6 --ndf 32 --sections 1 \\
-        --epochs 200 --steps 64 --device cuda --out bench_out/zsegan_paper
+        --no-residual --upsample transposed --epochs 200 --steps 64 --device cuda \\
+        --out bench_out/zsegan_paper
 
 Writes ``tables.md``, ``per_plane.csv``, ``results.json``, ``cross_sections.png``,
 ``gradient_histograms.png`` and ``fm_piqe.png`` to ``--out`` and prints the tables. See
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=REDUCED["epochs"], help="epochs (200)")
     p.add_argument("--steps", type=int, default=REDUCED["steps_per_epoch"],
                    help="batches per epoch (64: one pass over the training z-scans)")
+    p.add_argument("--residual", action=argparse.BooleanOptionalAction,
+                   default=REDUCED["residual"], help="residual generators (x + net(x))")
+    p.add_argument("--upsample", default=REDUCED["upsample"], choices=["transposed", "resize"],
+                   help="decoder upsampling (notebook: transposed)")
     p.add_argument("--val-count", type=int, default=16, help="held-apart z-scans")
     p.add_argument("--lambda-identity", type=float, default=0.5, help="identity weight")
     p.add_argument("--vertical-set", action="store_true",
@@ -57,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                      ndf=a.ndf, sections=a.sections, epochs=a.epochs, steps_per_epoch=a.steps,
                      val_count=a.val_count, lambda_identity=a.lambda_identity,
                      use_vertical=a.vertical_set, device=a.device, seed=a.seed,
+                     residual=a.residual, upsample=a.upsample,
                      resume=a.resume)
     with open(f"{a.out}/tables.md", encoding="utf-8") as fh:
         print(fh.read())

@@ -951,12 +951,14 @@ class ZSEGAN(Method):
     )
     demo = Demo(
         synth={"source": "shared", "zscans": 16, "held_apart": 4, "seed": 0},
-        settings={"crop": 48, "ngf": 8, "n_res": 3, "ndf": 16, "sections": 2, "epochs": 5,
-                  "steps_per_epoch": 40, "calib_crops": 16},
+        settings={"crop": 48, "ngf": 8, "n_res": 3, "ndf": 16, "sections": 4, "epochs": 5,
+                  "steps_per_epoch": 40, "calib_crops": 16, "residual": True,
+                  "upsample": "resize"},
         predict_with="zscan",
         about=("ZSE-GAN trained briefly on 12 of the paper's brain-section z-scans (29 planes, "
                "128x128) and its in-focus images, reduced networks (8 generator filters, 3 "
-               "residual blocks, 48x48 crops, 200 steps); one held-apart z-scan restored with "
+               "residual blocks, residual generators, 48x48 crops, 200 steps); one "
+               "held-apart z-scan restored with "
                "the package. No ground truth exists: scores are the paper's no-reference "
                "ones (FM flatness over the planes, PIQE of the outer planes, FM of vertical "
                "sections, SSIM at the focal plane)."),
@@ -967,6 +969,8 @@ class ZSEGAN(Method):
         Option("res-blocks", "n_res", int, "Residual blocks (notebook 6)."),
         Option("ndf", "ndf", int, "Discriminator filters (notebook 32)."),
         Option("sections", "sections", int, "Sections per step and term."),
+        Option("residual", "residual", bool, "Residual generators (reduced recipe: on)."),
+        Option("upsample", "upsample", str, "transposed (notebook) or resize (reduced recipe)."),
         Option("epochs", "epochs", int, "Epochs (the notebook: 200)."),
         Option("steps", "steps_per_epoch", int, "Batches per epoch."),
         Option("val-count", "val_count", int, "Held-apart z-scans."),
