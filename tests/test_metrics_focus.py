@@ -167,3 +167,10 @@ def test_ssim_per_slice():
     assert got[1] == pytest.approx(ssim(x[1], y[1], data_range=1.0)) and got[1] < 0.9
     with pytest.raises(InputError):
         ssim_per_slice(x[0], y[0], data_range=1.0)
+
+
+def test_public_names_of_the_zsegan_metrics():
+    from sharpstack import metrics
+
+    assert {"focus_measure", "piqe", "gradient_magnitude", "mean_abs_gradient",
+            "gradient_histogram", "ssim_per_slice"} <= set(metrics.__all__)
