@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr-schedule", default=None, help="constant or cosine (cosine)")
     p.add_argument("--codes", type=int, default=None, help="codebook size (128)")
     p.add_argument("--window", type=int, default=None, help="recurrence window (3)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (per job)")
+    p.add_argument("--jobs", type=int, default=1, help="trainings at once in worker "
+                   "processes (2 with --threads 1 on a 2-core CPU)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: GPU if present)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             kinds=tuple(k for k in a.kinds.split(",") if k.strip()), real=not a.no_real,
             real_data=a.real_data, shape=a.shape, photons=a.photons,
             settings={k: v for k, v in settings.items() if v is not None}, threads=a.threads,
+            jobs=a.jobs,
             device=a.device, seed=a.seed, progress=True)
     except SharpstackError as exc:
         print(f"error: {exc}", file=sys.stderr)

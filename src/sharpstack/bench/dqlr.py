@@ -77,11 +77,57 @@ def reduced_settings(**overrides: Any) -> dict[str, Any]:
     return s
 
 
-def _train(stacks, names, settings: dict[str, Any], quantize: bool):
+def _train_job(stacks, names, settings: dict[str, Any], quantize: bool) -> dict[str, Any]:
+    """Train one network (in this process or a worker); plain values and tensors back."""
     from ..methods.dqlr import DQLRConfig, train_dqlr
 
+    t0 = time.perf_counter()
     cfg = DQLRConfig(**{**settings, "quantize": quantize})
-    return train_dqlr(stacks, cfg, names=names)
+    m = train_dqlr(stacks, cfg, names=names)
+    r = m.result
+    return {"state": {k: v.detach().cpu() for k, v in m.net.state_dict().items()},
+            "history": r.history, "best_epoch": r.best_epoch, "best_val": r.best_val_loss,
+            "stopped": r.stopped_early, "seconds": time.perf_counter() - t0}
+
+
+def _model_from(job: dict[str, Any], settings: dict[str, Any], quantize: bool):
+    from ..methods.dqlr import DQLRConfig, DQLRModel
+    from ..nn.dqlr_arch import DQLRNet
+    from ..normalize import PercentileNormalizer
+    from ..training import TrainResult
+
+    cfg = DQLRConfig(**{**settings, "quantize": quantize})
+    net = DQLRNet(**cfg.net_kwargs())
+    net.load_state_dict(job["state"])
+    net.eval()
+    res = TrainResult(history=job["history"], best_epoch=job["best_epoch"],
+                      best_val_loss=job["best_val"], stopped_early=job["stopped"],
+                      out_dir=None, seconds=job["seconds"])
+    return DQLRModel(net=net, config=cfg, normalizer=PercentileNormalizer(cfg.pmin, cfg.pmax),
+                     result=res)
+
+
+class _Inline:
+    """``submit`` that runs the job at once in this process (``jobs=1``)."""
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args))
+        except Exception as exc:  # re-raised by .result(), as a pool would
+            fut.set_exception(exc)
+        return fut
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        return None
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(int(threads))
 
 
 def real_depth_profile(stack: np.ndarray) -> dict[str, list[float]]:
@@ -116,9 +162,9 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
                    settings: dict[str, Any] | None = None,
                    rl_iterations: Sequence[int] = (2, 3, 5, 8, 12, 20, 30),
                    real_sigma: float = 1.0, real_rl_iterations: int = 10,
-                   threads: int | None = None, device: str | None = None, seed: int = 0,
-                   progress: bool = False, on_step: Callable[[str], None] | None = None
-                   ) -> dict[str, Any]:
+                   threads: int | None = None, jobs: int = 1, device: str | None = None,
+                   seed: int = 0, progress: bool = False,
+                   on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the DQLR benchmark and write its tables, CSVs and figures into ``out_dir``.
 
     Parameters
@@ -140,7 +186,10 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
         DQLR settings overriding :func:`reduced_settings` (e.g. the paper-size ones).
     rl_iterations : iteration counts the oracle deconvolution chooses from.
     real_sigma, real_rl_iterations : the deconvolution of the real stacks.
-    threads : torch CPU threads (None: leave as is).
+    threads : torch CPU threads (None: leave as is); per worker with ``jobs`` > 1.
+    jobs : trainings at once, in worker processes (2 with 1 thread each uses a 2-core CPU
+        better than one training with 2 threads: its small convolutions scale poorly);
+        every training is seeded, so the results do not depend on it.
     device : torch device for training and restoration.
     seed : base seed (phantoms, noise, training).
     """
@@ -181,89 +230,114 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
 
     norm = PercentileNormalizer(cfg.get("pmin", 1.0), cfg.get("pmax", 99.8))
     results: dict[str, Any] = {"settings": cfg, "synthetic": {}, "real": {},
-                               "seconds": {}, "protocol": {}}
+                               "seconds": {}, "protocol": {},
+                               "run": {"jobs": int(jobs),
+                                       "torch_threads": torch.get_num_threads()}}
     panels: list[tuple[str, list[tuple[str, np.ndarray]]]] = []
     usage: dict[str, Any] = {}
 
-    # ---------------------------------------------------------------- synthetic protocol
-    for kind in kinds:
-        t0 = time.perf_counter()
-        say(f"{kind}: synthesising")
-        train = [synthetic_depth_stack(kind, tuple(shape), seed=seed + 1 + i,
-                                       poisson_peak=photons) for i in range(n_stacks)]
-        test = synthetic_depth_stack(kind, tuple(shape), seed=seed, poisson_peak=photons)
-        results["protocol"][kind] = {
-            "sigma_xy": [float(test.sigma_xy[0]), float(test.sigma_xy[-1])],
-            "sigma_z": [float(test.sigma_z[0]), float(test.sigma_z[-1])],
-            "attenuation": float(test.attenuation[-1]), "photons": photons,
-            "shape": list(shape), "train_seeds": [seed + 1 + i for i in range(n_stacks)],
-            "test_seed": seed}
-        xin = norm.before(test.degraded)
-        rl = baselines.richardson_lucy_slicewise_best(
-            np.clip(xin, 0, None), test.deconv_sigma, test.gt, tuple(rl_iterations))
-        cols = {"input": xin, "deconv": rl.volume}
-        models = {}
-        for q, name in ((False, "novq"), (True, "dqlr")):
-            say(f"{kind}: training {name}")
-            ts = time.perf_counter()
-            m = _train([d.degraded for d in train], [f"{kind}-{d.seed}" for d in train],
-                       cfg, q)
-            results["seconds"][f"{kind}_{name}_train"] = time.perf_counter() - ts
-            cols[name] = restore(m, test.degraded, device=device)
-            models[name] = m
-            if bar is not None:
-                bar.update(1)
-        usage[kind] = _usage(models["dqlr"])
-        gt_norm = norm.before(test.gt)
-        scores = score_depth_bins(test.gt, {**cols, "gt": gt_norm})
-        results["synthetic"][kind] = {"scores": scores, "rl_iterations": rl.iterations,
-                                      "rl_scores": rl.scores,
-                                      "codebook": usage[kind]["final"]}
-        z = int(round(0.9 * (test.gt.shape[0] - 1)))
-        panels.append((f"{kind} (slice {z})", [(COLUMN_TITLES[c], cols[c][z]) for c in COLUMNS]
-                       + [("ground truth", gt_norm[z])]))
-        results["seconds"][kind] = time.perf_counter() - t0
+    # ---------------------------------------------------------------- data, then trainings
+    # every training is submitted first (to worker processes with jobs > 1, or run at once
+    # with jobs == 1), then each dataset is scored as its two networks come back
+    if isinstance(jobs, bool) or int(jobs) != jobs or jobs < 1:
+        raise InputError(f"jobs must be a positive integer, got {jobs!r}")
+    if int(jobs) == 1:
+        executor: Any = _Inline()
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-    # ---------------------------------------------------------------- real stacks
-    if real:
-        from ..io import read_stack
+        executor = ProcessPoolExecutor(max_workers=int(jobs),
+                                       mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_init_worker,
+                                       initargs=(torch.get_num_threads(),))
+    datasets: list[dict[str, Any]] = []
+    try:
+        for kind in kinds:
+            say(f"{kind}: synthesising")
+            train = [synthetic_depth_stack(kind, tuple(shape), seed=seed + 1 + i,
+                                           poisson_peak=photons) for i in range(n_stacks)]
+            test = synthetic_depth_stack(kind, tuple(shape), seed=seed, poisson_peak=photons)
+            results["protocol"][kind] = {
+                "sigma_xy": [float(test.sigma_xy[0]), float(test.sigma_xy[-1])],
+                "sigma_z": [float(test.sigma_z[0]), float(test.sigma_z[-1])],
+                "attenuation": float(test.attenuation[-1]), "photons": photons,
+                "shape": list(shape), "train_seeds": [seed + 1 + i for i in range(n_stacks)],
+                "test_seed": seed}
+            stacks = [d.degraded for d in train]
+            names = [f"{kind}-{d.seed}" for d in train]
+            datasets.append({"key": kind, "test": test, "futures": {
+                name: executor.submit(_train_job, stacks, names, cfg, q)
+                for q, name in ((False, "novq"), (True, "dqlr"))}})
+        if real:
+            from ..io import read_stack
 
-        t0 = time.perf_counter()
-        folder = Path(real_data) if real_data is not None else _DEFAULT_REAL_DATA
-        paths = [folder / n for n in REAL_STACKS]
-        missing = [str(p) for p in paths if not p.exists()]
-        if missing:
-            raise InputError(f"real stacks not found: {', '.join(missing)}; give their folder "
-                             "(real_data) or run without the real stacks")
-        raw = [np.asarray(read_stack(p).values, dtype=np.float32) for p in paths]
-        models = {}
-        for q, name in ((False, "novq"), (True, "dqlr")):
-            say(f"real stacks: training {name}")
-            ts = time.perf_counter()
-            models[name] = _train(raw, list(REAL_STACKS), cfg, q)
-            results["seconds"][f"real_{name}_train"] = time.perf_counter() - ts
-            if bar is not None:
-                bar.update(1)
-        usage["real"] = _usage(models["dqlr"])
-        for p, stack in zip(paths, raw):
-            xin = norm.before(stack)
-            cols = {"input": xin,
-                    "deconv": baselines.richardson_lucy_slicewise(
-                        np.clip(xin, 0, None), real_sigma, iterations=real_rl_iterations)}
-            for name, m in models.items():
-                cols[name] = restore(m, stack, device=device)
-            bins = depth_bins(stack.shape[0])
-            prof = {c: real_depth_profile(cols[c]) for c in COLUMNS}
-            ratios = {c: {k: _ratio(v, bins) for k, v in prof[c].items()} for c in COLUMNS}
-            means = {c: {f"{k}_{b}": float(np.mean(np.asarray(v)[bins[b]]))
-                         for k, v in prof[c].items() for b in DEPTH_BINS} for c in COLUMNS}
-            results["real"][p.name] = {"shape": list(stack.shape), "per_slice": prof,
-                                       "deep_over_shallow": ratios, "bin_means": means}
-            z = int(round(0.9 * (stack.shape[0] - 1)))
-            panels.append((f"{p.name} (slice {z})",
-                           [(COLUMN_TITLES[c], cols[c][z]) for c in COLUMNS]))
-        results["real_codebook"] = usage["real"]["final"]
-        results["seconds"]["real"] = time.perf_counter() - t0
+            folder = Path(real_data) if real_data is not None else _DEFAULT_REAL_DATA
+            paths = [folder / n for n in REAL_STACKS]
+            missing = [str(p) for p in paths if not p.exists()]
+            if missing:
+                raise InputError(f"real stacks not found: {', '.join(missing)}; give their "
+                                 "folder (real_data) or run without the real stacks")
+            raw = [np.asarray(read_stack(p).values, dtype=np.float32) for p in paths]
+            datasets.append({"key": "real", "paths": paths, "raw": raw, "futures": {
+                name: executor.submit(_train_job, raw, list(REAL_STACKS), cfg, q)
+                for q, name in ((False, "novq"), (True, "dqlr"))}})
+
+        for ds in datasets:
+            key = ds["key"]
+            t0 = time.perf_counter()
+            models = {}
+            for name, fut in ds["futures"].items():
+                say(f"{key}: training {name}")
+                job = fut.result()
+                results["seconds"][f"{key}_{name}_train"] = job["seconds"]
+                models[name] = _model_from(job, cfg, name == "dqlr")
+                if bar is not None:
+                    bar.update(1)
+            usage[key] = _usage(models["dqlr"])
+            say(f"{key}: scoring")
+            if key != "real":
+                test = ds["test"]
+                xin = norm.before(test.degraded)
+                rl = baselines.richardson_lucy_slicewise_best(
+                    np.clip(xin, 0, None), test.deconv_sigma, test.gt, tuple(rl_iterations))
+                cols = {"input": xin, "deconv": rl.volume}
+                for name, m in models.items():
+                    cols[name] = restore(m, test.degraded, device=device)
+                gt_norm = norm.before(test.gt)
+                scores = score_depth_bins(test.gt, {**cols, "gt": gt_norm})
+                results["synthetic"][key] = {"scores": scores, "rl_iterations": rl.iterations,
+                                             "rl_scores": rl.scores,
+                                             "codebook": usage[key]["final"]}
+                z = int(round(0.9 * (test.gt.shape[0] - 1)))
+                panels.append((f"{key} (slice {z})",
+                               [(COLUMN_TITLES[c], cols[c][z]) for c in COLUMNS]
+                               + [("ground truth", gt_norm[z])]))
+            else:
+                for p, stack in zip(ds["paths"], ds["raw"]):
+                    xin = norm.before(stack)
+                    cols = {"input": xin,
+                            "deconv": baselines.richardson_lucy_slicewise(
+                                np.clip(xin, 0, None), real_sigma,
+                                iterations=real_rl_iterations)}
+                    for name, m in models.items():
+                        cols[name] = restore(m, stack, device=device)
+                    bins = depth_bins(stack.shape[0])
+                    prof = {c: real_depth_profile(cols[c]) for c in COLUMNS}
+                    ratios = {c: {k: _ratio(v, bins) for k, v in prof[c].items()}
+                              for c in COLUMNS}
+                    means = {c: {f"{k}_{b}": float(np.mean(np.asarray(v)[bins[b]]))
+                                 for k, v in prof[c].items() for b in DEPTH_BINS}
+                             for c in COLUMNS}
+                    results["real"][p.name] = {"shape": list(stack.shape), "per_slice": prof,
+                                               "deep_over_shallow": ratios, "bin_means": means}
+                    z = int(round(0.9 * (stack.shape[0] - 1)))
+                    panels.append((f"{p.name} (slice {z})",
+                                   [(COLUMN_TITLES[c], cols[c][z]) for c in COLUMNS]))
+                results["real_codebook"] = usage["real"]["final"]
+            results["seconds"][f"{key}_scoring"] = time.perf_counter() - t0
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
     if bar is not None:
         bar.close()
     results["codebook"] = usage
@@ -300,7 +374,8 @@ def format_tables(results: dict[str, Any]) -> str:
              f"hidden {cfg['hidden']}, ConvLSTM hidden {cfg['rnn_hidden']}, k = "
              f"{cfg.get('num_codes', 128)} codewords of dim {cfg.get('code_dim', 64)}, lr "
              f"{cfg['lr']} {cfg.get('lr_schedule', 'constant')}); wall time "
-             f"{results['seconds']['total'] / 60:.1f} min.", ""]
+             f"{results['seconds']['total'] / 60:.1f} min ({results['run']['jobs']} training "
+             f"job(s) at once, {results['run']['torch_threads']} torch thread(s) each).", ""]
     for kind, r in results["synthetic"].items():
         p = results["protocol"][kind]
         s = r["scores"]

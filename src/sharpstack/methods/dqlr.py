@@ -808,6 +808,8 @@ class DQLR(Method):
         Option("epochs", "epochs", int, "Epochs per model (steps are split over them)."),
         Option("no-real", "real", bool, "Skip the two real confocal stacks (../shared/data).",
                parse=lambda v: not v),
+        Option("jobs", "jobs", int, "Trainings at once in worker processes (2 with "
+               "--threads 1 uses a 2-core CPU best; results do not depend on it)."),
         Option("device", "device", str, "cpu or cuda; default GPU if present."),
         Option("seed", "seed", int, "Random seed."),
     )
