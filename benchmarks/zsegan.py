@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--upsample", default=REDUCED["upsample"], choices=["transposed", "resize"],
                    help="decoder upsampling (notebook: transposed)")
     p.add_argument("--val-count", type=int, default=16, help="held-apart z-scans")
+    p.add_argument("--lambda-cycle", type=float, default=10.5, help="cycle weight (paper 10.5)")
     p.add_argument("--lambda-identity", type=float, default=0.5, help="identity weight")
     p.add_argument("--vertical-set", action="store_true",
                    help="use the notebook's vertical sections for D_S")
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                      val_count=a.val_count, lambda_identity=a.lambda_identity,
                      use_vertical=a.vertical_set, device=a.device, seed=a.seed,
                      residual=a.residual, upsample=a.upsample,
+                     lambda_cycle=a.lambda_cycle,
                      resume=a.resume)
     with open(f"{a.out}/tables.md", encoding="utf-8") as fh:
         print(fh.read())

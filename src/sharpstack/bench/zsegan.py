@@ -326,7 +326,8 @@ def run_zsegan_bench(out_dir: str | Path, *, progress: bool = False, crop: int |
                      ngf: int | None = None, n_res: int | None = None, ndf: int | None = None,
                      sections: int | None = None, epochs: int | None = None,
                      steps_per_epoch: int | None = None, val_count: int = 16,
-                     lambda_identity: float = 0.5, use_vertical: bool = False,
+                     lambda_identity: float = 0.5, lambda_cycle: float = 10.5,
+                     use_vertical: bool = False,
                      device: str | None = None, seed: int = 0, resume: bool = False,
                      residual: bool | None = None, upsample: str | None = None,
                      rl_iterations: int = 20, data_dir: str | Path | None = None,
@@ -356,6 +357,7 @@ def run_zsegan_bench(out_dir: str | Path, *, progress: bool = False, crop: int |
     sizes = {k: (v if v is not None else REDUCED.get(k)) for k, v in given.items()}
     cfg = ZSEGANConfig(**{**REDUCED, **{k: v for k, v in sizes.items() if v is not None},
                           "val_count": val_count, "lambda_identity": lambda_identity,
+                          "lambda_cycle": lambda_cycle,
                           "device": device, "seed": seed, **(extra or {})})
     zs = read_zscans(root / "zscans", n_planes=cfg.n_planes)
     fs = read_images2d(root / "infocus")
@@ -443,7 +445,8 @@ def run_zsegan_bench(out_dir: str | Path, *, progress: bool = False, crop: int |
                 f"{'residual' if cfg.residual else 'tanh'} generators, {cfg.upsample} "
                 "upsampling, "
                 f"{len(hist)} epochs x {cfg.steps_per_epoch or len(model.split['train'])} "
-                f"steps, {cfg.sections} section(s) per term, {len(model.split['train'])} "
+                f"steps, {cfg.sections} section(s) per term, lambda_cycle {cfg.lambda_cycle}, "
+                f"{len(model.split['train'])} "
                 f"training / {len(held)} held-apart z-scans")
     protocol_text = (
         f"Data: the paper's {len(zs)} z-scans (29 planes, 128x128, from keerfish/ZSE-GAN), "

@@ -975,6 +975,7 @@ class ZSEGAN(Method):
         Option("steps", "steps_per_epoch", int, "Batches per epoch."),
         Option("val-count", "val_count", int, "Held-apart z-scans."),
         Option("lambda-identity", "lambda_identity", float, "Identity-loss weight."),
+        Option("lambda-cycle", "lambda_cycle", float, "Cycle weight (the paper: 10.5)."),
         Option("vertical-set", "use_vertical", bool, "Use the notebook's vertical sections "
                "for D_S."),
         Option("device", "device", str, "cpu or cuda."),
