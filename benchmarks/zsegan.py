@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-count", type=int, default=16, help="held-apart z-scans")
     p.add_argument("--lambda-cycle", type=float, default=10.5, help="cycle weight (paper 10.5)")
     p.add_argument("--lambda-identity", type=float, default=0.5, help="identity weight")
+    p.add_argument("--lr-d", type=float, default=None,
+                   help="discriminators' learning rate (default: the generators' 2e-4)")
     p.add_argument("--vertical-set", action="store_true",
                    help="use the notebook's vertical sections for D_S")
     p.add_argument("--device", default=None, help="cpu or cuda (default: GPU if present)")
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                      val_count=a.val_count, lambda_identity=a.lambda_identity,
                      use_vertical=a.vertical_set, device=a.device, seed=a.seed,
                      residual=a.residual, upsample=a.upsample,
-                     lambda_cycle=a.lambda_cycle,
+                     lambda_cycle=a.lambda_cycle, extra={"lr_d": a.lr_d} if a.lr_d else None,
                      resume=a.resume)
     with open(f"{a.out}/tables.md", encoding="utf-8") as fh:
         print(fh.read())

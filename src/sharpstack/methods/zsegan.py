@@ -115,6 +115,9 @@ class ZSEGANConfig(BaseModel):
         "adversarial term (the notebook: 1)."))
     pool_size: int = Field(50, ge=0, le=10000, description="Image pool size (0: no pool).")
     lr: float = Field(2e-4, gt=0.0, le=1.0, description="Adam learning rate (both optimisers).")
+    lr_d: float | None = Field(None, gt=0.0, le=1.0, description=(
+        "Discriminators' learning rate if other than lr (two time-scale update rule, Heusel "
+        "et al. 2017; not in the notebook)."))
     beta1: float = Field(0.5, ge=0.0, lt=1.0, description="Adam beta1.")
     beta2: float = Field(0.999, ge=0.0, lt=1.0, description="Adam beta2.")
     epochs: int = Field(200, ge=1, le=100000, description="Training epochs.")
@@ -522,7 +525,7 @@ class ZSEGANTask(TrainTask):
         g = list(self.models["G_S"].parameters()) + list(self.models["G_B"].parameters())
         d = list(self.models["D_S"].parameters()) + list(self.models["D_B"].parameters())
         return {"G": torch.optim.Adam(g, lr=self.cfg.lr, betas=betas),
-                "D": torch.optim.Adam(d, lr=self.cfg.lr, betas=betas)}
+                "D": torch.optim.Adam(d, lr=self.cfg.lr_d or self.cfg.lr, betas=betas)}
 
     # ---- pieces
     def _cycle(self, x: torch.Tensor, rec: torch.Tensor) -> torch.Tensor:
@@ -926,6 +929,7 @@ class ZSEGAN(Method):
                "adversarial term."),
         Option("pool", "pool_size", int, "Image pool size."),
         Option("lr", "lr", float, "Adam learning rate."),
+        Option("lr-d", "lr_d", float, "Discriminators' learning rate (default: --lr)."),
         Option("epochs", "epochs", int, "Epochs (the notebook: 200)."),
         Option("steps-per-epoch", "steps_per_epoch", int, "Batches per epoch."),
         Option("batch-size", "batch_size", int, "z-scans per batch."),
