@@ -392,3 +392,42 @@ def test_partial_log_is_json(tmp_path: Path, pool_pkg: Path) -> None:
     log = (tmp_path / ".sharpstack-partial-o.ome.zarr" / ".sharpstack-predict").read_text()
     head, *done = log.splitlines()
     assert json.loads(head)["weights"] == "torchscript" and len(done) >= 2
+
+
+def test_state_dict_code_from_the_package_never_runs_unasked(tmp_path: Path) -> None:
+    """A third party's pytorch_state_dict architecture is code: not imported without trust."""
+    from sharpstack._engine import choose_format
+    from sharpstack.predict import _code_reason
+
+    folder = tmp_path / "sd"
+    folder.mkdir()
+    (folder / "arch.py").write_text("import torch\nclass Net(torch.nn.Conv2d):\n"
+                                    "    def __init__(self):\n        super().__init__(1, 1, 1)\n")
+    torch.save(torch.nn.Conv2d(1, 1, 1).state_dict(), folder / "w.pt")
+    descr = m.ModelDescr(
+        name="state dict only", description="tiny", authors=[m.Author(name="t")],
+        cite=[m.CiteEntry(text="t", doi=m.Doi("10.1000/xyz"))], license=m.LicenseId("MIT"),
+        inputs=[m.InputTensorDescr(id=m.TensorId("raw"), axes=[B, C, _space_in("y", 16, 8),
+                                                               _space_in("x", 16, 8)])],
+        outputs=[m.OutputTensorDescr(id=m.TensorId("out"), axes=[B, C, _space_out("y", 1),
+                                                                 _space_out("x", 1)])],
+        weights=m.WeightsDescr(pytorch_state_dict=m.PytorchStateDictWeightsDescr(
+            source=folder / "w.pt", pytorch_version=m.Version("2.0"),
+            architecture=m.ArchitectureFromFileDescr(source=folder / "arch.py",
+                                                     callable=m.Identifier("Net")))))
+    from bioimageio.spec import save_bioimageio_package
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pkg = save_bioimageio_package(descr, output_path=tmp_path / "sd.zip")
+    reason = _code_reason(pkg, trust_code=False)
+    assert reason and "--trust-code" in reason
+    with pytest.raises(PackageError, match="--trust-code"):
+        choose_format(load_model(pkg), "m", None, "cpu", reason)
+    src = write_stack(tmp_path / "img.tif", _stack((32, 32), axes="YX"))
+    with pytest.raises(PackageError, match="--trust-code"):
+        predict_file(pkg, src, tmp_path / "o.tif")
+    assert not (tmp_path / "o.tif").exists()
+    assert _code_reason(pkg, trust_code=True) is None
+    out = predict_file(pkg, src, tmp_path / "o.tif", trust_code=True)
+    assert read_stack(out).shape == (32, 32)

@@ -88,8 +88,13 @@ def present_formats(descr: Any) -> list[str]:
     return [w for w in CPU_PRIORITY if getattr(descr.weights, w, None) is not None]
 
 
-def choose_format(descr: Any, name: str, weight_format: str | None, device: str) -> str:
-    """The weight format to run: the one asked for, or the fastest present for ``device``."""
+def choose_format(descr: Any, name: str, weight_format: str | None, device: str,
+                  code_reason: str | None = None) -> str:
+    """The weight format to run: the one asked for, or the fastest present for ``device``.
+
+    ``code_reason``: why the package's ``pytorch_state_dict`` weights may not run (they would
+    import code from the package, see :mod:`sharpstack._trust`); None when they may.
+    """
     present = present_formats(descr)
     if weight_format is not None and weight_format != "auto":
         if weight_format not in CPU_PRIORITY:
@@ -98,11 +103,17 @@ def choose_format(descr: Any, name: str, weight_format: str | None, device: str)
         if weight_format not in present:
             raise PackageError(f"model {name!r} has no {weight_format} weights; it has "
                                f"{', '.join(present) or 'none that sharpstack can run'}")
+        if weight_format == "pytorch_state_dict" and code_reason:
+            raise PackageError(f"model {name!r} not run: {code_reason}")
         return weight_format
     order = CPU_PRIORITY if device == "cpu" else GPU_PRIORITY
     for w in order:
+        if w == "pytorch_state_dict" and code_reason:
+            continue
         if w in present and (w != "onnx" or _onnx_ok(descr, device)):
             return w
+    if "pytorch_state_dict" in present and code_reason:
+        raise PackageError(f"model {name!r} not run: {code_reason}")
     raise PackageError(f"model {name!r} has no weights in a format sharpstack can run "
                        f"({', '.join(CPU_PRIORITY)})")
 

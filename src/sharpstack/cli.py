@@ -359,6 +359,7 @@ def predict(
     scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler: threads, processes, local (a LocalCluster of --workers processes) or the address of a running dask.distributed scheduler, e.g. tcp://host:8786. Implies --dask.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Dask threads or worker processes (threads, processes, local).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for the network (per process).")] = None,
+    trust_code: Annotated[bool, typer.Option("--trust-code", help="Allow pytorch_state_dict weights whose architecture is code from the package (never chosen otherwise).")] = False,
 ):
     """Run a packaged model on a stack, tiled with its halo, streamed into the output; keeps the
     calibration right. Prints the whole-stack statistics used for normalisation."""
@@ -375,7 +376,8 @@ def predict(
         scheduler = "threads"
     out = predict_file(package, input, output, tile=tile_arg, weight_format=weight_format,
                        device=device, threads=threads, batch=batch, planes=planes,
-                       overwrite=overwrite, resume=resume, scheduler=scheduler,
+                       trust_code=trust_code, overwrite=overwrite, resume=resume,
+                       scheduler=scheduler,
                        workers=workers, progress=True,
                        log=lambda m: typer.echo(m, err=True))
     typer.echo(f"written: {out}")

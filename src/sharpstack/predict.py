@@ -463,9 +463,22 @@ class _Job:
                        if str(m.member_id) == self.model.out_id}, key=repr)
 
 
+def _code_reason(package: Any, trust_code: bool) -> str | None:
+    """Why the package's state-dict weights may not run (None: they may), see _trust."""
+    if trust_code:
+        return None
+    from ._trust import TRUST_FLAG, state_dict_code
+
+    if isinstance(package, (str, os.PathLike)):
+        check = state_dict_code(package)
+        return check.reason if check.runs_package_code else None
+    return (f"it was given as a loaded description, whose architecture code cannot be checked; "
+            f"pass trust_code=True (CLI: {TRUST_FLAG}) if you trust its author")
+
+
 def _prepare(descr: Any, data: xr.DataArray, *, tile: Any, weight_format: str | None,
-             device: str | None, threads: int | None, batch: int | None, planes: bool
-             ) -> _Job:
+             device: str | None, threads: int | None, batch: int | None, planes: bool,
+             code_reason: str | None = None) -> _Job:
     from ._engine import choose_format, resolve_device
 
     model = _digest(descr)
@@ -489,7 +502,7 @@ def _prepare(descr: Any, data: xr.DataArray, *, tile: Any, weight_format: str | 
     if batch is not None and (isinstance(batch, bool) or int(batch) < 1):
         raise InputError(f"batch must be a positive integer (windows per forward call), got "
                          f"{batch!r}")
-    fmt = choose_format(model.descr, model.name, weight_format, dev)
+    fmt = choose_format(model.descr, model.name, weight_format, dev, code_reason)
     options = Options(device=dev, weight_format=fmt, threads=threads,
                       batch=None if batch is None else int(batch))
     out: dict[str, tuple[int, int]] = {}
@@ -629,6 +642,7 @@ def _describe_job(job: _Job, data: Any) -> str:
 def predict_array(package: Any, data: xr.DataArray, *, tile: Mapping[str, int] | int | None = None,
                   weight_format: str | None = None, device: str | None = None,
                   threads: int | None = None, batch: int | None = None, planes: bool = True,
+                  trust_code: bool = False,
                   progress: Callable[[int, int], Any] | bool = False,
                   log: Callable[[str], Any] | None = None) -> xr.DataArray:
     """Run a bioimage.io model package on a stack in memory, tiled with the package's halo.
@@ -664,6 +678,9 @@ def predict_array(package: Any, data: xr.DataArray, *, tile: Mapping[str, int] |
         a GPU).
     planes : bool
         Run a 2D model on a z-stack plane by plane (default); False makes that an error.
+    trust_code : bool
+        Allow ``pytorch_state_dict`` weights whose architecture is code from the package
+        (not sharpstack's own); without it such weights are never chosen.
     progress : bool or callable, optional
         True shows a tqdm bar over windows; a callable is called as ``progress(done, total)``
         after each window. Default: silent.
@@ -702,7 +719,8 @@ def predict_array(package: Any, data: xr.DataArray, *, tile: Mapping[str, int] |
 
     _check_progress(progress)
     job = _prepare(load_model(package), data, tile=tile, weight_format=weight_format,
-                   device=device, threads=threads, batch=batch, planes=planes)
+                   device=device, threads=threads, batch=batch, planes=planes,
+                   code_reason=_code_reason(package, trust_code))
     name = f"input stack {job.layout.source!r}"
     job.stats = _input_stats(job, data.data, name)
     if log is not None:
@@ -719,8 +737,8 @@ def predict_array(package: Any, data: xr.DataArray, *, tile: Mapping[str, int] |
 def predict_file(package: Any, input_path: str | os.PathLike, output_path: str | os.PathLike, *,
                  tile: Mapping[str, int] | int | None = None, weight_format: str | None = None,
                  device: str | None = None, threads: int | None = None,
-                 batch: int | None = None, planes: bool = True, overwrite: bool = False,
-                 resume: bool = False, scheduler: str | None = None,
+                 batch: int | None = None, planes: bool = True, trust_code: bool = False,
+                 overwrite: bool = False, resume: bool = False, scheduler: str | None = None,
                  workers: int | None = None,
                  progress: Callable[[int, int], Any] | bool = False,
                  log: Callable[[str], Any] | None = None) -> Path:
@@ -739,7 +757,7 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
         model; float64 is stored as float32, bool as uint8), ``.ome.tif``, ``.npy``. Each
         finished window is written straight into it (memory-mapped for TIFF and ``.npy``),
         under a temporary name beside it; renamed into place when complete.
-    tile, weight_format, device, threads, batch, planes, progress, log
+    tile, weight_format, device, threads, batch, planes, trust_code, progress, log
         See :func:`predict_array`.
     overwrite : bool
         Replace an existing output (kept until the new one is complete). Checked before any
@@ -792,7 +810,8 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
     descr = load_model(package)
     data = read_stack(src)
     job = _prepare(descr, data, tile=tile, weight_format=weight_format, device=device,
-                   threads=threads, batch=batch, planes=planes)
+                   threads=threads, batch=batch, planes=planes,
+                   code_reason=_code_reason(package, trust_code))
     out_dtype = np.dtype(job.model.out_dtype)
     if kind == "tiff" and tiff_dtype(out_dtype) not in _IMAGEJ_DTYPES:
         raise InputError(f"model {job.model.name!r} returns {out_dtype}, which an ImageJ TIFF "
