@@ -1502,6 +1502,8 @@ def open_tiff_memmap(path: str | os.PathLike, dims: str, shape: tuple[int, ...],
         kwargs.update(imagej=True, metadata={"axes": axes, **calibration})
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*nonconformant BigTIFF ImageJ")
+        # > 4 GiB: tifffile's contiguous ImageJ layout (first IFD only), see _BIGTIFF_BYTES
+        warnings.filterwarnings("ignore", message=".*truncating ImageJ file")
         return tifffile.memmap(os.fspath(p), shape=tuple(shape), dtype=dtype, **kwargs)
 
 
