@@ -26,21 +26,22 @@ TINY_CFG = {"hidden": 8, "res_blocks": 1, "res_hidden": 4, "code_dim": 8, "num_c
             "val_clips": 4, "epochs": 2, "steps_per_epoch": 2, "patience": None}
 
 
-def _deploy(cell="lstm", down=True, quantize=True, window=3, seed=0):
+def _deploy(cell="lstm", down=True, quantize=True, window=3, seed=0, ens=0):
     torch.manual_seed(seed)
     kw = dict(TINY_NET, rnn_cell=cell, quantize=quantize)
-    return DQLRDeploy(kw, window=window, depth_increases_with_z=down).eval(), kw
+    return DQLRDeploy(kw, window=window, depth_increases_with_z=down,
+                      ensemble_predictions=ens).eval(), kw
 
 
 # ---------------------------------------------------------------------------- deploy module
 
-@pytest.mark.parametrize("cell,down", [("lstm", True), ("gru", False)])
-def test_deploy_traces_and_exports_to_onnx_for_any_stack_size(tmp_path, cell, down):
+@pytest.mark.parametrize("cell,down,ens", [("lstm", True, 0), ("gru", False, 2)])
+def test_deploy_traces_and_exports_to_onnx_for_any_stack_size(tmp_path, cell, down, ens):
     import onnxruntime as ort
 
     from sharpstack.export.weights import export_onnx, export_torchscript
 
-    mod, _ = _deploy(cell, down)
+    mod, _ = _deploy(cell, down, ens=ens)
     example = torch.rand(1, 1, 6, 32, 40)
     export_torchscript(mod, example, tmp_path / "m.pt")
     export_onnx(mod, example, tmp_path / "m.onnx", space_axes=3)
@@ -364,3 +365,53 @@ def test_plugin_options_and_recipe_load():
     # the demo's settings are valid settings
     DQLRConfig(**dict(m.demo.settings))
     DQLRSynth(**dict(m.demo.synth))
+
+
+@pytest.mark.parametrize("down", [True, False])
+def test_ensemble_averages_the_reconstruction_and_the_predictions(down):
+    """Output slice t = mean of G(Q(code of the window ending at t)) and of the j-step
+    predictions from the windows ending at t - j (computed here window by window)."""
+    mod, _ = _deploy("gru", down, ens=2)
+    net = mod.net
+    x = torch.rand(1, 1, 7, 16, 16)
+    with torch.no_grad():
+        got = mod(x)[0, 0]
+        xs = x[0, 0] if down else torch.flip(x[0, 0], dims=(0,))
+        want = torch.zeros_like(xs)
+        for t in range(7):
+            imgs = []
+            for j in range(3):
+                end = t - j
+                idx = [max(0, i) for i in range(end - 2, end + 1)]
+                lat = net.encoder(xs[idx][:, None])
+                state = None
+                for k in range(3):
+                    y, state = net.step(lat[k:k + 1], state)
+                for _ in range(j):
+                    y, state = net.step(y, state)
+                imgs.append(net.generator(net.quantizer.lookup(y))[0, 0])
+            want[t] = sum(imgs) / 3
+        if not down:
+            want = torch.flip(want, dims=(0,))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert mod.z_halo == 4
+
+
+def test_ensemble_halo_covers_its_support_and_crops_are_exact():
+    mod, kw = _deploy("lstm", True, quantize=False, ens=2)
+    n, z = 96, 11
+    x0 = torch.zeros(1, 1, z, n, n)
+    x1 = x0.clone()
+    x1[0, 0, 3, n // 2, n // 2] = 1.0
+    with torch.no_grad():
+        d = (mod(x1) - mod(x0)).abs()[0, 0]
+    idx = torch.nonzero(d > 0)
+    assert sorted(set((idx[:, 0] - 3).tolist())) == [0, 1, 2, 3, 4]
+    lat, zh = receptive_field(kw, 3, 2)
+    assert int((idx[:, 1:] - n // 2).abs().max()) <= lat and zh == 4
+    x = torch.rand(1, 1, 12, 24, 24)
+    with torch.no_grad():
+        full, part = mod(x), mod(x[:, :, 2:10])
+    torch.testing.assert_close(part[:, :, 4:], full[:, :, 6:10], atol=1e-6, rtol=0)
+    with pytest.raises(ValidationError, match="cannot exceed n_predict"):
+        DQLRConfig(n_predict=1, ensemble_predictions=2)

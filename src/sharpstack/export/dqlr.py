@@ -5,8 +5,9 @@ whole method inside the exported network (:class:`~sharpstack.nn.dqlr_arch.DQLRD
 encoder per slice, recurrence over the ``window`` slices ending at each slice, nearest-codeword
 lookup, generator). Its axes:
 
-- ``z``: any number of slices (``min = 2 (window - 1) + 1``, step 1), halo ``window - 1``:
-  every output slice depends on itself and the ``window - 1`` shallower slices only, so
+- ``z``: any number of slices (``min = 2 h + 1``, step 1), halo ``h = window - 1 +
+  ensemble_predictions``: every output slice depends on itself and the ``h`` shallower
+  slices only, so
   tiles along z that carry that halo reproduce the untiled result;
 - ``y``, ``x``: multiples of ``max(2**n_down, 8)``, halo = the lateral receptive radius
   rounded up to ``2**n_down`` (:func:`~sharpstack.nn.dqlr_arch.halo_for`).
@@ -110,7 +111,15 @@ def render_card(model: DQLRModel, *, name: str, description: str, axes: list[Axi
         usage = "not recorded" if cfg.quantize else "no codebook (ablation without quantisation)"
     direction = ("slice 0 is the shallowest (depth grows with z)" if cfg.depth_increases_with_z
                  else "the last slice is the shallowest (depth grows towards slice 0)")
-    return tmpl.format(
+    if cfg.ensemble_predictions:
+        output_text = (f"the mean of the reconstruction of each slice (from the window of "
+                       f"{cfg.window} slices ending at it) and its {cfg.ensemble_predictions} "
+                       f"prediction(s) from the windows ending 1..{cfg.ensemble_predictions} "
+                       f"slice(s) before it")
+    else:
+        output_text = (f"the reconstruction of each slice from the window of {cfg.window} "
+                       f"slices ending at it")
+    return tmpl.format(output_text=output_text, 
         name=name, description=description, version=__version__,
         window=cfg.window, z_halo=z.halo, z_min=z.min, lat_halo=y.halo, lat_min=y.min,
         lat_step=y.step, direction=direction, pmin=cfg.pmin, pmax=cfg.pmax,

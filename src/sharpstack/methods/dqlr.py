@@ -16,7 +16,9 @@ patches, any of the user's stacks, flips and 90° rotations): the recurrence run
 first ``window`` slices, the code of the last one reconstructs it and ``n_predict`` further
 recurrent steps predict the next slices. The exported module
 (:class:`~sharpstack.nn.dqlr_arch.DQLRDeploy`) restores every slice from the ``window``
-slices ending at it, so its z halo is ``window - 1``.
+slices ending at it (optionally averaged with the predictions of that slice from the
+``ensemble_predictions`` preceding windows), so its z halo is ``window - 1`` (plus
+``ensemble_predictions``).
 
 This module makes data and trains; it never writes files other than through the training
 loop's ``out_dir`` and never parses CLI arguments (DESIGN.md).
@@ -66,6 +68,10 @@ class DQLRConfig(BaseModel):
         "shallower ones (the package's z halo is window-1)."))
     n_predict: int = Field(2, ge=0, le=8, description=(
         "Following slices the generator predicts from each clip (targets t+1..t+n)."))
+    ensemble_predictions: int = Field(0, ge=0, le=8, description=(
+        "Output = mean of the reconstruction of each slice and its predictions from the "
+        "windows ending 1..N slices before it (0: reconstruction only; at most n_predict; "
+        "the package's z halo grows by N)."))
     depth_increases_with_z: bool = Field(True, description=(
         "True if slice 0 is the shallowest (depth grows with the z index); False if the last "
         "slice is. The recurrence runs from shallow to deep."))
@@ -124,6 +130,9 @@ class DQLRConfig(BaseModel):
         if self.patch_size < win:
             raise ValueError(f"patch_size {self.patch_size} is smaller than the SSIM window "
                              f"({win} px for ssim_sigma {self.ssim_sigma})")
+        if self.ensemble_predictions > self.n_predict:
+            raise ValueError(f"ensemble_predictions ({self.ensemble_predictions}) cannot exceed "
+                             f"n_predict ({self.n_predict}): only trained predictions exist")
         if self.pmin >= self.pmax:
             raise ValueError(f"pmin ({self.pmin}) must be below pmax ({self.pmax})")
         return self
@@ -431,7 +440,8 @@ class DQLRModel:
 
     def deploy_kwargs(self) -> dict[str, Any]:
         return {"net_kwargs": self.config.net_kwargs(), "window": self.config.window,
-                "depth_increases_with_z": self.config.depth_increases_with_z}
+                "depth_increases_with_z": self.config.depth_increases_with_z,
+                "ensemble_predictions": self.config.ensemble_predictions}
 
     def deploy(self) -> DQLRDeploy:
         """The exported 3D module (same shape in and out)."""
@@ -441,7 +451,8 @@ class DQLRModel:
 
     def halo(self) -> tuple[int, int]:
         """``(lateral px, z slices)`` halo of the deploy module."""
-        return halo_for(self.config.net_kwargs(), self.config.window)
+        return halo_for(self.config.net_kwargs(), self.config.window,
+                        self.config.ensemble_predictions)
 
     def lateral_multiple(self) -> int:
         return lateral_multiple(self.config.n_down)
@@ -491,7 +502,8 @@ def restore(model: DQLRModel | DQLRDeploy, stack: np.ndarray, *,
     """Restore a whole stack in-process (benchmarks; users run the package instead).
 
     Normalises ``stack`` (ZYX) by its own percentiles, runs the deploy module ``chunk`` output
-    slices at a time with the ``window - 1`` slices of context each needs (so the result
+    slices at a time with the ``window - 1 + ensemble_predictions`` slices of context each
+    needs (so the result
     equals one pass over the whole stack), pads the lateral size to a multiple of
     ``2**n_down`` by reflection and crops it back. Returns float32 ZYX, normalised units.
     """
@@ -508,7 +520,7 @@ def restore(model: DQLRModel | DQLRDeploy, stack: np.ndarray, *,
     pad = [(0, 0), (0, (-h) % m), (0, (-w) % m)]
     if pad[1][1] or pad[2][1]:
         x = np.pad(x, pad, mode="reflect" if min(h, w) > m else "edge")
-    ctx = mod.window - 1
+    ctx = mod.z_halo
     dev = torch.device(device) if device is not None else next(mod.parameters()).device
     mod = mod.to(dev)
     out = np.empty((z,) + x.shape[1:], dtype=np.float32)
@@ -742,6 +754,8 @@ class DQLR(Method):
         Option("window", "window", int, "Slices the recurrence sees per output slice (z halo "
                "= window - 1)."),
         Option("n-predict", "n_predict", int, "Following slices predicted from each clip."),
+        Option("ensemble", "ensemble_predictions", int, "Average each slice's reconstruction "
+               "with its N predictions from shallower windows (0: reconstruction only)."),
         Option("deep-first", "depth_increases_with_z", bool, "The LAST slice is the "
                "shallowest (depth grows towards slice 0); without it slice 0 is the shallowest "
                "(depth_increases_with_z).", parse=lambda v: not v),

@@ -5,7 +5,7 @@ source of the ``pytorch_state_dict`` weights, so that bioimageio.core (and ilast
 the network from JSON keyword arguments without sharpstack installed. Keep it that way.
 
 DQLR (Gupta, Aich, Rodriguez, Reddy & Roy-Chowdhury, "Deep quantized representation for
-enhanced reconstruction", ISBI 2020, arXiv:2002.06473): an encoder ``E`` maps every slice of a
+enhanced reconstruction", ISBI 2020, arXiv:2107.14368): an encoder ``E`` maps every slice of a
 z-stack to a latent map at reduced lateral resolution, a convolutional recurrent network ``R``
 runs over consecutive slices (from shallow to deep) and gives correlated codes, a vector
 quantiser ``Q`` (VQ-VAE, van den Oord et al. 2017, with an EMA codebook) replaces every code
@@ -356,57 +356,85 @@ class DQLRDeploy(nn.Module):
 
     For every slice ``t`` the encoder latents of the ``window`` slices ending at ``t`` (in the
     direction of growing depth) go through the recurrence from a zero state; the last code is
-    replaced by its nearest codeword and decoded by the generator. Slices before the first one
-    are the first slice repeated (replicate padding), as in training clips that start at the
-    top of a stack. Every output slice therefore depends on ``window`` input slices: a z halo
-    of ``window - 1`` slices makes tiled and untiled predictions agree.
+    replaced by its nearest codeword and decoded by the generator (the reconstruction head).
+    With ``ensemble_predictions = n > 0`` the output is the mean of that reconstruction and
+    the ``n`` predictions of slice ``t`` made from the windows ending at ``t - 1 .. t - n``
+    (``j`` further recurrent steps fed with the previous code, as in training): the paper's
+    generator "reconstructs and predicts" consecutive slices, and the predictions never saw
+    slice ``t``'s own noise. Slices before the first one are the first slice repeated
+    (replicate padding), as in training clips that start at the top of a stack. Every output
+    slice depends on ``window + n`` input slices: a z halo of ``window - 1 + n`` makes tiled
+    and untiled predictions agree.
 
     Parameters
     ----------
     net_kwargs : dict
         JSON keyword arguments of :class:`DQLRNet`.
     window : int
-        Slices the recurrence sees per output slice (the current one and ``window - 1``
-        shallower ones).
+        Slices the recurrence sees per code (the current one and ``window - 1`` shallower
+        ones).
     depth_increases_with_z : bool
-        ``True``: slice 0 is the shallowest (depth grows with z); ``False``: the last slice is.
+        ``True``: slice 0 is the shallowest (depth grows with z); ``False``: the last slice is
+        (the stack is flipped along z inside the module).
+    ensemble_predictions : int
+        ``n``: predictions averaged with the reconstruction (0: reconstruction only).
 
     Shapes: ``(B, 1, Z, Y, X) -> (B, 1, Z, Y, X)``, ``Y`` and ``X`` multiples of
     ``2**n_down``, any ``Z >= 1``.
     """
 
     def __init__(self, net_kwargs: dict | None = None, window: int = 3,
-                 depth_increases_with_z: bool = True) -> None:
+                 depth_increases_with_z: bool = True, ensemble_predictions: int = 0) -> None:
         super().__init__()
         if int(window) < 1:
             raise ValueError(f"window must be >= 1, got {window}")
+        if int(ensemble_predictions) < 0:
+            raise ValueError(f"ensemble_predictions must be >= 0, got {ensemble_predictions}")
         self.net = DQLRNet(**(net_kwargs or {}))
         self.window = int(window)
         self.down = bool(depth_increases_with_z)
+        self.n_ens = int(ensemble_predictions)
+
+    @property
+    def z_halo(self) -> int:
+        return self.window - 1 + self.n_ens
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, z, h, w = x.shape
-        wlen = self.window
-        pad = wlen - 1
+        if not self.down:
+            x = torch.flip(x, dims=(2,))
+        wlen, n = self.window, self.n_ens
+        pad = wlen - 1 + n
         if pad:
-            x = F.pad(x, (0, 0, 0, 0, pad, 0) if self.down else (0, 0, 0, 0, 0, pad),
-                      mode="replicate")
+            x = F.pad(x, (0, 0, 0, 0, pad, 0), mode="replicate")
         lat = self.net.encoder(x.permute(0, 2, 1, 3, 4).reshape(-1, 1, h, w))
         d, hh, ww = lat.shape[1], lat.shape[2], lat.shape[3]
         lat = lat.reshape(b, -1, d, hh, ww)  # (B, Z + pad, D, h', w')
+        # windows end at padded indices wlen-1 .. Z+pad-1 (Z + n of them); step k of every
+        # window reads index (end - wlen + 1 + k): constant slice bounds, negative ends
         state = None
         y = lat
         for k in range(wlen):
-            # step k sees slice t - pad + k (down) or t + pad - k (up) for every output t:
-            # padded index t + k (down) or t + pad - k (up); constant negative slice ends
-            start = k if self.down else pad - k
-            stop = start - pad
-            xs = lat[:, start:stop] if stop < 0 else lat[:, start:]
+            stop = k - (wlen - 1)
+            xs = lat[:, k:stop] if stop < 0 else lat[:, k:]
             y, state = self.net.step(xs.reshape(-1, d, hh, ww), state)
-        if self.net.quantize:
-            y = self.net.quantizer.lookup(y)
-        out = self.net.generator(y)  # (B * Z, 1, H, W)
-        return out.reshape(b, -1, 1, h, w).permute(0, 2, 1, 3, 4)
+        codes = [y]
+        for _ in range(n):  # j-step predictions from the same windows
+            y, state = self.net.step(y, state)
+            codes.append(y)
+        out = None
+        for j, code in enumerate(codes):
+            q = self.net.quantizer.lookup(code) if self.net.quantize else code
+            img = self.net.generator(q).reshape(b, -1, 1, h, w)  # (B, Z + n, 1, H, W)
+            # the window ending n - j entries before output t predicts t with j steps
+            stop = -j
+            img = img[:, n - j:stop] if stop < 0 else img[:, n - j:]
+            out = img if out is None else out + img
+        out = out / float(n + 1)
+        out = out.permute(0, 2, 1, 3, 4)
+        if not self.down:
+            out = torch.flip(out, dims=(2,))
+        return out
 
 
 def lateral_multiple(n_down: int = 2, **_: Any) -> int:
@@ -414,15 +442,17 @@ def lateral_multiple(n_down: int = 2, **_: Any) -> int:
     return 2 ** int(n_down)
 
 
-def receptive_field(net_kwargs: dict | None = None, window: int = 3) -> tuple[int, int]:
+def receptive_field(net_kwargs: dict | None = None, window: int = 3,
+                    ensemble_predictions: int = 0) -> tuple[int, int]:
     """``(lateral radius in pixels, z radius in slices)`` of :class:`DQLRDeploy`.
 
     An upper bound on how far an output voxel's inputs lie, counted layer by layer: a
     ``k``-tap convolution at a level where one feature pixel spans ``J`` input pixels adds
     ``(k // 2) * J``, a stride-2 stage's cell offset adds ``J``, an upsampling stage adds
     ``J``; the recurrence adds one 3x3 reach per step for the LSTM's gates and two for the
-    GRU's (its candidate convolves the reset-gated state). Along z an output slice sees
-    itself and the ``window - 1`` preceding slices.
+    GRU's (its candidate convolves the reset-gated state), also for each of the
+    ``ensemble_predictions`` prediction steps. Along z an output slice sees itself and the
+    ``window - 1 + ensemble_predictions`` preceding slices.
     """
     kw = dict(net_kwargs or {})
     n_down = int(kw.get("n_down", 2))
@@ -436,17 +466,18 @@ def receptive_field(net_kwargs: dict | None = None, window: int = 3) -> tuple[in
     r += jump  # conv3x3 at the latent level
     r += res_blocks * jump  # one 3x3 per residual block
     per_step = 1 if cell == "lstm" else 2
-    r += int(window) * per_step * jump
+    r += (int(window) + int(ensemble_predictions)) * per_step * jump
     r += jump + res_blocks * jump  # generator head and residual blocks
     for _ in range(n_down):
         jump //= 2
         r += jump + jump  # nearest upsampling offset + conv3x3
     r += 1  # tail conv3x3
-    return int(r), int(window) - 1
+    return int(r), int(window) - 1 + int(ensemble_predictions)
 
 
-def halo_for(net_kwargs: dict | None = None, window: int = 3) -> tuple[int, int]:
+def halo_for(net_kwargs: dict | None = None, window: int = 3,
+             ensemble_predictions: int = 0) -> tuple[int, int]:
     """Tiling halos ``(lateral, z)``: the receptive radius rounded up to the lateral multiple."""
-    lat, zr = receptive_field(net_kwargs, window)
+    lat, zr = receptive_field(net_kwargs, window, ensemble_predictions)
     m = lateral_multiple(**(net_kwargs or {}))
     return int(math.ceil(lat / m) * m), zr
