@@ -25,13 +25,13 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, PackageError
 
 BLOCK_VOXELS = 1 << 22
 """Voxels per block read by a statistics pass (16 MiB of float32)."""
@@ -420,3 +420,71 @@ def _bin(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
     idx = x.astype(np.int64)
     np.clip(idx, 0, _BINS - 1, out=idx)
     return idx
+
+
+# --------------------------------------------------------------------------------------------
+# bioimageio.core measures
+# --------------------------------------------------------------------------------------------
+
+def _measure_group(m: Any, dims: Sequence[str], model_name: str) -> bool:
+    """True when measure ``m`` is per channel, False when over everything; an error when it
+    keeps a spatial axis (statistics per plane or row cannot be tiled)."""
+    axes = None if m.axes is None else {str(a) for a in m.axes}
+    kept = {d for d in dims if d != "batch" and (axes is not None and d not in axes)}
+    if kept - {"channel"}:
+        raise PackageError(f"model {model_name!r} normalises with statistics per "
+                           f"{', '.join(sorted(kept - {'channel'}))} ({type(m).__name__} over "
+                           f"axes {sorted(axes or [])}); sharpstack predict computes statistics "
+                           f"over the whole stack and cannot tile this package")
+    return "channel" in kept
+
+
+def measure_stats(measures: Sequence[Any], read: Callable[[tuple[slice, ...]], np.ndarray],
+                  shape: Sequence[int], dtype: Any, dims: Sequence[str], model_dims:
+                  Sequence[str], model_name: str, name: str,
+                   chunks: Sequence[Sequence[int]] | None = None) -> dict[Any, np.ndarray]:
+    """Exact whole-stack statistics for bioimageio.core ``measures`` (quantiles, mean, std,
+    var of one tensor), one streaming pass per group kind.
+
+    ``dims`` are the data's dims (``c`` first when present), ``model_dims`` the tensor's
+    axes the measures refer to.
+    """
+    if not measures:
+        return {}
+    per: dict[bool, list[Any]] = {}
+    for m in measures:
+        per.setdefault(_measure_group(m, model_dims, model_name), []).append(m)
+    out: dict[Any, np.ndarray] = {}
+    for per_channel, group in per.items():
+        has_c = "c" in dims
+        rd = read
+        shp = list(shape)
+        chk = chunks
+        if per_channel and not has_c:  # one channel: a leading axis of 1
+            shp = [1, *shp]
+            rd = (lambda index, r=read: np.asarray(r(index[1:]))[None])  # noqa: E731
+            chk = None if chunks is None else [(1,), *chunks]
+        quantiles = {(float(m.q), str(getattr(m, "method", "linear"))) for m in group
+                     if m.name == "quantile"}
+        moments = any(m.name in ("mean", "std", "var") for m in group)
+        st = StackStats(rd, shp, dtype, per_channel=per_channel, quantiles=quantiles,
+                        moments=moments, name=name, chunks=chk)
+        for m in group:
+            if m.name == "quantile":
+                out[m] = st.quantile(float(m.q), str(getattr(m, "method", "linear")))
+            else:
+                out[m] = getattr(st, m.name)()
+    return out
+
+
+def describe_stats(stats: Mapping[Any, np.ndarray]) -> str:
+    """One line per statistic, e.g. ``input quantile 0.01 (z,y,x): 102.0``."""
+    lines = []
+    for m, v in sorted(stats.items(), key=lambda kv: (str(kv[0].member_id), kv[0].name,
+                                                      float(getattr(kv[0], "q", 0.0)))):
+        what = f"{m.name} {float(m.q):g}" if m.name == "quantile" else m.name
+        axes = "all axes" if m.axes is None else ",".join(str(a) for a in m.axes)
+        vals = np.atleast_1d(np.asarray(v, dtype=np.float64))
+        text = ", ".join(f"{x:.6g}" for x in vals)
+        lines.append(f"{m.member_id} {what} over {axes}: {text}")
+    return "\n".join(lines)

@@ -301,6 +301,40 @@ class ZarrSink(_FileSink):
             remove_path(self.tmp)
 
 
+def post_whole(job: Any, sink: Sink, name: str) -> None:
+    """Post-processing that needs statistics of the whole output, applied block by block."""
+    if not job.proc.post_whole:
+        return
+    from ._engine import _bioimageio_ops, as_bioimageio_stat, compile_ops
+    from ._stats import blocks, measure_stats
+
+    dims = list(sink.dims)
+    job.out_stats = measure_stats(job.out_measures, sink.read, sink.shape,
+                                  sink.read(tuple(slice(0, 1) for _ in dims)).dtype, dims,
+                                  job.model.out_dims, job.model.name, f"the output of {name}",
+                                  chunks=sink.chunk_grid)
+    stat = as_bioimageio_stat({**job.stats, **job.out_stats})
+    op_dims = [{"c": "channel"}.get(d, d) for d in dims]
+    fast = compile_ops(job.proc.post_whole, op_dims, stat, "numpy")
+    if fast is None:  # operators without a version here: the whole output at once
+        whole = (slice(None),) * len(dims)
+        run = _bioimageio_ops(job.proc.post_whole, job.model.out_id, op_dims, stat)
+        _store_block(sink, whole, run(sink.read(whole)))
+        return
+    for index in blocks(sink.shape, 1 if "c" in dims else 0, getattr(sink, "chunk_grid", None)):
+        values = fast(np.array(sink.read(index)))  # a copy: processed in place
+        _store_block(sink, index, values)
+
+
+def _store_block(sink: Sink, index: tuple[slice, ...], values: np.ndarray) -> None:
+    if isinstance(sink, MemorySink) and sink.array.dtype != values.dtype:
+        sink.array = sink.array.astype(values.dtype)  # the final dtype of the processing
+    elif not isinstance(sink, MemorySink) and getattr(sink.array, "dtype", values.dtype) \
+            != values.dtype:
+        values = values.astype(sink.array.dtype)
+    sink.write(index, values)
+
+
 def prepare_destination(dest: Path, src: Path, *, overwrite: bool, resume: bool) -> None:
     """Refuse before any computation what cannot be written: the input itself, an existing
     output without ``overwrite``, a partial OME-Zarr run without ``resume``/``overwrite``."""

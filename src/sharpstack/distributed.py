@@ -95,7 +95,7 @@ def _worker_threads() -> int | None:
 
 def _predict_block(spec: _Spec, block_info: dict | None = None) -> np.ndarray:
     """One output chunk: read its window from the input, run the package, keep the chunk."""
-    from ._engine import _check_window, read_window
+    from ._pipeline import _check_window, read_window
 
     assert block_info is not None
     location = block_info[None]["array-location"]

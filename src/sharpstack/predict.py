@@ -44,6 +44,7 @@ import xarray as xr
 
 from ._axes import check_axes
 from ._engine import CPU_PRIORITY, GPU_PRIORITY, Options
+from ._stats import describe_stats, measure_stats
 from ._tiling import DEFAULT_TILE, SPACE as _SPACE
 from ._tiling import AxisGeom as _AxisGeom
 from ._tiling import Plan as _Plan
@@ -317,71 +318,6 @@ def _processing(model: _Model) -> _Processing:
 
 
 
-def _measure_group(m: Any, dims: Sequence[str], model: _Model) -> bool:
-    """True when measure ``m`` is per channel, False when over everything; an error when it
-    keeps a spatial axis (statistics per plane or row cannot be tiled)."""
-    axes = None if m.axes is None else {str(a) for a in m.axes}
-    kept = {d for d in dims if d != "batch" and (axes is not None and d not in axes)}
-    if kept - {"channel"}:
-        raise PackageError(f"model {model.name!r} normalises with statistics per "
-                           f"{', '.join(sorted(kept - {'channel'}))} ({type(m).__name__} over "
-                           f"axes {sorted(axes or [])}); sharpstack predict computes statistics "
-                           f"over the whole stack and cannot tile this package")
-    return "channel" in kept
-
-
-def _compute_stats(measures: Sequence[Any], read: Callable[[tuple[slice, ...]], np.ndarray],
-                   shape: Sequence[int], dtype: Any, dims: Sequence[str], model_dims:
-                   Sequence[str], model: _Model, name: str,
-                   chunks: Sequence[Sequence[int]] | None = None) -> dict[Any, np.ndarray]:
-    """Exact whole-stack statistics for ``measures`` (one streaming pass per group kind).
-
-    ``dims`` are the data's dims (``c`` first when present), ``model_dims`` the tensor's
-    axes the measures refer to.
-    """
-    from ._stats import StackStats
-
-    if not measures:
-        return {}
-    per: dict[bool, list[Any]] = {}
-    for m in measures:
-        per.setdefault(_measure_group(m, model_dims, model), []).append(m)
-    out: dict[Any, np.ndarray] = {}
-    for per_channel, group in per.items():
-        has_c = "c" in dims
-        rd = read
-        shp = list(shape)
-        chk = chunks
-        if per_channel and not has_c:  # one channel: a leading axis of 1
-            shp = [1, *shp]
-            rd = (lambda index, r=read: np.asarray(r(index[1:]))[None])  # noqa: E731
-            chk = None if chunks is None else [(1,), *chunks]
-        quantiles = {(float(m.q), str(getattr(m, "method", "linear"))) for m in group
-                     if m.name == "quantile"}
-        moments = any(m.name in ("mean", "std", "var") for m in group)
-        st = StackStats(rd, shp, dtype, per_channel=per_channel, quantiles=quantiles,
-                        moments=moments, name=name, chunks=chk)
-        for m in group:
-            if m.name == "quantile":
-                out[m] = st.quantile(float(m.q), str(getattr(m, "method", "linear")))
-            else:
-                out[m] = getattr(st, m.name)()
-    return out
-
-
-def describe_stats(stats: Mapping[Any, np.ndarray]) -> str:
-    """One line per statistic, e.g. ``input quantile 0.01 (z,y,x): 102.0``."""
-    lines = []
-    for m, v in sorted(stats.items(), key=lambda kv: (str(kv[0].member_id), kv[0].name,
-                                                      float(getattr(kv[0], "q", 0.0)))):
-        what = f"{m.name} {float(m.q):g}" if m.name == "quantile" else m.name
-        axes = "all axes" if m.axes is None else ",".join(str(a) for a in m.axes)
-        vals = np.atleast_1d(np.asarray(v, dtype=np.float64))
-        text = ", ".join(f"{x:.6g}" for x in vals)
-        lines.append(f"{m.member_id} {what} over {axes}: {text}")
-    return "\n".join(lines)
-
-
 # --------------------------------------------------------------------------------------------
 # output attrs
 # --------------------------------------------------------------------------------------------
@@ -530,8 +466,8 @@ def _input_stats(job: _Job, data: Any, name: str) -> dict[Any, np.ndarray]:
             part = part.compute(scheduler="synchronous")
         return np.asarray(part)
 
-    return _compute_stats(measures, read, job.in_shape, job.in_dtype, dims, job.model.in_dims,
-                          job.model, name, chunks=getattr(data, "chunks", None))
+    return measure_stats(measures, read, job.in_shape, job.in_dtype, dims, job.model.in_dims,
+                         job.model.name, name, chunks=getattr(data, "chunks", None))
 
 
 # --------------------------------------------------------------------------------------------
@@ -565,7 +501,8 @@ def _execute(job: _Job, data: Any, sink: Any, progress: Any, name: str, *,
              done: set[int] | frozenset[int] = frozenset(),
              mark: Callable[[int], None] | None = None) -> None:
     """Run every window not in ``done`` into ``sink`` (then whole-output post-processing)."""
-    from ._engine import Runner, run_windows
+    from ._engine import Runner
+    from ._pipeline import run_windows
 
     total = len(job.plan)
     runner = Runner(job.model, job.layout, job.proc, job.stats, job.options)
@@ -589,43 +526,9 @@ def _execute(job: _Job, data: Any, sink: Any, progress: Any, name: str, *,
     finally:
         runner.close()
         close()
-    _post_whole(job, sink, name)
+    from ._stream import post_whole
 
-
-def _post_whole(job: _Job, sink: Any, name: str) -> None:
-    """Post-processing that needs statistics of the whole output, applied block by block."""
-    if not job.proc.post_whole:
-        return
-    from ._engine import _bioimageio_ops, as_bioimageio_stat, compile_ops
-    from ._stats import blocks
-
-    dims = list(sink.dims)
-    job.out_stats = _compute_stats(job.out_measures, sink.read, sink.shape,
-                                   sink.read(tuple(slice(0, 1) for _ in dims)).dtype, dims,
-                                   job.model.out_dims, job.model, f"the output of {name}",
-                                   chunks=sink.chunk_grid)
-    stat = as_bioimageio_stat({**job.stats, **job.out_stats})
-    op_dims = [{"c": "channel"}.get(d, d) for d in dims]
-    fast = compile_ops(job.proc.post_whole, op_dims, stat, "numpy")
-    if fast is None:  # operators without a version here: the whole output at once
-        whole = (slice(None),) * len(dims)
-        run = _bioimageio_ops(job.proc.post_whole, job.model.out_id, op_dims, stat)
-        _store_block(sink, whole, run(sink.read(whole)))
-        return
-    for index in blocks(sink.shape, 1 if "c" in dims else 0, getattr(sink, "chunk_grid", None)):
-        values = fast(np.array(sink.read(index)))  # a copy: processed in place
-        _store_block(sink, index, values)
-
-
-def _store_block(sink: Any, index: tuple[slice, ...], values: np.ndarray) -> None:
-    from ._stream import MemorySink
-
-    if isinstance(sink, MemorySink) and sink.array.dtype != values.dtype:
-        sink.array = sink.array.astype(values.dtype)  # the final dtype of the processing
-    elif not isinstance(sink, MemorySink) and getattr(sink.array, "dtype", values.dtype) \
-            != values.dtype:
-        values = values.astype(sink.array.dtype)
-    sink.write(index, values)
+    post_whole(job, sink, name)
 
 
 def _describe_job(job: _Job, data: Any) -> str:
