@@ -32,7 +32,10 @@ def _balls(shape, specs):
 
 def test_public_names():
     assert set(metrics.__all__) == {"psnr", "normalize_percentile", "fit_affine",
-                                    "psnr_normalized", "ssim", "ssim_normalized", "seg_score"}
+                                    "psnr_normalized", "ssim", "ssim_normalized", "seg_score",
+                                    "focus_measure", "piqe", "gradient_magnitude",
+                                    "gradient_histogram", "mean_abs_gradient", "ssim_per_slice",
+                                    "mlvae_score"}
     assert set(segmentation.__all__) == {"threshold_intermodes", "segment_nuclei"}
 
 

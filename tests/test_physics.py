@@ -409,5 +409,7 @@ def test_public_names():
     assert set(psf.__all__) >= {"gaussian_psf", "confocal_psf", "lightsheet_psf", "isotropic_psf",
                                 "rotate_to_lateral", "lateral_kernel"}
     assert set(degrade.__all__) == {"blur", "subsample", "upsample_linear", "add_noise",
-                                    "form_image", "degrade_lateral"}
-    assert set(phantoms.__all__) == {"nuclei", "membranes", "nuclei_membranes"}
+                                    "form_image", "degrade_lateral", "depth_blur",
+                                    "depth_profile"}
+    assert set(phantoms.__all__) == {"nuclei", "membranes", "nuclei_membranes",
+                                     "defocus_fields", "defocus_series", "zscan"}
