@@ -456,3 +456,52 @@ def test_unexpected_errors_give_a_log_not_a_traceback(monkeypatch, tmp_path, sta
     log = Path(res.output.split("details are in ")[1].split(";")[0])
     assert "RuntimeError" in log.read_text()
     log.unlink()
+
+
+def _zarr_copy(tmp_path, name, edit):
+    import json
+
+    from sharpstack.io import as_dataarray, write_ome_zarr
+
+    a = as_dataarray(np.random.default_rng(0).random((16, 64, 64)).astype(np.float32), "ZYX",
+                     {"z": 1.6, "y": 0.2, "x": 0.2})
+    p = write_ome_zarr(tmp_path / name, a, chunks={"z": 8, "y": 32, "x": 32})
+    edit(p, json)
+    return p
+
+
+def test_damaged_ome_zarr_inputs(tmp_path):
+    def bad_scale(p, json):
+        z = json.loads((p / ".zattrs").read_text())
+        z["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] = ["a"] * 3
+        (p / ".zattrs").write_text(json.dumps(z))
+
+    def bad_chunk(p, json):
+        chunk = next(f for f in sorted((p / "0").rglob("*")) if f.is_file()
+                     and not f.name.startswith("."))
+        chunk.write_bytes(b"garbage" * 10)
+
+    for name, edit, needle in (("scale.ome.zarr", bad_scale, "scale"),
+                               ("chunk.ome.zarr", bad_chunk, "damaged")):
+        src = _zarr_copy(tmp_path, name, edit)
+        before = _digest(src)
+        res = _cli("train", "isonet", src, tmp_path / "run", *TINY_CLI)
+        _clean_failure(res, needle, name)
+        assert _digest(src) == before and not (tmp_path / "run").exists()
+
+
+def test_zip_members_escaping_the_package_go_nowhere(package_isotropic, tmp_path):
+    folder = _extract(package_isotropic, tmp_path / "pkg")
+    evil = tmp_path / "work" / "evil.zip"
+    evil.parent.mkdir()
+    with zipfile.ZipFile(evil, "w") as z:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                z.write(f, f.relative_to(folder).as_posix())
+        z.writestr("../../escaped.txt", "out of the package")
+        z.writestr("/tmp/absolute-escaped.txt", "out of the package")
+    _cli("validate", evil, "--weight-format", "torchscript")
+    _cli("check", evil)
+    assert not list(tmp_path.rglob("escaped.txt"))
+    assert not (tmp_path.parent / "escaped.txt").exists()
+    assert not Path("/tmp/absolute-escaped.txt").exists()

@@ -974,10 +974,11 @@ def _read_ome_zarr(path: Path, axes: str | None) -> xr.DataArray:
     except Exception as exc:
         raise InputError(f"{path}: the multiscales metadata names no readable level 0 "
                          f"({type(exc).__name__}: {exc}); the OME-Zarr is incomplete") from exc
-    data = dsa.from_zarr(array)
+    data = dsa.from_array(_CheckedZarr(array, os.fspath(path)), chunks=array.chunks,
+                          asarray=True)
     names, units = _ngff_axes(ms.get("axes"), data.ndim, path)
-    scale = _ngff_scale(dataset.get("coordinateTransformations"), data.ndim)
-    global_scale = _ngff_scale(ms.get("coordinateTransformations"), data.ndim)
+    scale = _ngff_scale(dataset.get("coordinateTransformations"), data.ndim, path)
+    global_scale = _ngff_scale(ms.get("coordinateTransformations"), data.ndim, path)
     # drop singleton time and channel axes (NGFF images often carry t=1, c=1)
     keep = [i for i, n in enumerate(names) if not (n in "TC" and data.shape[i] == 1)]
     if len(keep) != data.ndim:
@@ -1011,10 +1012,40 @@ def _ngff_axes(axes: Any, ndim: int, path: Path) -> tuple[str, list[Any]]:
     return "".join(names), units
 
 
-def _ngff_scale(transforms: Any, ndim: int) -> list[float] | None:
+class _CheckedZarr:
+    """A zarr array whose reads report a chunk that cannot be decoded as the user's file
+    problem (a damaged OME-Zarr), not as a codec's RuntimeError deep inside a computation.
+    dask reads through it chunk by chunk; it pickles (for dask's process and distributed
+    schedulers) with the zarr array it wraps."""
+
+    def __init__(self, array: Any, source: str) -> None:
+        self.array, self.source = array, source
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+
+    def __dask_tokenize__(self):
+        from dask.base import tokenize
+
+        return ("sharpstack-zarr", self.source, tokenize(self.array))
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        try:
+            return np.asarray(self.array[index])
+        except (RuntimeError, ValueError, OSError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise InputError(f"{self.source}: a chunk of the image cannot be read "
+                             f"({type(exc).__name__}: {first}); the OME-Zarr is damaged: copy "
+                             "or export it again") from None
+
+
+def _ngff_scale(transforms: Any, ndim: int, path: Path | None = None) -> list[float] | None:
     for t in transforms or []:
         if isinstance(t, Mapping) and t.get("type") == "scale" and "scale" in t:
-            scale = [float(s) for s in t["scale"]]
+            try:
+                scale = [float(s) for s in t["scale"]]
+            except (TypeError, ValueError):
+                raise InputError(f"{path}: the OME-Zarr scale {t['scale']!r} is not a list of "
+                                 "numbers; fix coordinateTransformations in its .zattrs (or "
+                                 "zarr.json)") from None
             if len(scale) == ndim:
                 return scale
     return None
