@@ -1257,13 +1257,13 @@ class Disentangled(Method):
         Option("seed", "seed", int, "Random seed."),
     )
     demo = Demo(
-        synth={"identities": 24, "size": 96, "dz_max": 3.0, "dz_step": 0.5, "seed": 0},
+        synth={"identities": 24, "size": 128, "dz_max": 3.0, "dz_step": 0.5, "seed": 0},
         settings={"variant": "manifold1d", "channels": [8, 16, 32], "id_channels": 16,
                   "patch_size": 48, "epochs": 12, "steps_per_epoch": 40, "batch_size": 8,
                   "p_focus": 0.5, "seed": 0},
         predict_with="deblur2d",
         about=("1-D-blur-code manifold model trained on a synthetic widefield defocus series "
-               "(24 nuclei + membranes fields of 96x96 px, 13 planes from -3 to +3 um, NA 1.0, "
+               "(24 nuclei + membranes fields of 128x128 px, 13 planes from -3 to +3 um, NA 1.0, "
                "Poisson + Gaussian noise), reduced network (8-16-32 channels, 48 px crops, "
                "480 steps); a held-apart field defocused by 2 um deblurred by the package; "
                "PSNR/SSIM against its in-focus plane (CARE protocol)."),
