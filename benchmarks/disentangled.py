@@ -2,7 +2,7 @@
 
 Reduced run (the defaults of :data:`sharpstack.bench.disentangled.REDUCED`: ten models, ML-VAE,
 manifold, 1-D manifold and the two ablations on a synthetic and on the real defocus series,
-two single-thread trainings at once; about an hour on 2 CPU cores)::
+two single-thread trainings at once; under 50 minutes on 2 CPU cores)::
 
     flock /tmp/sharpstack-heavy.lock /usr/bin/time -v python benchmarks/disentangled.py --out bench_out/disentangled --threads 1 --jobs 2
     # the same as: sharpstack bench disentangled --out bench_out/disentangled --threads 1 --jobs 2
@@ -12,6 +12,12 @@ Paper-size run (GPU; the thesis's network, 128 px images, 400 epochs)::
     python benchmarks/disentangled.py --channels 64,128,256,512 --id-channels 512 \\
         --blur-channels 512 --patch 128 --epochs 400 --steps 100 --batch 16 --jobs 1 \\
         --device cuda --out bench_out/disentangled_paper
+
+Measured quality of a zoo model for its card (held-out fields of its own series; writes
+``{"quality": {...}}`` for ``sharpstack export ... --quality``)::
+
+    python benchmarks/disentangled.py --card zoo/disentangled-widefield-synth-1d.yaml \\
+        --out bench_out/disentangled_card.json
 
 Writes ``tables.md``, ``per_dz.csv``, ``results.json``, ``deblurring_synthetic.png``,
 ``deblurring_real.png`` and ``quality_vs_dz.png`` to ``--out`` and prints the tables. See
@@ -50,9 +56,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads per job")
     p.add_argument("--keep-runs", action="store_true", help="keep every training folder")
+    p.add_argument("--card", default=None, metavar="RECIPE",
+                   help="instead of the benchmark: score the model that `sharpstack zoo "
+                        "RECIPE` built (in --built) on its held-out fields and write the "
+                        "quality JSON to --out")
+    p.add_argument("--built", default=None,
+                   help="output folder of `sharpstack zoo` (default zoo/built/<recipe id>)")
     a = p.parse_args(argv)
 
     import torch
+
+    if a.card:
+        import json
+        from pathlib import Path
+
+        from sharpstack.bench.disentangled import held_out_quality
+
+        torch.set_num_threads(a.threads)
+        from sharpstack.methods.disentangled import DisentangledSynth
+        from sharpstack.zoo import load_recipe
+
+        recipe = load_recipe(a.card)
+        root = Path(a.built) if a.built else Path("zoo/built") / recipe.id
+        run_json = json.loads((root / "run" / "run.json").read_text())
+        dz, opts = None, {}
+        if recipe.data.synth is not None:
+            syn = DisentangledSynth(**recipe.data.synth)
+            dz, opts = syn.dz(), syn.model_dump()
+        quality = held_out_quality(root / "run", root / "data" / "series", dz_um=dz,
+                                   pixel_size_um=opts.get("pixel_um", 0.2),
+                                   na=opts.get("na", 1.0))
+        Path(a.out).write_text(json.dumps({"quality": quality,
+                                           "run": run_json.get("method")}, indent=2))
+        for k, v in quality.items():
+            print(f"{k}: {v}")
+        return 0
 
     from sharpstack.bench.disentangled import run_disentangled_bench
 

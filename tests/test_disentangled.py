@@ -414,3 +414,47 @@ def test_benchmark_machinery_on_tiny_data(tiny_series, tmp_path):
     assert per["1"][1] > per["6"][1] and per["-1"][1] > per["-6"][1]
     assert res["datasets"]["real"]["rl_sigmas"][2] == 0.0  # the in-focus plane
     assert {c["check"] for c in res["checks"]} >= {"ML-VAE score: 1-D manifold > ML-VAE"}
+
+
+# ------------------------------------------------------------------------------ demo, recipe
+def _min_lateral_size(settings: dict) -> int:
+    from sharpstack.export.disentangled import disentangled_axes
+    from sharpstack.methods.disentangled import (DisentangledConfig, DisentangledModel)
+    from sharpstack.nn.disentangled_arch import DisentangledAE
+    from sharpstack.normalize import PercentileNormalizer
+
+    fields = set(DisentangledConfig.model_fields)
+    cfg = DisentangledConfig(**{k: v for k, v in settings.items() if k in fields})
+    model = DisentangledModel(net=DisentangledAE(**cfg.arch_kwargs()), config=cfg,
+                              normalizer=PercentileNormalizer(), focus_code=np.zeros(1),
+                              split={})
+    return disentangled_axes(model)[0].min
+
+
+def test_demo_sample_is_large_enough_for_its_package():
+    # the demo's sample (one synthetic field) becomes the package's test input: a field
+    # smaller than the package's minimum size made `sharpstack demo disentangled` fail
+    from sharpstack.methods.disentangled import Disentangled
+
+    demo = Disentangled.demo
+    assert demo.synth["size"] >= _min_lateral_size(demo.settings)
+    assert demo.settings["patch_size"] <= demo.synth["size"]
+
+
+def test_shipped_recipes_train_what_the_card_describes():
+    from pathlib import Path
+
+    from sharpstack.methods.disentangled import DisentangledSynth
+    from sharpstack.zoo import load_recipe
+
+    root = Path(__file__).resolve().parents[1]
+    recipes = sorted((root / "zoo").glob("disentangled-*.yaml"))
+    assert recipes
+    for p in recipes:
+        r = load_recipe(p)
+        assert r.method == "disentangled"
+        assert (root / "model_cards" / f"{r.id}.md").is_file(), r.id
+        if r.data.synth is not None:
+            syn = DisentangledSynth(**r.data.synth)
+            assert syn.size >= _min_lateral_size(r.training)
+            assert r.training["patch_size"] <= syn.size

@@ -230,3 +230,30 @@ def test_cli_resume_refuses_other_settings(synth, tmp_path):
     _clean_failure(runner.invoke(app, ["train", "disentangled", str(synth / "series"), str(out),
                                        "--resume", "--margin", "0.3"] + TINY_FLAGS),
                    "other settings")
+
+
+def test_held_out_quality_for_the_model_card(run, synth):
+    from sharpstack.bench.disentangled import held_out_quality
+    from sharpstack.methods.disentangled import deblur, read_defocus_series
+    from sharpstack.metrics import psnr_normalized, ssim_normalized
+    from sharpstack.workflows import load_run
+
+    q = held_out_quality(run, synth / "series", dz_um=[-1.0, -0.5, 0.0, 0.5, 1.0],
+                         rl_iterations=(1, 2))
+    model = load_run(run).model
+    series = read_defocus_series(synth / "series", focus=2)
+    held = [series.names.index(n) for n in model.split["val"]]  # no test split: validation
+    blur_p, deb_s = [], []
+    for i in held:
+        for k in (0, 1, 3, 4):
+            blur_p.append(psnr_normalized(series.images[i, 2], series.images[i, k]))
+            deb_s.append(ssim_normalized(series.images[i, 2], deblur(model,
+                                                                     series.images[i, k])))
+    assert q["PSNR (dB), all out-of-focus planes: blurry input"] == pytest.approx(
+        np.mean(blur_p), abs=1e-6)
+    assert q["SSIM, all out-of-focus planes: this model"] == pytest.approx(np.mean(deb_s),
+                                                                           abs=1e-6)
+    assert "SSIM, all out-of-focus planes: Richardson-Lucy (true PSF, oracle iterations)" in q
+    rows = [k for k in q if k.startswith("|dz|")]
+    assert [r.split(":")[0] for r in rows] == ["|dz| 0.5 um", "|dz| 1 um"]
+    assert f"{len(held)} held-out fields" in q["evaluated on"]

@@ -10,7 +10,8 @@ from torch.nn import functional as F
 from sharpstack.errors import InputError
 from sharpstack.io import as_dataarray, write_tiff
 from sharpstack.methods.zsegan import (ImagePool, ZSEGANConfig, ZSEGANTask, cycle_weights,
-                                       focal_coefficients, read_images2d, read_zscans,
+                                       focal_coefficients, match_histogram, read_images2d,
+                                       read_zscans,
                                        restore, split_zscans, train_zsegan,
                                        vertical_sections)
 from sharpstack.nn.zsegan_arch import (PatchDiscriminator2D, ResnetGenerator3D,
@@ -71,6 +72,75 @@ def test_discriminator_on_horizontal_and_vertical_sections():
     d = PatchDiscriminator2D(ndf=4, n_layers=4)
     assert d(torch.rand(3, 1, 64, 64)).shape == (3, 1, 5, 5)
     assert d(torch.rand(3, 1, 64, 29)).shape == (3, 1, 5, 2)
+
+
+def test_discriminator_without_norm_learns_edge_strength():
+    """The reduced recipe's D (no instance norm) must tell blurred from sharp sections of
+    equal mean and variance: a one-pixel blur lowers the edge energy that instance norm
+    would rescale away."""
+    assert not any(isinstance(m, torch.nn.InstanceNorm2d)
+                   for m in PatchDiscriminator2D(ndf=4, n_layers=3, norm="none").modules())
+    assert any(isinstance(m, torch.nn.InstanceNorm2d)
+               for m in PatchDiscriminator2D(ndf=4, n_layers=3).modules())
+    with pytest.raises(ValueError, match="norm"):
+        PatchDiscriminator2D(norm="batch")
+    torch.manual_seed(0)
+    d = PatchDiscriminator2D(ndf=8, n_layers=3, norm="none")
+    opt = torch.optim.Adam(d.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
+    k2 = (k[:, None] * k[None, :])[None, None]
+
+    def pair(n):
+        sharp = torch.rand(n, 1, 32, 32)
+        blur = F.conv2d(F.pad(torch.rand(n, 1, 32, 32), (2, 2, 2, 2), mode="reflect"), k2)
+        st = lambda t: (t - t.mean(dim=(2, 3), keepdim=True)) / t.std(dim=(2, 3), keepdim=True)
+        return 0.2 * st(sharp), 0.2 * st(blur)  # equal mean (0) and std (0.2)
+
+    for _ in range(60):
+        s, b = pair(8)
+        loss = ((d(s) - 1) ** 2).mean() + (d(b) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    s, b = pair(16)
+    with torch.no_grad():
+        assert float(d(s).mean()) - float(d(b).mean()) > 0.5
+
+
+def test_histogram_matching_keeps_order_and_takes_the_reference_scale():
+    g = torch.Generator().manual_seed(0)
+    ims = [torch.rand(20, 20, generator=g) for _ in range(3)]
+    ref = 0.2 + 0.2 * torch.rand(4, 30, 30, generator=g) ** 2
+    out = match_histogram(ims, ref)
+    allo, alli = torch.cat([o.ravel() for o in out]), torch.cat([i.ravel() for i in ims])
+    assert abs(float(allo.min()) - float(ref.min())) < 1e-6
+    assert abs(float(allo.max()) - float(ref.max())) < 1e-6
+    assert abs(float(allo.mean()) - float(ref.mean())) < 3e-3
+    assert abs(float(allo.std()) - float(ref.std())) < 3e-3
+    order_in, order_out = torch.argsort(alli), torch.argsort(allo)
+    assert torch.equal(allo[order_in], torch.sort(allo).values)  # monotone map
+    assert order_out.numel() == order_in.numel()
+
+
+def test_discriminator_norm_and_infocus_matching_reach_training(data, monkeypatch):
+    import sharpstack.methods.zsegan as zmod
+
+    task = ZSEGANTask(ZSEGANConfig(**TINY, d_norm="none"), torch.zeros(1, 1, 29, 16, 16))
+    for k in ("D_S", "D_B"):
+        assert not any(isinstance(m, torch.nn.InstanceNorm2d) for m in task.models[k].modules())
+    calls = []
+
+    def spy(images, reference, **kw):
+        calls.append((len(images), tuple(reference.shape)))
+        return match_histogram(images, reference, **kw)
+
+    monkeypatch.setattr(zmod, "match_histogram", spy)
+    zs, fs = data
+    train_zsegan(zs, fs, ZSEGANConfig(**{**TINY, "epochs": 1, "steps_per_epoch": 1}))
+    assert calls == []
+    train_zsegan(zs, fs, ZSEGANConfig(**{**TINY, "epochs": 1, "steps_per_epoch": 1},
+                                      infocus_match="focal"))
+    assert calls == [(len(fs), (len(zs) - 1, 32, 32))]  # the training scans' focal planes
 
 
 @pytest.mark.parametrize("upsample", ["transposed", "resize"])

@@ -446,6 +446,8 @@ def run_zsegan_bench(out_dir: str | Path, *, progress: bool = False, crop: int |
                 "upsampling, "
                 f"{len(hist)} epochs x {cfg.steps_per_epoch or len(model.split['train'])} "
                 f"steps, {cfg.sections} section(s) per term, lambda_cycle {cfg.lambda_cycle}, "
+                f"discriminator norm {cfg.d_norm}, in-focus intensities "
+                f"{'matched to the focal planes' if cfg.infocus_match == 'focal' else 'as normalised'}, "
                 f"Adam lr {cfg.lr} (discriminators {cfg.lr_d or cfg.lr}), "
                 f"{len(model.split['train'])} "
                 f"training / {len(held)} held-apart z-scans")

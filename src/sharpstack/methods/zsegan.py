@@ -60,7 +60,8 @@ from ..training import TrainConfig, TrainData, TrainResult, TrainTask, fit
 
 __all__ = ["ZSEGANConfig", "ZSEGANSettings", "ZSEGANSynth", "ZSEGAN", "ZSEGANTask",
            "ZSEGANModel", "ImagePool", "focal_coefficients", "cycle_weights", "read_zscans",
-           "read_images2d", "train_zsegan", "restore", "split_zscans", "vertical_sections",
+           "read_images2d", "train_zsegan", "match_histogram", "restore", "split_zscans",
+           "vertical_sections",
            "shared_data_dir"]
 
 _LAYOUT = torch.channels_last_3d  # ~2-3x faster 3D convolutions on CPU (measured, torch 2.x)
@@ -96,6 +97,16 @@ class ZSEGANConfig(BaseModel):
         "convolution (no checkerboard artefacts)."))
     ndf: int = Field(32, ge=1, le=512, description="Discriminator filters of the first layer.")
     d_layers: int = Field(4, ge=1, le=6, description="Stride-2 layers of each PatchGAN.")
+    d_norm: Literal["instance", "none"] = Field("instance", description=(
+        "Normalisation inside the discriminators: instance norm (the notebook) or none. "
+        "Instance norm rescales every channel to unit variance, erasing the edge energy "
+        "that separates blurred from sharp sections; on small crops (3x3 maps) the "
+        "discriminators then cannot tell them apart and the generator stays the identity."))
+    infocus_match: Literal["focal", "none"] = Field("none", description=(
+        "Map the in-focus images' intensities onto the histogram of the training z-scans' "
+        "focal planes (quantile mapping) so that D_S compares sharpness, not brightness "
+        "(normalised on their own, the in-focus crops are brighter: mean 0.66 vs 0.58), or "
+        "leave them as normalised (the notebook)."))
     p_vertical: float = Field(0.35, ge=0.0, le=1.0, description=(
         "Weight p of the vertical sections in D_S's loss (horizontal: 1 - p)."))
     lambda_cycle: float = Field(10.5, ge=0.0, le=1000.0, description=(
@@ -184,7 +195,7 @@ class ZSEGANConfig(BaseModel):
                 "upsample": self.upsample}
 
     def discriminator_kwargs(self) -> dict[str, Any]:
-        return {"ndf": self.ndf, "n_layers": self.d_layers}
+        return {"ndf": self.ndf, "n_layers": self.d_layers, "norm": self.d_norm}
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, val_fraction=0.5,
@@ -335,6 +346,21 @@ def split_zscans(n: int, val_count: int, seed: int) -> tuple[list[int], list[int
 def _to_unit(arr: np.ndarray, norm: PercentileNormalizer) -> np.ndarray:
     """Percentile-normalise to [0, 1] (scale_range of the package), then map to [-1, 1]."""
     return 2.0 * norm.before(arr) - 1.0
+
+
+def match_histogram(images: Sequence[torch.Tensor], reference: torch.Tensor,
+                    n_quantiles: int = 1001) -> list[torch.Tensor]:
+    """Map the pooled intensity distribution of ``images`` onto that of ``reference``
+    (quantile mapping, one monotone function for all images): structure and sharpness stay,
+    brightness and contrast become the reference's. Used to put the in-focus images on the
+    intensity scale of the z-scans' focal planes."""
+    q = np.linspace(0.0, 1.0, int(n_quantiles))
+    src = np.quantile(torch.cat([t.reshape(-1) for t in images]).double().numpy(), q)
+    ref = np.quantile(reference.reshape(-1).double().numpy(), q)
+    src, keep = np.unique(src, return_index=True)  # np.interp needs increasing abscissae
+    ref = ref[keep]
+    return [torch.from_numpy(np.interp(t.double().numpy(), src, ref).astype(np.float32))
+            for t in images]
 
 
 def _d4(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
@@ -742,6 +768,10 @@ def train_zsegan(zscans: Sequence[np.ndarray], infocus: Sequence[np.ndarray],
     torch.manual_seed(cfg.seed)
     ys = _as_tensor_list(infocus, norm)
     vs = _as_tensor_list(vertical, norm) if vertical else None
+    if cfg.infocus_match == "focal":
+        ref = x_train[:, 0, cfg.focal_index]
+        ys = match_histogram(ys, ref)
+        vs = match_histogram(vs, ref) if vs else None
     # calibration crops: fixed positions from a local generator (no draw from the global one)
     rng = np.random.default_rng(cfg.seed + 7)
     c = cfg.crop
@@ -919,6 +949,10 @@ class ZSEGAN(Method):
                "notebook; for short trainings)."),
         Option("upsample", "upsample", str, "transposed (notebook) or resize (nearest + conv)."),
         Option("d-layers", "d_layers", int, "Stride-2 layers per PatchGAN (notebook 4)."),
+        Option("d-norm", "d_norm", str, "instance (notebook) or none: normalisation inside "
+               "the discriminators (none lets them see edge strength on small crops)."),
+        Option("infocus-match", "infocus_match", str, "focal: map the in-focus images onto "
+               "the focal planes' intensity histogram; none (notebook)."),
         Option("p-vertical", "p_vertical", float, "Weight of vertical sections in D_S."),
         Option("lambda-cycle", "lambda_cycle", float, "Cycle-consistency weight."),
         Option("lambda-identity", "lambda_identity", float, "Identity-loss weight."),

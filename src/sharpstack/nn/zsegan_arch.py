@@ -18,6 +18,9 @@ notebook, keerfish/ZSE-GAN, where the paper gives no sizes):
 - :class:`PatchDiscriminator2D` (D_S, D_B): PatchGAN, ``n_layers`` Conv2d k4 s2 (``ndf``,
   doubling; instance norm after all but the first, LeakyReLU 0.2) -> Conv2d k2 (1 channel),
   a map of real/fake scores. Takes horizontal (Y, X) and vertical (lateral, Z) sections.
+  ``norm="none"`` drops the instance norms: on small sections (a 48-pixel crop leaves 3x3
+  maps after four layers) instance norm rescales every channel to unit variance and so
+  erases the edge energy that tells a blurred plane from a sharp one.
 - :class:`ZSEGANDeploy`: G_S alone, taking the scale_range-normalised stack in [0, 1] and
   returning the sharpened stack in [0, 1] (the [-1, 1] mapping of training happens inside).
 
@@ -240,17 +243,25 @@ class PatchDiscriminator2D(nn.Module):
     ``n_layers`` Conv2d k4 s2 p1 with ``ndf * 2**i`` filters (instance norm after all but
     the first; LeakyReLU 0.2), then Conv2d k2 s1 p1 to one channel of scores.
 
+    ``norm``: ``"instance"`` (the notebook) or ``"none"``. Instance norm makes every channel
+    of a section zero-mean and unit-variance, which removes how strong its edges are; on
+    small maps (3x3 after four layers on a 48-pixel crop) a discriminator with it cannot
+    tell a defocused plane from an in-focus image (measured: equal scores after 600 steps),
+    one without it can within 100 steps.
+
     Shapes: ``(N, 1, H, W) -> (N, 1, h, w)``.
     """
 
-    def __init__(self, ndf: int = 32, n_layers: int = 4) -> None:
+    def __init__(self, ndf: int = 32, n_layers: int = 4, norm: str = "instance") -> None:
         super().__init__()
+        if norm not in ("instance", "none"):
+            raise ValueError(f"norm must be 'instance' or 'none', got {norm!r}")
         layers: list[nn.Module] = []
         cin = 1
         for i in range(int(n_layers)):
             cout = ndf * 2 ** i
             layers.append(nn.Conv2d(cin, cout, 4, 2, 1))
-            if i > 0:
+            if i > 0 and norm == "instance":
                 layers.append(nn.InstanceNorm2d(cout))
             layers.append(nn.LeakyReLU(0.2))
             cin = cout
