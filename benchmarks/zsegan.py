@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lambda-identity", type=float, default=0.5, help="identity weight")
     p.add_argument("--lr-d", type=float, default=None,
                    help="discriminators' learning rate (default: the generators' 2e-4)")
+    p.add_argument("--d-norm", default="instance", choices=["instance", "none"],
+                   help="normalisation inside the discriminators (notebook: instance)")
+    p.add_argument("--infocus-match", default="none", choices=["none", "focal"],
+                   help="map the in-focus images onto the focal planes' histogram (notebook: none)")
     p.add_argument("--vertical-set", action="store_true",
                    help="use the notebook's vertical sections for D_S")
     p.add_argument("--device", default=None, help="cpu or cuda (default: GPU if present)")
@@ -66,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
                      val_count=a.val_count, lambda_identity=a.lambda_identity,
                      use_vertical=a.vertical_set, device=a.device, seed=a.seed,
                      residual=a.residual, upsample=a.upsample,
-                     lambda_cycle=a.lambda_cycle, extra={"lr_d": a.lr_d} if a.lr_d else None,
+                     lambda_cycle=a.lambda_cycle,
+                     extra={"d_norm": a.d_norm, "infocus_match": a.infocus_match,
+                            **({"lr_d": a.lr_d} if a.lr_d else {})},
                      resume=a.resume)
     with open(f"{a.out}/tables.md", encoding="utf-8") as fh:
         print(fh.read())
