@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -141,17 +140,27 @@ def big_ome_zarr(path: Path, shape: tuple[int, int, int]) -> Path:
                           overwrite=True)
 
 
+# The child's own peak: RUSAGE_CHILDREN of *this* process is the largest child so far (the
+# Dask workers of the speed part included), so each command runs under a small wrapper
+# process whose only child it is, and the wrapper reports that child's peak.
+_RSS_WRAPPER = ("import resource, subprocess, sys\n"
+                "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+                "sys.stderr.write(r.stderr[-2000:])\n"
+                "print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+                "sys.exit(r.returncode)\n")
+
+
 def peak_rss_of(cmd: list[str]) -> tuple[float, float]:
-    """(peak RSS in MiB, seconds) of a child process."""
+    """(peak RSS in MiB, seconds) of a child process, measured on that child alone."""
     t = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, *cmd], capture_output=True,
+                          text=True)
     dt = time.perf_counter() - t
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
-    # ru_maxrss of RUSAGE_CHILDREN is the largest child so far: run the smaller input first
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(peak, before) / 1024, dt
+    kib = [int(line.split()[1]) for line in proc.stdout.splitlines()
+           if line.startswith("PEAK_RSS_KIB")]
+    return kib[-1] / 1024, dt
 
 
 def main() -> None:
@@ -163,10 +172,12 @@ def main() -> None:
     ap.add_argument("--one-layer-shape", default="64,1024,1024")
     ap.add_argument("--memory-gb", default="1,8", help="input sizes (GB) of the RSS test; '' skips it")
     ap.add_argument("--skip-bioimageio", action="store_true")
+    ap.add_argument("--only-memory", action="store_true",
+                    help="run only the peak-RSS test (one-layer package, --memory-gb inputs)")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    if not args.package.exists():
+    if not args.only_memory and not args.package.exists():
         sys.exit(f"{args.package} not found: build it with `sharpstack demo --out demo_out` "
                  f"(speed does not depend on the weights: --epochs 1 --steps 1 will do)")
 
@@ -195,134 +206,137 @@ def main() -> None:
 
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads; "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
-    pkg = args.package.resolve()
-    folder = unpack(pkg, work)
-    descr = load_model(pkg)
-    model = _digest(descr)
-    ts_path = folder / descr.weights.torchscript.source.path
-    onnx_path = folder / descr.weights.onnx.source.path if descr.weights.onnx else None
-    sizes = {d: g.smallest_valid(n) for d, g, n in
-             zip("zyx", (model.space[a] for a in "zyx"), shape)}
-    padded = tuple(max(sizes[d], n) for d, n in zip("zyx", shape))
+    if not args.only_memory:
+        pkg = args.package.resolve()
+        folder = unpack(pkg, work)
+        descr = load_model(pkg)
+        model = _digest(descr)
+        ts_path = folder / descr.weights.torchscript.source.path
+        onnx_path = folder / descr.weights.onnx.source.path if descr.weights.onnx else None
+        sizes = {d: g.smallest_valid(n) for d, g, n in
+                 zip("zyx", (model.space[a] for a in "zyx"), shape)}
+        padded = tuple(max(sizes[d], n) for d, n in zip("zyx", shape))
 
-    # ---------------------------------------------------------------- compute limit
-    gflops = matmul_gflops(args.threads)
-    fpv = flop_per_voxel(ts_path, (16, 96, 96))
-    limit = gflops * 1e9 / fpv
-    res["matmul_gflops"], res["flop_per_voxel"], res["compute_limit"] = gflops, fpv, limit
-    print(f"compute limit: matmul {gflops:.1f} GFLOP/s / {fpv / 1e3:.1f} kFLOP per voxel "
-          f"(counted on the TorchScript network) = {limit / 1e6:.3f} M voxels/s", flush=True)
-    print(f"package: {model.name}; smallest valid input for {shape}: {padded} "
-          f"({np.prod(padded) / n_vox:.2f}x the voxels)", flush=True)
+        # ---------------------------------------------------------------- compute limit
+        gflops = matmul_gflops(args.threads)
+        fpv = flop_per_voxel(ts_path, (16, 96, 96))
+        limit = gflops * 1e9 / fpv
+        res["matmul_gflops"], res["flop_per_voxel"], res["compute_limit"] = gflops, fpv, limit
+        print(f"compute limit: matmul {gflops:.1f} GFLOP/s / {fpv / 1e3:.1f} kFLOP per voxel "
+              f"(counted on the TorchScript network) = {limit / 1e6:.3f} M voxels/s", flush=True)
+        print(f"package: {model.name}; smallest valid input for {shape}: {padded} "
+              f"({np.prod(padded) / n_vox:.2f}x the voxels)", flush=True)
 
-    # ---------------------------------------------------------------- the stack
-    rng = np.random.default_rng(0)
-    stack = as_dataarray(rng.gamma(2.0, 300.0, size=shape).astype(np.float32), "ZYX",
-                         {"z": 0.2, "y": 0.2, "x": 0.2})
-    src = write_stack(work / "stack.ome.zarr", stack, overwrite=True)
-    lo, hi = np.quantile(stack.values, [0.01, 0.998])
-    x = torch.from_numpy(((stack.values - lo) / (hi - lo + 1e-6)).astype(np.float32))[None, None]
+        # ---------------------------------------------------------------- the stack
+        rng = np.random.default_rng(0)
+        stack = as_dataarray(rng.gamma(2.0, 300.0, size=shape).astype(np.float32), "ZYX",
+                             {"z": 0.2, "y": 0.2, "x": 0.2})
+        src = write_stack(work / "stack.ome.zarr", stack, overwrite=True)
+        lo, hi = np.quantile(stack.values, [0.01, 0.998])
+        x = torch.from_numpy(((stack.values - lo) / (hi - lo + 1e-6)).astype(np.float32))[None, None]
 
-    # ---------------------------------------------------------------- plain runtimes
-    net = torch.jit.load(str(ts_path)).eval()
-    with torch.inference_mode():
-        cold, _ = _clock(lambda: net(x))
-        warm, ref = _clock(lambda: net(x))
-    row("plain TorchScript, whole volume (first call)", cold)
-    row("plain TorchScript, whole volume", warm, "(warm: the reference)")
-    ts_plain = res["plain TorchScript, whole volume"]
-    if padded != shape:
-        xp = torch.from_numpy(np.pad(x.numpy(), [(0, 0), (0, 0)] + [
-            (0, p - n) for p, n in zip(padded, shape)], mode="reflect"))
+        # ---------------------------------------------------------------- plain runtimes
+        net = torch.jit.load(str(ts_path)).eval()
         with torch.inference_mode():
-            net(xp)
-            dt, _ = _clock(lambda: net(xp))
-        row("plain TorchScript, padded to the package's valid size", dt, f"{padded}")
-    if onnx_path is not None:
-        import onnxruntime as ort
+            cold, _ = _clock(lambda: net(x))
+            warm, ref = _clock(lambda: net(x))
+        row("plain TorchScript, whole volume (first call)", cold)
+        row("plain TorchScript, whole volume", warm, "(warm: the reference)")
+        ts_plain = res["plain TorchScript, whole volume"]
+        if padded != shape:
+            xp = torch.from_numpy(np.pad(x.numpy(), [(0, 0), (0, 0)] + [
+                (0, p - n) for p, n in zip(padded, shape)], mode="reflect"))
+            with torch.inference_mode():
+                net(xp)
+                dt, _ = _clock(lambda: net(xp))
+            row("plain TorchScript, padded to the package's valid size", dt, f"{padded}")
+        if onnx_path is not None:
+            import onnxruntime as ort
 
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = args.threads, 1
-        sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        xn = x.numpy()
-        sess.run(None, {name: xn})
-        dt, y = _clock(lambda: sess.run(None, {name: xn})[0])
-        row("plain ONNX Runtime, whole volume", dt,
-            f"(max |ONNX - TorchScript| {np.abs(y - ref.numpy()).max():.1e})")
+            so = ort.SessionOptions()
+            so.intra_op_num_threads, so.inter_op_num_threads = args.threads, 1
+            sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+            name = sess.get_inputs()[0].name
+            xn = x.numpy()
+            sess.run(None, {name: xn})
+            dt, y = _clock(lambda: sess.run(None, {name: xn})[0])
+            row("plain ONNX Runtime, whole volume", dt,
+                f"(max |ONNX - TorchScript| {np.abs(y - ref.numpy()).max():.1e})")
 
-    # ---------------------------------------------------------------- sharpstack
-    for fmt in ("auto", "torchscript"):
-        wf = None if fmt == "auto" else fmt
-        dt, mem = _clock(lambda: predict_array(pkg, stack, weight_format=wf, threads=args.threads))
-        row(f"sharpstack predict_array (in memory), {fmt} weights", dt)
+        # ---------------------------------------------------------------- sharpstack
+        for fmt in ("auto", "torchscript"):
+            wf = None if fmt == "auto" else fmt
+            dt, mem = _clock(lambda: predict_array(pkg, stack, weight_format=wf, threads=args.threads))
+            row(f"sharpstack predict_array (in memory), {fmt} weights", dt)
 
-        def streamed():
-            out = work / "streamed.ome.zarr"
-            return predict_file(pkg, src, out, weight_format=wf, threads=args.threads,
-                                overwrite=True)
-        dt, out = _clock(streamed)
-        same = np.array_equal(read_stack(out).values, mem.values)
-        row(f"sharpstack predict_file (streamed, OME-Zarr -> OME-Zarr), {fmt} weights", dt,
-            f"(identical to in memory: {same})")
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster:
-        out = work / "dask.ome.zarr"
-        dt, _ = _clock(lambda: predict_file(pkg, src, out, scheduler=cluster.scheduler_address,
-                                            overwrite=True), repeat=2)
-        diff = float(np.abs(read_stack(out).values - mem.values).max())
-        row("sharpstack predict --scheduler (LocalCluster, 2 workers x 1 thread)", dt,
-            f"(max |dask - in memory| {diff:.1e}; 2nd run: workers warm)")
+            def streamed():
+                out = work / "streamed.ome.zarr"
+                return predict_file(pkg, src, out, weight_format=wf, threads=args.threads,
+                                    overwrite=True)
+            dt, out = _clock(streamed)
+            same = np.array_equal(read_stack(out).values, mem.values)
+            row(f"sharpstack predict_file (streamed, OME-Zarr -> OME-Zarr), {fmt} weights", dt,
+                f"(identical to in memory: {same})")
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster:
+            out = work / "dask.ome.zarr"
+            dt, _ = _clock(lambda: predict_file(pkg, src, out, scheduler=cluster.scheduler_address,
+                                                overwrite=True), repeat=2)
+            diff = float(np.abs(read_stack(out).values - mem.values).max())
+            row("sharpstack predict --scheduler (LocalCluster, 2 workers x 1 thread)", dt,
+                f"(max |dask - in memory| {diff:.1e}; 2nd run: workers warm)")
 
-    # ---------------------------------------------------------------- bioimageio.core
-    if not args.skip_bioimageio:
-        raw = stack.values[None, None]
-        for label, wf in (("its default weights (pytorch_state_dict)", None),
-                          ("TorchScript", "torchscript")):
-            pp = create_prediction_pipeline(descr, weight_format=wf)
-            sample = Sample(members={model.in_id: Tensor(raw, dims=model.in_dims)}, stat={},
-                            id="s")
-            dt, _ = _clock(lambda: bio_predict(model=pp, inputs=sample))
-            row(f"bioimageio.core.predict, whole sample, {label}", dt)
-            n = max(0, (min(256, shape[1]) - model.space["y"].min) // max(model.space["y"].step, 1))
-            sample = Sample(members={model.in_id: Tensor(raw, dims=model.in_dims)}, stat={},
-                            id="s")
-            try:
-                dt, _ = _clock(lambda: bio_predict(model=pp, inputs=sample,
-                                                   blocksize_parameter=n))
-            except ValueError as exc:  # its blocks never shrink below the model's minimum
-                print(f"{'bioimageio.core.predict, blocksize_parameter=' + str(n) + ', ' + label:60s}"
-                      f"   fails: {exc}", flush=True)
-            else:
-                row(f"bioimageio.core.predict, blocksize_parameter={n}, {label}", dt)
+        # ---------------------------------------------------------------- bioimageio.core
+        if not args.skip_bioimageio:
+            raw = stack.values[None, None]
+            for label, wf in (("its default weights (pytorch_state_dict)", None),
+                              ("TorchScript", "torchscript")):
+                pp = create_prediction_pipeline(descr, weight_format=wf)
+                sample = Sample(members={model.in_id: Tensor(raw, dims=model.in_dims)}, stat={},
+                                id="s")
+                dt, _ = _clock(lambda: bio_predict(model=pp, inputs=sample))
+                row(f"bioimageio.core.predict, whole sample, {label}", dt)
+                n = max(0, (min(256, shape[1]) - model.space["y"].min) // max(model.space["y"].step, 1))
+                sample = Sample(members={model.in_id: Tensor(raw, dims=model.in_dims)}, stat={},
+                                id="s")
+                try:
+                    dt, _ = _clock(lambda: bio_predict(model=pp, inputs=sample,
+                                                       blocksize_parameter=n))
+                except ValueError as exc:  # its blocks never shrink below the model's minimum
+                    print(f"{'bioimageio.core.predict, blocksize_parameter=' + str(n) + ', ' + label:60s}"
+                          f"   fails: {exc}", flush=True)
+                else:
+                    row(f"bioimageio.core.predict, blocksize_parameter={n}, {label}", dt)
 
-    # ---------------------------------------------------------------- summary (IsoNet)
-    best = max(v for k, v in res.items() if k.startswith("sharpstack predict_file"))
-    print("\nratios (streamed sharpstack predict, best weights):")
-    print(f"  / plain TorchScript whole volume: {best / ts_plain:.2f}x (target >= 0.95)")
-    bio = [v for k, v in res.items() if "whole sample" in k]
-    if bio:
-        print(f"  / bioimageio.core.predict whole sample: {best / max(bio):.2f}x .. "
-              f"{best / min(bio):.2f}x (target >= 4)")
-    print(f"  / compute limit: {best / limit:.2f}x", flush=True)
+        # ---------------------------------------------------------------- summary (IsoNet)
+        best = max(v for k, v in res.items() if k.startswith("sharpstack predict_file"))
+        print("\nratios (streamed sharpstack predict, best weights):")
+        print(f"  / plain TorchScript whole volume: {best / ts_plain:.2f}x (target >= 0.95)")
+        bio = [v for k, v in res.items() if "whole sample" in k]
+        if bio:
+            print(f"  / bioimageio.core.predict whole sample: {best / max(bio):.2f}x .. "
+                  f"{best / min(bio):.2f}x (target >= 4)")
+        print(f"  / compute limit: {best / limit:.2f}x", flush=True)
 
-    # ---------------------------------------------------------------- the runner itself
-    one = one_layer_package(work / "one_layer")
-    oshape = tuple(int(v) for v in args.one_layer_shape.split(","))
-    osrc = big_ome_zarr(work / "one_in.ome.zarr", oshape)
-    on = int(np.prod(oshape))
-    for fmt in ("auto", "torchscript"):
-        wf = None if fmt == "auto" else fmt
-        times = []
-        for _ in range(2):
-            t = time.perf_counter()
-            predict_file(one, osrc, work / "one_out.ome.zarr", weight_format=wf,
-                         threads=args.threads, overwrite=True)
-            times.append(time.perf_counter() - t)
-        res[f"one layer {fmt}"] = on / min(times)
-        print(f"{'one-layer package, OME-Zarr -> OME-Zarr, ' + fmt + ' weights':60s} "
-              f"{on / min(times) / 1e6:8.2f} M voxels/s  ({min(times):.2f} s for {oshape}, "
-              f"statistics pass included; target >= 30)", flush=True)
+        # ---------------------------------------------------------------- the runner itself
+        one = one_layer_package(work / "one_layer")
+        oshape = tuple(int(v) for v in args.one_layer_shape.split(","))
+        osrc = big_ome_zarr(work / "one_in.ome.zarr", oshape)
+        on = int(np.prod(oshape))
+        for fmt in ("auto", "torchscript"):
+            wf = None if fmt == "auto" else fmt
+            times = []
+            for _ in range(2):
+                t = time.perf_counter()
+                predict_file(one, osrc, work / "one_out.ome.zarr", weight_format=wf,
+                             threads=args.threads, overwrite=True)
+                times.append(time.perf_counter() - t)
+            res[f"one layer {fmt}"] = on / min(times)
+            print(f"{'one-layer package, OME-Zarr -> OME-Zarr, ' + fmt + ' weights':60s} "
+                  f"{on / min(times) / 1e6:8.2f} M voxels/s  ({min(times):.2f} s for {oshape}, "
+                  f"statistics pass included; target >= 30)", flush=True)
+    else:
+        one = one_layer_package(work / "one_layer")
 
     # ---------------------------------------------------------------- peak RSS
     gbs = [float(v) for v in args.memory_gb.split(",") if v.strip()]

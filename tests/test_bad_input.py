@@ -27,6 +27,8 @@ from typer.testing import CliRunner
 
 from sharpstack.cli import app
 
+from ._cli import clean_failure as _clean_failure
+
 runner = CliRunner()
 TINY_CLI = ["--epochs", "1", "--steps-per-epoch", "2", "--patches", "16", "--patch-size", "32",
             "--batch-size", "4", "--dropout", "0"]
@@ -36,13 +38,6 @@ def _cli(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def _clean_failure(res, *needles, code=2):
-    assert res.exit_code == code, (res.exit_code, res.output)
-    assert "Traceback" not in res.output
-    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
-    low = res.output.lower()
-    for n in needles:
-        assert n.lower() in low, (n, res.output)
 
 
 def _digest(*paths) -> dict[str, str]:

@@ -459,3 +459,34 @@ def test_predict_user_story_with_the_upsampling_package(package_upsample, synth_
         back = read_stack(write_stack(tmp_path / f"given{suffix}", result))
         assert back.attrs["voxel_size"] == pytest.approx({"z": 0.25, "y": 0.24, "x": 0.24})
         assert back.attrs["calibrated"] is True
+
+
+def test_cli_predict_voxel_size_completes_the_calibration(package_upsample, synth_data,
+                                                          tmp_path):
+    # the stack of the user story (lateral 0.24 µm from the file, z unknown) predicted from
+    # the command line with the z spacing given: z = 2.0 / 8 in every output format, the
+    # lateral size read from the file; a size that is not a number is refused before output
+    from typer.testing import CliRunner
+
+    from sharpstack.cli import app
+
+    raw = read_stack(synth_data["paths"]["anisotropic"]).values
+    src = tmp_path / "confocal.tif"
+    tifffile.imwrite(src, raw, imagej=True, resolution=(1 / 0.24, 1 / 0.24),
+                     metadata={"axes": "ZYX", "unit": "um"})
+    runner = CliRunner()
+    for suffix in (".tif", ".ome.zarr"):
+        dst = tmp_path / f"restored{suffix}"
+        res = runner.invoke(app, ["predict", str(package_upsample), str(src), str(dst),
+                                  "--voxel-size", "z=2"])
+        assert res.exit_code == 0, res.output
+        back = read_stack(dst)
+        assert back.attrs["voxel_size"] == pytest.approx({"z": 0.25, "y": 0.24, "x": 0.24})
+        assert back.attrs["voxel_size_source"]["z"] in ("file", "given")
+    bad = tmp_path / "bad.tif"
+    res = runner.invoke(app, ["predict", str(package_upsample), str(src), str(bad),
+                              "--voxel-size", "z=abc"])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert "--voxel-size" in res.output
+    assert not bad.exists() and sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["confocal.tif", "restored.tif", "restored.ome.zarr"])

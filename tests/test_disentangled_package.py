@@ -19,6 +19,8 @@ from typer.testing import CliRunner
 from sharpstack.cli import app
 from sharpstack.io import as_dataarray, read_stack, write_tiff
 
+from ._cli import ok as _ok, clean_failure as _clean_failure
+
 runner = CliRunner()
 
 # a tiny network (two poolings, 4-8 channels): receptive radius 21, halo 24, minimum size 52
@@ -27,17 +29,7 @@ TINY_FLAGS = ["--focus-plane", "3", "--channels", "4,8", "--id-channels", "8",
               "--batch-size", "4", "--threads", "1"]
 
 
-def _ok(res):
-    assert res.exit_code == 0, res.output
-    return res
 
-
-def _clean_failure(res, *needles):
-    assert res.exit_code == 2, res.output
-    assert "Traceback" not in res.output
-    assert res.output.count("error:") == 1, res.output
-    for n in needles:
-        assert n in res.output, res.output
 
 
 @pytest.fixture(scope="module")

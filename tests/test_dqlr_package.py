@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 
 from sharpstack.cli import app
 
+from ._cli import ok as _ok, clean_failure as _clean_failure
+
 runner = CliRunner()
 
 TRAIN_FLAGS = ["--hidden", "8", "--rnn-hidden", "8", "--res-hidden", "4", "--code-dim", "8",
@@ -28,18 +30,7 @@ TRAIN_FLAGS = ["--hidden", "8", "--rnn-hidden", "8", "--res-hidden", "4", "--cod
                "--threads", "1"]
 
 
-def _ok(res):
-    assert res.exit_code == 0, res.output
-    return res
 
-
-def _clean_failure(res, *needles):
-    assert res.exit_code == 2, res.output
-    assert "Traceback" not in res.output
-    assert res.exception is None or isinstance(res.exception, SystemExit)
-    assert res.output.count("error:") == 1, res.output
-    for n in needles:
-        assert n in res.output, res.output
 
 
 @pytest.fixture(scope="module")

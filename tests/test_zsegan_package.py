@@ -5,7 +5,6 @@ consumer checks), bad input answered with exit code 2, and the benchmark's machi
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +14,8 @@ from typer.testing import CliRunner
 from sharpstack.cli import app
 from sharpstack.io import as_dataarray, read_stack, write_tiff
 
+from ._cli import ok as _ok, clean_failure as _clean_failure
+
 runner = CliRunner()
 
 # tiny networks: receptive radius 18 (halo 20), seconds per training on one thread
@@ -23,17 +24,7 @@ TINY_FLAGS = ["--crop", "16", "--ngf", "2", "--res-blocks", "1", "--ndf", "4",
               "--val-count", "1", "--pool", "3", "--threads", "1"]
 
 
-def _ok(res):
-    assert res.exit_code == 0, res.output
-    return res
 
-
-def _clean_failure(res, *needles):
-    assert res.exit_code == 2, res.output
-    assert "Traceback" not in res.output
-    assert res.output.count("error:") == 1, res.output
-    for n in needles:
-        assert n in res.output, res.output
 
 
 @pytest.fixture(scope="module")

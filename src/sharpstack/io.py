@@ -34,7 +34,6 @@ import math
 import os
 import re
 import shutil
-import uuid
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping

@@ -644,7 +644,8 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
                  overwrite: bool = False, resume: bool = False, scheduler: str | None = None,
                  workers: int | None = None,
                  progress: Callable[[int, int], Any] | bool = False,
-                 log: Callable[[str], Any] | None = None) -> Path:
+                 log: Callable[[str], Any] | None = None,
+                 voxel_size: Mapping[str, float] | None = None) -> Path:
     """Run a model package on a stack file and stream the result into the output file.
 
     Parameters
@@ -676,6 +677,10 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
         (``tcp://host:8786``). See :func:`sharpstack.distributed.predict_dask`.
     workers : int, optional
         Worker processes (or threads for ``"threads"``) for ``scheduler``.
+    voxel_size : dict, optional
+        Micrometres per input axis (``--voxel-size``, see
+        :func:`sharpstack.io.parse_voxel_size`): overrides or completes the file's
+        calibration; the output's voxel size follows from it and the model's scaling.
 
     Returns
     -------
@@ -704,14 +709,14 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
     from ._files import signals_as_interrupts
     from ._stream import (NpySink, TiffSink, ZarrSink, fingerprint, output_kind,
                           prepare_destination, tiff_dtype)
-    from .io import _IMAGEJ_DTYPES, read_stack
+    from .io import _IMAGEJ_DTYPES, read_stack, with_voxel_size
 
     _check_progress(progress)
     src, dst = Path(input_path), Path(output_path)
     kind = output_kind(dst)
     prepare_destination(dst, src, overwrite=overwrite, resume=resume)
     descr = load_model(package)
-    data = read_stack(src)
+    data = with_voxel_size(read_stack(src), voxel_size)
     job = _prepare(descr, data, tile=tile, weight_format=weight_format, device=device,
                    threads=threads, batch=batch, planes=planes,
                    code_reason=_code_reason(package, trust_code))

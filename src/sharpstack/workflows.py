@@ -18,6 +18,7 @@ A run folder (``sharpstack train <method> ... RUN``) holds
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -291,23 +292,27 @@ def train_run(method: str | Method, inputs: Sequence[str | Path], out_dir: str |
         _refuse_existing(existing, overwrite)
     cfg = settings_from(m.settings_model, dict(settings or {}), options=m.options, base=base,
                         what=f"{m.name} settings")
+    # under torchrun every process trains; only the first writes the run folder's records
+    # (the loop itself writes checkpoints on rank 0 only)
+    primary = int(os.environ.get("RANK", "0")) == 0
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    if overwrite and not resume:
+    if primary and overwrite and not resume:
         for name in ("model.pt", "last.pt", "best.pt", "history.json", "loss_curve.png"):
             (out / name).unlink(missing_ok=True)
-    if not resume:  # the settings are on record from the start, so --resume can rely on them
+    if primary and not resume:  # the settings are on record from the start, for --resume
         _write_json_atomic(out / "run.json", _run_json(out, m, cfg, ins, status="training"))
     try:
         trained = m.train(ins, cfg, out_dir=out, resume=resume, progress=progress,
                           voxel_size=voxel_size)
     except BaseException:
-        if not resume and not (out / "last.pt").exists():  # nothing trained: leave no trace
+        if primary and not resume and not (out / "last.pt").exists():  # nothing trained
             (out / "run.json").unlink(missing_ok=True)
             if created and out.is_dir() and not any(out.iterdir()):
                 out.rmdir()
         raise
-    save_run(out, m, trained, ins)
+    if primary:
+        save_run(out, m, trained, ins)
     return {"trained": trained, "model": trained.model, "run": out,
             "model_path": out / "model.pt", "history": trained.result.history,
             "best_epoch": trained.result.best_epoch, "settings": trained.settings}
@@ -423,7 +428,7 @@ def validate_package(package: str | Path, weight_formats: Sequence[str] | None =
         run.append(wf)
     if not run:
         raise PackageError(f"nothing to validate in {p} without running its code: "
-                           + "; ".join(lines) + f" (or validate another format)")
+                           + "; ".join(lines) + " (or validate another format)")
     try:
         ok, report = test_package(source, run)
     except Exception as exc:  # noqa: BLE001 - bioimageio raises many kinds; one message

@@ -45,11 +45,12 @@ import csv
 import json
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._jobs import job_executor
 
 __all__ = ["run_disentangled_bench", "REDUCED", "MODELS", "LABELS", "THESIS", "load_dataset",
            "held_out_quality"]
@@ -146,25 +147,6 @@ def load_dataset(name: str, *, n_synthetic: int = 48, synthetic_size: int = 128,
 # jobs (in this process or in worker processes)
 # --------------------------------------------------------------------------------------------
 
-class _InlineExecutor:
-    """``submit`` runs the job at once in this process (``jobs=1``)."""
-
-    def submit(self, fn: Callable, *args: Any) -> Future:
-        fut: Future = Future()
-        try:
-            fut.set_result(fn(*args))
-        except Exception as e:  # re-raised by .result(), as a pool would
-            fut.set_exception(e)
-        return fut
-
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        return None
-
-
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(int(threads))
 
 
 def _train_job(dataset: str, data_kw: dict[str, Any], cfg: dict[str, Any],
@@ -380,16 +362,7 @@ def run_disentangled_bench(out_dir: str | Path, *,
             c["blur_channels"] = int(blur_channels)
         return c
 
-    if jobs == 1:
-        executor: Any = _InlineExecutor()
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        executor = ProcessPoolExecutor(max_workers=int(jobs),
-                                       mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_init_worker,
-                                       initargs=(torch.get_num_threads(),))
+    executor: Any = job_executor(jobs)
     results: dict[str, Any] = {"settings": {**base, "blur_channels": blur_channels,
                                             "models": mnames, "datasets": names,
                                             "n_synthetic": n_synthetic,
@@ -595,7 +568,7 @@ def _tables(results: dict[str, Any]) -> str:
         if r.get("rl_sigmas"):
             lines.append(f"RL Gaussian widths per plane (px, fitted on training fields): "
                          f"{[round(s, 2) for s in r['rl_sigmas']]}")
-        lines.append(f"Training seconds: " + ", ".join(
+        lines.append("Training seconds: " + ", ".join(
             f"{m} {v['train_seconds']:.0f}" for m, v in ms.items()) + "")
         lines.append("")
     if results.get("checks"):

@@ -52,6 +52,8 @@ from typing import Any
 
 import numpy as np
 
+from ._jobs import job_executor
+
 from ..errors import InputError
 
 __all__ = ["COLUMNS", "COLUMN_TITLES", "REAL_STACKS", "reduced_settings", "run_dqlr_bench",
@@ -107,27 +109,6 @@ def _model_from(job: dict[str, Any], settings: dict[str, Any], quantize: bool):
                      result=res)
 
 
-class _Inline:
-    """``submit`` that runs the job at once in this process (``jobs=1``)."""
-
-    def submit(self, fn, *args):
-        from concurrent.futures import Future
-
-        fut: Future = Future()
-        try:
-            fut.set_result(fn(*args))
-        except Exception as exc:  # re-raised by .result(), as a pool would
-            fut.set_exception(exc)
-        return fut
-
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        return None
-
-
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(int(threads))
 
 
 def real_depth_profile(stack: np.ndarray) -> dict[str, list[float]]:
@@ -241,16 +222,7 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
     # with jobs == 1), then each dataset is scored as its two networks come back
     if isinstance(jobs, bool) or int(jobs) != jobs or jobs < 1:
         raise InputError(f"jobs must be a positive integer, got {jobs!r}")
-    if int(jobs) == 1:
-        executor: Any = _Inline()
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        executor = ProcessPoolExecutor(max_workers=int(jobs),
-                                       mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_init_worker,
-                                       initargs=(torch.get_num_threads(),))
+    executor: Any = job_executor(jobs)
     datasets: list[dict[str, Any]] = []
     try:
         for kind in kinds:
@@ -391,8 +363,8 @@ def format_tables(results: dict[str, Any]) -> str:
         for c in COLUMNS:
             lines.append(f"| {COLUMN_TITLES[c]} | " + " | ".join(
                 f"{s[c][f'psnr_{b}']:.2f} | {s[c][f'ssim_{b}']:.3f}" for b in DEPTH_BINS) + " |")
-        lines += ["", f"Sharpness per depth third (normalised units): mean gradient magnitude / "
-                      f"FM.", "",
+        lines += ["", "Sharpness per depth third (normalised units): mean gradient magnitude / "
+                      "FM.", "",
                   "| column | " + " | ".join(f"{b} grad | {b} FM" for b in DEPTH_BINS) + " |",
                   "|---|" + "---|---|" * len(DEPTH_BINS)]
         for c in (*COLUMNS, "gt"):

@@ -62,12 +62,13 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._jobs import job_executor
 
 from ..errors import InputError
 
@@ -495,26 +496,6 @@ def _atomic_text(path: Path, text: str) -> None:
 # jobs (run in this process or in worker processes)
 # --------------------------------------------------------------------------------------------
 
-class _InlineExecutor:
-    """The part of ``concurrent.futures.Executor`` the benchmark uses, running each job at
-    submission in this process (``jobs=1``: no worker start-up, same code path)."""
-
-    def submit(self, fn: Callable, *args: Any) -> Future:
-        fut: Future = Future()
-        try:
-            fut.set_result(fn(*args))
-        except Exception as e:  # re-raised by .result(), as a pool would
-            fut.set_exception(e)
-        return fut
-
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        return None
-
-
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(int(threads))
 
 
 def _network_job(stack: np.ndarray, psf: np.ndarray | None,
@@ -699,18 +680,8 @@ def run_isonet_table1(out_dir: str | Path, *, size: int | Sequence[int] = 160,
     # jobs == 1 runs every job at submission, in this process; jobs > 1 runs them in worker
     # processes with this process's thread count (on 2 cores, two single-thread trainings
     # each ran as fast as one alone), with the next volume queued while one is collected
-    if jobs == 1:
-        executor: Any = _InlineExecutor()
-        window = 0
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        executor = ProcessPoolExecutor(max_workers=jobs,
-                                       mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_init_worker,
-                                       initargs=(torch.get_num_threads(),))
-        window = 1
+    executor: Any = job_executor(jobs)
+    window = 0 if int(jobs) == 1 else 1
     pending: list[tuple[str, int, dict[str, Any], dict[str, Any]]] = []
     try:
         for d in names:

@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import InputError
 from ..methods.disentangled import DisentangledModel, deblur, is_shared_data
 from ..nn import disentangled_arch
-from .package import AxisSpec, PackageSpec
+from .package import AxisSpec, PackageSpec, quality_table
 
 __all__ = ["DEPLOYABLES", "TEST_SIZE", "disentangled_axes", "synthetic_test_input",
            "test_input_from", "render_card", "disentangled_package_spec",
@@ -89,13 +89,6 @@ def test_input_from(model: DisentangledModel, image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[y0:y0 + out[0], x0:x0 + out[1]], dtype=np.float32)
 
 
-def _fmt_quality(quality: dict[str, Any] | None) -> str:
-    if not quality:
-        return "Not measured for this package."
-    lines = ["| measure | value |", "|---|---|"]
-    for k, v in quality.items():
-        lines.append(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |")
-    return "\n".join(lines)
 
 
 def render_card(model: DisentangledModel, *, name: str, description: str, halo: int,
@@ -145,7 +138,7 @@ def render_card(model: DisentangledModel, *, name: str, description: str, halo: 
         batch=cfg.batch_size, patch=cfg.patch_size,
         best_epoch=model.result.best_epoch if model.result is not None else "?",
         training_data=training_data or "not recorded", test_input_text=test_input_text,
-        quality=_fmt_quality(quality), recon_dev=recon_dev, distance_text=distance_text,
+        quality=quality_table(quality), recon_dev=recon_dev, distance_text=distance_text,
         beta_rate=cfg.beta_rate, beta_full=cfg.beta_full,
         beta_full_pct=round(100 * cfg.beta_full, 2), p_focus=cfg.p_focus,
         kl_weight=cfg.kl_weight, runtimes=runtimes_text)

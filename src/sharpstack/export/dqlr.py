@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ import numpy as np
 from ..errors import InputError
 from ..methods.dqlr import DQLRModel
 from ..nn import dqlr_arch
-from .package import AxisSpec, PackageSpec
+from .package import AxisSpec, PackageSpec, quality_table
 
 __all__ = ["DEPLOYABLES", "DQLR_CITATION", "VQVAE_CITATION", "dqlr_axes", "render_card",
            "dqlr_package_spec", "package_spec_from_run", "test_input_from"]
@@ -53,7 +54,6 @@ DEFAULT_AUTHORS = [{"name": "sharpstack developers"}]
 
 def dqlr_axes(model: DQLRModel) -> list[AxisSpec]:
     """Space axes (z, y, x) with sizes and halos of the ``stack`` deployable."""
-    cfg = model.config
     lat_halo, z_halo = model.halo()
     step = max(model.lateral_multiple(), 8)
     # bioimageio.spec requires (minimum output size - 2 * halo) >= 1
@@ -83,13 +83,6 @@ def test_input_from(stack: np.ndarray, axes: list[AxisSpec], *, lateral: int = 1
     return np.ascontiguousarray(stack[tuple(sl)])
 
 
-def _fmt_quality(quality: dict[str, Any] | None) -> str:
-    if not quality:
-        return "Not measured for this package."
-    lines = ["| measure | value |", "|---|---|"]
-    for k, v in quality.items():
-        lines.append(f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |")
-    return "\n".join(lines)
 
 
 def render_card(model: DQLRModel, *, name: str, description: str, axes: list[AxisSpec],
@@ -135,7 +128,7 @@ def render_card(model: DQLRModel, *, name: str, description: str, axes: list[Axi
         quantize_text=("yes (DQLR)" if cfg.quantize else
                        "no: this is the ablation without quantisation"),
         codebook=usage, training_data=training_data or "not recorded",
-        quality=_fmt_quality(quality), runtimes=runtimes_text)
+        quality=quality_table(quality, ".3f"), runtimes=runtimes_text)
 
 
 def dqlr_package_spec(model: DQLRModel, test_input: np.ndarray, *, covers: list[Path],
@@ -144,8 +137,8 @@ def dqlr_package_spec(model: DQLRModel, test_input: np.ndarray, *, covers: list[
                       quality: dict[str, Any] | None = None,
                       codebook: dict[str, float] | None = None,
                       authors: list[dict[str, str]] | None = None, license: str = "MIT",
-                      runtimes_text: str = "", attachments: list[Path] | None = None
-                      ) -> PackageSpec:
+                      runtimes_text: str = "", attachments: list[Path] | None = None,
+                      cite: Sequence[dict[str, str]] | None = None) -> PackageSpec:
     """A :class:`PackageSpec` for the ``stack`` deployable of a trained DQLR.
 
     ``test_input`` is a raw ZYX crop whose shape is a valid size (``min + n*step``) on every
@@ -172,7 +165,7 @@ def dqlr_package_spec(model: DQLRModel, test_input: np.ndarray, *, covers: list[
         arch_kwargs=model.deploy_kwargs(), axes=axes,
         test_input=np.asarray(test_input, dtype=np.float32), normalizer=model.normalizer,
         documentation=card, covers=covers, authors=authors or DEFAULT_AUTHORS,
-        cite=[DQLR_CITATION, VQVAE_CITATION], license=license,
+        cite=list(cite) if cite else [DQLR_CITATION, VQVAE_CITATION], license=license,
         tags=["dqlr", "deblurring", "denoising", "restoration", "vector-quantization",
               "confocal", "fluorescence-light-microscopy", "pytorch", "sharpstack", "3d"],
         input_description="fluorescence z-stack, as acquired (one channel)",
@@ -186,7 +179,8 @@ def package_spec_from_run(trained, sample: Path, deployable: str, *, workdir: Pa
                           authors: list[dict[str, str]] | None = None, license: str = "MIT",
                           quality: dict[str, Any] | None = None,
                           attachments: list[Path] | None = None,
-                          runtimes_text: str = "") -> PackageSpec:
+                          runtimes_text: str = "",
+                          cite: Sequence[dict[str, str]] | None = None) -> PackageSpec:
     """The package of a trained DQLR run (``methods._base.Trained``).
 
     The test input (and sample TIFF) is a crop of ``sample`` (a raw z-stack of the training
@@ -222,7 +216,7 @@ def package_spec_from_run(trained, sample: Path, deployable: str, *, workdir: Pa
         model, test_input, covers=[cover], claims=claims, name=name,
         training_data=trained.record.get("training_data", ""), quality=quality,
         codebook=trained.record.get("codebook"), authors=authors, license=license,
-        runtimes_text=runtimes_text, attachments=attachments or [])
+        runtimes_text=runtimes_text, attachments=attachments or [], cite=cite)
 
 
 def _cover(stack_in: np.ndarray, stack_out: np.ndarray, deep: int, path: Path) -> Path:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 
 from ..methods.isonet import IsoNetModel
 from ..nn import isonet_arch
-from .package import AxisSpec, PackageSpec
+from .package import AxisSpec, PackageSpec, quality_table
 
 __all__ = ["isonet_package_spec", "isonet_axes", "package_spec_from_run", "ISONET_CITATION",
            "DEPLOYABLES"]
@@ -66,13 +67,6 @@ def isonet_axes(model: IsoNetModel, *, deployable: str) -> list[AxisSpec]:
                      in_scale=float(f), out_scale=1.0)] + lat
 
 
-def _fmt_quality(quality: dict[str, Any] | None) -> str:
-    if not quality:
-        return "Not measured for this package."
-    lines = ["| measure | value |", "|---|---|"]
-    for k, v in quality.items():
-        lines.append(f"| {k} | {v:.2f} |" if isinstance(v, float) else f"| {k} | {v} |")
-    return "\n".join(lines)
 
 
 def render_card(model: IsoNetModel, *, name: str, description: str, deployable: str,
@@ -130,7 +124,7 @@ def render_card(model: IsoNetModel, *, name: str, description: str, deployable: 
         psf_mode_text=psf_mode_text, lr=cfg.lr, epochs=len(model.result.history),
         best_epoch=model.result.best_epoch, n_patches=cfg.n_patches,
         patch_size=cfg.patch_size, dropout=cfg.dropout, training_data=training_data,
-        quality=_fmt_quality(quality), dij_text=dij, ilastik_text=ilastik,
+        quality=quality_table(quality, ".2f"), dij_text=dij, ilastik_text=ilastik,
         qupath_text=qupath, runtimes=runtimes_text,
     )
 
@@ -141,7 +135,8 @@ def isonet_package_spec(model: IsoNetModel, test_input: np.ndarray, *, deployabl
                         training_data: str = "", quality: dict[str, Any] | None = None,
                         authors: list[dict[str, str]] | None = None, license: str = "MIT",
                         runtimes_text: str = "", attachments: list[Path] | None = None,
-                        claims: tuple[str, ...] = ("bioimageio",)) -> PackageSpec:
+                        claims: tuple[str, ...] = ("bioimageio",),
+                        cite: Sequence[dict[str, str]] | None = None) -> PackageSpec:
     """A :class:`PackageSpec` for one deployable of a trained IsoNet.
 
     ``test_input`` is raw data: ZYX crop of the raw anisotropic stack (``upsample``) or of the
@@ -185,7 +180,7 @@ def isonet_package_spec(model: IsoNetModel, test_input: np.ndarray, *, deployabl
         arch_source=Path(isonet_arch.__file__), arch_callable=callable_, arch_kwargs=kwargs,
         axes=axes, test_input=np.asarray(test_input, dtype=np.float32),
         normalizer=model.normalizer, documentation=card, covers=covers,
-        authors=authors or DEFAULT_AUTHORS, cite=[ISONET_CITATION], license=license,
+        authors=authors or DEFAULT_AUTHORS, cite=list(cite) if cite else [ISONET_CITATION], license=license,
         tags=tags, input_description={
             "upsample": "anisotropic fluorescence stack, as acquired",
             "isotropic": "fluorescence stack resampled to isotropic voxels",
@@ -216,7 +211,8 @@ def package_spec_from_run(trained, sample: Path, deployable: str, *, workdir: Pa
                           authors: list[dict[str, str]] | None = None, license: str = "MIT",
                           quality: dict[str, Any] | None = None,
                           attachments: list[Path] | None = None,
-                          runtimes_text: str = "") -> PackageSpec:
+                          runtimes_text: str = "",
+                          cite: Sequence[dict[str, str]] | None = None) -> PackageSpec:
     """The package of one deployable of a trained IsoNet run (``methods._base.Trained``).
 
     The test input (and sample TIFF) is a central crop of ``sample`` (a raw anisotropic
@@ -256,4 +252,4 @@ def package_spec_from_run(trained, sample: Path, deployable: str, *, workdir: Pa
         psf_text=trained.record.get("psf_text", ""),
         training_data=trained.record.get("training_data", ""), quality=quality,
         authors=authors, license=license, attachments=attachments or [],
-        runtimes_text=runtimes_text, claims=claims)
+        runtimes_text=runtimes_text, claims=claims, cite=cite)

@@ -344,3 +344,14 @@ def build_package(spec: PackageSpec, out_path: str | Path, *, overwrite: bool = 
                     f"{report_text}")
         replace_atomically(candidate, out)  # the old package stays until the new is complete
     return out
+
+
+def quality_table(quality: Mapping[str, Any] | None, float_format: str = ".4g") -> str:
+    """The model card's "measured quality" section: a Markdown table of ``quality`` (floats
+    written with ``float_format``), or a sentence saying nothing was measured."""
+    if not quality:
+        return "Not measured for this package."
+    lines = ["| measure | value |", "|---|---|"]
+    for k, v in quality.items():
+        lines.append(f"| {k} | {v:{float_format}} |" if isinstance(v, float) else f"| {k} | {v} |")
+    return "\n".join(lines)

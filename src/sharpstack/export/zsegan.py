@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import InputError
 from ..methods.zsegan import ZSEGANModel, restore
 from ..nn import zsegan_arch
-from .package import AxisSpec, PackageSpec
+from .package import AxisSpec, PackageSpec, quality_table
 
 __all__ = ["DEPLOYABLES", "zsegan_axes", "synthetic_test_input", "render_card",
            "zsegan_package_spec", "package_spec_from_run"]
@@ -65,13 +65,6 @@ def synthetic_test_input(model: ZSEGANModel, *, seed: int = 0) -> np.ndarray:
                  focal_plane=model.config.focal_index, sigma_max=4.0)
 
 
-def _fmt_quality(quality: dict[str, Any] | None) -> str:
-    if not quality:
-        return "Not measured for this package."
-    lines = ["| measure | value |", "|---|---|"]
-    for k, v in quality.items():
-        lines.append(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |")
-    return "\n".join(lines)
 
 
 def _variant_text(cfg) -> str:
@@ -117,7 +110,7 @@ def render_card(model: ZSEGANModel, *, name: str, description: str, halo: int,
                   if cfg.residual else "+ tanh"),
         variant_text=_variant_text(cfg),
         kwargs=json.dumps(cfg.generator_kwargs()), training_data=training_data or "not recorded",
-        quality=_fmt_quality(quality), runtimes=runtimes_text)
+        quality=quality_table(quality), runtimes=runtimes_text)
 
 
 def zsegan_package_spec(model: ZSEGANModel, test_input: np.ndarray, *, covers: list[Path],

@@ -156,6 +156,9 @@ class Method:
     synth_options: ClassVar[tuple[Option, ...]] = ()
     demo: ClassVar[Demo | None] = None
     bench_options: ClassVar[tuple[Option, ...]] = ()
+    export_module: ClassVar[str | None] = None
+    """Module with ``package_spec_from_run(trained, sample, deployable, *, workdir, claims,
+    name, authors, license, quality, attachments, runtimes_text, cite)`` (the packages)."""
 
     # ------------------------------------------------------------------ required hooks
     def train(self, inputs: Sequence[Path], settings: BaseModel, *, out_dir: Path,
@@ -181,9 +184,21 @@ class Method:
 
         ``sample`` is a file of the training kind: the test input is cut from it. Covers
         (and any other file the spec names) are written into ``workdir``, a temporary folder
-        that lives until the package is built.
+        that lives until the package is built. The default calls
+        ``package_spec_from_run`` of :attr:`export_module` with the deployable's claims and
+        the method's citations.
         """
-        raise NotImplementedError
+        if self.export_module is None:
+            raise NotImplementedError(f"{self.name} has no export module")
+        import importlib
+
+        export = importlib.import_module(self.export_module)
+        return export.package_spec_from_run(
+            trained, Path(sample), deployable, workdir=Path(workdir),
+            claims=self.deployable(deployable).claims, name=name, authors=authors,
+            license=license, quality=dict(quality) if quality else None,
+            attachments=list(attachments), runtimes_text=runtimes_text,
+            cite=list(self.citations))
 
     # ------------------------------------------------------------------ optional hooks
     def synthesize(self, options: BaseModel) -> SynthResult:

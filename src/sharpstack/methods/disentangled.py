@@ -1202,6 +1202,7 @@ class Disentangled(Method):
                "trained on defocus series, decodes an image's identity with an in-focus blur "
                "code")
     settings_model = DisentangledSettings
+    export_module = "sharpstack.export.disentangled"
     inputs = (Input("series", "Defocus series: a folder of z-stacks (one field of view each, "
                     "ZYX, all the same shape) or one such stack.", kind="file_or_folder"),)
     options = (
@@ -1354,17 +1355,6 @@ class Disentangled(Method):
                                   result=result)
         return Trained(settings=settings, model=model, result=result, record=record,
                        tensors=tensors)
-
-    # ------------------------------------------------------------------ export
-    def package_spec(self, trained, sample, deployable, *, workdir, name=None, authors=None,
-                     license="MIT", quality=None, attachments=(), runtimes_text=""):
-        from ..export.disentangled import package_spec_from_run
-
-        return package_spec_from_run(trained, Path(sample), deployable, workdir=Path(workdir),
-                                     claims=self.deployable(deployable).claims, name=name,
-                                     authors=authors, license=license, quality=quality,
-                                     attachments=list(attachments),
-                                     runtimes_text=runtimes_text, cite=list(self.citations))
 
     # ------------------------------------------------------------------ data, demo
     def synthesize(self, options: DisentangledSynth) -> SynthResult:

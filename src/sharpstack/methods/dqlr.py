@@ -746,8 +746,11 @@ class DQLR(Method):
                "depth) through quantised latent codes of consecutive slices; no ground truth")
     citations = ({"text": "Gupta, Aich, Rodriguez, Reddy & Roy-Chowdhury. Deep quantized "
                           "representation for enhanced reconstruction. IEEE ISBI 2020.",
-                  "doi": "10.48550/arXiv.2107.14368"},)
+                  "doi": "10.48550/arXiv.2107.14368"},
+                 {"text": "van den Oord, Vinyals & Kavukcuoglu. Neural discrete representation "
+                          "learning. NeurIPS 2017.", "doi": "10.48550/arXiv.1711.00937"})
     settings_model = DQLRConfig
+    export_module = "sharpstack.export.dqlr"
     inputs = (Input("stacks", "One z-stack (TIFF, OME-Zarr, .npy; axes ZYX) or a folder of "
                     "z-stacks of the same kind.", kind="file_or_folder"),)
     options = (
@@ -869,17 +872,6 @@ class DQLR(Method):
                           normalizer=PercentileNormalizer(**record["normalizer"]), result=result)
         return Trained(settings=settings, model=model, result=result, record=record,
                        tensors=tensors)
-
-    # ------------------------------------------------------------------ export
-    def package_spec(self, trained, sample, deployable, *, workdir, name=None, authors=None,
-                     license="MIT", quality=None, attachments=(), runtimes_text=""):
-        from ..export.dqlr import package_spec_from_run
-
-        return package_spec_from_run(trained, Path(sample), deployable, workdir=workdir,
-                                     claims=self.deployable(deployable).claims, name=name,
-                                     authors=authors, license=license, quality=quality,
-                                     attachments=list(attachments),
-                                     runtimes_text=runtimes_text)
 
     # ------------------------------------------------------------------ synthetic data, demo
     def synthesize(self, options: DQLRSynth) -> SynthResult:

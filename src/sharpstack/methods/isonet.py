@@ -490,6 +490,7 @@ class IsoNet(Method):
     summary = ("isotropic reconstruction of anisotropic z-stacks, self-supervised from the "
                "lateral slices of the stack itself")
     settings_model = IsoNetSettings
+    export_module = "sharpstack.export.isonet"
     inputs = (Input("stack", "Anisotropic stack (TIFF, OME-Zarr, .npy) with axes ZYX."),)
     options = (
         Option("factor", "factor", int, "z spacing / pixel size; default from the file's "
@@ -630,17 +631,6 @@ class IsoNet(Method):
                             result=result)
         return Trained(settings=settings, model=model, result=result, record=record,
                        tensors=tensors)
-
-    # ------------------------------------------------------------------ export
-    def package_spec(self, trained, sample, deployable, *, workdir, name=None, authors=None,
-                     license="MIT", quality=None, attachments=(), runtimes_text=""):
-        from ..export.isonet import package_spec_from_run
-
-        return package_spec_from_run(trained, Path(sample), deployable, workdir=workdir,
-                                     claims=self.deployable(deployable).claims, name=name,
-                                     authors=authors, license=license, quality=quality,
-                                     attachments=list(attachments),
-                                     runtimes_text=runtimes_text)
 
     # ------------------------------------------------------------------ synthetic data, demo
     def synthesize(self, options: IsoNetSynth) -> SynthResult:

@@ -930,6 +930,7 @@ class ZSEGAN(Method):
     summary = ("sharpens z-scans through thin sections: every plane and every vertical section "
                "as sharp as the focal plane, learnt without 3D ground truth")
     settings_model = ZSEGANSettings
+    export_module = "sharpstack.export.zsegan"
     inputs = (Input("zscans", "Folder of z-scans: one ZYX stack of N focal planes per file.",
                     kind="folder"),
               Input("infocus", "Folder of sharp in-focus 2D images (YX) of the same tissue.",
@@ -1073,17 +1074,6 @@ class ZSEGAN(Method):
                             result=result, split=dict(record.get("split", {})))
         return Trained(settings=settings, model=model, result=result, record=record,
                        tensors=tensors)
-
-    # ------------------------------------------------------------------ export
-    def package_spec(self, trained, sample, deployable, *, workdir, name=None, authors=None,
-                     license="MIT", quality=None, attachments=(), runtimes_text=""):
-        from ..export.zsegan import package_spec_from_run
-
-        return package_spec_from_run(trained, Path(sample), deployable, workdir=Path(workdir),
-                                     claims=self.deployable(deployable).claims, name=name,
-                                     authors=authors, license=license, quality=quality,
-                                     attachments=list(attachments),
-                                     runtimes_text=runtimes_text, cite=list(self.citations))
 
     # ------------------------------------------------------------------ data, demo
     def synthesize(self, options: ZSEGANSynth) -> SynthResult:
