@@ -83,3 +83,28 @@ def test_two_processes_match_one_process(tmp_path, monkeypatch):
         assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4, abs=1e-6)
     for k, v in single_task.models["net"].state_dict().items():
         torch.testing.assert_close(ddp["weights"][k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_cli_training_under_torchrun_writes_one_loadable_run(synth_data, tmp_path):
+    """`torchrun -m sharpstack.cli train ...` with 2 CPU processes: both train, only rank 0
+    writes the run folder (one complete record, no temporaries), and the run loads."""
+    import subprocess
+    import sys
+
+    from sharpstack.workflows import load_run
+
+    run = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-port", str(_free_port()), "-m", "sharpstack.cli", "train", "isonet",
+           str(synth_data["paths"]["anisotropic"]), str(run), "--psf", "gaussian",
+           "--sigma-xy", "2", "--sigma-z", "8", "--epochs", "2", "--steps-per-epoch", "2",
+           "--patch-size", "32", "--patches", "32", "--batch-size", "8", "--threads", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "history.json", "last.pt",
+                                                      "loss_curve.png", "model.pt", "run.json"]
+    loaded = load_run(run)
+    assert loaded.method.name == "isonet"
+    assert len(loaded.trained.result.history) == 2
