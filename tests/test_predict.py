@@ -451,3 +451,53 @@ def test_predict_never_imports_methods_or_nn() -> None:
     assert not [i for i in imported if i.split(".")[0] in ("methods", "nn")
                 or i.startswith(("sharpstack.methods", "sharpstack.nn"))]
     assert set(mod.__all__) >= {"predict_array", "predict_file"}
+
+
+def test_format_04_fixed_size_output_with_halo(tmp_path: Path) -> None:
+    # a valid 0.4 package bioimageio.core runs: fixed input and output shape (32x32) and a
+    # halo of 4 on the output; tiled over a larger image it must equal the network applied
+    # to the whole image (receptive radius 1 < halo), and the package's own test passes
+    from bioimageio.core import test_model
+
+    folder = tmp_path / "fixed04"
+    folder.mkdir()
+    net = _save_torchscript(Net2D(), folder / "weights.pt")
+    x = np.random.default_rng(0).random((1, 1, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        np.save(folder / "out.npy", net(torch.from_numpy(x)).numpy())
+    np.save(folder / "in.npy", x)
+    (folder / "README.md").write_text("# fixed 2D\n")
+    (folder / "rdf.yaml").write_text("""\
+format_version: 0.4.10
+type: model
+name: fixed 04
+description: tiny fixed-size test model
+authors: [{name: sharpstack tests}]
+cite: [{text: test, doi: 10.1000/xyz}]
+license: MIT
+documentation: README.md
+timestamp: 2024-01-01T00:00:00
+test_inputs: [in.npy]
+test_outputs: [out.npy]
+inputs:
+  - name: raw
+    axes: bcyx
+    data_type: float32
+    shape: [1, 1, 32, 32]
+outputs:
+  - name: restored
+    axes: bcyx
+    data_type: float32
+    shape: [1, 1, 32, 32]
+    halo: [0, 0, 4, 4]
+weights:
+  torchscript: {source: weights.pt, pytorch_version: "2.0"}
+""")
+    summary = test_model(str(folder / "rdf.yaml"))
+    assert summary.status == "passed", summary.display() if hasattr(summary, "display") else summary
+    data = _stack((70, 90), axes="YX", seed=8)
+    out = predict_array(folder / "rdf.yaml", data)
+    assert out.shape == (70, 90)
+    with torch.no_grad():
+        whole = net(torch.from_numpy(data.values.astype(np.float32))[None, None])[0, 0].numpy()
+    np.testing.assert_allclose(out.values, whole, rtol=1e-5, atol=1e-3)  # values ~ 1e3

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from sharpstack import _stats
 from sharpstack.errors import InputError, OutputExistsError, PackageError
 from sharpstack.io import as_dataarray, read_stack, write_stack
+from sharpstack.cli import app
 from sharpstack.predict import load_model, predict_array, predict_file
 
 from .test_predict import (B, C, SCALE_RANGE, Net2D, PoolNet3D, _package, _space_in, _space_out,
@@ -431,3 +432,64 @@ def test_state_dict_code_from_the_package_never_runs_unasked(tmp_path: Path) -> 
     assert _code_reason(pkg, trust_code=True) is None
     out = predict_file(pkg, src, tmp_path / "o.tif", trust_code=True)
     assert read_stack(out).shape == (32, 32)
+
+
+def _damaged_package(folder: Path) -> Path:
+    """PoolNet3D whose TorchScript weights hold one NaN (a damaged download), with the test
+    tensors of the healthy network: bioimageio's own test fails, the output is all NaN."""
+    from bioimageio.spec import save_bioimageio_package
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    net = PoolNet3D().eval()
+    x = torch.rand(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        np.save(folder / "in.npy", x.numpy())
+        np.save(folder / "out.npy", net(x).numpy())
+        net.a.weight[0, 0, 1, 1, 1] = float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(net).save(str(folder / "weights.pt"))
+    descr = m.ModelDescr(
+        name="damaged", description="weights with a NaN", authors=[m.Author(name="tests")],
+        cite=[m.CiteEntry(text="test", doi=m.Doi("10.1000/xyz"))], license=m.LicenseId("MIT"),
+        inputs=[m.InputTensorDescr(id=m.TensorId("raw"), axes=[B, C] + [
+            _space_in(a, 16, 8) for a in "zyx"], test_tensor=m.FileDescr(source=folder / "in.npy"))],
+        outputs=[m.OutputTensorDescr(id=m.TensorId("restored"), axes=[B, C] + [
+            _space_out(a, 6) for a in "zyx"], test_tensor=m.FileDescr(source=folder / "out.npy"))],
+        weights=m.WeightsDescr(torchscript=m.TorchscriptWeightsDescr(
+            source=folder / "weights.pt", pytorch_version=m.Version("2.0"))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return save_bioimageio_package(descr, output_path=folder.with_suffix(".zip"))
+
+
+def test_damaged_weights_fail_before_an_output_exists(tmp_path: Path) -> None:
+    pkg = _damaged_package(tmp_path / "pkgs" / "damaged")
+    work = tmp_path / "work"
+    work.mkdir()
+    src = write_stack(work / "in.ome.zarr", _stack((24, 40, 40)).astype(np.float32))
+    for name in ("out.ome.zarr", "out.tif", "out.npy"):
+        with pytest.raises(PackageError, match="NaN or infinite.*torchscript weights"):
+            predict_file(pkg, src, work / name, tile=24)
+    with pytest.raises(PackageError, match="fails its own test with torchscript"):
+        predict_file(pkg, src, work / "checked.tif", check=True)
+    res = CliRunner().invoke(app, ["predict", str(pkg), str(src), str(work / "cli.tif"),
+                                   "--check"])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert "fails its own test" in res.output
+    assert sorted(p.name for p in work.iterdir()) == ["in.ome.zarr"]
+
+
+def test_check_runs_the_package_test_first(tmp_path: Path, package_isotropic: Path,
+                                           synth_data) -> None:
+    from sharpstack import degrade
+
+    raw = read_stack(synth_data["paths"]["anisotropic"])
+    iso = as_dataarray(degrade.upsample_linear(raw.values.astype(np.float32), 8, axis=0), "ZYX")
+    src = write_stack(tmp_path / "iso.tif", iso)
+    res = CliRunner().invoke(app, ["predict", str(package_isotropic), str(src),
+                                   str(tmp_path / "out.tif"), "--check"])
+    assert res.exit_code == 0, res.output
+    assert "self-test" in res.output and "passed" in res.output
+    assert read_stack(tmp_path / "out.tif").shape == iso.shape

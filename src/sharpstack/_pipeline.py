@@ -128,6 +128,17 @@ def _check_window(array: np.ndarray, wins: Mapping[str, Any], name: str) -> None
                          f"numpy.nan_to_num) before passing it to sharpstack")
 
 
+def check_output(values: np.ndarray, runner: Any, wins: Mapping[str, Any]) -> None:
+    """A model whose output holds NaN or infinities (damaged weights, an overflow) fails
+    here, before the values reach the output file."""
+    if values.dtype.kind in "fc" and not np.isfinite(values).all():
+        where = ", ".join(f"{d} {w.start}..{w.start + w.size}" for d, w in wins.items())
+        raise PackageError(f"model {runner.model.name!r} returned NaN or infinite values "
+                           f"({runner.options.weight_format} weights, window at {where}); "
+                           f"its weights may be damaged: check the package with `sharpstack "
+                           f"validate PACKAGE` or try another --weight-format")
+
+
 def run_windows(runner: Any, data: Any, sizes: Mapping[str, int],
                 windows: Iterable[tuple[int, dict[str, Any]]], total: int,
                 write: Callable[[int, tuple[slice, ...], np.ndarray], None],
@@ -177,6 +188,7 @@ def run_windows(runner: Any, data: Any, sizes: Mapping[str, int],
             tile = runner.tile(out[at:at + n])
             at += n
             dst, values = crop(tile, wins, runner.model.name)
+            check_output(values, runner, wins)
             write(index, dst, values)
         return len(group)
 

@@ -95,7 +95,7 @@ def _worker_threads() -> int | None:
 
 def _predict_block(spec: _Spec, block_info: dict | None = None) -> np.ndarray:
     """One output chunk: read its window from the input, run the package, keep the chunk."""
-    from ._pipeline import _check_window, read_window
+    from ._pipeline import _check_window, check_output, read_window
 
     assert block_info is not None
     location = block_info[None]["array-location"]
@@ -118,6 +118,7 @@ def _predict_block(spec: _Spec, block_info: dict | None = None) -> np.ndarray:
     index = tuple(slice(None) if d == "c" else slice(keep[d][0], keep[d][0] + keep[d][1])
                   for d in tile.dims)
     values = tile.values[index]
+    check_output(values, runner, wins)
     if values.ndim == len(spec.out_dims) + 1:  # one output channel: no c axis
         values = values[0]
     return values.astype(spec.out_dtype, copy=False)

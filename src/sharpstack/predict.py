@@ -110,13 +110,55 @@ def load_model(package: Any) -> Any:
             descr = load_model_description(path, perform_io_checks=False,
                                            format_version="latest")
     except Exception as exc:  # bioimageio raises ValueError and friends with a long report
-        raise PackageError(f"{path} is not a valid bioimage.io model package: {exc}") from exc
+        descr = _fixed_halo_04(path)
+        if descr is None:
+            raise PackageError(f"{path} is not a valid bioimage.io model package: {exc}") from exc
     if not isinstance(descr, v0_5.ModelDescr):
         raise PackageError(f"{path} (format {getattr(descr, 'format_version', '?')}) could not "
                            f"be converted to bioimage.io model format 0.5; update the package "
                            f"with `bioimageio update-format`")
     return descr
 
+
+
+def _fixed_halo_04(path: Path) -> Any:
+    """A spec 0.4 package whose output has a fixed shape *and* a halo is valid 0.4 (and
+    bioimageio.core runs it) but bioimageio.spec cannot convert it to 0.5, where a fixed
+    output size may not have a halo. Such a package is read as 0.4 and its fixed output
+    shapes become the equivalent reference to the (fixed) input shape before the conversion.
+    Returns the 0.5 description, or None when the package is not such a case."""
+    from bioimageio.spec import ValidationContext, build_description, load_model_description
+    from bioimageio.spec.model import v0_4, v0_5
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            d4 = load_model_description(path, perform_io_checks=False,
+                                        format_version="discover")
+    except Exception:
+        return None
+    if not isinstance(d4, v0_4.ModelDescr) or len(d4.inputs) != 1:
+        return None
+    content = d4.model_dump(mode="json", exclude_unset=True)
+    ipt = content["inputs"][0]
+    changed = False
+    for out in content["outputs"]:
+        shape, in_shape = out.get("shape"), ipt.get("shape")
+        if not (isinstance(shape, list) and out.get("halo") and isinstance(in_shape, list)
+                and len(shape) == len(in_shape) and out.get("axes") == ipt.get("axes")):
+            continue
+        out["shape"] = {"reference_tensor": ipt["name"], "scale": [1.0] * len(shape),
+                        "offset": [int(o) - int(i) for o, i in zip(shape, in_shape)]}
+        changed = True
+    if not changed:
+        return None
+    try:
+        with warnings.catch_warnings(), ValidationContext(root=d4.root, perform_io_checks=False):
+            warnings.simplefilter("ignore")
+            descr = build_description(content, format_version="latest")
+    except Exception:
+        return None
+    return descr if isinstance(descr, v0_5.ModelDescr) else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,6 +208,18 @@ def _output_axis(axis: Any, geom: _AxisGeom, in_axis: Any, in_id: str, name: str
     from bioimageio.spec.model import v0_5
 
     size = axis.size
+    if isinstance(size, int) and geom.step == 0 and geom.ref is None:
+        # a fixed-size output of a fixed-size input (e.g. a spec 0.4 package that lists its
+        # output shape, halo included): the same as a reference to that input size, with
+        # any difference an offset (a border the model crops)
+        scale = Fraction(_axis_scale(in_axis) / _axis_scale(axis)).limit_denominator(1000)
+        offset = Fraction(size) - geom.min * scale
+        if offset.denominator != 1:
+            raise PackageError(f"model {name!r}: fixed output size {size} of axis {axis.id!r} "
+                               f"does not fit its fixed input size {geom.min} at scale "
+                               f"{scale}; the package is inconsistent")
+        return replace(geom, scale=scale, halo=int(getattr(axis, "halo", 0) or 0),
+                       offset=int(offset))
     if not (isinstance(size, v0_5.SizeReference) and size.tensor_id == in_id
             and size.axis_id == axis.id):
         raise PackageError(
@@ -645,7 +699,7 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
                  workers: int | None = None,
                  progress: Callable[[int, int], Any] | bool = False,
                  log: Callable[[str], Any] | None = None,
-                 voxel_size: Mapping[str, float] | None = None) -> Path:
+                 voxel_size: Mapping[str, float] | None = None, check: bool = False) -> Path:
     """Run a model package on a stack file and stream the result into the output file.
 
     Parameters
@@ -681,6 +735,10 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
         Micrometres per input axis (``--voxel-size``, see
         :func:`sharpstack.io.parse_voxel_size`): overrides or completes the file's
         calibration; the output's voxel size follows from it and the model's scaling.
+    check : bool
+        First run the package's own test (``bioimageio.core.test_model`` on its test
+        tensors, offline) with the weight format that will run; a failing package stops
+        here, before any output exists.
 
     Returns
     -------
@@ -720,6 +778,8 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
     job = _prepare(descr, data, tile=tile, weight_format=weight_format, device=device,
                    threads=threads, batch=batch, planes=planes,
                    code_reason=_code_reason(package, trust_code))
+    if check:
+        _self_test(descr, job.options.weight_format, trust_code, log)
     out_dtype = np.dtype(job.model.out_dtype)
     if kind == "tiff" and tiff_dtype(out_dtype) not in _IMAGEJ_DTYPES:
         raise InputError(f"model {job.model.name!r} returns {out_dtype}, which an ImageJ TIFF "
@@ -778,6 +838,51 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
         except BaseException:
             sink.abort()
             raise
+
+
+def _self_test(descr: Any, weight_format: str, trust_code: bool,
+               log: Callable[[str], Any] | None) -> None:
+    """``--check``: the package's test input through this runner, with the weights that will
+    run, compared with its test output (|d| <= 1e-3 + 1e-3 |expected|, finite). Run here
+    rather than with ``bioimageio.core.test_model``, whose comparison lets NaN through and
+    which does not run the code path (tiling, batching, weight choice) used next."""
+    from bioimageio.spec.utils import load_array
+
+    ipt, opt = descr.inputs[0], descr.outputs[0]
+    if ipt.test_tensor is None or opt.test_tensor is None:
+        raise PackageError(f"model {descr.name!r} has no test tensors, so --check cannot run; "
+                           f"predict without --check")
+
+    def as_named(arr: np.ndarray, axes: Any) -> xr.DataArray:
+        dims = ["c" if str(a.id) == "channel" else str(a.id) for a in axes]
+        arr = np.asarray(arr)
+        if "batch" in dims:
+            arr, dims = arr[(slice(None),) * dims.index("batch") + (0,)], \
+                [d for d in dims if d != "batch"]
+        if "c" in dims and arr.shape[dims.index("c")] == 1:
+            arr, dims = arr.squeeze(dims.index("c")), [d for d in dims if d != "c"]
+        return xr.DataArray(arr, dims=dims)
+
+    x = as_named(load_array(ipt.test_tensor), ipt.axes)
+    expected = as_named(load_array(opt.test_tensor), opt.axes).values
+    name = f"package {descr.name!r}"
+    try:
+        got = predict_array(descr, x, weight_format=weight_format, trust_code=trust_code).values
+    except PackageError as exc:
+        raise PackageError(f"{name} fails its own test with {weight_format} weights: {exc}; "
+                           f"nothing was predicted") from None
+    if got.shape != expected.shape:
+        raise PackageError(f"{name} fails its own test with {weight_format} weights (output "
+                           f"shape {got.shape}, its test output {expected.shape}); nothing was "
+                           f"predicted")
+    bad = ~(np.abs(got.astype(np.float64) - expected) <= 1e-3 + 1e-3 * np.abs(expected))
+    if bad.any():  # NaN compares False, so it counts as a mismatch
+        raise PackageError(f"{name} fails its own test with {weight_format} weights "
+                           f"({int(bad.sum())} of {bad.size} values differ from its test "
+                           f"output, {int((~np.isfinite(got)).sum())} not finite); nothing "
+                           f"was predicted: its weights may be damaged (`sharpstack validate`)")
+    if log is not None:
+        log(f"self-test on the package's test tensors ({weight_format} weights): passed")
 
 
 def _package_id(package: Any) -> Any:
