@@ -331,6 +331,21 @@ def test_2d_model_normalises_all_planes_alike(tmp_path: Path) -> None:
     np.testing.assert_allclose(out.values, ref, rtol=1e-5, atol=1e-4)
 
 
+_RDF04_HEAD = """\
+format_version: 0.4.10
+type: model
+name: {name}
+description: tiny test model
+authors: [{{name: sharpstack tests}}]
+cite: [{{text: test, doi: 10.1000/xyz}}]
+license: MIT
+documentation: README.md
+timestamp: 2024-01-01T00:00:00
+test_inputs: [in.npy]
+test_outputs: [out.npy]
+"""
+
+
 def test_format_04_package_gives_same_result(tmp_path: Path, zup_pkg: Path) -> None:
     folder = tmp_path / "zup04"
     folder.mkdir()
@@ -338,18 +353,7 @@ def test_format_04_package_gives_same_result(tmp_path: Path, zup_pkg: Path) -> N
     np.save(folder / "in.npy", np.zeros((1, 1, 4, 16, 16), np.float32))
     np.save(folder / "out.npy", np.zeros((1, 1, 16, 16, 16), np.float32))
     (folder / "README.md").write_text("# z upsampler\n")
-    (folder / "rdf.yaml").write_text("""\
-format_version: 0.4.10
-type: model
-name: z upsampler 04
-description: tiny test model
-authors: [{name: sharpstack tests}]
-cite: [{text: test, doi: 10.1000/xyz}]
-license: MIT
-documentation: README.md
-timestamp: 2024-01-01T00:00:00
-test_inputs: [in.npy]
-test_outputs: [out.npy]
+    (folder / "rdf.yaml").write_text(_RDF04_HEAD.format(name="z upsampler 04") + """\
 inputs:
   - name: raw
     axes: bczyx
@@ -467,18 +471,7 @@ def test_format_04_fixed_size_output_with_halo(tmp_path: Path) -> None:
         np.save(folder / "out.npy", net(torch.from_numpy(x)).numpy())
     np.save(folder / "in.npy", x)
     (folder / "README.md").write_text("# fixed 2D\n")
-    (folder / "rdf.yaml").write_text("""\
-format_version: 0.4.10
-type: model
-name: fixed 04
-description: tiny fixed-size test model
-authors: [{name: sharpstack tests}]
-cite: [{text: test, doi: 10.1000/xyz}]
-license: MIT
-documentation: README.md
-timestamp: 2024-01-01T00:00:00
-test_inputs: [in.npy]
-test_outputs: [out.npy]
+    (folder / "rdf.yaml").write_text(_RDF04_HEAD.format(name="fixed 04") + """\
 inputs:
   - name: raw
     axes: bcyx
