@@ -493,3 +493,16 @@ def test_check_runs_the_package_test_first(tmp_path: Path, package_isotropic: Pa
     assert res.exit_code == 0, res.output
     assert "self-test" in res.output and "passed" in res.output
     assert read_stack(tmp_path / "out.tif").shape == iso.shape
+
+
+def test_output_inside_the_input_or_around_it_is_refused(tmp_path: Path, pool_pkg: Path) -> None:
+    src = write_stack(tmp_path / "in.ome.zarr", _stack((16, 32, 32)))
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    with pytest.raises(InputError, match="inside the input"):
+        predict_file(pool_pkg, src, src / "out.ome.zarr")
+    nested = write_stack(tmp_path / "outer.ome.zarr" / "in.ome.zarr", _stack((16, 32, 32)))
+    with pytest.raises(InputError, match="would delete the input"):
+        predict_file(pool_pkg, nested, tmp_path / "outer.ome.zarr", overwrite=True)
+    assert nested.exists() and read_stack(nested).shape == (16, 32, 32)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")
+                  if "outer.ome.zarr" not in str(p)) == before

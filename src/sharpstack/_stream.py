@@ -338,8 +338,15 @@ def _store_block(sink: Sink, index: tuple[slice, ...], values: np.ndarray) -> No
 def prepare_destination(dest: Path, src: Path, *, overwrite: bool, resume: bool) -> None:
     """Refuse before any computation what cannot be written: the input itself, an existing
     output without ``overwrite``, a partial OME-Zarr run without ``resume``/``overwrite``."""
-    if dest.resolve() == src.resolve():
+    d, s = dest.resolve(), src.resolve()
+    if d == s:
         raise InputError(f"output {dest} is the input stack itself; choose another output path")
+    if s in d.parents:
+        raise InputError(f"output {dest} lies inside the input {src}; writing there would "
+                         f"change the input: choose an output path outside it")
+    if d in s.parents:
+        raise InputError(f"the input {src} lies inside the output {dest}; replacing the output "
+                         f"would delete the input: choose another output path")
     kind = output_kind(dest)
     partial = partial_path(dest)
     if kind == "zarr" and partial.exists() and not (resume or overwrite):
