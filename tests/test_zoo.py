@@ -45,4 +45,14 @@ def test_tiny_recipe_builds_tested_packages(tmp_path):
     summary = run_recipe(p, tmp_path / "out")
     pkg = Path(summary["packages"]["isotropic"])
     assert pkg.exists() and pkg.suffix == ".zip"
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["id"] == "tiny"
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert written["id"] == "tiny"
+    # a synthetic recipe measures its quality on the protocol's ground truth, for the card
+    q = written["quality"]
+    assert any(k.startswith("PSNR") for k in q) and all(
+        isinstance(v, (int, float, str)) for v in q.values())
+    import zipfile
+
+    card = zipfile.ZipFile(pkg).read("README.md").decode()
+    psnr = next(k for k in q if k.startswith("PSNR") and isinstance(q[k], float))
+    assert psnr in card and "Not measured" not in card

@@ -120,6 +120,7 @@ def run_recipe(recipe: str | Path | ZooRecipe, out_dir: str | Path, *, overwrite
     times: dict[str, float] = {}
     t = time.perf_counter()
     implied: dict[str, Any] = {}
+    syn: dict[str, Any] | None = None
     if r.data.synth is not None:
         syn = synthesize(m, out / "data", overwrite=overwrite, **r.data.synth)
         inputs, sample, implied = syn["inputs"], syn["sample"], syn["settings"]
@@ -128,18 +129,27 @@ def run_recipe(recipe: str | Path | ZooRecipe, out_dir: str | Path, *, overwrite
         sample = base / r.data.sample if r.data.sample else inputs[0]
     times["data"] = time.perf_counter() - t
     t = time.perf_counter()
-    train_run(m, inputs, out / "run", settings={**implied, **r.training}, overwrite=overwrite,
-              progress=progress)
+    trained = train_run(m, inputs, out / "run", settings={**implied, **r.training},
+                        overwrite=overwrite, progress=progress)
     times["train"] = time.perf_counter() - t
+    # synthetic recipes hold their ground truth: the cards get the quality measured on the
+    # protocol's held-apart test data (the method's own evaluation, as in its demo)
+    quality: dict[str, Any] = {}
+    if syn is not None:
+        t = time.perf_counter()
+        quality = dict(m.evaluate(trained["trained"], syn["synth"]))
+        times["evaluate"] = time.perf_counter() - t
     packages = {}
     for d in r.deployables or [d.name for d in m.deployables]:
         t = time.perf_counter()
         target = out / f"{r.id}-{d}.zip"
         packages[d] = str(export_run(out / "run", sample, target, deployable=d,
                                      overwrite=overwrite, authors=r.authors, license=r.license,
-                                     name=f"{r.name} ({d})"))
+                                     name=f"{r.name} ({d})", quality=quality or None))
         times[f"export_{d}"] = time.perf_counter() - t
     summary = {"id": r.id, "method": m.name, "packages": packages,
+               "quality": {k: (round(v, 4) if isinstance(v, float) else v)
+                           for k, v in quality.items()},
                "seconds": {k: round(v, 1) for k, v in times.items()}}
     _write_json_atomic(out / "summary.json", summary)
     return summary
