@@ -206,6 +206,7 @@ def main() -> None:
 
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads; "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    one = one_layer_package(work / "one_layer")  # the cheap package of both runner tests
     if not args.only_memory:
         pkg = args.package.resolve()
         folder = unpack(pkg, work)
@@ -319,7 +320,6 @@ def main() -> None:
         print(f"  / compute limit: {best / limit:.2f}x", flush=True)
 
         # ---------------------------------------------------------------- the runner itself
-        one = one_layer_package(work / "one_layer")
         oshape = tuple(int(v) for v in args.one_layer_shape.split(","))
         osrc = big_ome_zarr(work / "one_in.ome.zarr", oshape)
         on = int(np.prod(oshape))
@@ -335,8 +335,6 @@ def main() -> None:
             print(f"{'one-layer package, OME-Zarr -> OME-Zarr, ' + fmt + ' weights':60s} "
                   f"{on / min(times) / 1e6:8.2f} M voxels/s  ({min(times):.2f} s for {oshape}, "
                   f"statistics pass included; target >= 30)", flush=True)
-    else:
-        one = one_layer_package(work / "one_layer")
 
     # ---------------------------------------------------------------- peak RSS
     gbs = [float(v) for v in args.memory_gb.split(",") if v.strip()]

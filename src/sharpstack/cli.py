@@ -360,7 +360,7 @@ def predict(
     workers: Annotated[Optional[int], typer.Option(help="Dask threads or worker processes (threads, processes, local).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for the network (per process).")] = None,
     trust_code: Annotated[bool, typer.Option("--trust-code", help="Allow pytorch_state_dict weights whose architecture is code from the package (never chosen otherwise).")] = False,
-    check: Annotated[bool, typer.Option("--check", help="First run the package's own test tensors (bioimageio.core test_model) with the weights that will run; stop before any output if they fail.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="First run the package's own test input through the same runner and weights and compare with its test output; stop before any output if they differ or are not finite.")] = False,
     voxel_size: Annotated[Optional[str], typer.Option(help="Voxel size of the input, Z,Y,X in micrometres (unit optional: 0.96,0.24,0.24um; or z=0.96 for one axis): overrides or completes the file's calibration; the output's follows the model's scaling.")] = None,
 ):
     """Run a packaged model on a stack, tiled with its halo, streamed into the output; keeps the

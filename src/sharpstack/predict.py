@@ -736,9 +736,9 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
         :func:`sharpstack.io.parse_voxel_size`): overrides or completes the file's
         calibration; the output's voxel size follows from it and the model's scaling.
     check : bool
-        First run the package's own test (``bioimageio.core.test_model`` on its test
-        tensors, offline) with the weight format that will run; a failing package stops
-        here, before any output exists.
+        First run the package's test input through this runner with the weight format that
+        will run and compare with its test output (see :func:`_self_test`); a package that
+        fails stops here, before any output exists.
 
     Returns
     -------

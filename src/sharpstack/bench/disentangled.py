@@ -143,12 +143,6 @@ def load_dataset(name: str, *, n_synthetic: int = 48, synthetic_size: int = 128,
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# jobs (in this process or in worker processes)
-# --------------------------------------------------------------------------------------------
-
-
-
 def _train_job(dataset: str, data_kw: dict[str, Any], cfg: dict[str, Any],
                out_dir: str | None) -> dict[str, Any]:
     """Train one model on one dataset; returns its weights and log (picklable)."""

@@ -52,9 +52,8 @@ from typing import Any
 
 import numpy as np
 
-from ._jobs import job_executor
-
 from ..errors import InputError
+from ._jobs import job_executor
 
 __all__ = ["COLUMNS", "COLUMN_TITLES", "REAL_STACKS", "reduced_settings", "run_dqlr_bench",
            "format_tables", "real_depth_profile"]
@@ -107,8 +106,6 @@ def _model_from(job: dict[str, Any], settings: dict[str, Any], quantize: bool):
                       out_dir=None, seconds=job["seconds"])
     return DQLRModel(net=net, config=cfg, normalizer=PercentileNormalizer(cfg.pmin, cfg.pmax),
                      result=res)
-
-
 
 
 def real_depth_profile(stack: np.ndarray) -> dict[str, list[float]]:

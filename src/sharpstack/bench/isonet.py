@@ -68,9 +68,8 @@ from typing import Any
 
 import numpy as np
 
-from ._jobs import job_executor
-
 from ..errors import InputError
+from ._jobs import job_executor
 
 __all__ = ["DatasetSpec", "DATASETS", "METHODS", "METHOD_TITLES", "PAPER_TABLE1", "PAPER_SEG",
            "NOISE", "dataset_shape", "make_volume", "run_isonet_table1", "format_table1"]
@@ -490,12 +489,6 @@ def _atomic_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
-
-
-# --------------------------------------------------------------------------------------------
-# jobs (run in this process or in worker processes)
-# --------------------------------------------------------------------------------------------
-
 
 
 def _network_job(stack: np.ndarray, psf: np.ndarray | None,

@@ -89,8 +89,6 @@ def test_input_from(model: DisentangledModel, image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[y0:y0 + out[0], x0:x0 + out[1]], dtype=np.float32)
 
 
-
-
 def render_card(model: DisentangledModel, *, name: str, description: str, halo: int,
                 min_size: int, training_data: str, test_input_text: str,
                 quality: dict[str, Any] | None, runtimes_text: str = "") -> str:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..methods.dqlr import DQLRModel
+from ..methods.dqlr import DQLR, DQLRModel
 from ..nn import dqlr_arch
 from .package import AxisSpec, PackageSpec, quality_table
 
@@ -39,16 +39,7 @@ __all__ = ["DEPLOYABLES", "DQLR_CITATION", "VQVAE_CITATION", "dqlr_axes", "rende
 DEPLOYABLES = ("stack",)
 """The deployables (their consumer claims are declared by ``methods.dqlr.DQLR``)."""
 
-DQLR_CITATION = {
-    "text": "Gupta, Aich, Rodriguez, Reddy & Roy-Chowdhury. Deep quantized representation for "
-            "enhanced reconstruction. IEEE ISBI 2020.",
-    "doi": "10.48550/arXiv.2107.14368",
-}
-VQVAE_CITATION = {
-    "text": "van den Oord, Vinyals & Kavukcuoglu. Neural discrete representation learning. "
-            "NeurIPS 2017.",
-    "doi": "10.48550/arXiv.1711.00937",
-}
+DQLR_CITATION, VQVAE_CITATION = DQLR.citations  # one home: the method's declaration
 DEFAULT_AUTHORS = [{"name": "sharpstack developers"}]
 
 
@@ -81,8 +72,6 @@ def test_input_from(stack: np.ndarray, axes: list[AxisSpec], *, lateral: int = 1
         start = (s - size) // 2
         sl.append(slice(start, start + size))
     return np.ascontiguousarray(stack[tuple(sl)])
-
-
 
 
 def render_card(model: DQLRModel, *, name: str, description: str, axes: list[AxisSpec],
@@ -165,7 +154,7 @@ def dqlr_package_spec(model: DQLRModel, test_input: np.ndarray, *, covers: list[
         arch_kwargs=model.deploy_kwargs(), axes=axes,
         test_input=np.asarray(test_input, dtype=np.float32), normalizer=model.normalizer,
         documentation=card, covers=covers, authors=authors or DEFAULT_AUTHORS,
-        cite=list(cite) if cite else [DQLR_CITATION, VQVAE_CITATION], license=license,
+        cite=list(cite or DQLR.citations), license=license,
         tags=["dqlr", "deblurring", "denoising", "restoration", "vector-quantization",
               "confocal", "fluorescence-light-microscopy", "pytorch", "sharpstack", "3d"],
         input_description="fluorescence z-stack, as acquired (one channel)",

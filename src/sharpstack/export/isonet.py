@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..methods.isonet import IsoNetModel
+from ..methods.isonet import IsoNet, IsoNetModel
 from ..nn import isonet_arch
 from .package import AxisSpec, PackageSpec, quality_table
 
@@ -31,11 +31,7 @@ __all__ = ["isonet_package_spec", "isonet_axes", "package_spec_from_run", "ISONE
 DEPLOYABLES = ("upsample", "isotropic", "slice2d")
 """The deployables (their consumer claims are declared by ``methods.isonet.IsoNet``)."""
 
-ISONET_CITATION = {
-    "text": "Weigert, Royer, Jug & Myers. Isotropic reconstruction of 3D fluorescence microscopy "
-            "images using convolutional neural networks. MICCAI 2017.",
-    "doi": "10.1007/978-3-319-66185-8_15",
-}
+(ISONET_CITATION,) = IsoNet.citations  # one home: the method's declaration
 DEFAULT_AUTHORS = [{"name": "sharpstack developers"}]
 
 
@@ -65,8 +61,6 @@ def isonet_axes(model: IsoNetModel, *, deployable: str) -> list[AxisSpec]:
     z_min = z_step * int(math.ceil((2 * z_halo + 1) / (f * z_step)))
     return [AxisSpec(id="z", min=z_min, step=z_step, halo=z_halo,
                      in_scale=float(f), out_scale=1.0)] + lat
-
-
 
 
 def render_card(model: IsoNetModel, *, name: str, description: str, deployable: str,
@@ -180,7 +174,8 @@ def isonet_package_spec(model: IsoNetModel, test_input: np.ndarray, *, deployabl
         arch_source=Path(isonet_arch.__file__), arch_callable=callable_, arch_kwargs=kwargs,
         axes=axes, test_input=np.asarray(test_input, dtype=np.float32),
         normalizer=model.normalizer, documentation=card, covers=covers,
-        authors=authors or DEFAULT_AUTHORS, cite=list(cite) if cite else [ISONET_CITATION], license=license,
+        authors=authors or DEFAULT_AUTHORS, cite=list(cite or IsoNet.citations),
+        license=license,
         tags=tags, input_description={
             "upsample": "anisotropic fluorescence stack, as acquired",
             "isotropic": "fluorescence stack resampled to isotropic voxels",

@@ -65,8 +65,6 @@ def synthetic_test_input(model: ZSEGANModel, *, seed: int = 0) -> np.ndarray:
                  focal_plane=model.config.focal_index, sigma_max=4.0)
 
 
-
-
 def _variant_text(cfg) -> str:
     lines = []
     if cfg.residual:
