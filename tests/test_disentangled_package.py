@@ -20,6 +20,7 @@ from sharpstack.cli import app
 from sharpstack.io import as_dataarray, read_stack, write_tiff
 
 from ._cli import ok as _ok, clean_failure as _clean_failure
+from ._windows import assert_windows_agree
 
 runner = CliRunner()
 
@@ -249,3 +250,10 @@ def test_held_out_quality_for_the_model_card(run, synth):
     rows = [k for k in q if k.startswith("|dz|")]
     assert [r.split(":")[0] for r in rows] == ["|dz| 0.5 um", "|dz| 1 um"]
     assert f"{len(held)} held-out fields" in q["evaluated on"]
+
+
+def test_default_windows_match_one_window_and_the_sample_output(package):
+    """Default windows on a stack larger than one window along every tiled axis (lengths
+    not multiples of the step) == one window; the sample input reproduces the sample output."""
+    shapes = assert_windows_agree(package)
+    assert min(shapes["large"][-2:]) > 256

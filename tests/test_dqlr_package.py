@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from sharpstack.cli import app
 
 from ._cli import ok as _ok, clean_failure as _clean_failure
+from ._windows import assert_windows_agree
 
 runner = CliRunner()
 
@@ -194,3 +195,10 @@ def test_predict_on_a_2d_image_writes_nothing(dq_package, tmp_path):
     out = tmp_path / "out.tif"
     _clean_failure(runner.invoke(app, ["predict", str(dq_package), str(img), str(out)]), "3D")
     assert not out.exists()
+
+
+def test_default_windows_match_one_window_and_the_sample_output(dq_package):
+    """Default windows on a stack larger than one window along every tiled axis (lengths
+    not multiples of the step) == one window; the sample input reproduces the sample output."""
+    shapes = assert_windows_agree(dq_package)
+    assert min(shapes["large"][-2:]) > 256

@@ -15,6 +15,7 @@ from sharpstack.cli import app
 from sharpstack.io import as_dataarray, read_stack, write_tiff
 
 from ._cli import ok as _ok, clean_failure as _clean_failure
+from ._windows import assert_windows_agree
 
 runner = CliRunner()
 
@@ -79,7 +80,7 @@ def test_package_axes_halo_and_synthetic_test_input(package, run, synth):
         x = np.load(__import__("io").BytesIO(z.read(rdf["inputs"][0]["test_tensor"]["source"])))
         names = z.namelist()
     ax = {a.get("id", a["type"]): a for a in rdf["inputs"][0]["axes"]}
-    assert ax["z"]["size"] == {"min": 29, "step": 29}
+    assert ax["z"]["size"] == {"min": 29, "step": 29} and ax["z"]["concatenable"] is True
     out = {a.get("id", a["type"]): a for a in rdf["outputs"][0]["axes"]}
     trained = load_run(run).trained
     assert out["y"]["halo"] >= trained.model.receptive_radius() and out["y"]["halo"] % 4 == 0
@@ -189,3 +190,38 @@ def test_benchmark_machinery_on_tiny_data(tmp_path):
     assert res["criteria"][0]["input"] != res["criteria"][0]["zsegan"]
     s = res["rl_sigmas"]
     assert s[14] == 0 and s[0] > 0 and s[28] > 0
+
+
+def test_default_windows_match_one_window_and_the_sample_output(package):
+    """Default windows on a stack larger than one window along every tiled axis (lengths
+    not multiples of the step) == one window; the sample input reproduces the sample output."""
+    shapes = assert_windows_agree(package)
+    assert min(shapes["large"][-2:]) > 256
+
+
+@pytest.mark.parametrize("planes", [28, 30, 57])
+def test_zscan_of_the_wrong_plane_count_is_refused_not_padded(package, synth, tmp_path, planes):
+    """A 29-plane model given 28, 30 or 57 planes: predict refuses (train and export refuse
+    the same file) instead of padding planes into another focal position."""
+    st = np.asarray(read_stack(synth / "sample.tif").values)
+    whole = np.concatenate([st, st[::-1]], axis=0)[:planes]
+    src = tmp_path / f"scan{planes}.tif"
+    write_tiff(src, as_dataarray(whole, "ZYX"))
+    res = runner.invoke(app, ["predict", str(package), str(src), str(tmp_path / "out.tif")])
+    _clean_failure(res, "blocks of 29", f"input has {planes}")
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_two_stacked_zscans_are_sharpened_scan_by_scan(package, synth, tmp_path):
+    st = np.asarray(read_stack(synth / "sample.tif").values)
+    src = tmp_path / "two.tif"
+    write_tiff(src, as_dataarray(np.concatenate([st, st[::-1]], axis=0), "ZYX"))
+    _ok(runner.invoke(app, ["predict", str(package), str(src), str(tmp_path / "two_out.tif")]))
+    one = tmp_path / "one.tif"
+    write_tiff(one, as_dataarray(st[::-1].copy(), "ZYX"))
+    _ok(runner.invoke(app, ["predict", str(package), str(one), str(tmp_path / "one_out.tif")]))
+    two = read_stack(tmp_path / "two_out.tif").values
+    assert two.shape[0] == 58
+    # each scan is normalised with the statistics of the whole stack, so compare structure
+    a, b = two[29:].ravel(), read_stack(tmp_path / "one_out.tif").values.ravel()
+    assert np.corrcoef(a, b)[0, 1] > 0.999

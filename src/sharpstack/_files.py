@@ -51,7 +51,11 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # someone else's live process
         return True
-    return True
+    try:  # a killed process its parent has not reaped yet (a zombie) is dead too
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
 
 
 def check_destination(dest: str | os.PathLike, what: str = "output") -> None:
@@ -84,10 +88,11 @@ def remove_path(p: Path) -> None:
 
 
 def clean_stale(dest: str | os.PathLike) -> list[Path]:
-    """Remove the temporaries that dead sharpstack processes left beside ``dest``.
+    """Remove the temporaries that dead sharpstack processes left beside ``dest`` (in its
+    folder, for any destination there; a process that is gone or a zombie is dead).
 
-    If ``dest`` is missing and a dead process left the previous output (``.sharpstack-old-``)
-    during a replace, it is renamed back to ``dest`` first. Returns what was removed or
+    If a destination is missing and a dead process left its previous output
+    (``.sharpstack-old-``) during a replace, it is renamed back first. Returns what was removed or
     restored.
     """
     d = Path(dest)
@@ -95,29 +100,67 @@ def clean_stale(dest: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         return []
     done = []
+    # every dead process's temporaries in the folder, whatever destination they were for
     for p in sorted(folder.iterdir()):
         m = _NAME.match(p.name)
-        if m is None or m.group(3) != d.name or _alive(int(m.group(2))):
+        if m is None or _alive(int(m.group(2))):
             continue
-        if m.group(1) == "old" and not (d.exists() or d.is_symlink()):
-            os.replace(p, d)
+        target = folder / m.group(3)
+        if m.group(1) == "old" and not (target.exists() or target.is_symlink()):
+            os.replace(p, target)
         else:
             remove_path(p)
         done.append(p)
     return done
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap ``a`` and ``b`` in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``);
+    False where the system or file system cannot (then nothing changed)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                   ctypes.c_uint]
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    import errno
+
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EXDEV, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), os.fspath(b))
+
+
 def replace_atomically(candidate: Path, dest: Path) -> Path:
     """Move the finished ``candidate`` to ``dest``; an existing ``dest`` is replaced only
-    after the new content is complete, and is kept under a temporary name until the new one
-    is in place (files: one atomic ``os.replace``; folders: two renames, recovered by
-    :func:`clean_stale` if a kill falls between them)."""
+    after the new content is complete, so that at every instant the old or the new content
+    is at ``dest`` (files: one atomic ``os.replace``; folders: one atomic exchange where
+    Linux offers it, else two renames, the old folder kept under ``.sharpstack-old-`` and
+    put back by :func:`clean_stale` if a kill falls between them)."""
     dest = Path(dest)
     if not (dest.exists() or dest.is_symlink()):
         os.replace(candidate, dest)
         return dest
     if not candidate.is_dir() and not dest.is_dir():
         os.replace(candidate, dest)
+        return dest
+    if not candidate.name.startswith(TMP_PREFIX):
+        # the old content will sit at the candidate's name: give it a temporary name first,
+        # so that a kill leaves debris clean_stale recognises (not, e.g., a partial output)
+        tmp = temp_path(dest)
+        os.replace(candidate, tmp)
+        candidate = tmp
+    if _exchange(candidate, dest):
+        remove_path(candidate)  # now the old content
         return dest
     old = temp_path(dest, OLD_PREFIX)
     os.replace(dest, old)

@@ -97,6 +97,11 @@ def read_window(data: Any, dims: Sequence[str], sizes: Mapping[str, int],
     array = np.asarray(part)
     if any(p != (0, 0) for p in pads):
         array = np.pad(array, pads, mode="reflect")
+    elif not array.flags.owndata:
+        # a view of the caller's array, of a memory map or of a cached chunk: the engine
+        # pre-processes windows in place, which would change the input under the windows
+        # that overlap this one (a float32 stack tiled along any axis came out wrong)
+        array = array.copy()
     return array
 
 

@@ -60,6 +60,15 @@ def tiff_dtype(dtype: Any) -> np.dtype:
     return dt
 
 
+def _write_error(dest: Any, exc: OSError) -> SharpstackError:
+    """One clear message for an output that cannot be written (permissions, a full disk, a
+    file where a folder should be)."""
+    where = dest if dest is not None else (exc.filename or "the output")
+    return SharpstackError(f"cannot write the output {where} ({exc.strerror or exc}); check "
+                           f"that its folder is writable and has free space, or choose "
+                           f"another output path")
+
+
 class Sink:
     """Base class: ``dims`` (from ``c z y x``), ``shape``, ``chunks``; opened on the first
     window (its dtype is the network's) unless resumed."""
@@ -81,8 +90,14 @@ class Sink:
 
     def write(self, index: tuple[slice, ...], values: np.ndarray) -> None:
         if self.array is None:
-            self._open(np.dtype(values.dtype))
+            self._open_checked(np.dtype(values.dtype))
         self.array[index] = values
+
+    def _open_checked(self, dtype: np.dtype) -> None:
+        try:
+            self._open(dtype)
+        except OSError as exc:
+            raise _write_error(getattr(self, "dest", None), exc) from None
 
     def read(self, index: tuple[slice, ...]) -> np.ndarray:
         return np.asarray(self.array[index])
@@ -111,8 +126,11 @@ class _FileSink(Sink):
 
         super().__init__(dims, shape, chunks)
         self.dest, self.attrs = Path(dest), dict(attrs)
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        clean_stale(self.dest)
+        try:
+            self.dest.parent.mkdir(parents=True, exist_ok=True)
+            clean_stale(self.dest)
+        except OSError as exc:
+            raise _write_error(self.dest, exc) from None
         self.tmp = temp_path(self.dest)
 
     def abort(self, interrupted: bool = False) -> None:
@@ -144,7 +162,7 @@ class _MappedSink(_FileSink):
 
     def write(self, index: tuple[slice, ...], values: np.ndarray) -> None:
         if self.array is None:
-            self._open(np.dtype(values.dtype))
+            self._open_checked(np.dtype(values.dtype))
         perm = self._perm()
         idx = tuple(index[i] for i in perm)
         self.array[idx] = np.transpose(values, perm)
@@ -255,9 +273,13 @@ class ZarrSink(_FileSink):
         if saved != self.fingerprint:
             diff = sorted(k for k in set(saved) | set(self.fingerprint)
                           if saved.get(k) != self.fingerprint.get(k))
+            words = {"package": "the package's content (rdf or weights)",
+                     "output_calibration": "the output's voxel size/calibration "
+                                           "(--voxel-size or the input's)"}
             raise InputError(f"the interrupted run in {self.tmp} used other settings "
-                             f"({', '.join(diff)} differ); resume with the same package, "
-                             f"input and options, or pass --overwrite to start over")
+                             f"({', '.join(words.get(k, k) for k in diff)} differ); resume "
+                             f"with the same package, input and options, or pass --overwrite "
+                             f"to start over")
         for line in lines[1:]:
             if line.strip().isdigit():
                 self.done.add(int(line))
@@ -348,7 +370,23 @@ def prepare_destination(dest: Path, src: Path, *, overwrite: bool, resume: bool)
         raise InputError(f"the input {src} lies inside the output {dest}; replacing the output "
                          f"would delete the input: choose another output path")
     kind = output_kind(dest)
+    from ._files import check_destination, clean_stale
+
+    check_destination(dest, "output")
+    # first put back what a killed replace left (so the checks below see the real state)
+    # and remove dead runs' temporaries
+    clean_stale(dest)
     partial = partial_path(dest)
+    if kind == "zarr" and partial.exists() and not _has_log(partial):
+        # a run killed before it wrote its first window's log: nothing to resume, and it
+        # must not block this run
+        import warnings
+
+        from ._files import remove_path
+
+        warnings.warn(f"removed {partial}: an interrupted run that had not finished any "
+                      f"window (nothing to resume)", stacklevel=3)
+        remove_path(partial)
     if kind == "zarr" and partial.exists() and not (resume or overwrite):
         raise OutputExistsError(
             f"{partial} holds an interrupted run towards {dest}; pass --resume to continue it "
@@ -367,6 +405,16 @@ def prepare_destination(dest: Path, src: Path, *, overwrite: bool, resume: bool)
         from ._files import remove_path
 
         remove_path(partial)
+
+
+def _has_log(partial: Path) -> bool:
+    """Does the partial OME-Zarr folder hold a readable run log (its fingerprint line)?"""
+    try:
+        with open(partial / _LOG) as fh:
+            json.loads(fh.readline())
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def fingerprint(**items: Any) -> dict[str, Any]:

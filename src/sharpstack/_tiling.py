@@ -14,7 +14,9 @@ Per spatial axis of the model input (all sizes in input pixels unless said other
   starts lie on the step grid (multiples of ``step`` from the volume start), so
   down-sampling networks see the same pixel grid as an untiled run. A window that would
   reach past the volume is shifted inward to end at the border (only there may a start be
-  off the grid); two cores whose windows coincide share one window.
+  off the grid); two cores whose windows coincide share one window. That border window
+  ends where a single window over the whole axis would end (the smallest valid length, the
+  part beyond the data reflect-padded), so that tiled and one-window outputs agree there too.
 - Each window's output is cropped to its core; the sides on the volume border keep
   everything, exactly as an untiled run would.
 - Padding (reflect) happens only when the whole axis fits into one window and its length
@@ -65,6 +67,7 @@ class AxisGeom:
     halo: int = 0
     offset: int = 0
     ref: tuple[str, Fraction, int] | None = None  # input size = ref size * factor + offset
+    blocks: bool = False  # ``concatenable``: independent blocks of ``min``, never padded
 
     def largest_valid(self, size: int) -> int:
         """Largest valid size <= ``size`` (at least ``min``)."""
@@ -132,6 +135,8 @@ def plan_axis_chunked(n: int, g: AxisGeom, tile: int) -> tuple[list[Win], int]:
             raise InputError(f"the model takes exactly {g.min} pixels along {g.name!r} and does "
                              f"not return that axis, but the input has {n}; crop it to {g.min}")
         return [Win(start=0, size=size)], 0
+    if g.blocks and g.step in (0, g.min) and g.halo == 0 and g.offset == 0:
+        return _plan_blocks(n, g, tile)
     s, q = g.scale, g.scale.denominator
     if g.offset > 0 or g.offset % 2:
         raise PackageError(f"output axis {g.name!r} has size offset {g.offset}; sharpstack "
@@ -166,7 +171,12 @@ def plan_axis_chunked(n: int, g: AxisGeom, tile: int) -> tuple[list[Win], int]:
     valid = g.smallest_valid(core + 2 * (m + hg))
     assert valid is not None and valid <= size
     size = valid
-    last = _ceil_to(need - size, q)  # start of the window that ends on the far border
+    # the window that ends on the far border ends where one window over the whole axis
+    # would: at the smallest valid length >= the axis, reflect-padded beyond it. Ending the
+    # last window at the data's end instead changed the outputs within the network's reach
+    # of that end (a stack whose length is not a valid size came out different tiled)
+    full = g.smallest_valid(need) or need
+    last = _ceil_to(full - size, q)  # start of that window
     wins: list[Win] = []
     for k in range(count):
         lo, hi = k * core, min((k + 1) * core, n_pad)
@@ -179,6 +189,25 @@ def plan_axis_chunked(n: int, g: AxisGeom, tile: int) -> tuple[list[Win], int]:
             continue
         wins.append(Win(start=u - m, size=size, src=int((lo - u) * s), dst=dst))
     return wins, int(core * s)
+
+
+def _plan_blocks(n: int, g: AxisGeom, tile: int) -> tuple[list[Win], int]:
+    """A ``concatenable`` axis: the input is a stack of independent blocks of ``g.min``
+    (ZSE-GAN: k z-scans of 29 focal planes). Padding or shifting a window would mix planes of
+    two blocks, so the length must be a valid size and windows hold whole blocks."""
+    block = g.min
+    if n < block or n % block:
+        raise InputError(f"the model takes {g.name!r} in blocks of {block} pixels (a length "
+                         f"of k*{block}), but the input has {n}; crop or complete the stack "
+                         f"to such a length (e.g. {max(block, n // block * block)})")
+    assert g.scale is not None
+    per = 1 if g.step == 0 else max(1, min(n, tile) // block)  # whole blocks per window
+    wins: list[Win] = []
+    for k in range(0, n // block, per):
+        lo, hi = k * block, min(n, (k + per) * block)
+        wins.append(Win(start=lo, size=hi - lo, src=0,
+                        dst=slice(int(lo * g.scale), int(hi * g.scale))))
+    return wins, int(per * block * g.scale)
 
 
 def resolve_refs(space: Mapping[str, AxisGeom], sizes: Mapping[str, int]) -> dict[str, AxisGeom]:

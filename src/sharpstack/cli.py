@@ -60,15 +60,29 @@ def _log_unexpected(exc: BaseException) -> Path | None:
         return None
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    import warnings
+
+    if f"{os.sep}sharpstack{os.sep}" in str(filename):
+        typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
+    else:
+        warnings._showwarning_orig(message, category, filename, lineno, file, line)
+
+
 def _friendly(fn):
     """Turn sharpstack's user errors into a message and exit code 2; anything unexpected
     into a short message, a log file and exit code 1 (``--debug``: the traceback)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import warnings
+
         from ._files import signals_as_interrupts
 
         try:
-            with signals_as_interrupts():  # SIGTERM unwinds like Ctrl-C: temporaries removed
+            with signals_as_interrupts(), warnings.catch_warnings():
+                # SIGTERM unwinds like Ctrl-C (temporaries removed); sharpstack's own warnings
+                # are one "warning:" line, not a source location
+                warnings.showwarning = _show_warning
                 return fn(*args, **kwargs)
         except SharpstackError as exc:
             typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
@@ -119,6 +133,22 @@ def _parse_ints(text: Optional[str], n: Optional[int], what: str) -> Optional[tu
     if n is not None and len(vals) == 1:
         vals = vals * n
     return vals
+
+
+def _tile(text: Optional[str]):
+    """``--tile``: one number (every axis) or exactly three, Z,Y,X; anything else is refused
+    (never dropped or shifted onto other axes)."""
+    t = _parse_ints(text, None, "--tile")
+    if t is None:
+        return None
+    if len(t) == 1:
+        return t[0]
+    if len(t) != 3:
+        raise SharpstackError(
+            f"--tile takes one number (the same window size along every axis) or three, Z,Y,X "
+            f"(e.g. --tile 16,256,256; for a 2D model Z is the planes per window); got "
+            f"{len(t)} numbers: {text!r}")
+    return dict(zip("zyx", t))
 
 
 def _voxel_size(text: Optional[str]):
@@ -360,7 +390,7 @@ def predict(
     workers: Annotated[Optional[int], typer.Option(help="Dask threads or worker processes (threads, processes, local).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for the network (per process).")] = None,
     trust_code: Annotated[bool, typer.Option("--trust-code", help="Allow pytorch_state_dict weights whose architecture is code from the package (never chosen otherwise).")] = False,
-    check: Annotated[bool, typer.Option("--check", help="First run the package's own test input through the same runner and weights and compare with its test output; stop before any output if they differ or are not finite.")] = False,
+    check: Annotated[bool, typer.Option("--check/--no-check", help="Self-check first: the package's own test input through the same runner, weights and windows must reproduce its test output; otherwise stop before any output and say whether the weights or the windows are at fault. --no-check skips it.")] = True,
     voxel_size: Annotated[Optional[str], typer.Option(help="Voxel size of the input, Z,Y,X in micrometres (unit optional: 0.96,0.24,0.24um; or z=0.96 for one axis): overrides or completes the file's calibration; the output's follows the model's scaling.")] = None,
 ):
     """Run a packaged model on a stack, tiled with its halo, streamed into the output; keeps the
@@ -368,10 +398,7 @@ def predict(
     from .predict import predict_file
 
     _threads(threads)
-    t = _parse_ints(tile, None, "--tile")
-    tile_arg = None
-    if t is not None:
-        tile_arg = t[0] if len(t) == 1 else dict(zip("zyx"[-len(t):], t))
+    tile_arg = _tile(tile)
     if workers is not None and workers < 1:
         raise SharpstackError(f"--workers must be a positive number, got {workers}")
     if dask and scheduler is None:

@@ -34,7 +34,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["predict_dask"]
+__all__ = ["predict_dask", "check_scheduler"]
 
 _CACHE: dict[str, tuple[Any, Any]] = {}  # run token -> (Runner, input array) in this process
 _CACHE_LOCK = threading.Lock()
@@ -155,6 +155,26 @@ def _portable(package: Any) -> Any:
     return package
 
 
+_LOCAL_SCHEDULERS = ("threads", "processes", "synchronous", "local")
+
+
+def check_scheduler(scheduler: Any) -> None:
+    """Refuse, before any work, a scheduler that is neither a local one nor an address
+    (``tcp://host:8786``, ``tls://...``, ``host:8786``)."""
+    import re
+
+    if scheduler is None or not isinstance(scheduler, str):
+        return  # None, or a distributed.Client
+    if scheduler in _LOCAL_SCHEDULERS:
+        return
+    if re.fullmatch(r"(tcp|tls|inproc|ucx|ws|wss)://[^\s/]+", scheduler) or \
+            re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d+", scheduler):
+        return
+    raise InputError(f"--scheduler {scheduler!r} is neither threads, processes, local nor the "
+                     f"address of a dask.distributed scheduler (e.g. tcp://host:8786); give "
+                     f"one of those")
+
+
 def _client(scheduler: str, workers: int | None) -> tuple[Any, Callable[[], None]]:
     """A dask.distributed Client for "local" or an address, and how to close what was opened."""
     try:
@@ -176,7 +196,7 @@ def _client(scheduler: str, workers: int | None) -> tuple[Any, Callable[[], None
 
     try:
         client = Client(scheduler, timeout=dask.config.get("distributed.comm.timeouts.connect"))
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, ValueError) as exc:
         raise InputError(f"no Dask scheduler answered at {scheduler!r} ({exc}); start one "
                          f"(dask scheduler / dask_jobqueue) or use --scheduler local") from exc
     return client, client.close

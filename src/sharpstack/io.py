@@ -52,6 +52,7 @@ __all__ = [
     "WRITE_SUFFIXES",
     "as_dataarray",
     "check_finite",
+    "check_not_constant",
     "describe_voxel_size",
     "parse_voxel_size",
     "read_stack",
@@ -274,8 +275,9 @@ def _data_axes(data: Any, what: str, allowed: str | None = None) -> str:
         bad = [a for a in axes if a not in allowed]
         if bad:
             raise InputError(f"{what}: axis/axes {''.join(bad)} cannot be written here; "
-                             f"supported axes are {allowed}. Select or squeeze them first "
-                             f"(e.g. data.isel({bad[0].lower()}=0))")
+                             f"supported axes are {allowed}. Keep one {bad[0].lower()} position "
+                             f"first (a file: save it in Fiji with Image > Duplicate; in "
+                             f"Python: data.isel({bad[0].lower()}=0))")
     return axes
 
 
@@ -401,6 +403,31 @@ def check_finite(data: Any, name: str) -> None:
         raise InputError(
             f"{name} contains {' and '.join(problems)}; fill or remove them (e.g. Fiji "
             f"Process > Math > Remove NaNs, or numpy.nan_to_num) before passing it to sharpstack")
+
+
+def check_not_constant(data: Any, name: str) -> None:
+    """Raise :class:`InputError` if every value of ``data`` is the same (an all-zero or blank
+    stack): a network trained on it learns nothing, and normalising it divides by zero.
+
+    ``data``: a DataArray, numpy or dask array (dask: reduced chunk by chunk). ``name`` is
+    what to call it in the message, e.g. ``"training stack 'cells.tif'"``.
+    """
+    arr = data.data if isinstance(data, xr.DataArray) else data
+    if int(np.prod(getattr(arr, "shape", np.shape(arr)))) == 0:
+        return
+    if hasattr(arr, "compute") and hasattr(arr, "chunks"):
+        import dask.array as dsa
+
+        lo, hi = (v.item() for v in dsa.compute(arr.min(), arr.max()))
+    else:
+        a = np.asarray(arr)
+        lo, hi = a.min().item(), a.max().item()
+    if lo == hi:
+        what = "all zero" if lo == 0 else f"constant (every value is {lo:g})"
+        raise InputError(
+            f"{name} is {what}: there is no structure to learn from; check the file in Fiji "
+            f"(Analyze > Histogram: a failed or empty acquisition, or the wrong channel?) and "
+            f"give the stack with the signal")
 
 
 # --------------------------------------------------------------------------------------------
@@ -552,9 +579,21 @@ def with_voxel_size(data: xr.DataArray, voxel_size: Mapping[str, float] | None, 
                              f"its axes, e.g. {option} y=0.24,x=0.24")
         sizes[a] = _positive_size(value, a, option)
         sources[a] = "given"
+    broken = data.attrs.get("voxel_size_invalid")
+    broken = {str(a).lower(): v for a, v in broken.items() if str(a).lower() not in
+              {str(k).lower() for k in (voxel_size or {})}} if isinstance(broken, Mapping) else {}
+    if broken:
+        listed = ", ".join(f"{a} {v:g}" for a, v in broken.items())
+        example = ",".join(f"{a}=SIZE" for a in broken)
+        raise InputError(
+            f"{name} gives a zero or negative voxel size ({listed}: its OME-Zarr scale); that "
+            f"is a broken calibration, not a size sharpstack can use. Give the right size in "
+            f"micrometres with {option} (e.g. {option} {example}), or correct the 'scale' in "
+            f"the file's .zattrs (or zarr.json)")
     out = data.copy(deep=False)
     out.attrs = {k: v for k, v in data.attrs.items()
-                 if k not in ("voxel_size", "unit", "calibrated", "voxel_size_source")}
+                 if k not in ("voxel_size", "unit", "calibrated", "voxel_size_source",
+                              "voxel_size_invalid")}
     out.attrs.update(_calibration_attrs(axes, sizes, sources))
     return out
 
@@ -680,7 +719,8 @@ def read_stack(path: str | os.PathLike, axes: str | None = None) -> xr.DataArray
     axes : str, optional
         One letter per dimension as the file stores them (e.g. ``"ZYX"``, ``"CZYX"``),
         overriding the file's metadata. TIFF and OME-Zarr take their axes from the metadata;
-        ``.npy`` has none, so 3D arrays default to ``"ZYX"`` and others need ``axes``.
+        ``.npy`` has none, so 2D arrays default to ``"YX"``, 3D ones to ``"ZYX"`` and others
+        need ``axes``.
 
     Returns
     -------
@@ -739,10 +779,14 @@ def _read_npy(path: Path, axes: str | None) -> xr.DataArray:
         raise InputError(f"{path} is not a readable .npy array ({exc}); save it with "
                          f"numpy.save") from exc
     if axes is None:
-        if array.ndim != 3:
-            raise InputError(f"{path} has {array.ndim} dimensions {array.shape} and .npy files "
-                             f"carry no axes; pass axes= (e.g. 'CZYX' or 'YX')")
-        axes = "ZYX"
+        if array.ndim not in (2, 3):
+            raise InputError(
+                f"{path} has {array.ndim} dimensions {array.shape}, and a .npy file does not "
+                f"say which axes they are, so sharpstack reads only 2D (YX) and 3D (ZYX) .npy "
+                f"files: save the array as a TIFF or OME-Zarr that names its axes (e.g. "
+                f"tifffile.imwrite('stack.tif', array, imagej=True, metadata={{'axes': "
+                f"'CZYX'}})), or one .npy file per channel / time point")
+        axes = "YX" if array.ndim == 2 else "ZYX"
     ax = check_axes(axes, array.ndim, name=f"axes for {path}")
     return _build(_native(array), ax, {}, os.fspath(path))
 
@@ -851,17 +895,22 @@ def _map_tifffile_axes(axes: str, path: Path) -> str:
     if generic:
         if len(generic) > 1 or "Z" in ax:
             raise InputError(f"{path}: the file does not say what dimensions {axes!r} are "
-                             f"(I/Q = unknown); pass axes= explicitly, e.g. axes='TZYX'")
+                             f"(I/Q = unknown); open it in Fiji, set the channels, slices and "
+                             f"frames (Image > Properties) and save it as TIFF again (in "
+                             f"Python: read_stack(path, axes='TZYX'))")
         ax = ax.replace(generic[0], "Z")
     if "S" in ax:
         if "C" in ax:
             raise InputError(f"{path} has both channels and colour samples (axes {axes!r}); "
-                             f"pass axes= explicitly")
+                             f"split them in Fiji (Image > Color > Split Channels) and save "
+                             f"one channel per file (in Python: read_stack(path, axes=...))")
         ax = ax.replace("S", "C")
     unknown = [a for a in ax if a not in "TCZYX"]
     if unknown:
         raise InputError(f"{path} has axes {axes!r} with {''.join(unknown)} that sharpstack does "
-                         f"not know; pass axes= using letters from TCZYX")
+                         f"not know: open it in Fiji, set the channels, slices and frames "
+                         f"(Image > Properties) and save it as TIFF again (in Python: "
+                         f"read_stack(path, axes=...) with letters from TCZYX)")
     return ax
 
 
@@ -983,10 +1032,15 @@ def _read_ome_zarr(path: Path, axes: str | None) -> xr.DataArray:
     if len(keep) != data.ndim:
         data = data[tuple(slice(None) if i in keep else 0 for i in range(data.ndim))]
     sizes: dict[str, float | None] = {}
+    invalid: dict[str, float] = {}  # a zero, negative or non-finite scale: a broken file
     for i in keep:
         factor = _unit_factor(units[i])
-        if names[i] in _SPATIAL and factor is not None and scale is not None:
-            sizes[names[i]] = scale[i] * (global_scale[i] if global_scale else 1.0) * factor
+        if names[i] in _SPATIAL and scale is not None:
+            value = scale[i] * (global_scale[i] if global_scale else 1.0)
+            if not (math.isfinite(value) and value > 0):
+                invalid[names[i]] = value
+            elif factor is not None:
+                sizes[names[i]] = value * factor
     names = "".join(names[i] for i in keep)
     if axes is not None:
         ax = check_axes(axes, data.ndim, name=f"axes for {path}")
@@ -994,7 +1048,12 @@ def _read_ome_zarr(path: Path, axes: str | None) -> xr.DataArray:
         ax = check_axes(names, data.ndim, name=f"axes of {path}")
     if ax != names:  # user override: calibration follows position, not the file's names
         sizes = {ax[j]: sizes.get(names[j]) for j in range(len(ax))}
-    return _build(data, ax, sizes, os.fspath(path))
+        invalid = {ax[j]: invalid[names[j]] for j in range(len(ax)) if names[j] in invalid}
+    da = _build(data, ax, sizes, os.fspath(path))
+    if invalid:  # kept unknown; with_voxel_size refuses it unless --voxel-size gives the axis
+        da.attrs["voxel_size_invalid"] = {a.lower(): v for a, v in invalid.items()
+                                          if a in _SPATIAL}
+    return da
 
 
 def _ngff_axes(axes: Any, ndim: int, path: Path) -> tuple[str, list[Any]]:
@@ -1007,7 +1066,9 @@ def _ngff_axes(axes: Any, ndim: int, path: Path) -> tuple[str, list[Any]]:
         names.append(str(name).upper())
     if len(names) != ndim or any(len(n) != 1 or n not in "TCZYX" for n in names):
         raise InputError(f"{path}: OME-Zarr axes {[str(n).lower() for n in names]} do not map "
-                         f"onto t, c, z, y, x for a {ndim}-D array; pass axes= explicitly")
+                         f"onto t, c, z, y, x for a {ndim}-D array: name them t, c, z, y or x "
+                         f"in the 'axes' of the multiscales metadata (.zattrs or zarr.json) "
+                         f"(in Python: read_stack(path, axes=...))")
     return "".join(names), units
 
 

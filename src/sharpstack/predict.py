@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -104,6 +105,20 @@ def load_model(package: Any) -> Any:
     if not path.exists():
         raise PackageError(f"model package {path} not found; give the path to a bioimage.io "
                            f"package (.zip file, unpacked folder or its rdf.yaml)")
+    gone: dict[str, str] = {}
+    if path.is_dir() or zipfile.is_zipfile(path) or path.suffix.lower() in (".yaml", ".yml"):
+        from ._trust import preflight, weight_files
+
+        # one description only (the one bioimageio loads is the one trusted), plain UTF-8
+        # YAML, a model of a known format_version: each named before bioimageio sees it
+        rdf = preflight(path)
+        gone = weight_files(path, rdf)
+        if gone and len(gone) == len(rdf.get("weights") or {}):
+            raise PackageError(
+                f"{path} has no weights it can run offline: "
+                + "; ".join(f"{f}: {why}" for f, why in gone.items())
+                + ". Get the complete package again (a package from the model zoo: "
+                  "`bioimageio package ID` downloads it with its weights)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -117,6 +132,12 @@ def load_model(package: Any) -> Any:
         raise PackageError(f"{path} (format {getattr(descr, 'format_version', '?')}) could not "
                            f"be converted to bioimage.io model format 0.5; update the package "
                            f"with `bioimageio update-format`")
+    if gone:  # run the weights that are there (a weight_format asked for is said missing)
+        drop = {f: None for f in gone if f in type(descr.weights).model_fields}
+        descr = descr.model_copy(update={"weights": descr.weights.model_copy(update=drop)})
+        warnings.warn(f"{path}: not using its " + "; ".join(
+            f"{f} weights ({why})" for f, why in gone.items()) + "; the other weights run",
+            stacklevel=2)
     return descr
 
 
@@ -191,10 +212,11 @@ def _input_axis(axis: Any, tensor_id: str, name: str, axes: Mapping[str, Any]) -
     from bioimageio.spec.model import v0_5
 
     size = axis.size
+    blocks = bool(getattr(axis, "concatenable", False))
     if isinstance(size, int):
-        return _AxisGeom(axis.id, min=size, step=0)
+        return _AxisGeom(axis.id, min=size, step=0, blocks=blocks)
     if isinstance(size, v0_5.ParameterizedSize):
-        return _AxisGeom(axis.id, min=size.min, step=size.step)
+        return _AxisGeom(axis.id, min=size.min, step=size.step, blocks=blocks)
     if isinstance(size, v0_5.SizeReference) and size.tensor_id == tensor_id \
             and size.axis_id in axes and size.axis_id != axis.id:
         factor = Fraction(_axis_scale(axes[size.axis_id]) / _axis_scale(axis)).limit_denominator(1000)
@@ -310,8 +332,9 @@ def _layout(model: _Model, data: xr.DataArray) -> _Layout:
     extra = [a for a in axes if a not in "CZYX"]
     if extra:
         raise InputError(f"{source} has axis/axes {''.join(extra).lower()}; predict takes "
-                         f"c, z, y, x only: select one position first, e.g. data.isel("
-                         f"{extra[0].lower()}=0)")
+                         f"c, z, y, x only: save one time point as its own file (Fiji: "
+                         f"Image > Duplicate, one frame) and predict that (in Python: "
+                         f"data.isel({extra[0].lower()}=0))")
     space = "".join(a for a in "zyx" if a in model.space)
     if "z" in model.space and "z" not in dims:
         raise InputError(f"model {model.name!r} expects 3D ({','.join(space)}) input but "
@@ -319,11 +342,15 @@ def _layout(model: _Model, data: xr.DataArray) -> _Layout:
     c = data.sizes.get("c")
     if model.in_channels is None and c not in (None, 1):
         raise InputError(f"model {model.name!r} takes one channel but {source} has {c}; "
-                         f"select one with data.isel(c=...)")
+                         f"split the channels (Fiji: Image > Color > Split Channels) and "
+                         f"predict one per file (in Python: data.isel(c=...))")
     if model.in_channels is not None and (c or 1) != model.in_channels:
+        fix = ("split the channels (Fiji: Image > Color > Split Channels) and predict one "
+               "per file" if model.in_channels == 1 else
+               f"give a stack with {model.in_channels} channels (Fiji: Image > Color > Merge "
+               f"Channels)")
         raise InputError(f"model {model.name!r} expects {model.in_channels} channel(s) but "
-                         f"{source} has {c or 1}; give a stack with a c axis of size "
-                         f"{model.in_channels}")
+                         f"{source} has {c or 1}; {fix}")
     dtype = np.dtype(data.dtype)
     want = np.dtype(model.in_dtype)
     if np.issubdtype(want, np.integer) and not np.can_cast(dtype, want, "safe"):
@@ -457,10 +484,13 @@ def _code_reason(package: Any, trust_code: bool) -> str | None:
     """Why the package's state-dict weights may not run (None: they may), see _trust."""
     if trust_code:
         return None
-    from ._trust import TRUST_FLAG, state_dict_code
+    from ._trust import TRUST_FLAG, descr_code, state_dict_code
 
     if isinstance(package, (str, os.PathLike)):
         check = state_dict_code(package)
+        return check.reason if check.runs_package_code else None
+    if hasattr(package, "weights"):  # the loaded description that will run: checked as is
+        check = descr_code(package)
         return check.reason if check.runs_package_code else None
     return (f"it was given as a loaded description, whose architecture code cannot be checked; "
             f"pass trust_code=True (CLI: {TRUST_FLAG}) if you trust its author")
@@ -509,8 +539,36 @@ def _prepare(descr: Any, data: xr.DataArray, *, tile: Any, weight_format: str | 
                 options=options)
 
 
+def _refuse_flat_input(stats: Mapping[Any, np.ndarray], model_name: str, name: str) -> None:
+    """A stack whose lowest and highest normalisation percentiles are equal (or whose standard
+    deviation is 0) normalises to all zero, or divides by ~0: the model would return
+    structure it invented, so nothing is predicted."""
+    quantiles: dict[Any, list[tuple[float, np.ndarray]]] = {}
+    for m, v in stats.items():
+        if m.name == "quantile":
+            key = (str(m.member_id), None if m.axes is None else tuple(map(str, m.axes)))
+            quantiles.setdefault(key, []).append((float(m.q), np.asarray(v, dtype=np.float64)))
+        elif m.name == "std" and np.any(np.asarray(v) == 0):
+            raise InputError(f"{name} is constant (standard deviation 0): model {model_name!r} "
+                             f"would only return what its normalisation invents; check that "
+                             f"this is the right file, channel or crop")
+    for qs in quantiles.values():
+        if len(qs) < 2:
+            continue
+        qs.sort(key=lambda t: t[0])
+        (q_lo, lo), (q_hi, hi) = qs[0], qs[-1]
+        if np.any(hi <= lo):
+            value = float(np.atleast_1d(lo)[0])
+            raise InputError(f"{name} has the same value ({value:g}) at its {100 * q_lo:g}th and "
+                             f"{100 * q_hi:g}th percentiles, the range model {model_name!r} "
+                             f"normalises with: it is (nearly) constant or empty, so the "
+                             f"normalised input would be all zero or divided by ~0; check "
+                             f"that this is the right file, channel or crop")
+
+
 def _input_stats(job: _Job, data: Any, name: str) -> dict[Any, np.ndarray]:
-    """Statistics of the whole input the processing needs (exact, streamed)."""
+    """Statistics of the whole input the processing needs (exact, streamed); refuses a flat
+    input (see :func:`_refuse_flat_input`)."""
     measures = sorted(job.proc.input_measures, key=repr)
     dims = job.layout.dims
 
@@ -520,8 +578,10 @@ def _input_stats(job: _Job, data: Any, name: str) -> dict[Any, np.ndarray]:
             part = part.compute(scheduler="synchronous")
         return np.asarray(part)
 
-    return measure_stats(measures, read, job.in_shape, job.in_dtype, dims, job.model.in_dims,
-                         job.model.name, name, chunks=getattr(data, "chunks", None))
+    stats = measure_stats(measures, read, job.in_shape, job.in_dtype, dims, job.model.in_dims,
+                          job.model.name, name, chunks=getattr(data, "chunks", None))
+    _refuse_flat_input(stats, job.model.name, name)
+    return stats
 
 
 # --------------------------------------------------------------------------------------------
@@ -601,7 +661,7 @@ def predict_array(package: Any, data: xr.DataArray, *, tile: Mapping[str, int] |
                   threads: int | None = None, batch: int | None = None, planes: bool = True,
                   trust_code: bool = False,
                   progress: Callable[[int, int], Any] | bool = False,
-                  log: Callable[[str], Any] | None = None) -> xr.DataArray:
+                  log: Callable[[str], Any] | None = None, check: bool = True) -> xr.DataArray:
     """Run a bioimage.io model package on a stack in memory, tiled with the package's halo.
 
     Parameters
@@ -643,6 +703,11 @@ def predict_array(package: Any, data: xr.DataArray, *, tile: Mapping[str, int] |
         after each window. Default: silent.
     log : callable, optional
         Called with lines describing the run (windows, weights, the statistics used).
+    check : bool
+        First the self-check (:func:`_self_test`): the package's test input through the
+        same runner, weights and windows must reproduce its test output, else
+        :class:`PackageError` says whether the weights or the windows are at fault and
+        nothing is predicted. Default on.
 
     Returns
     -------
@@ -675,9 +740,13 @@ def predict_array(package: Any, data: xr.DataArray, *, tile: Mapping[str, int] |
     from ._stream import MemorySink
 
     _check_progress(progress)
-    job = _prepare(load_model(package), data, tile=tile, weight_format=weight_format,
+    descr = load_model(package)
+    job = _prepare(descr, data, tile=tile, weight_format=weight_format,
                    device=device, threads=threads, batch=batch, planes=planes,
-                   code_reason=_code_reason(package, trust_code))
+                   code_reason=_code_reason(descr, trust_code))
+    if check:
+        _self_test(descr, job.options.weight_format, trust_code, log, split=_split_axes(job),
+                   tile=tile, device=device, threads=threads, batch=batch)
     name = f"input stack {job.layout.source!r}"
     job.stats = _input_stats(job, data.data, name)
     if log is not None:
@@ -699,7 +768,7 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
                  workers: int | None = None,
                  progress: Callable[[int, int], Any] | bool = False,
                  log: Callable[[str], Any] | None = None,
-                 voxel_size: Mapping[str, float] | None = None, check: bool = False) -> Path:
+                 voxel_size: Mapping[str, float] | None = None, check: bool = True) -> Path:
     """Run a model package on a stack file and stream the result into the output file.
 
     Parameters
@@ -736,9 +805,8 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
         :func:`sharpstack.io.parse_voxel_size`): overrides or completes the file's
         calibration; the output's voxel size follows from it and the model's scaling.
     check : bool
-        First run the package's test input through this runner with the weight format that
-        will run and compare with its test output (see :func:`_self_test`); a package that
-        fails stops here, before any output exists.
+        The self-check of :func:`predict_array` (default on): a package that fails it stops
+        here, before any output exists.
 
     Returns
     -------
@@ -772,14 +840,19 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
     _check_progress(progress)
     src, dst = Path(input_path), Path(output_path)
     kind = output_kind(dst)
+    if scheduler is not None:
+        from .distributed import check_scheduler
+
+        check_scheduler(scheduler)
     prepare_destination(dst, src, overwrite=overwrite, resume=resume)
     descr = load_model(package)
     data = with_voxel_size(read_stack(src), voxel_size)
     job = _prepare(descr, data, tile=tile, weight_format=weight_format, device=device,
                    threads=threads, batch=batch, planes=planes,
-                   code_reason=_code_reason(package, trust_code))
+                   code_reason=_code_reason(descr, trust_code))
     if check:
-        _self_test(descr, job.options.weight_format, trust_code, log)
+        _self_test(descr, job.options.weight_format, trust_code, log, split=_split_axes(job),
+                   tile=tile, device=device, threads=threads, batch=batch)
     out_dtype = np.dtype(job.model.out_dtype)
     if kind == "tiff" and tiff_dtype(out_dtype) not in _IMAGEJ_DTYPES:
         raise InputError(f"model {job.model.name!r} returns {out_dtype}, which an ImageJ TIFF "
@@ -810,7 +883,8 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
             return predict_dask(job, package, src, dst, attrs, scheduler=scheduler,
                                 workers=workers, progress=progress)
         if kind == "zarr":
-            fp = fingerprint(package=_package_id(package), input=str(src.resolve()),
+            fp = fingerprint(package=_package_id(package, descr), input=str(src.resolve()),
+                             output_calibration=attrs,
                              input_shape=list(job.in_shape), input_dtype=str(job.in_dtype),
                              windows=[[repr(w) for w in v] for v in job.plan.axes.values()],
                              output=list(job.out_shape), weights=job.options.weight_format,
@@ -840,22 +914,35 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
             raise
 
 
-def _self_test(descr: Any, weight_format: str, trust_code: bool,
-               log: Callable[[str], Any] | None) -> None:
-    """``--check``: the package's test input through this runner, with the weights that will
-    run, compared with its test output (|d| <= 1e-3 + 1e-3 |expected|, finite). Run here
-    rather than with ``bioimageio.core.test_model``, whose comparison lets NaN through and
-    which does not run the code path (tiling, batching, weight choice) used next."""
+def _split_axes(job: _Job) -> list[str]:
+    """The model axes the job cuts into several windows (a 2D model's groups of planes are
+    not windows of the model)."""
+    return [a for a, wins in job.plan.axes.items()
+            if len(wins) > 1 and a in job.model.space]
+
+
+_WHOLE = 1 << 30  # a tile request that puts every axis into one window
+
+
+def _close(got: np.ndarray, expected: np.ndarray) -> bool:
+    """Within |d| <= 1e-3 + 1e-3 |expected| everywhere and finite (NaN compares False)."""
+    if got.shape != expected.shape:
+        return False
+    return bool((np.abs(got.astype(np.float64) - expected) <= 1e-3 + 1e-3 * np.abs(expected)).all())
+
+
+def _test_tensors(descr: Any) -> tuple[xr.DataArray, np.ndarray] | None:
+    """The package's test input (dims from ``c z y x``) and test output, read safely; None
+    when it has none."""
     from bioimageio.spec.utils import load_array
 
     ipt, opt = descr.inputs[0], descr.outputs[0]
+    name = f"package {descr.name!r}"
     if ipt.test_tensor is None or opt.test_tensor is None:
-        raise PackageError(f"model {descr.name!r} has no test tensors, so --check cannot run; "
-                           f"predict without --check")
+        return None
 
     def as_named(arr: np.ndarray, axes: Any) -> xr.DataArray:
         dims = ["c" if str(a.id) == "channel" else str(a.id) for a in axes]
-        arr = np.asarray(arr)
         if "batch" in dims:
             arr, dims = arr[(slice(None),) * dims.index("batch") + (0,)], \
                 [d for d in dims if d != "batch"]
@@ -863,35 +950,182 @@ def _self_test(descr: Any, weight_format: str, trust_code: bool,
             arr, dims = arr.squeeze(dims.index("c")), [d for d in dims if d != "c"]
         return xr.DataArray(arr, dims=dims)
 
-    x = as_named(load_array(ipt.test_tensor), ipt.axes)
-    expected = as_named(load_array(opt.test_tensor), opt.axes).values
-    name = f"package {descr.name!r}"
+    try:  # load_array refuses pickled (object) arrays and checks the declared sha256
+        x, y = (np.asarray(load_array(t.test_tensor)) for t in (ipt, opt))
+        if x.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
+            raise ValueError(f"test tensors of dtype {x.dtype} / {y.dtype}, not numbers")
+        return as_named(x, ipt.axes), as_named(y, opt.axes).values
+    except PackageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure to read them is the package's fault
+        reason = " ".join(str(exc).split())[:300]
+        raise PackageError(f"{name}: its test tensors cannot be read ({type(exc).__name__}: "
+                           f"{reason}); the package is damaged or was altered. Nothing was "
+                           f"predicted; get the package again, or predict with --no-check "
+                           f"if you trust it") from None
+
+
+def _mirror(x: xr.DataArray, axes: Sequence[str], times: int) -> xr.DataArray:
+    """``x`` repeated ``times`` times along ``axes``, every other copy flipped (no seams)."""
+    arr = np.asarray(x.values, dtype=x.dtype)
+    for a in axes:
+        k = x.dims.index(a)
+        parts = [arr if i % 2 == 0 else np.flip(arr, axis=k) for i in range(times)]
+        arr = np.ascontiguousarray(np.concatenate(parts, axis=k))
+    return xr.DataArray(arr, dims=x.dims)
+
+
+def _core_reproduces(descr: Any, weight_format: str, expected: np.ndarray) -> bool | None:
+    """Does bioimageio.core's own pipeline reproduce the test output with these weights?
+    None when it cannot run them."""
+    from bioimageio.core import create_prediction_pipeline
+    from bioimageio.core.digest_spec import get_test_input_sample
+
     try:
-        got = predict_array(descr, x, weight_format=weight_format, trust_code=trust_code).values
-    except PackageError as exc:
-        raise PackageError(f"{name} fails its own test with {weight_format} weights: {exc}; "
-                           f"nothing was predicted") from None
-    if got.shape != expected.shape:
-        raise PackageError(f"{name} fails its own test with {weight_format} weights (output "
-                           f"shape {got.shape}, its test output {expected.shape}); nothing was "
-                           f"predicted")
-    bad = ~(np.abs(got.astype(np.float64) - expected) <= 1e-3 + 1e-3 * np.abs(expected))
-    if bad.any():  # NaN compares False, so it counts as a mismatch
-        raise PackageError(f"{name} fails its own test with {weight_format} weights "
-                           f"({int(bad.sum())} of {bad.size} values differ from its test "
-                           f"output, {int((~np.isfinite(got)).sum())} not finite); nothing "
-                           f"was predicted: its weights may be damaged (`sharpstack validate`)")
-    if log is not None:
-        log(f"self-test on the package's test tensors ({weight_format} weights): passed")
+        sample = get_test_input_sample(descr)
+        with create_prediction_pipeline(bioimageio_model=descr, weight_format=weight_format) as pp:
+            res = pp.predict_sample_without_blocking(sample)
+        (t,) = res.members.values()
+        got = np.asarray(t.data, dtype=np.float64).reshape(expected.shape)
+    except Exception:  # noqa: BLE001 - only a diagnosis: unknown when core cannot run it
+        return None
+    return _close(got, expected)
 
 
-def _package_id(package: Any) -> Any:
-    if isinstance(package, (str, os.PathLike)):
-        p = Path(package).resolve()
+def _self_test(descr: Any, weight_format: str, trust_code: bool,
+               log: Callable[[str], Any] | None, *, split: Sequence[str] = (),
+               tile: Any = None, device: str | None = None, threads: int | None = None,
+               batch: int | None = None) -> None:
+    """The self-check before a prediction (on by default; ``--no-check`` skips it).
+
+    1. The package's test input through this runner, windows and weight format, compared
+       with its test output (|d| <= 1e-3 + 1e-3 |expected|, finite). On a mismatch the same
+       input in one window, then bioimageio.core's own pipeline, say whether sharpstack's
+       windows, sharpstack's runner or the package's weights are at fault.
+    2. Along the axes ``split`` (those cut into several windows for the user's stack), the
+       test input mirrored into a longer stack is run in several windows and in one; they
+       must agree, or the windows (or the package's halo) are at fault.
+
+    Done here rather than with ``bioimageio.core.test_model``, whose comparison lets NaN
+    through and which does not run the code path (tiling, batching, weight choice) used next.
+    """
+    tensors = _test_tensors(descr)
+    name = f"package {descr.name!r}"
+    if tensors is None:  # format 0.4 allowed it; nothing to compare with
+        warnings.warn(f"{name} has no test tensors, so the self-check cannot run: its output "
+                      f"is unchecked", stacklevel=2)
+        return
+    x, expected = tensors
+    fix = "nothing was predicted"
+
+    def run(inp: xr.DataArray, req: Any) -> np.ndarray:
+        # a fresh copy for every run, so that nothing one run does to its input (a runner
+        # that normalised windows in place did) can hide in the next one's
+        inp = inp.copy(deep=True)
+        # trust_code: the weight format was chosen under the caller's trust decision
+        return predict_array(descr, inp, tile=req, weight_format=weight_format, device=device,
+                             threads=threads, batch=batch, trust_code=True, check=False).values
+
+    def attempt(inp: xr.DataArray, req: Any) -> tuple[np.ndarray | None, str]:
         try:
-            st = p.stat()
-            return [str(p), st.st_size, int(st.st_mtime)]
-        except OSError:
-            return str(p)
-    return str(getattr(package, "name", repr(package)))
+            return run(inp, req), ""
+        except (PackageError, InputError) as exc:
+            return None, str(exc)
+
+    got, err = attempt(x, tile)
+    if got is None or not _close(got, expected):
+        whole, _ = attempt(x, _WHOLE)
+        if whole is not None and _close(whole, expected):
+            raise PackageError(
+                f"{name}: its test input predicted in windows differs from its test output, "
+                f"while one window reproduces it: sharpstack's windows are at fault (please "
+                f"report this), not the weights; {fix}. Workaround: --tile larger than the "
+                f"stack along every axis")
+        core = _core_reproduces(descr, weight_format, expected)
+        if core:
+            raise PackageError(
+                f"{name}: bioimageio.core reproduces its test output with the {weight_format} "
+                f"weights but sharpstack's runner does not{': ' + err if err else ''}: a "
+                f"sharpstack fault (please report this), not the weights; {fix}. Try another "
+                f"--weight-format")
+        what = err or (f"{int((~np.isfinite(got)).sum())} non-finite values, "
+                       f"{int((~(np.abs(got.astype(np.float64) - expected) <= 1e-3 + 1e-3 * np.abs(expected))).sum())}"
+                       f" of {got.size} differ" if got is not None and got.shape == expected.shape
+                       else f"output shape {None if got is None else got.shape}, expected "
+                            f"{expected.shape}")
+        raise PackageError(
+            f"{name}: its {weight_format} weights do not reproduce the package's own test "
+            f"output ({what}; bioimageio.core "
+            f"{'cannot run them either' if core is None else 'fails the same way'}): the "
+            f"weights are damaged or were altered; {fix}. Get the package again, try another "
+            f"--weight-format, or check it with `sharpstack validate PACKAGE`")
+    if log is not None:
+        log(f"self-check: the package's test output is reproduced ({weight_format} weights)")
+    axes = [a for a in split if a in x.dims]
+    if not axes:
+        return
+    model = _digest(descr)
+    loop_z = "z" in x.dims and "z" not in model.space
+    for times in (2, 3, 4):
+        big = _mirror(x, axes, times)
+        sizes = {str(d): int(n) for d, n in big.sizes.items()}
+        req = {a: model.space[a].largest_valid(sizes[a] - 1) for a in axes}
+        plan = _plan_windows(model.space, sizes, req, loop_z)
+        if all(len(plan.axes[a]) > 1 for a in axes):
+            break
+    else:  # the test input is too small to cut into windows: nothing more to compare
+        return
+    whole, tiled = run(big, _WHOLE), run(big, req)
+    if not _close(tiled, whole):
+        diff = float(np.nanmax(np.abs(tiled.astype(np.float64) - whole)))
+        raise PackageError(
+            f"{name}: its test input, mirrored to {'x'.join(map(str, big.shape))} and predicted "
+            f"in windows along {', '.join(axes)}, differs from one window by up to {diff:.3g}: "
+            f"the windows are at fault (the package's halo may be smaller than its network's "
+            f"reach, or sharpstack's tiling is wrong), not the weights; {fix}. Workaround: "
+            f"--tile larger than the stack along {', '.join(axes)}")
+    if log is not None:
+        log(f"self-check: windows along {', '.join(axes)} agree with one window")
+
+
+def _package_id(package: Any, descr: Any = None) -> str:
+    """What identifies the package's *content* for resuming (never its path or mtime): the
+    sha256 of a zip, or of a folder's rdf and of every file its weights name; for a loaded
+    description, of its serialised form."""
+    import hashlib
+
+    h = hashlib.sha256()
+    if isinstance(package, (str, os.PathLike)):
+        p = Path(package)
+
+        def add(f: Path) -> None:
+            h.update(f"{f.name}\n".encode())
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+
+        if p.is_file() and zipfile.is_zipfile(p):
+            add(p)
+            return h.hexdigest()
+        from ._trust import find_rdf, load_rdf
+
+        folder, name = find_rdf(p)
+        add(folder / name)
+        weights = load_rdf(p).get("weights") or {}
+        for fmt in sorted(weights):
+            entry = weights[fmt] if isinstance(weights[fmt], dict) else {}
+            arch = entry.get("architecture")
+            for src in (entry.get("source"), arch.get("source") if isinstance(arch, dict)
+                        else None):
+                f = folder / src if isinstance(src, str) else None
+                if f is not None and f.is_file():
+                    add(f)
+        return h.hexdigest()
+    if descr is None:
+        descr = package
+    try:
+        h.update(descr.model_dump_json().encode())
+    except Exception:  # noqa: BLE001 - not a pydantic description
+        h.update(repr(descr).encode())
+    return h.hexdigest()
 

@@ -17,6 +17,7 @@ A run folder (``sharpstack train <method> ... RUN``) holds
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -212,6 +213,10 @@ def load_run(path: str | Path) -> LoadedRun:
     if p.is_file() and p.name in ("model.pt", "run.json"):
         p = p.parent
     if not p.exists():
+        from ._files import clean_stale
+
+        clean_stale(p)  # a run being replaced (train --overwrite) when a kill came: put it back
+    if not p.exists():
         raise InputError(f"{p} does not exist; train a model first (sharpstack train)")
     if not p.is_dir():
         raise InputError(f"{p} is not a run folder; give the folder that `sharpstack train` "
@@ -246,6 +251,36 @@ def load_run(path: str | Path) -> LoadedRun:
     return LoadedRun(method=method, trained=trained, info=info, path=p)
 
 
+_RUN_FILES = ("model.pt", "last.pt", "best.pt", "history.json", "loss_curve.png", "run.json")
+"""What a training writes into its run folder (and what --overwrite replaces)."""
+
+
+def _keep_other_files(old: Path, new: Path) -> None:
+    """Give the new run folder ``new`` the user's own files of ``old`` (anything that is not
+    a run file or a temporary) before ``new`` replaces ``old``: hard links where possible, so
+    nothing is copied and ``old`` stays complete until the swap."""
+    from ._files import OLD_PREFIX, TMP_PREFIX
+
+    for p in old.iterdir():
+        if (p.name in _RUN_FILES or p.name.startswith((TMP_PREFIX, OLD_PREFIX))
+                or (new / p.name).exists()):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.copytree(p, new / p.name, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(p, new / p.name)
+
+
+def _link_or_copy(src: str | Path, dst: str | Path) -> None:
+    if Path(src).is_symlink():
+        os.symlink(os.readlink(src), dst)
+        return
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def train_run(method: str | Method, inputs: Sequence[str | Path], out_dir: str | Path, *,
               settings: Mapping[str, Any] | None = None, resume: bool = False,
               overwrite: bool = False, progress: bool = False,
@@ -256,6 +291,9 @@ def train_run(method: str | Method, inputs: Sequence[str | Path], out_dir: str |
     ``None`` values mean "not given"). On ``resume`` the run's recorded settings are the
     base and ``settings`` may change only what the loop allows (e.g. more epochs).
     ``voxel_size`` (micrometres per axis) overrides or completes the files' calibration.
+    With ``overwrite`` an existing run is replaced only by a complete new one: the new run
+    trains in a temporary folder beside it and is swapped in at the end, so bad input, an
+    error or a kill leave the old run untouched.
     Returns the trained run, its path and the history.
     """
     m = _method(method)
@@ -272,9 +310,14 @@ def train_run(method: str | Method, inputs: Sequence[str | Path], out_dir: str |
         if spec.kind == "folder" and not p.is_dir():
             raise InputError(f"{spec.name.upper()} {p} is not a folder; give a folder of files")
     check_output_apart(out, ins, what="run folder")
-    from ._files import check_destination
+    from ._files import check_destination, clean_stale, remove_path, replace_atomically, temp_path
 
     check_destination(out / "run.json", "run folder")
+    # under torchrun every process trains; only the first writes the run folder's records
+    # (the loop itself writes checkpoints on rank 0 only)
+    primary = int(os.environ.get("RANK", "0")) == 0
+    if primary:  # what a killed --overwrite left beside the run (its unfinished replacement)
+        clean_stale(out)
     base = None
     if resume:
         if not (out / "last.pt").exists():
@@ -292,27 +335,34 @@ def train_run(method: str | Method, inputs: Sequence[str | Path], out_dir: str |
         _refuse_existing(existing, overwrite)
     cfg = settings_from(m.settings_model, dict(settings or {}), options=m.options, base=base,
                         what=f"{m.name} settings")
-    # under torchrun every process trains; only the first writes the run folder's records
-    # (the loop itself writes checkpoints on rank 0 only)
-    primary = int(os.environ.get("RANK", "0")) == 0
+    # --overwrite of an existing run trains into a temporary folder beside it and swaps it in
+    # only once the new run is complete: bad input, an error or a kill leave the old run as
+    # it was (a killed run's folder is removed by clean_stale on the next run)
+    replacing = not resume and any((out / n).exists() for n in _RUN_FILES)
+    work = (temp_path(out if out.name not in ("", ".", "..") else out.resolve())
+            if replacing else out)
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    if primary and overwrite and not resume:
-        for name in ("model.pt", "last.pt", "best.pt", "history.json", "loss_curve.png"):
-            (out / name).unlink(missing_ok=True)
+    if primary:
+        work.mkdir(parents=True, exist_ok=not replacing)
     if primary and not resume:  # the settings are on record from the start, for --resume
-        _write_json_atomic(out / "run.json", _run_json(out, m, cfg, ins, status="training"))
+        _write_json_atomic(work / "run.json", _run_json(work, m, cfg, ins, status="training"))
     try:
-        trained = m.train(ins, cfg, out_dir=out, resume=resume, progress=progress,
+        trained = m.train(ins, cfg, out_dir=work, resume=resume, progress=progress,
                           voxel_size=voxel_size)
+        if primary:
+            save_run(work, m, trained, ins)
+            if replacing:
+                _keep_other_files(out, work)
+                replace_atomically(work, out)
     except BaseException:
-        if primary and not resume and not (out / "last.pt").exists():  # nothing trained
+        if primary and replacing:
+            remove_path(work)
+        elif primary and not resume and not (out / "last.pt").exists():  # nothing trained
             (out / "run.json").unlink(missing_ok=True)
             if created and out.is_dir() and not any(out.iterdir()):
                 out.rmdir()
         raise
-    if primary:
-        save_run(out, m, trained, ins)
+    trained.result.out_dir = out
     return {"trained": trained, "model": trained.model, "run": out,
             "model_path": out / "model.pt", "history": trained.result.history,
             "best_epoch": trained.result.best_epoch, "settings": trained.settings}
@@ -359,13 +409,31 @@ def export_run(run: str | Path, sample: str | Path, package_path: str | Path, *,
                          for ln in rp.read_text().splitlines())
         runtimes_text = "## Old runtimes (benchmarks/old_runtimes.py)\n\n" + body
     curve = loaded.path / "loss_curve.png"
-    clean_stale(out)
-    with temp_dir(out) as tmp:
-        spec = loaded.method.package_spec(
-            loaded.trained, Path(sample), d.name, workdir=tmp, name=name,
-            authors=authors, license=license, quality=dict(quality) if quality else None,
-            attachments=[curve] if curve.exists() else [], runtimes_text=runtimes_text)
-        return build_package(spec, out, overwrite=overwrite, as_folder=as_folder)
+    made = _make_parents(out)  # a new folder for the package, as predict makes one
+    try:
+        clean_stale(out)
+        with temp_dir(out) as tmp:
+            spec = loaded.method.package_spec(
+                loaded.trained, Path(sample), d.name, workdir=tmp, name=name,
+                authors=authors, license=license, quality=dict(quality) if quality else None,
+                attachments=[curve] if curve.exists() else [], runtimes_text=runtimes_text)
+            return build_package(spec, out, overwrite=overwrite, as_folder=as_folder)
+    except BaseException:
+        for folder in made:  # innermost first; only the ones this export made, if still empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _make_parents(path: Path) -> list[Path]:
+    """Create the missing folders above ``path``; return them, innermost first."""
+    made = []
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        made.append(parent)
+        parent = parent.parent
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return made
 
 
 def quality_from_summary(path: str | Path) -> dict[str, Any]:
@@ -396,19 +464,27 @@ def validate_package(package: str | Path, weight_formats: Sequence[str] | None =
     ``trust_code``: testing them would import code from the package. Returns
     ``(passed, report)``; the report names every format tested, skipped or failed.
     """
-    from ._trust import TRUST_FLAG, find_rdf, load_rdf, state_dict_code
+    from ._trust import TRUST_FLAG, check_format, find_rdf, load_rdf, state_dict_code, weight_files
     from .errors import PackageError
     from .export.package import test_package
 
     p = Path(package)
     if not p.exists():
         raise InputError(f"{p} does not exist; give a package .zip, folder or rdf.yaml")
-    folder, name = find_rdf(p)
+    folder, name = find_rdf(p)  # refuses a package with several descriptions
     source = p if folder is None else folder / name
     rdf = load_rdf(p)
-    if rdf.get("type") != "model":
-        raise PackageError(f"{p} describes a {rdf.get('type')!r}, not a model; sharpstack "
-                           "validates model packages")
+    check_format(rdf, str(p))
+    gone = weight_files(p, rdf)
+    if gone:
+        rest = [f for f in (rdf.get("weights") or {}) if f not in gone]
+        raise PackageError(
+            f"{p} cannot be validated: " + "; ".join(
+                f"{f} weights: {why}" for f, why in gone.items())
+            + ". Get the complete package again (from the model zoo: `bioimageio package ID`)"
+            + ("" if all("URL" in why for why in gone.values())
+               else ", or re-export it if it is yours")
+            + (f"; `sharpstack predict` still runs its {', '.join(rest)} weights" if rest else ""))
     present = sorted((rdf.get("weights") or {}).keys()) if isinstance(rdf.get("weights"),
                                                                         dict) else []
     if not present:

@@ -116,6 +116,12 @@ def run_recipe(recipe: str | Path | ZooRecipe, out_dir: str | Path, *, overwrite
     r = recipe if isinstance(recipe, ZooRecipe) else load_recipe(recipe)
     m = get_method(r.method)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"the output folder {out} is a file; give a folder for the zoo "
+                         f"outputs (--out; it is created if missing)")
+    from ._files import check_destination
+
+    check_destination(out / "summary.json", "zoo output folder")
     out.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     t = time.perf_counter()

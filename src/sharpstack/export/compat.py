@@ -222,6 +222,9 @@ class _Package:
         if not path.exists():
             raise InputError(f"package {str(path)!r} does not exist; give a .zip, a folder or an "
                              "rdf.yaml path")
+        from .._trust import refuse_several_descriptions
+
+        refuse_several_descriptions(path)  # bioimageio would load the first (sorted) one
         self.source = path
         self.is_zip = False
         self._zip: zipfile.ZipFile | None = None
@@ -248,6 +251,10 @@ class _Package:
                              "bioimage.io package")
         try:
             self.rdf = yaml.safe_load(self.read_bytes(self.rdf_name).decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise PackageError(f"{self.rdf_name} in {path} is not UTF-8 text (byte {e.start}); "
+                               "a bioimage.io rdf is UTF-8 YAML: the package is damaged, or "
+                               "save the file as UTF-8") from None
         except yaml.YAMLError as e:
             raise PackageError(f"{self.rdf_name} in {path} is not valid YAML ({e}); re-export "
                                "the package") from e
@@ -933,6 +940,23 @@ class _Checker:
         c = "bioimageio"
         from bioimageio.spec import load_description
 
+        from .._trust import odd_value, weight_files
+
+        odd = odd_value(self.rdf, "")
+        if odd is not None:
+            self.add(c, "bioimageio.plain-yaml",
+                     f"`{odd[0]}` holds a YAML {odd[1]}, which bioimageio.spec cannot read",
+                     "write that entry as text, a number, a list or a mapping")
+            return
+        remote = {f: why for f, why in weight_files(self.pkg.validation_source, self.rdf).items()
+                  if "URL" in why}
+        if remote:
+            self.add(c, "bioimageio.offline",
+                     "not checked offline: " + "; ".join(f"{f} weights: {why}"
+                                                         for f, why in remote.items()),
+                     "download the complete package (from the model zoo: `bioimageio package "
+                     "ID`) and check that")
+            return
         try:
             descr = load_description(self.pkg.validation_source, perform_io_checks=True)
         except Exception as e:  # noqa: BLE001 - reported as a finding
@@ -959,7 +983,7 @@ class _Checker:
                 if wf == "pytorch_state_dict" and not trust_code:
                     from .._trust import state_dict_code
 
-                    code = state_dict_code(self.pkg.source)
+                    code = state_dict_code(self.pkg.validation_source)
                     if code.runs_package_code:
                         self.add(c, "bioimageio.test-model:pytorch_state_dict-skipped",
                                  f"not tested: {code.reason}", "pass --trust-code to test it",
@@ -978,6 +1002,13 @@ class _Checker:
                              + ("; ".join(msgs[:3]) or s.status),
                              f"recompute the test output with bioimageio.core or fix the {wf} "
                              "weights")
+                    continue
+                from .package import non_finite_output
+
+                problem = non_finite_output(self.pkg.validation_source, wf)
+                if problem:
+                    self.add(c, f"bioimageio.test-model:{wf}", problem,
+                             f"get the package again or re-export it with sound {wf} weights")
 
 
 def _format_patch(fv: str) -> tuple[int, int, int] | None:

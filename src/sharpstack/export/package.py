@@ -47,6 +47,9 @@ class AxisSpec:
     in_scale: float = 1.0
     out_scale: float = 1.0
     unit: str | None = None
+    blocks: bool = False
+    """The model processes the axis in independent blocks of ``min`` (``step == min``, no
+    halo): written as ``concatenable`` so that runners neither pad nor overlap it."""
 
 
 @dataclass
@@ -108,7 +111,7 @@ def _descr_unchecked(spec: PackageSpec, files: Mapping[str, Path], test_output: 
     for a in spec.axes:
         in_axes.append(m.SpaceInputAxis(
             id=m.AxisId(a.id), size=m.ParameterizedSize(min=a.min, step=a.step),
-            scale=a.in_scale, unit=a.unit))
+            scale=a.in_scale, unit=a.unit, concatenable=a.blocks))
         ref = m.SizeReference(tensor_id=in_id, axis_id=m.AxisId(a.id), offset=0)
         if a.halo > 0:
             out_axes.append(m.SpaceOutputAxisWithHalo(
@@ -255,7 +258,9 @@ def _rdf_plain(data: bytes) -> bytes:
 
 
 def test_package(source: str | Path, weight_formats: Sequence[str] = WEIGHT_FORMATS):
-    """Run ``bioimageio.core.test_model`` offline for each weight format.
+    """Run ``bioimageio.core.test_model`` offline for each weight format, and the package's
+    test input through each format's weights with bioimageio.core's pipeline: an output that
+    is not finite (NaN, inf) fails, which ``test_model``'s comparison lets through.
 
     Returns ``(passed: bool, report: str)`` with the summary of every failing format.
     """
@@ -267,7 +272,44 @@ def test_package(source: str | Path, weight_formats: Sequence[str] = WEIGHT_FORM
         if summary.status != "passed":
             ok = False
             reports.append(f"--- {wf}: {summary.status}\n{summary.format()}")
+            continue
+        problem = non_finite_output(source, wf)
+        if problem:
+            ok = False
+            reports.append(f"--- {wf}: failed\n{problem}")
     return ok, "\n".join(reports)
+
+
+def non_finite_output(source: str | Path, weight_format: str) -> str | None:
+    """What is wrong when the package's test input through ``weight_format``'s weights
+    (bioimageio.core's pipeline, pre- and post-processing included) gives values that are not
+    finite where its test output is finite; None when the output is fine."""
+    from bioimageio.core import create_prediction_pipeline
+    from bioimageio.core.digest_spec import get_test_input_sample, get_test_output_sample
+    from bioimageio.spec import load_model_description
+
+    try:
+        descr = load_model_description(str(source), perform_io_checks=False,
+                                       format_version="latest")
+        sample = get_test_input_sample(descr)
+        expected = get_test_output_sample(descr)
+        with create_prediction_pipeline(bioimageio_model=descr,
+                                        weight_format=weight_format) as pp:
+            result = pp.predict_sample_without_blocking(sample)
+    except Exception as exc:  # noqa: BLE001 - test_model ran these; report, do not crash
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"the test input could not be run through the {weight_format} weights: {first}"
+    for tid, tensor in result.members.items():
+        got = np.asarray(tensor.data)
+        want = expected.members.get(tid)
+        finite_expected = want is None or bool(np.isfinite(np.asarray(want.data)).all())
+        bad = int((~np.isfinite(got)).sum()) if got.dtype.kind in "fc" else 0
+        if bad and finite_expected:
+            return (f"the {weight_format} weights turn the package's test input into {bad} of "
+                    f"{got.size} values that are not finite (NaN or inf) in output "
+                    f"{tid!r}, where the package's test output is finite: the weights are "
+                    f"damaged or were altered; get the package again or re-export it")
+    return None
 
 
 def build_package(spec: PackageSpec, out_path: str | Path, *, overwrite: bool = False,
@@ -285,6 +327,10 @@ def build_package(spec: PackageSpec, out_path: str | Path, *, overwrite: bool = 
     from ..io import as_dataarray, write_tiff
 
     out = Path(out_path)
+    try:
+        clean_stale(out)  # a replace killed halfway: the old package is put back first
+    except OSError:
+        pass  # the checks below say what is wrong with the destination
     if out.exists() and not overwrite:
         raise OutputExistsError(
             f"{out} already exists; choose another output path or pass --overwrite")

@@ -47,7 +47,7 @@ def zsegan_axes(model: ZSEGANModel) -> list[AxisSpec]:
     halo = int(math.ceil(model.receptive_radius() / step) * step)
     # bioimageio.spec requires (minimum output size - 2 * halo) >= 1
     lat_min = step * int(math.ceil((2 * halo + 1) / step))
-    return [AxisSpec(id="z", min=n, step=n, halo=0),
+    return [AxisSpec(id="z", min=n, step=n, halo=0, blocks=True),
             AxisSpec(id="y", min=lat_min, step=step, halo=halo),
             AxisSpec(id="x", min=lat_min, step=step, halo=halo)]
 

@@ -335,6 +335,9 @@ def series_from_stacks(stacks: Sequence[Any], *, names: Sequence[str] | None = N
             raise InputError(f"{nm} must hold real numbers, got dtype {a.dtype}")
         if not np.all(np.isfinite(a)):
             raise InputError(f"{nm} contains NaN or infinite values; remove them first")
+        from ..io import check_not_constant
+
+        check_not_constant(a, f"the defocus series {nm}")
         if a.shape[0] < 3:
             raise InputError(f"{nm} has {a.shape[0]} plane(s); a defocus series needs at least "
                              f"3 (planes above, at and below the focus)")
@@ -360,7 +363,8 @@ def series_from_stacks(stacks: Sequence[Any], *, names: Sequence[str] | None = N
 
 def read_defocus_series(path: str | os.PathLike | Sequence[str | os.PathLike], *,
                         focus: int | Sequence[int | None] | None = None,
-                        axes: str | None = None) -> DefocusSeries:
+                        axes: str | None = None,
+                        voxel_size: Mapping[str, float] | None = None) -> DefocusSeries:
     """Read a user's defocus series: a folder of z-stacks (one identity each), one stack, or a
     list of stack files (TIFF, OME-Zarr, ``.npy``; read with :func:`sharpstack.io.read_stack`).
 
@@ -373,8 +377,10 @@ def read_defocus_series(path: str | os.PathLike | Sequence[str | os.PathLike], *
         In-focus plane (0-based) of every stack; found with :func:`find_focus` if omitted.
     axes : str, optional
         Axes of the files (``"ZYX"``) when their metadata does not say.
+    voxel_size : dict, optional
+        Micrometres per axis (``--voxel-size``) overriding or completing the files' sizes.
     """
-    from ..io import read_stack
+    from ..io import read_stack, with_voxel_size
 
     if isinstance(path, (str, os.PathLike)):
         p = Path(path)
@@ -395,8 +401,13 @@ def read_defocus_series(path: str | os.PathLike | Sequence[str | os.PathLike], *
         da = read_stack(f, axes)
         dims = "".join(str(d) for d in da.dims).upper()
         if dims not in ("ZYX", "YX"):
-            raise InputError(f"{f.name} has axes {dims}; a defocus series needs one channel "
-                             f"z-stacks (ZYX); split channels or give axes='ZYX'")
+            raise InputError(f"{f.name} has axes {dims}; a defocus series needs one-channel "
+                             f"z-stacks (ZYX): split the channels (Fiji: Image > Color > "
+                             f"Split Channels) or keep one time point (Image > Duplicate), or, "
+                             f"if that axis is really the focal planes, set it as slices in "
+                             f"Fiji (Image > Properties) and save the stack again")
+        da = with_voxel_size(da, {k: v for k, v in (voxel_size or {}).items()
+                                  if k in da.dims})  # refuses a broken (zero, negative) size
         stacks.append(da.values)
         names.append(f.name)
         vz = (da.attrs.get("voxel_size") or {}).get("z")
@@ -1307,7 +1318,7 @@ class Disentangled(Method):
               voxel_size: Mapping[str, float] | None = None) -> Trained:
         (src,) = inputs
         focus = settings.focus_plane - 1 if settings.focus_plane else None
-        series = read_defocus_series(src, focus=focus)
+        series = read_defocus_series(src, focus=focus, voxel_size=voxel_size)
         if voxel_size and voxel_size.get("z"):
             series.plane_spacing = float(voxel_size["z"])
         model = train_disentangled(series, settings.config(), out_dir=out_dir, resume=resume,

@@ -342,8 +342,9 @@ def read_training_stacks(path: str | Path) -> tuple[list[Any], list[str]]:
             raise InputError(f"{f} is a 2D image ({da.shape}); DQLR learns from consecutive "
                              f"slices: give a z-stack")
         if dims != "ZYX":
-            raise InputError(f"{f} has axes {dims}; DQLR trains on z-stacks with axes ZYX "
-                             f"(select one time point / position first)")
+            raise InputError(f"{f} has axes {dims}; DQLR trains on z-stacks with axes ZYX: "
+                             f"save one time point as its own file (Fiji: Image > Duplicate, "
+                             f"one frame) and train on that")
         arrays.append(da)
         names.append(str(f))
     return arrays, names
@@ -840,7 +841,7 @@ class DQLR(Method):
 
         (path,) = inputs
         stacks, names = read_training_stacks(path)
-        stacks = [with_voxel_size(s, voxel_size) for s in stacks] if voxel_size else stacks
+        stacks = [with_voxel_size(s, voxel_size) for s in stacks]  # refuses broken sizes
         short = [Path(n).name for n in names]
         model = train_dqlr([np.asarray(s.values) for s in stacks], settings, names=short,
                            out_dir=out_dir, resume=resume, progress=progress,

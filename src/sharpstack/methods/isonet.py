@@ -271,6 +271,9 @@ def train_isonet(stack: np.ndarray, psf: np.ndarray | None, config: IsoNetConfig
         raise InputError("the training stack contains NaN or infinite values; remove them first")
     if psf is None and config.psf_mode != "none":
         raise InputError(f"psf_mode={config.psf_mode!r} needs a PSF; give one or use psf_mode='none'")
+    from ..io import check_not_constant
+
+    check_not_constant(arr, "the training stack")
     normalizer = PercentileNormalizer(config.pmin, config.pmax)
     norm = normalizer.before(arr)
     kernel = lateral_kernel_for(psf, config.psf_mode)
@@ -574,20 +577,23 @@ class IsoNet(Method):
     def train(self, inputs: Sequence[Path], settings: IsoNetSettings, *, out_dir: Path,
               resume: bool = False, progress: bool = False,
               voxel_size: Mapping[str, float] | None = None) -> Trained:
-        from ..io import check_finite, describe_voxel_size, read_stack, with_voxel_size
+        from ..io import (check_finite, check_not_constant, describe_voxel_size, read_stack,
+                          with_voxel_size)
 
         (stack_path,) = inputs
         data = with_voxel_size(read_stack(stack_path), voxel_size)
         if tuple(data.dims) != ("z", "y", "x"):
             hint = ("split the channels first (Fiji: Image > Color > Split Channels)"
                     if "c" in data.dims else "give a z-stack, not a single plane"
-                    if data.ndim == 2 else "give one time point and one channel")
+                    if data.ndim == 2 else "save one time point of one channel as its own "
+                    "file (Fiji: Image > Duplicate, one frame and channel) and train on that")
             raise InputError(f"{stack_path} has axes {''.join(data.dims).upper()}; IsoNet trains "
                              f"on one-channel z-stacks (ZYX): {hint}")
         if data.dtype == bool:
             raise InputError(f"{stack_path} is a binary (bool) mask; IsoNet restores intensity "
                              "images: give the raw stack")
         check_finite(data, str(stack_path))
+        check_not_constant(data, f"the training stack {stack_path}")
         factor = _factor_from(data, settings.factor)
         psf_spec = settings.psf
         if psf_spec.needs_pixel and psf_spec.pixel_um is None and settings.psf_mode != "none":

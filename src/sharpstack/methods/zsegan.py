@@ -280,7 +280,7 @@ def read_zscans(folder: str | Path, *, n_planes: int = 29) -> list[tuple[str, np
     :class:`~sharpstack.errors.InputError` for a folder without z-scans, a 2D image, a
     multichannel stack, a plane count other than ``n_planes``, or NaNs.
     """
-    from ..io import READ_SUFFIXES, check_finite, read_stack
+    from ..io import READ_SUFFIXES, check_finite, check_not_constant, read_stack
 
     p = _folder(folder, "the z-scan")
     files = _files(p)
@@ -305,6 +305,7 @@ def read_zscans(folder: str | Path, *, n_planes: int = 29) -> list[tuple[str, np
                 f"z-scans of {n_planes} planes, or train a model for {da.shape[0]}-plane "
                 f"scans (--planes {da.shape[0]})")
         check_finite(da, f"z-scan {f.name!r}")
+        check_not_constant(da, f"z-scan {f}")
         out.append((f.name, np.asarray(da.values)))
     return out
 
@@ -312,7 +313,7 @@ def read_zscans(folder: str | Path, *, n_planes: int = 29) -> list[tuple[str, np
 def read_images2d(folder: str | Path, *, what: str = "in-focus image"
                   ) -> list[tuple[str, np.ndarray]]:
     """Read every 2D (YX) image of a folder, sorted by name (in-focus or vertical sets)."""
-    from ..io import READ_SUFFIXES, check_finite, read_stack
+    from ..io import READ_SUFFIXES, check_finite, check_not_constant, read_stack
 
     p = _folder(folder, f"the {what}")
     files = _files(p)
@@ -327,6 +328,7 @@ def read_images2d(folder: str | Path, *, what: str = "in-focus image"
             raise InputError(f"{f} has axes {dims} {tuple(da.shape)}; the {what} folder holds "
                              f"single-channel 2D images (YX), not stacks")
         check_finite(da, f"{what} {f.name!r}")
+        check_not_constant(da, f"{what} {f}")
         out.append((f.name, np.asarray(da.values)))
     return out
 
