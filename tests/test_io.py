@@ -264,7 +264,7 @@ def test_read_bigtiff(tmp_path):
 
 
 def test_bigtiff_chosen_by_size(tmp_path, monkeypatch):
-    monkeypatch.setattr(sio, "_BIGTIFF_BYTES", 100)  # pretend the stack is over 2 GiB
+    monkeypatch.setattr(sio.tiff, "_BIGTIFF_BYTES", 100)  # pretend the stack is over 2 GiB
     da = as_dataarray(_stack((3, 16, 16)), "ZYX", VOXEL)
     compressed = write_tiff(tmp_path / "z.tif", da, compression="zlib")
     plain = write_tiff(tmp_path / "p.tif", da)
@@ -360,7 +360,7 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
         Path(file).write_bytes(b"half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(sio.tifffile, "imwrite", broken)
+    monkeypatch.setattr(sio.tiff.tifffile, "imwrite", broken)
     with pytest.raises(SharpstackError, match="No space left"):
         write_tiff(path, as_dataarray(_stack(), "ZYX"), overwrite=True)
     assert path.read_bytes() == b"old"

@@ -115,7 +115,7 @@ def test_streamed_outputs_equal_the_in_memory_run(tmp_path: Path, pool_pkg: Path
 
 def test_lazy_tiff_input_and_ome_tiff_output(tmp_path: Path, pool_pkg: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    import sharpstack.io as sio
+    import sharpstack.io.tiff as sio
 
     data = _stack((24, 48, 40), voxel_size=VS)
     src = write_stack(tmp_path / "in.tif", data)
