@@ -101,7 +101,7 @@ def test_fit_affine_recovers_gain_offset(rng):
 def test_fit_affine_slabs_match_unsliced(rng, monkeypatch):
     t, p = rng.random((9, 7, 5)), rng.random((9, 7, 5))
     full = fit_affine(t, 3 * p + t)
-    monkeypatch.setattr(metrics, "_SLAB_VOXELS", 17)
+    monkeypatch.setattr(metrics.arrays, "_SLAB_VOXELS", 17)
     assert fit_affine(t, 3 * p + t) == pytest.approx(full, rel=1e-12)
 
 
@@ -135,7 +135,7 @@ def test_ssim_slabs_match_whole_volume(rng, monkeypatch):
     x = rng.random((30, 16, 18))
     y = x + 0.3 * rng.standard_normal(x.shape)
     whole = ssim(x, y, data_range=1.0, axes="ZYX")
-    monkeypatch.setattr(metrics, "_SLAB_VOXELS", 16 * 18 * 3)  # 3 planes per slab
+    monkeypatch.setattr(metrics.arrays, "_SLAB_VOXELS", 16 * 18 * 3)  # 3 planes per slab
     assert ssim(x, y, data_range=1.0, axes="ZYX") == pytest.approx(whole, abs=1e-12)
 
 

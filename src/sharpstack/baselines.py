@@ -21,27 +21,28 @@ import scipy.fft as sfft
 
 from ._axes import check_axes
 from .errors import InputError
-from .metrics import _check_finite, _to_numpy, psnr_normalized
+from .metrics import psnr_normalized
+from .metrics.arrays import check_finite, to_numpy
 
 __all__ = ["RichardsonLucyResult", "richardson_lucy", "richardson_lucy_best",
            "richardson_lucy_slicewise", "richardson_lucy_slicewise_best"]
 
 
 def _prepare(volume, psf, axes: str) -> tuple[np.ndarray, np.ndarray]:
-    v = _to_numpy(volume, "volume", axes)
+    v = to_numpy(volume, "volume", axes)
     check_axes(axes, v.ndim, allowed=("ZYX", "YX"))
-    _check_finite(v, "volume")
+    check_finite(v, "volume")
     if v.size == 0:
         raise InputError("volume is empty; pass a non-empty image")
     if v.min() < 0:
         raise InputError(
             f"volume has negative values (min {float(v.min()):g}); Richardson-Lucy needs "
             f"non-negative intensities: subtract the camera offset and clip at 0 first")
-    h = _to_numpy(psf, "psf")
+    h = to_numpy(psf, "psf")
     if h.ndim != v.ndim:
         raise InputError(f"psf has {h.ndim} dimensions but the volume ({axes}) has {v.ndim}; "
                          f"pass a PSF sampled on the same grid and axes as the volume")
-    _check_finite(h, "psf")
+    check_finite(h, "psf")
     if h.min() < 0 or h.sum() <= 0:
         raise InputError("psf must be non-negative with a positive sum")
     if any(k > 2 * s + 1 for k, s in zip(h.shape, v.shape)):
@@ -219,7 +220,7 @@ def richardson_lucy_best(volume, psf, reference, iterations: Sequence[int] = (2,
     RichardsonLucyResult
     """
     v, h = _prepare(volume, psf, axes)
-    ref = _to_numpy(reference, "reference", axes)
+    ref = to_numpy(reference, "reference", axes)
     if ref.shape != v.shape:
         raise InputError(f"reference has shape {ref.shape} but volume has {v.shape}; "
                          f"they must be on the same grid")
@@ -266,9 +267,9 @@ def _slice_sigmas(sigmas, n: int) -> np.ndarray:
 
 def _slicewise_iterates(stack, sigmas, axes: str, border: str):
     """Per-plane RL iterate generators (None for planes with sigma 0) and the checked stack."""
-    v = _to_numpy(stack, "stack", axes)
+    v = to_numpy(stack, "stack", axes)
     check_axes(axes, v.ndim, allowed=("ZYX",))
-    _check_finite(v, "stack")
+    check_finite(v, "stack")
     if v.size == 0:
         raise InputError("stack is empty; pass a non-empty z-stack")
     if v.min() < 0:
@@ -348,7 +349,7 @@ def richardson_lucy_slicewise_best(stack, sigmas, reference,
     what the baseline achieves with these widths (see :func:`richardson_lucy_best`).
     """
     v, gens = _slicewise_iterates(stack, sigmas, axes, border)
-    ref = _to_numpy(reference, "reference", axes)
+    ref = to_numpy(reference, "reference", axes)
     if ref.shape != v.shape:
         raise InputError(f"reference has shape {ref.shape} but stack has {v.shape}; "
                          f"they must be on the same grid")

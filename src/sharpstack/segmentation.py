@@ -15,7 +15,7 @@ from skimage.segmentation import watershed
 
 from ._axes import check_axes
 from .errors import InputError
-from .metrics import _check_finite, _to_numpy
+from .metrics.arrays import check_finite, to_numpy
 
 __all__ = ["segment_nuclei", "threshold_intermodes"]
 
@@ -58,10 +58,10 @@ def threshold_intermodes(image, *, nbins: int = 256, max_iterations: int = 10000
         If the image is constant or not finite, or if the histogram does not become bimodal
         within ``max_iterations`` passes (unimodal histogram, or very unequal peaks).
     """
-    a = _to_numpy(image, "image")
+    a = to_numpy(image, "image")
     if a.size == 0:
         raise InputError("image is empty; pass a non-empty image")
-    _check_finite(a, "image")
+    check_finite(a, "image")
     if int(nbins) < 3:
         raise InputError(f"nbins must be at least 3, got {nbins}")
     lo, hi = float(a.min()), float(a.max())
@@ -125,9 +125,9 @@ def segment_nuclei(volume, *, axes: str = "ZYX", min_distance: int = 5,
     numpy.ndarray, int32, shape (Z, Y, X)
         Label image: 0 background, 1..N nuclei.
     """
-    v = _to_numpy(volume, "volume", axes)
+    v = to_numpy(volume, "volume", axes)
     check_axes(axes, v.ndim, allowed=("ZYX",))
-    _check_finite(v, "volume")
+    check_finite(v, "volume")
     md = int(min_distance)
     if md < 1:
         raise InputError(f"min_distance must be a positive number of voxels, got {min_distance}")
