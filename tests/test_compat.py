@@ -1,4 +1,4 @@
-"""Consumer compatibility checks (sharpstack.export.compat): a tiny real package, broken copies.
+"""Consumer compatibility checks (sharpstack.export.consumers): a tiny real package, broken copies.
 
 One valid spec-0.5 package is built per module (a tiny 3D net with IsoNet's ops, TorchScript +
 ONNX opset 17 weights, scale_range with both percentiles, saved with bioimageio.spec and then
@@ -26,7 +26,7 @@ pytest.importorskip("onnx")
 import torch.nn as nn  # noqa: E402
 
 from sharpstack.errors import InputError  # noqa: E402
-from sharpstack.export.compat import (  # noqa: E402
+from sharpstack.export.consumers import (  # noqa: E402
     CONSUMERS,
     CompatReport,
     Finding,

@@ -128,7 +128,7 @@ def test_shared_data_never_goes_into_a_package(run, tmp_path):
 def test_check_passes_for_qupath_deepimagej_and_ilastik(package):
     _ok(runner.invoke(app, ["check", str(package), "--for", "qupath", "--for", "deepimagej",
                             "--for", "ilastik"]))
-    from sharpstack.export.compat import check_package
+    from sharpstack.export.consumers import check_package
 
     assert check_package(package, ["bioimageio", "deepimagej", "ilastik", "qupath"]).ok()
 

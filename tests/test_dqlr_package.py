@@ -95,7 +95,7 @@ def z_read(pkg: Path, name: str) -> str:
 def test_check_passes_for_the_claimed_consumers(dq_package):
     _ok(runner.invoke(app, ["check", str(dq_package), "--for", "deepimagej", "--for",
                             "ilastik"]))
-    from sharpstack.export.compat import check_package
+    from sharpstack.export.consumers import check_package
 
     rep = check_package(dq_package, ["qupath"])
     assert not rep.compatible["qupath"]

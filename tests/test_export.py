@@ -132,7 +132,7 @@ def test_export_refuses_existing_output(isonet_run, synth_data, tmp_path):
 def test_every_deployable_passes_its_claims_by_construction(which, claims, refused, request):
     """3D same-shape, 3D z-upsampling and 2D: each passes `sharpstack check` for the
     consumers it claims, and the others are refused with a reason, also in its model card."""
-    from sharpstack.export.compat import check_package
+    from sharpstack.export.consumers import check_package
 
     pkg = request.getfixturevalue(which)
     report = check_package(pkg)

@@ -94,7 +94,7 @@ def test_package_axes_halo_and_synthetic_test_input(package, run, synth):
 
 def test_check_passes_for_the_claimed_consumers(package):
     _ok(runner.invoke(app, ["check", str(package), "--for", "deepimagej", "--for", "ilastik"]))
-    from sharpstack.export.compat import check_package
+    from sharpstack.export.consumers import check_package
 
     assert check_package(package, ["bioimageio", "deepimagej", "ilastik"]).ok()
 

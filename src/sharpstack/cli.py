@@ -455,7 +455,7 @@ def check(
     Prints, per consumer, compatible or not and, for each failure, the rule and the fix. The
     exit code is 0 only if every consumer asked for (--for) is compatible.
     """
-    from .export.compat import check_package
+    from .export.consumers import check_package
 
     report = check_package(package, for_, run_bioimageio_test=test, trust_code=trust_code)
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_text())

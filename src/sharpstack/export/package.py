@@ -29,6 +29,7 @@ import yaml
 from .._files import clean_stale, replace_atomically, temp_dir
 from ..errors import OutputExistsError, PackageError
 from ..normalize import PercentileNormalizer
+from .finite_output import non_finite_output
 from .weights import ONNX_OPSET, export_onnx, export_state_dict, export_torchscript
 
 __all__ = ["AxisSpec", "PackageSpec", "build_package", "test_package", "WEIGHT_FORMATS"]
@@ -280,38 +281,6 @@ def test_package(source: str | Path, weight_formats: Sequence[str] = WEIGHT_FORM
     return ok, "\n".join(reports)
 
 
-def non_finite_output(source: str | Path, weight_format: str) -> str | None:
-    """What is wrong when the package's test input through ``weight_format``'s weights
-    (bioimageio.core's pipeline, pre- and post-processing included) gives values that are not
-    finite where its test output is finite; None when the output is fine."""
-    from bioimageio.core import create_prediction_pipeline
-    from bioimageio.core.digest_spec import get_test_input_sample, get_test_output_sample
-    from bioimageio.spec import load_model_description
-
-    try:
-        descr = load_model_description(str(source), perform_io_checks=False,
-                                       format_version="latest")
-        sample = get_test_input_sample(descr)
-        expected = get_test_output_sample(descr)
-        with create_prediction_pipeline(bioimageio_model=descr,
-                                        weight_format=weight_format) as pp:
-            result = pp.predict_sample_without_blocking(sample)
-    except Exception as exc:  # noqa: BLE001 - test_model ran these; report, do not crash
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"the test input could not be run through the {weight_format} weights: {first}"
-    for tid, tensor in result.members.items():
-        got = np.asarray(tensor.data)
-        want = expected.members.get(tid)
-        finite_expected = want is None or bool(np.isfinite(np.asarray(want.data)).all())
-        bad = int((~np.isfinite(got)).sum()) if got.dtype.kind in "fc" else 0
-        if bad and finite_expected:
-            return (f"the {weight_format} weights turn the package's test input into {bad} of "
-                    f"{got.size} values that are not finite (NaN or inf) in output "
-                    f"{tid!r}, where the package's test output is finite: the weights are "
-                    f"damaged or were altered; get the package again or re-export it")
-    return None
-
-
 def build_package(spec: PackageSpec, out_path: str | Path, *, overwrite: bool = False,
                   as_folder: bool = False, run_tests: bool = True) -> Path:
     """Export ``spec`` as a bioimage.io package at ``out_path`` (a .zip, or a folder).
@@ -365,7 +334,7 @@ def build_package(spec: PackageSpec, out_path: str | Path, *, overwrite: bool = 
         save_bioimageio_package(descr, output_path=raw_zip)
         stage = Path(tmp) / "stage.zip"
         _rewrite_zip(raw_zip, stage, {"rdf.yaml": _rdf_plain})
-        from .compat import CONSUMERS, check_package
+        from .consumers import CONSUMERS, check_package
 
         report = check_package(stage, CONSUMERS)
         if not report.ok(spec.claims):
