@@ -1,8 +1,8 @@
 """Reproduce the disentangled-deblurring thesis's Tables 5.1-5.4 on held-apart fields.
 
-Reduced run (the defaults of :data:`sharpstack.bench.disentangled.REDUCED`: ten models, ML-VAE,
-manifold, 1-D manifold and the two ablations on a synthetic and on the real defocus series,
-two single-thread trainings at once; under 50 minutes on 2 CPU cores)::
+Reduced run (the defaults of :data:`sharpstack.methods.disentangled.bench.REDUCED`: ten
+models, ML-VAE, manifold, 1-D manifold and the two ablations on a synthetic and on the real
+defocus series, two single-thread trainings at once; under 50 minutes on 2 CPU cores)::
 
     flock /tmp/sharpstack-heavy.lock /usr/bin/time -v python benchmarks/disentangled.py --out bench_out/disentangled --threads 1 --jobs 2
     # the same as: sharpstack bench disentangled --out bench_out/disentangled --threads 1 --jobs 2
@@ -21,7 +21,7 @@ Measured quality of a zoo model for its card (held-out fields of its own series;
 
 Writes ``tables.md``, ``per_dz.csv``, ``results.json``, ``deblurring_synthetic.png``,
 ``deblurring_real.png`` and ``quality_vs_dz.png`` to ``--out`` and prints the tables. See
-:mod:`sharpstack.bench.disentangled` for the protocol.
+:mod:`sharpstack.methods.disentangled.bench` for the protocol.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sharpstack.bench.disentangled import MODELS, REDUCED
+    from sharpstack.methods.disentangled.bench import MODELS, REDUCED
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="bench_out/disentangled", help="output folder")
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         import json
         from pathlib import Path
 
-        from sharpstack.bench.disentangled import held_out_quality
+        from sharpstack.methods.disentangled.bench import held_out_quality
 
         torch.set_num_threads(a.threads)
         from sharpstack.methods.disentangled import DisentangledSynth
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{k}: {v}")
         return 0
 
-    from sharpstack.bench.disentangled import run_disentangled_bench
+    from sharpstack.methods.disentangled.bench import run_disentangled_bench
 
     torch.set_num_threads(a.threads)
     run_disentangled_bench(

@@ -16,7 +16,7 @@ z-scans of 128x128)::
 
 Writes ``tables.md``, ``per_plane.csv``, ``results.json``, ``cross_sections.png``,
 ``gradient_histograms.png`` and ``fm_piqe.png`` to ``--out`` and prints the tables. See
-:mod:`sharpstack.bench.zsegan` for the protocol.
+:mod:`sharpstack.methods.zsegan.bench` for the protocol.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sharpstack.bench.zsegan import REDUCED
+    from sharpstack.methods.zsegan.bench import REDUCED
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="bench_out/zsegan", help="output folder")
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from sharpstack.bench.zsegan import run_zsegan_bench
+    from sharpstack.methods.zsegan.bench import run_zsegan_bench
 
     torch.set_num_threads(a.threads)
     run_zsegan_bench(a.out, progress=True, crop=a.crop, ngf=a.ngf, n_res=a.res_blocks,

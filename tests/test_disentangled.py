@@ -48,7 +48,7 @@ def test_deploy_module_traces_and_exports_to_onnx(variational, tmp_path):
     import onnxruntime as ort
 
     from sharpstack.export.weights import export_onnx, export_torchscript
-    from sharpstack.nn.disentangled_arch import DisentangledDeploy
+    from sharpstack.methods.disentangled.disentangled_arch import DisentangledDeploy
 
     torch.manual_seed(0)
     m = DisentangledDeploy(channels=[4, 8], id_channels=6, blur_channels=3,
@@ -69,7 +69,8 @@ def test_deploy_module_traces_and_exports_to_onnx(variational, tmp_path):
 
 
 def test_receptive_radius_bounds_the_dependence():
-    from sharpstack.nn.disentangled_arch import DisentangledDeploy, receptive_radius
+    from sharpstack.methods.disentangled.disentangled_arch import (DisentangledDeploy,
+                                                                   receptive_radius)
 
     torch.manual_seed(1)
     m = DisentangledDeploy(channels=[4, 8], id_channels=4, blur_channels=1).eval()
@@ -89,7 +90,8 @@ def test_receptive_radius_bounds_the_dependence():
 def test_deploy_is_fully_convolutional_tiled_equals_whole():
     """Tiles on the pooling grid, each with a halo >= the receptive radius, give exactly the
     whole image's result: the stored blur code does not depend on the input."""
-    from sharpstack.nn.disentangled_arch import DisentangledDeploy, receptive_radius
+    from sharpstack.methods.disentangled.disentangled_arch import (DisentangledDeploy,
+                                                                   receptive_radius)
 
     torch.manual_seed(2)
     m = DisentangledDeploy(channels=[4, 8], id_channels=4, blur_channels=2).eval()
@@ -385,7 +387,7 @@ def test_deblur_equals_the_deploy_module_and_handles_stacks(tiny_model, tiny_ser
 
 # ------------------------------------------------------------------------------ benchmark
 def test_benchmark_machinery_on_tiny_data(tiny_series, tmp_path):
-    from sharpstack.bench.disentangled import run_disentangled_bench
+    from sharpstack.methods.disentangled.bench import run_disentangled_bench
     from sharpstack.io import as_dataarray, write_tiff
     from sharpstack.methods.disentangled import synthetic_series
 
@@ -418,9 +420,9 @@ def test_benchmark_machinery_on_tiny_data(tiny_series, tmp_path):
 
 # ------------------------------------------------------------------------------ demo, recipe
 def _min_lateral_size(settings: dict) -> int:
-    from sharpstack.export.disentangled import disentangled_axes
+    from sharpstack.methods.disentangled.package import disentangled_axes
     from sharpstack.methods.disentangled import (DisentangledConfig, DisentangledModel)
-    from sharpstack.nn.disentangled_arch import DisentangledAE
+    from sharpstack.methods.disentangled.disentangled_arch import DisentangledAE
     from sharpstack.normalize import PercentileNormalizer
 
     fields = set(DisentangledConfig.model_fields)

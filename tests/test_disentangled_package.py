@@ -86,7 +86,7 @@ def test_package_passes_bioimageio_test_for_three_formats(package):
 
 
 def test_package_is_2d_with_halo_and_the_sample_as_test_input(package, run, synth):
-    from sharpstack.export.disentangled import test_input_from
+    from sharpstack.methods.disentangled.package import test_input_from
     from sharpstack.workflows import load_run
 
     rdf, raw, names = _rdf_and(package, "test_input.npy")
@@ -112,7 +112,7 @@ def test_package_is_2d_with_halo_and_the_sample_as_test_input(package, run, synt
 
 
 def test_shared_data_never_goes_into_a_package(run, tmp_path):
-    from sharpstack.export.disentangled import package_spec_from_run, synthetic_test_input
+    from sharpstack.methods.disentangled.package import package_spec_from_run, synthetic_test_input
     from sharpstack.methods.disentangled import shared_zscans_dir
     from sharpstack.workflows import load_run
 
@@ -226,7 +226,7 @@ def test_cli_resume_refuses_other_settings(synth, tmp_path):
 
 
 def test_held_out_quality_for_the_model_card(run, synth):
-    from sharpstack.bench.disentangled import held_out_quality
+    from sharpstack.methods.disentangled.bench import held_out_quality
     from sharpstack.methods.disentangled import deblur, read_defocus_series
     from sharpstack.metrics import psnr_normalized, ssim_normalized
     from sharpstack.workflows import load_run

@@ -14,9 +14,10 @@ from sharpstack.methods.zsegan import (ImagePool, ZSEGANConfig, ZSEGANTask, cycl
                                        read_zscans,
                                        restore, split_zscans, train_zsegan,
                                        vertical_sections)
-from sharpstack.nn.zsegan_arch import (PatchDiscriminator2D, ResnetGenerator3D,
-                                       StoredInstanceNorm3d, ZSEGANDeploy, calibrate_norms,
-                                       final_z_kernel, receptive_radius)
+from sharpstack.methods.zsegan.zsegan_arch import (PatchDiscriminator2D, ResnetGenerator3D,
+                                                   StoredInstanceNorm3d, ZSEGANDeploy,
+                                                   calibrate_norms, final_z_kernel,
+                                                   receptive_radius)
 from sharpstack.phantoms import zscan
 
 # tiny settings: seconds per run on one CPU thread
@@ -123,7 +124,7 @@ def test_histogram_matching_keeps_order_and_takes_the_reference_scale():
 
 
 def test_discriminator_norm_and_infocus_matching_reach_training(data, monkeypatch):
-    import sharpstack.methods.zsegan as zmod
+    import sharpstack.methods.zsegan.model as zmod
 
     task = ZSEGANTask(ZSEGANConfig(**TINY, d_norm="none"), torch.zeros(1, 1, 29, 16, 16))
     for k in ("D_S", "D_B"):

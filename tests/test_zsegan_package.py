@@ -72,7 +72,7 @@ def test_package_passes_bioimageio_test_for_three_formats(package):
 def test_package_axes_halo_and_synthetic_test_input(package, run, synth):
     import zipfile
 
-    from sharpstack.export.zsegan import synthetic_test_input
+    from sharpstack.methods.zsegan.package import synthetic_test_input
     from sharpstack.workflows import load_run
 
     with zipfile.ZipFile(package) as z:
@@ -164,7 +164,7 @@ def test_killed_cli_training_resumes(synth, tmp_path):
 
 
 def test_benchmark_machinery_on_tiny_data(tmp_path):
-    from sharpstack.bench.zsegan import run_zsegan_bench
+    from sharpstack.methods.zsegan.bench import run_zsegan_bench
     from sharpstack.phantoms import zscan
 
     root = tmp_path / "zse"

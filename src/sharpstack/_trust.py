@@ -128,7 +128,8 @@ def _own_architecture_hashes() -> frozenset[str]:
     from . import nn
 
     root = Path(nn.__file__).parent
-    return frozenset(hashlib.sha256(p.read_bytes()).hexdigest() for p in root.glob("*.py"))
+    arch = [*root.glob("*.py"), *root.parent.joinpath("methods").glob("*/*arch.py")]
+    return frozenset(hashlib.sha256(p.read_bytes()).hexdigest() for p in arch)
 
 
 def parse_rdf(data: bytes, where: str) -> dict[str, Any]:

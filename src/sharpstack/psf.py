@@ -38,6 +38,7 @@ __all__ = [
     "rotate_to_lateral",
     "lateral_kernel",
     "defocus_psf_2d",
+    "fit_defocus_sigmas",
 ]
 
 #: Gaussian approximations of a widefield PSF (Zhang, Zerubia & Olivo-Marin 2007, paraxial):
@@ -503,3 +504,34 @@ def defocus_psf_2d(dz_um, *, pixel_size_um: float = 0.2, na: float = 1.0,
                            ns=ns, ni=ni, ni0=ni, model="vectorial")
     p = np.clip(np.asarray(p, dtype=np.float64), 0.0, None)
     return (p / p.sum(axis=(1, 2), keepdims=True)).astype(np.float32)
+
+
+# ----------------------------------------------------- defocus widths measured from stacks
+def fit_defocus_sigmas(stacks: list[np.ndarray], focal: int,
+                       grid: np.ndarray | None = None) -> np.ndarray:
+    """Per plane, the Gaussian width (pixels) that best turns the focal plane into that plane.
+
+    For every stack and plane k, the width on ``grid`` minimising the squared error between
+    plane k and the best affine intensity map of the focal plane blurred with that width;
+    the median over stacks. Widths of 0 for the focal plane. Stacks in [0, 1], ZYX.
+    """
+    import scipy.ndimage as ndi
+
+    grid = np.round(np.arange(0.0, 8.01, 0.25), 2) if grid is None else np.asarray(grid)
+    per = []
+    for st in stacks:
+        f = st[focal].astype(np.float64)
+        blurred = [ndi.gaussian_filter(f, s, mode="reflect") if s > 0 else f for s in grid]
+        row = []
+        for k in range(st.shape[0]):
+            t = st[k].astype(np.float64).ravel()
+            errs = []
+            for b in blurred:
+                a = np.vstack([b.ravel(), np.ones(t.size)]).T
+                res = np.linalg.lstsq(a, t, rcond=None)[1]
+                errs.append(float(res[0]) if res.size else 0.0)
+            row.append(float(grid[int(np.argmin(errs))]))
+        per.append(row)
+    s = np.median(np.array(per), axis=0)
+    s[focal] = 0.0
+    return s

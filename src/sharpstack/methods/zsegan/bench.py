@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 
+from ...psf import fit_defocus_sigmas
+
 __all__ = ["run_zsegan_bench", "fit_defocus_sigmas", "PAPER_TABLE3", "PAPER_TABLE1",
            "PAPER_TABLE2", "REDUCED"]
 
@@ -97,36 +99,6 @@ _PLANES_T2 = (8, 15, 22, 25)
 _OUTER = (1, 2, 3, 4, 26, 27, 28, 29)
 
 
-def fit_defocus_sigmas(stacks: list[np.ndarray], focal: int,
-                       grid: np.ndarray | None = None) -> np.ndarray:
-    """Per plane, the Gaussian width (pixels) that best turns the focal plane into that plane.
-
-    For every stack and plane k, the width on ``grid`` minimising the squared error between
-    plane k and the best affine intensity map of the focal plane blurred with that width;
-    the median over stacks. Widths of 0 for the focal plane. Stacks in [0, 1], ZYX.
-    """
-    import scipy.ndimage as ndi
-
-    grid = np.round(np.arange(0.0, 8.01, 0.25), 2) if grid is None else np.asarray(grid)
-    per = []
-    for st in stacks:
-        f = st[focal].astype(np.float64)
-        blurred = [ndi.gaussian_filter(f, s, mode="reflect") if s > 0 else f for s in grid]
-        row = []
-        for k in range(st.shape[0]):
-            t = st[k].astype(np.float64).ravel()
-            errs = []
-            for b in blurred:
-                a = np.vstack([b.ravel(), np.ones(t.size)]).T
-                res = np.linalg.lstsq(a, t, rcond=None)[1]
-                errs.append(float(res[0]) if res.size else 0.0)
-            row.append(float(grid[int(np.argmin(errs))]))
-        per.append(row)
-    s = np.median(np.array(per), axis=0)
-    s[focal] = 0.0
-    return s
-
-
 def _verticals(vol: np.ndarray, every: int = 16) -> list[np.ndarray]:
     """xz and yz sections (rows lateral, columns z) every ``every`` pixels."""
     h, w = vol.shape[1:]
@@ -136,7 +108,7 @@ def _verticals(vol: np.ndarray, every: int = 16) -> list[np.ndarray]:
 
 
 def _scores(vol: np.ndarray) -> dict[str, Any]:
-    from ..metrics import focus_measure, mean_abs_gradient, piqe
+    from ...metrics import focus_measure, mean_abs_gradient, piqe
 
     vs = _verticals(vol)
     return {
@@ -155,7 +127,7 @@ def _instance_gap(model, raw: np.ndarray, y: np.ndarray) -> dict[str, float]:
     scan's own instance statistics (the reference notebook's inference)."""
     import torch
 
-    from ..metrics import focus_measure, ssim
+    from ...metrics import focus_measure, ssim
 
     net = model.deploy()
     net.train()  # instance statistics of this scan; no parameter changes (no_grad, no dropout)
@@ -173,11 +145,10 @@ def _export(out: Path, root: Path, model, cfg, res: dict[str, Any], train_data: 
     import tempfile
     import zipfile
 
-    from ..export.package import build_package
-    from ..export.zsegan import package_spec_from_run
-    from ..io import write_file_atomic
-    from ..methods._base import Trained
-    from ..methods.zsegan import ZSEGAN
+    from ...export.package import build_package
+    from ...io import write_file_atomic
+    from .. import get_method
+    from .._base import Trained
 
     quality: dict[str, Any] = {}
     for c in res["criteria"]:
@@ -187,12 +158,11 @@ def _export(out: Path, root: Path, model, cfg, res: dict[str, Any], train_data: 
                                "paper's data (sharpstack bench zsegan)")
     trained = Trained(settings=cfg, model=model, result=model.result,
                       record={"training_data": train_data})
-    d = ZSEGAN.deployables[0]
+    method = get_method("zsegan")
     with tempfile.TemporaryDirectory(prefix=".zsegan-export-", dir=out) as tmp:
-        spec = package_spec_from_run(
-            trained, root / "zscans" / model.split["held_apart"][0], d.name, workdir=Path(tmp),
-            claims=d.claims, cite=list(ZSEGAN.citations), quality=quality,
-            name="ZSE-GAN brain z-scans 29 planes")
+        spec = method.package_spec(
+            trained, root / "zscans" / model.split["held_apart"][0], method.deployables[0].name,
+            workdir=Path(tmp), quality=quality, name="ZSE-GAN brain z-scans 29 planes")
         pkg = build_package(spec, out / "zsegan.zip", overwrite=True)
     with zipfile.ZipFile(pkg) as z:
         card = z.read("README.md").decode("utf-8")
@@ -271,7 +241,7 @@ def _figures(out: Path, x: np.ndarray, rl: np.ndarray, y: np.ndarray, res: dict[
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..io import write_file_atomic
+    from ...io import write_file_atomic
 
     n = x.shape[0]
     planes = [p for p in (4, 9, 15, 22, 26) if p <= n]
@@ -341,11 +311,12 @@ def run_zsegan_bench(out_dir: str | Path, *, progress: bool = False, crop: int |
     ``model_card.md``). Returns the results dict that is also written to
     ``out_dir/results.json``.
     """
-    from ..baselines import richardson_lucy_slicewise
-    from ..io import write_file_atomic
-    from ..methods.zsegan import (ZSEGANConfig, read_images2d, read_zscans, restore,
-                                  shared_data_dir)
-    from ..metrics import gradient_histogram, ssim, ssim_per_slice
+    from ...baselines import richardson_lucy_slicewise
+    from ...io import write_file_atomic
+    from ...metrics import gradient_histogram, ssim, ssim_per_slice
+    from .data import read_images2d, read_zscans, shared_data_dir
+    from .model import restore, train_zsegan
+    from .settings import ZSEGANConfig
 
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -363,8 +334,6 @@ def run_zsegan_bench(out_dir: str | Path, *, progress: bool = False, crop: int |
     fs = read_images2d(root / "infocus")
     vert = [a for _, a in read_images2d(root / "vertical", what="vertical section")] \
         if use_vertical else None
-    from ..methods.zsegan import train_zsegan
-
     t_train = time.perf_counter()
     model = train_zsegan([a for _, a in zs], [a for _, a in fs], cfg, vertical=vert,
                          names=[n for n, _ in zs], out_dir=out / "run", resume=resume,

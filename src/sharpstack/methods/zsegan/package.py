@@ -1,6 +1,6 @@
 """Describe a trained ZSE-GAN as a bioimage.io package (the ``zscan`` deployable).
 
-The exported module is the sharpening generator G_S alone (``nn.zsegan_arch.ZSEGANDeploy``):
+The exported module is the sharpening generator G_S alone (``zsegan_arch.ZSEGANDeploy``):
 a z-scan normalised by ``scale_range`` (percentiles of the whole stack) in, the sharpened
 z-scan in [0, 1] of the same shape out. Axes ``batch, channel, z, y, x``:
 
@@ -9,7 +9,7 @@ z-scan in [0, 1] of the same shape out. Axes ``batch, channel, z, y, x``:
 - y, x: ``min + n * 4`` (two stride-2 layers), halo = the generator's receptive radius
   rounded up to 4, so that ``sharpstack predict`` / deepImageJ / ilastik tile laterally
   without seams (the generator's instance norms use stored statistics in the package, see
-  ``nn.zsegan_arch``).
+  ``zsegan_arch``).
 
 The test input and the cover are a synthetic z-scan (:func:`sharpstack.phantoms.zscan`):
 the paper's z-scans may not be redistributed, so nothing of the training data goes into a
@@ -18,6 +18,7 @@ package.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from importlib import resources
@@ -26,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ..methods.zsegan import ZSEGANModel, restore
-from ..nn import zsegan_arch
-from .package import AxisSpec, PackageSpec, quality_table
+from ...errors import InputError
+from ...export.package import AxisSpec, PackageSpec, quality_table
+from .model import ZSEGANModel, restore
+from .zsegan_arch import ZSEGANDeploy, final_z_kernel
 
 __all__ = ["DEPLOYABLES", "zsegan_axes", "synthetic_test_input", "render_card",
            "zsegan_package_spec", "package_spec_from_run"]
@@ -55,7 +56,7 @@ def zsegan_axes(model: ZSEGANModel) -> list[AxisSpec]:
 def synthetic_test_input(model: ZSEGANModel, *, seed: int = 0) -> np.ndarray:
     """A synthetic z-scan (float32, ZYX) of the model's planes and focal plane, lateral size
     the smallest valid one >= :data:`TEST_LATERAL` (see :func:`sharpstack.phantoms.zscan`)."""
-    from ..phantoms import zscan
+    from ...phantoms import zscan
 
     ax = zsegan_axes(model)
     lat = ax[1]
@@ -81,19 +82,18 @@ def _variant_text(cfg) -> str:
 def render_card(model: ZSEGANModel, *, name: str, description: str, halo: int,
                 training_data: str, quality: dict[str, Any] | None,
                 runtimes_text: str = "") -> str:
-    """The model card (Markdown) from ``templates/zsegan.md``."""
-    from .. import __version__
+    """The model card (Markdown) from ``card.md`` beside this module."""
+    from ... import __version__
 
     cfg = model.config
-    tmpl = resources.files("sharpstack.export").joinpath("templates/zsegan.md").read_text(
-        "utf-8")
+    tmpl = resources.files(__package__).joinpath("card.md").read_text("utf-8")
     hist = model.result.history
     steps = cfg.steps_per_epoch or len(model.split.get("train", [])) or 0
     return tmpl.format(
         name=name, description=description, version=__version__, n=cfg.n_planes,
         n2=2 * cfg.n_planes, focal=cfg.focal_index + 1, pmin=cfg.pmin, pmax=cfg.pmax,
         halo=halo, ngf=cfg.ngf, ngf2=2 * cfg.ngf, ngf4=4 * cfg.ngf, n_res=cfg.n_res,
-        first_kernel=cfg.first_kernel, kz=zsegan_arch.final_z_kernel(cfg.n_planes),
+        first_kernel=cfg.first_kernel, kz=final_z_kernel(cfg.n_planes),
         ndf=cfg.ndf, d_layers=cfg.d_layers, p=cfg.p_vertical, p1=round(1 - cfg.p_vertical, 4),
         lambda_cycle=cfg.lambda_cycle, lambda_identity=cfg.lambda_identity,
         cycle_weighting=cfg.cycle_weighting, cycle_reduce=cfg.cycle_reduce,
@@ -137,7 +137,7 @@ def zsegan_package_spec(model: ZSEGANModel, test_input: np.ndarray, *, covers: l
                        runtimes_text=runtimes_text)
     return PackageSpec(
         name=name, description=description, module=model.deploy(),
-        arch_source=Path(zsegan_arch.__file__), arch_callable="ZSEGANDeploy",
+        arch_source=Path(inspect.getfile(ZSEGANDeploy)), arch_callable=ZSEGANDeploy.__name__,
         arch_kwargs=model.deploy_kwargs(), axes=axes,
         test_input=np.asarray(test_input, dtype=np.float32), normalizer=model.normalizer,
         documentation=card, covers=covers, authors=authors or DEFAULT_AUTHORS, cite=cite,
@@ -161,8 +161,8 @@ def package_spec_from_run(trained, sample: Path, deployable: str, *, workdir: Pa
     content is not put into the package. The test input, the sample TIFF and the cover come
     from a synthetic z-scan (:func:`synthetic_test_input`).
     """
-    from ..io import check_finite, read_stack
-    from .covers import panels_png
+    from ...export.covers import panels_png
+    from ...io import check_finite, read_stack
 
     if deployable not in DEPLOYABLES:
         raise InputError(f"deployable must be one of {', '.join(DEPLOYABLES)}; got "

@@ -1,6 +1,6 @@
 """Describe a trained disentangled-deblurring model as a bioimage.io package (``deblur2d``).
 
-The exported module is :class:`~sharpstack.nn.disentangled_arch.DisentangledDeploy`:
+The exported module is :class:`~.disentangled_arch.DisentangledDeploy`:
 ``D(identity(x), focus_code)`` with the in-focus blur code stored as a buffer. Axes
 ``batch, channel, y, x``; y and x ``min + n * 2**depth`` (the poolings), halo = the receptive
 radius rounded up to ``2**depth``; output the same size (``SizeReference``, offset 0). The
@@ -15,6 +15,7 @@ ZSE-GAN z-scans may not be redistributed): then a synthetic defocused field
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from importlib import resources
@@ -23,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ..methods.disentangled import DisentangledModel, deblur, is_shared_data
-from ..nn import disentangled_arch
-from .package import AxisSpec, PackageSpec, quality_table
+from ...errors import InputError
+from ...export.package import AxisSpec, PackageSpec, quality_table
+from .data import is_shared_data
+from .disentangled_arch import DisentangledDeploy
+from .model import DisentangledModel, deblur
 
 __all__ = ["DEPLOYABLES", "TEST_SIZE", "disentangled_axes", "synthetic_test_input",
            "test_input_from", "render_card", "disentangled_package_spec",
@@ -65,7 +67,7 @@ def synthetic_test_input(model: DisentangledModel, *, seed: int = 0, dz_um: floa
     """A synthetic widefield image ``dz_um`` out of focus and its in-focus image (float32 YX,
     the smallest valid size >= :data:`TEST_SIZE`): a nuclei + membranes field
     (:func:`sharpstack.methods.disentangled.synthetic_series`)."""
-    from ..methods.disentangled import synthetic_series
+    from .synth import synthetic_series
 
     ax = disentangled_axes(model)[0]
     size = ax.min if ax.min >= TEST_SIZE else \
@@ -92,12 +94,11 @@ def test_input_from(model: DisentangledModel, image: np.ndarray) -> np.ndarray:
 def render_card(model: DisentangledModel, *, name: str, description: str, halo: int,
                 min_size: int, training_data: str, test_input_text: str,
                 quality: dict[str, Any] | None, runtimes_text: str = "") -> str:
-    """The model card (Markdown) from ``templates/disentangled.md``."""
-    from .. import __version__
+    """The model card (Markdown) from ``card.md`` beside this module."""
+    from ... import __version__
 
     cfg = model.config
-    tmpl = resources.files("sharpstack.export").joinpath(
-        "templates/disentangled.md").read_text("utf-8")
+    tmpl = resources.files(__package__).joinpath("card.md").read_text("utf-8")
     if cfg.variant == "mlvae":
         loss_text = (f"the ML-VAE evidence lower bound: reconstruction of every image of a "
                      f"group of {cfg.group_size} images of one field from the group's identity "
@@ -172,7 +173,8 @@ def disentangled_package_spec(model: DisentangledModel, test_input: np.ndarray, 
                        runtimes_text=runtimes_text)
     return PackageSpec(
         name=name, description=description, module=model.deploy(),
-        arch_source=Path(disentangled_arch.__file__), arch_callable="DisentangledDeploy",
+        arch_source=Path(inspect.getfile(DisentangledDeploy)),
+        arch_callable=DisentangledDeploy.__name__,
         arch_kwargs=model.deploy_kwargs(), axes=axes,
         test_input=np.asarray(test_input, dtype=np.float32), normalizer=model.normalizer,
         documentation=card, covers=covers, authors=authors or DEFAULT_AUTHORS, cite=cite,
@@ -196,8 +198,8 @@ def package_spec_from_run(trained, sample: Path, deployable: str, *, workdir: Pa
     kind. Its central crop becomes the test input, unless it lies in the shared data folder
     (then a synthetic defocused field is used, see the module docstring).
     """
-    from ..io import check_finite, read_stack
-    from .covers import panels_png
+    from ...export.covers import panels_png
+    from ...io import check_finite, read_stack
 
     if deployable not in DEPLOYABLES:
         raise InputError(f"deployable must be one of {', '.join(DEPLOYABLES)}; got "

@@ -1,0 +1,223 @@
+"""Disentangled deblurring behind the method interface
+(:class:`~sharpstack.methods._base.Method`): the settings, inputs and options of
+``sharpstack train disentangled``, the ``deblur2d`` deployable, the demo, the benchmark's
+options and the citations; the work is done by the sibling modules."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...errors import InputError
+from ...normalize import PercentileNormalizer
+from .._base import Demo, Deployable, Input, Method, Option, SynthResult, Trained
+from .data import is_shared_data, read_defocus_series
+from .disentangled_arch import DisentangledAE
+from .evaluate import evaluate, figure, score
+from .model import DisentangledModel
+from .settings import DisentangledSettings, DisentangledSynth
+from .synth import synthesize
+from .task import train_disentangled
+
+__all__ = ["Disentangled"]
+
+
+def _parse_ints(text) -> list[int]:
+    if isinstance(text, (list, tuple)):
+        return [int(v) for v in text]
+    try:
+        return [int(v) for v in str(text).replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"expected integers separated by commas, like 16,32,64; got "
+                         f"{text!r}") from None
+
+
+def _photons(value: float) -> float | None:
+    return None if value == 0 else value
+
+
+class Disentangled(Method):
+    """Disentangled-representation deblurring behind the method interface."""
+
+    name = "disentangled"
+    title = "Disentangled-representation deblurring (Ritsema, MSc thesis, U. Twente 2023)"
+    summary = ("deblurs 2D images: an autoencoder with separate identity and blur codes, "
+               "trained on defocus series, decodes an image's identity with an in-focus blur "
+               "code")
+    settings_model = DisentangledSettings
+    export_module = "sharpstack.methods.disentangled.package"
+    inputs = (Input("series", "Defocus series: a folder of z-stacks (one field of view each, "
+                    "ZYX, all the same shape) or one such stack.", kind="file_or_folder"),)
+    options = (
+        Option("variant", "variant", str, "manifold1d (1-D blur code, the thesis's best), "
+               "manifold, or mlvae (the ML-VAE baseline)."),
+        Option("focus-plane", "focus_plane", int, "1-based in-focus plane of every stack "
+               "(default: the sharpest plane by the focus measure FM)."),
+        Option("channels", "channels", str, "Channels per encoder block, e.g. 16,32,64 (the "
+               "thesis: 64,128,256,512).", parse=_parse_ints),
+        Option("id-channels", "id_channels", int, "Channels of the identity code (thesis 512)."),
+        Option("blur-channels", "blur_channels", int, "Length of the blur code (manifold, "
+               "mlvae; default: id-channels)."),
+        Option("patch-size", "patch_size", int, "Training crop (multiple of 2**blocks)."),
+        Option("epochs", "epochs", int, "Epochs (the thesis: 400)."),
+        Option("steps-per-epoch", "steps_per_epoch", int, "Batches per epoch."),
+        Option("batch-size", "batch_size", int, "Groups per batch."),
+        Option("lr", "lr", float, "Initial Adam learning rate (x0.98 every 5 epochs)."),
+        Option("margin", "margin", float, "Contrastive margin (the thesis: 0.6)."),
+        Option("distance", "distance", str, "Code distance: rms or unit."),
+        Option("beta-full", "beta_full", float, "Fraction of training at which beta reaches 1."),
+        Option("w-consistency", "w_consistency", float, "Consistency-loss weight."),
+        Option("w-contrastive", "w_contrastive", float, "Contrastive-loss weight (0: ablation)."),
+        Option("w-cross", "w_cross", float, "Cross-reconstruction weight (0: ablation)."),
+        Option("recon-loss", "recon_loss", str, "ssim_l1 (default, no downloads) or vgg."),
+        Option("vgg-weights", "vgg_weights", str, "State dict of torchvision's vgg16 "
+               "features for --recon-loss vgg."),
+        Option("kl-weight", "kl_weight", float, "ML-VAE KL weight."),
+        Option("group-size", "group_size", int, "ML-VAE images per group."),
+        Option("p-focus", "p_focus", float, "Probability that a pair's partner is in focus."),
+        Option("val-fraction", "val_fraction", float, "Fraction of fields for validation."),
+        Option("test-fraction", "test_fraction", float, "Fraction of fields held out."),
+        Option("patience", "patience", int, "Early stopping patience (epochs)."),
+        Option("seed", "seed", int, "Random seed."),
+        Option("device", "device", str, "cpu, cuda, ...; default: GPU if present."),
+    )
+    deployables = (
+        Deployable("deblur2d", "one 2D image (or each plane of a stack) in, the deblurred "
+                   "image of the same size out", ("bioimageio", "deepimagej", "ilastik",
+                                                  "qupath")),
+    )
+    synth_model = DisentangledSynth
+    synth_options = (
+        Option("identities", "identities", int, "Fields of view of the training series."),
+        Option("size", "size", int, "Lateral size (pixels)."),
+        Option("dz-max", "dz_max", float, "Largest defocus (micrometres)."),
+        Option("dz-step", "dz_step", float, "Plane spacing (micrometres)."),
+        Option("pixel", "pixel_um", float, "Pixel size (micrometres)."),
+        Option("na", "na", float, "Objective NA."),
+        Option("photons", "photons", float, "Photons at the brightest pixel; 0 = no shot "
+               "noise.", parse=_photons),
+        Option("read-noise", "read_noise", float, "Gaussian read noise."),
+        Option("sample-dz", "sample_dz", float, "Defocus of the 2D sample (micrometres)."),
+        Option("seed", "seed", int, "Random seed."),
+    )
+    demo = Demo(
+        synth={"identities": 24, "size": 128, "dz_max": 3.0, "dz_step": 0.5, "seed": 0},
+        settings={"variant": "manifold1d", "channels": [8, 16, 32], "id_channels": 16,
+                  "patch_size": 48, "epochs": 12, "steps_per_epoch": 40, "batch_size": 8,
+                  "p_focus": 0.5, "seed": 0},
+        predict_with="deblur2d",
+        about=("1-D-blur-code manifold model trained on a synthetic widefield defocus series "
+               "(24 nuclei + membranes fields of 128x128 px, 13 planes from -3 to +3 um, NA 1.0, "
+               "Poisson + Gaussian noise), reduced network (8-16-32 channels, 48 px crops, "
+               "480 steps); a held-apart field defocused by 2 um deblurred by the package; "
+               "PSNR/SSIM against its in-focus plane (CARE protocol)."),
+    )
+    bench_options = (
+        Option("dataset", "datasets", list[str], "synthetic, real (repeat; default both).",
+               parse=tuple),
+        Option("model", "models", list[str], "mlvae, manifold, manifold1d, no_cross, "
+               "no_contrastive (repeat; default all).", parse=tuple),
+        Option("epochs", "epochs", int, "Epochs per model (the thesis: 400)."),
+        Option("steps", "steps_per_epoch", int, "Batches per epoch."),
+        Option("batch", "batch_size", int, "Groups per batch."),
+        Option("patch", "patch_size", int, "Training crop."),
+        Option("channels", "channels", str, "Encoder channels, e.g. 16,32,64.",
+               parse=_parse_ints),
+        Option("id-channels", "id_channels", int, "Identity-code channels."),
+        Option("blur-channels", "blur_channels", int, "Blur-code length of manifold/mlvae."),
+        Option("synthetic-fields", "n_synthetic", int, "Fields of the synthetic series."),
+        Option("jobs", "jobs", int, "Trainings at once in worker processes (2 on 2 cores)."),
+        Option("device", "device", str, "cpu or cuda."),
+        Option("seed", "seed", int, "Random seed."),
+    )
+    citations = (
+        {"text": "Ritsema, S. A Disentangled Representation Learning Approach for Deblurring "
+                 "Microscopy Images. MSc thesis, University of Twente, 2023 (University of "
+                 "Twente student theses repository).",
+         "url": "https://essay.utwente.nl/"},
+        {"text": "Fumero, Cosmo, Melzi & Rodola. Learning disentangled representations via "
+                 "product manifold projection. ICML 2021.",
+         "doi": "10.48550/arXiv.2103.01638"},
+        {"text": "Bouchacourt, Tomioka & Nowozin. Multi-Level Variational Autoencoder: "
+                 "Learning Disentangled Representations from Grouped Observations. arXiv "
+                 "1705.08841, 2017 (AAAI 2018).",
+         "doi": "10.48550/arXiv.1705.08841"},
+    )
+
+    # ------------------------------------------------------------------ training
+    def train(self, inputs: Sequence[Path], settings: DisentangledSettings, *, out_dir: Path,
+              resume: bool = False, progress: bool = False,
+              voxel_size: Mapping[str, float] | None = None) -> Trained:
+        (src,) = inputs
+        focus = settings.focus_plane - 1 if settings.focus_plane else None
+        series = read_defocus_series(src, focus=focus, voxel_size=voxel_size)
+        if voxel_size and voxel_size.get("z"):
+            series.plane_spacing = float(voxel_size["z"])
+        model = train_disentangled(series, settings.config(), out_dir=out_dir, resume=resume,
+                                   progress=progress)
+        spacing = (f", plane spacing {series.plane_spacing:g} um" if series.plane_spacing
+                   else "")
+        record = {
+            "normalizer": {"pmin": model.normalizer.pmin, "pmax": model.normalizer.pmax,
+                           "eps": model.normalizer.eps},
+            "split": model.split, "focus": [int(f) for f in series.focus],
+            "focus_found": settings.focus_plane is None,
+            "series_source": str(Path(src).resolve()),
+            "shared_data": is_shared_data(src),
+            "training_data": (
+                f"{series.n_identities} defocus series of {series.n_planes} planes of "
+                f"{series.images.shape[2]}x{series.images.shape[3]} px from "
+                f"{Path(src).name}{spacing}; in-focus plane "
+                + (f"{settings.focus_plane} (given)" if settings.focus_plane else
+                   "found per series by the focus measure FM")
+                + f"; split by field (seed {settings.seed}): {len(model.split['train'])} "
+                  f"training, {len(model.split['val'])} validation, "
+                  f"{len(model.split['test'])} held out"),
+        }
+        tensors = {"net": model.net.state_dict(),
+                   "focus": {"code": torch.from_numpy(model.focus_code.copy())}}
+        return Trained(settings=settings, model=model, result=model.result, record=record,
+                       tensors=tensors)
+
+    def load(self, settings: DisentangledSettings, record, tensors, result) -> Trained:
+        cfg = settings.config()
+        net = DisentangledAE(**cfg.arch_kwargs())
+        try:
+            net.load_state_dict(tensors["net"])
+            code = tensors["focus"]["code"].detach().cpu().numpy().astype(np.float32)
+        except (KeyError, RuntimeError) as exc:
+            raise InputError(f"the run's weights do not fit its disentangled settings "
+                             f"({str(exc).splitlines()[0]}); the run folder is damaged: train "
+                             "again") from None
+        if code.shape != (cfg.code_blur_channels,):
+            raise InputError(f"the run's in-focus blur code has shape {code.shape}, expected "
+                             f"({cfg.code_blur_channels},); the run folder is damaged")
+        model = DisentangledModel(net=net.eval(), config=cfg,
+                                  normalizer=PercentileNormalizer(**record["normalizer"]),
+                                  focus_code=code, split=dict(record.get("split", {})),
+                                  result=result)
+        return Trained(settings=settings, model=model, result=result, record=record,
+                       tensors=tensors)
+
+    # ------------------------------------------------------------------ data, demo
+    def synthesize(self, options: DisentangledSynth) -> SynthResult:
+        return synthesize(options)
+
+    def evaluate(self, trained: Trained, synth: SynthResult) -> dict[str, Any]:
+        return evaluate(trained, synth)
+
+    def score(self, synth: SynthResult, restored) -> dict[str, float]:
+        return score(synth, restored)
+
+    def figure(self, synth: SynthResult, restored) -> list[tuple[str, Any]]:
+        return figure(synth, restored)
+
+    # ------------------------------------------------------------------ benchmark
+    def bench(self, out_dir: Path, *, progress: bool = False, **options: Any) -> dict[str, Any]:
+        from .bench import run_disentangled_bench
+
+        return run_disentangled_bench(out_dir, progress=progress, **options)

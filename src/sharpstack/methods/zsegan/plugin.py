@@ -1,0 +1,194 @@
+"""ZSE-GAN behind the method interface (:class:`~sharpstack.methods._base.Method`): the
+settings, inputs and options of ``sharpstack train zsegan``, the ``zscan`` deployable, the
+demo, the benchmark's options and the citation; the work is done by the sibling modules."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ...errors import InputError
+from ...normalize import PercentileNormalizer
+from .._base import Demo, Deployable, Input, Method, Option, SynthResult, Trained
+from .data import read_images2d, read_zscans
+from .evaluate import evaluate, figure, score
+from .model import ZSEGANModel, train_zsegan
+from .settings import ZSEGANSettings, ZSEGANSynth
+from .synth import synthesize
+from .zsegan_arch import ResnetGenerator3D
+
+__all__ = ["ZSEGAN"]
+
+
+class ZSEGAN(Method):
+    """ZSE-GAN behind the method interface."""
+
+    name = "zsegan"
+    title = "ZSE-GAN (focal-length weighted GANs for z-scans)"
+    summary = ("sharpens z-scans through thin sections: every plane and every vertical section "
+               "as sharp as the focal plane, learnt without 3D ground truth")
+    settings_model = ZSEGANSettings
+    export_module = "sharpstack.methods.zsegan.package"
+    inputs = (Input("zscans", "Folder of z-scans: one ZYX stack of N focal planes per file.",
+                    kind="folder"),
+              Input("infocus", "Folder of sharp in-focus 2D images (YX) of the same tissue.",
+                    kind="folder"))
+    options = (
+        Option("planes", "n_planes", int, "Focal planes per z-scan (the paper: 29)."),
+        Option("focal-plane", "focal_plane", int, "1-based in-focus plane (default: centre)."),
+        Option("vertical", "vertical", str, "Folder of sharp vertical sections (lateral x "
+               "planes) for D_S (the notebook's trainA29)."),
+        Option("zscan-limit", "zscan_limit", int, "Use only the first N z-scans."),
+        Option("val-count", "val_count", int, "z-scans held apart for validation."),
+        Option("crop", "crop", int, "Lateral training crop (multiple of 4; paper 128)."),
+        Option("ngf", "ngf", int, "Generator filters (notebook 16)."),
+        Option("res-blocks", "n_res", int, "Residual blocks per generator (notebook 6)."),
+        Option("ndf", "ndf", int, "Discriminator filters (notebook 32)."),
+        Option("residual", "residual", bool, "Generators output x + net(x) (not in the "
+               "notebook; for short trainings)."),
+        Option("upsample", "upsample", str, "transposed (notebook) or resize (nearest + conv)."),
+        Option("d-layers", "d_layers", int, "Stride-2 layers per PatchGAN (notebook 4)."),
+        Option("d-norm", "d_norm", str, "instance (notebook) or none: normalisation inside "
+               "the discriminators (none lets them see edge strength on small crops)."),
+        Option("infocus-match", "infocus_match", str, "focal: map the in-focus images onto "
+               "the focal planes' intensity histogram; none (notebook)."),
+        Option("p-vertical", "p_vertical", float, "Weight of vertical sections in D_S."),
+        Option("lambda-cycle", "lambda_cycle", float, "Cycle-consistency weight."),
+        Option("lambda-identity", "lambda_identity", float, "Identity-loss weight."),
+        Option("cycle-weighting", "cycle_weighting", str, "notebook, focal or uniform."),
+        Option("cycle-reduce", "cycle_reduce", str, "mean (paper) or max (notebook)."),
+        Option("alpha-on-ds", "alpha_on_ds", bool, "Weight D_S's planes by alpha too."),
+        Option("sections", "sections", int, "Sections per z-scan and step for each "
+               "adversarial term."),
+        Option("pool", "pool_size", int, "Image pool size."),
+        Option("lr", "lr", float, "Adam learning rate."),
+        Option("lr-d", "lr_d", float, "Discriminators' learning rate (default: --lr)."),
+        Option("epochs", "epochs", int, "Epochs (the notebook: 200)."),
+        Option("steps-per-epoch", "steps_per_epoch", int, "Batches per epoch."),
+        Option("batch-size", "batch_size", int, "z-scans per batch."),
+        Option("select", "select", str, "last or best (validation FM flatness + SSIM)."),
+        Option("seed", "seed", int, "Random seed."),
+        Option("device", "device", str, "cpu, cuda, ...; default: GPU if present."),
+    )
+    deployables = (
+        Deployable("zscan", "z-scan of N planes (or k*N: k scans stacked) in, sharpened, "
+                   "same shape out", ("bioimageio", "deepimagej", "ilastik")),
+    )
+    synth_model = ZSEGANSynth
+    synth_options = (
+        Option("source", "source", str, "shared (the paper's z-scans, read in place) or "
+               "synthetic."),
+        Option("zscans", "zscans", int, "Number of z-scans."),
+        Option("held-apart", "held_apart", int, "z-scans held apart (seeded)."),
+        Option("infocus", "infocus", int, "Synthetic in-focus images."),
+        Option("size", "size", int, "Synthetic lateral size."),
+        Option("planes", "planes", int, "Synthetic focal planes."),
+        Option("sigma-max", "sigma_max", float, "Synthetic blur of the outermost plane."),
+        Option("seed", "seed", int, "Random seed."),
+    )
+    demo = Demo(
+        synth={"source": "shared", "zscans": 16, "held_apart": 4, "seed": 0},
+        settings={"crop": 48, "ngf": 8, "n_res": 3, "ndf": 16, "sections": 4, "epochs": 5,
+                  "steps_per_epoch": 40, "calib_crops": 16, "residual": True,
+                  "upsample": "resize"},
+        predict_with="zscan",
+        about=("ZSE-GAN trained briefly on 12 of the paper's brain-section z-scans (29 planes, "
+               "128x128) and its in-focus images, reduced networks (8 generator filters, 3 "
+               "residual blocks, residual generators, 48x48 crops, 200 steps); one "
+               "held-apart z-scan restored with "
+               "the package. No ground truth exists: scores are the paper's no-reference "
+               "ones (FM flatness over the planes, PIQE of the outer planes, FM of vertical "
+               "sections, SSIM at the focal plane)."),
+    )
+    bench_options = (
+        Option("crop", "crop", int, "Lateral training crop (the paper: 128)."),
+        Option("ngf", "ngf", int, "Generator filters (notebook 16)."),
+        Option("res-blocks", "n_res", int, "Residual blocks (notebook 6)."),
+        Option("ndf", "ndf", int, "Discriminator filters (notebook 32)."),
+        Option("sections", "sections", int, "Sections per step and term."),
+        Option("residual", "residual", bool, "Residual generators (reduced recipe: on)."),
+        Option("upsample", "upsample", str, "transposed (notebook) or resize (reduced recipe)."),
+        Option("epochs", "epochs", int, "Epochs (the notebook: 200)."),
+        Option("steps", "steps_per_epoch", int, "Batches per epoch."),
+        Option("val-count", "val_count", int, "Held-apart z-scans."),
+        Option("lambda-identity", "lambda_identity", float, "Identity-loss weight."),
+        Option("lambda-cycle", "lambda_cycle", float, "Cycle weight (the paper: 10.5)."),
+        Option("vertical-set", "use_vertical", bool, "Use the notebook's vertical sections "
+               "for D_S."),
+        Option("device", "device", str, "cpu or cuda."),
+        Option("seed", "seed", int, "Random seed."),
+    )
+    citations = ({"text": "Visual enhancement of image stacks from a z-scanning microscope "
+                          "using focal lengths weighted GANs (ZSE-GAN); reference code and "
+                          "data: keerfish/ZSE-GAN.",
+                  "url": "https://github.com/keerfish/ZSE-GAN"},)
+
+    # ------------------------------------------------------------------ training
+    def train(self, inputs: Sequence[Path], settings: ZSEGANSettings, *, out_dir: Path,
+              resume: bool = False, progress: bool = False,
+              voxel_size: Mapping[str, float] | None = None) -> Trained:
+        zdir, fdir = (Path(p) for p in inputs)
+        zs = read_zscans(zdir, n_planes=settings.n_planes)
+        if settings.zscan_limit:
+            zs = zs[:settings.zscan_limit]
+        fs = read_images2d(fdir, what="in-focus image")
+        vert = None
+        if settings.vertical:
+            vert = [a for _, a in read_images2d(settings.vertical, what="vertical section")]
+        model = train_zsegan([a for _, a in zs], [a for _, a in fs], settings, vertical=vert,
+                             names=[n for n, _ in zs], out_dir=out_dir, resume=resume,
+                             progress=progress)
+        shape = tuple(zs[0][1].shape)
+        record = {
+            "normalizer": {"pmin": model.normalizer.pmin, "pmax": model.normalizer.pmax,
+                           "eps": model.normalizer.eps},
+            "split": model.split, "zscans_dir": str(zdir.resolve()),
+            "infocus_dir": str(fdir.resolve()),
+            "training_data": (f"{len(zs)} z-scans {shape} (ZYX) from {zdir.name}/, "
+                              f"{len(model.split['held_apart'])} held apart (seed "
+                              f"{settings.seed}); {len(fs)} in-focus images from {fdir.name}/; "
+                              "sharp vertical examples: "
+                              + ("the vertical sections in " + Path(settings.vertical).name
+                                 if vert else "windows of the in-focus images")),
+        }
+        tensors = {"G_S": model.G_S.state_dict(), "G_B": model.G_B.state_dict()}
+        return Trained(settings=settings, model=model, result=model.result, record=record,
+                       tensors=tensors)
+
+    def load(self, settings: ZSEGANSettings, record, tensors, result) -> Trained:
+        gk = settings.generator_kwargs()
+        nets = {}
+        for k in ("G_S", "G_B"):
+            net = ResnetGenerator3D(**gk)
+            try:
+                net.load_state_dict(tensors[k])
+            except (KeyError, RuntimeError) as exc:
+                raise InputError(f"the run's {k} weights do not fit its ZSE-GAN settings "
+                                 f"({str(exc).splitlines()[0]}); the run folder is damaged: "
+                                 "train again") from None
+            nets[k] = net.eval()
+        model = ZSEGANModel(G_S=nets["G_S"], G_B=nets["G_B"], config=settings,
+                            normalizer=PercentileNormalizer(**record["normalizer"]),
+                            result=result, split=dict(record.get("split", {})))
+        return Trained(settings=settings, model=model, result=result, record=record,
+                       tensors=tensors)
+
+    # ------------------------------------------------------------------ data, demo
+    def synthesize(self, options: ZSEGANSynth) -> SynthResult:
+        return synthesize(options)
+
+    def evaluate(self, trained: Trained, synth: SynthResult) -> dict[str, Any]:
+        return evaluate(trained, synth)
+
+    def score(self, synth: SynthResult, restored) -> dict[str, float]:
+        return score(synth, restored)
+
+    def figure(self, synth: SynthResult, restored) -> list[tuple[str, Any]]:
+        return figure(synth, restored)
+
+    # ------------------------------------------------------------------ benchmark
+    def bench(self, out_dir: Path, *, progress: bool = False, **options: Any) -> dict[str, Any]:
+        from .bench import run_zsegan_bench
+
+        return run_zsegan_bench(out_dir, progress=progress, **options)

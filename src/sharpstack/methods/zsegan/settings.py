@@ -1,0 +1,185 @@
+"""ZSE-GAN's settings: the training configuration (the paper's and the reference notebook's
+defaults), the data options of ``sharpstack train zsegan`` and the synthetic-data options of
+``sharpstack synth zsegan``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ...training import TrainConfig
+
+__all__ = ["ZSEGANConfig", "ZSEGANSettings", "ZSEGANSynth"]
+
+
+class ZSEGANConfig(BaseModel):
+    """Everything that defines a ZSE-GAN training run.
+
+    Defaults are the paper's and, where the paper is silent, the reference notebook's
+    (network sizes, loss weights, pool, optimiser). A reduced CPU recipe changes only the
+    size fields (``crop``, ``ngf``, ``n_res``, ``ndf``, ``epochs``, ``steps_per_epoch``).
+    Unknown keys are rejected by name (a zoo recipe loads into this model).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_planes: int = Field(29, ge=5, le=512, description=(
+        "Focal planes per z-scan (29 in the paper); every z-scan must have exactly this many."))
+    focal_plane: int | None = Field(None, ge=1, description=(
+        "1-based index of the in-focus plane (default: the centre, 15 of 29)."))
+    crop: int = Field(128, ge=16, le=1024, description=(
+        "Lateral size of the training crops of z-scans and in-focus images (multiple of 4; "
+        "the paper trains on whole 128x128 scans)."))
+    ngf: int = Field(16, ge=1, le=256, description="Generator filters of the first layer.")
+    n_res: int = Field(6, ge=0, le=32, description="Residual blocks of each generator.")
+    first_kernel: int = Field(5, ge=1, le=9, description="Size of the first 3D convolution (odd).")
+    residual: bool = Field(False, description=(
+        "Generators output x + net(x), starting as the identity (not in the notebook: its "
+        "generators end in tanh; converges in far fewer steps, for short CPU trainings)."))
+    upsample: Literal["transposed", "resize"] = Field("transposed", description=(
+        "Decoder upsampling: stride-2 transposed convolutions (the notebook) or nearest x2 + "
+        "convolution (no checkerboard artefacts)."))
+    ndf: int = Field(32, ge=1, le=512, description="Discriminator filters of the first layer.")
+    d_layers: int = Field(4, ge=1, le=6, description="Stride-2 layers of each PatchGAN.")
+    d_norm: Literal["instance", "none"] = Field("instance", description=(
+        "Normalisation inside the discriminators: instance norm (the notebook) or none. "
+        "Instance norm rescales every channel to unit variance, erasing the edge energy "
+        "that separates blurred from sharp sections; on small crops (3x3 maps) the "
+        "discriminators then cannot tell them apart and the generator stays the identity."))
+    infocus_match: Literal["focal", "none"] = Field("none", description=(
+        "Map the in-focus images' intensities onto the histogram of the training z-scans' "
+        "focal planes (quantile mapping) so that D_S compares sharpness, not brightness "
+        "(normalised on their own, the in-focus crops are brighter: mean 0.66 vs 0.58), or "
+        "leave them as normalised (the notebook)."))
+    p_vertical: float = Field(0.35, ge=0.0, le=1.0, description=(
+        "Weight p of the vertical sections in D_S's loss (horizontal: 1 - p)."))
+    lambda_cycle: float = Field(10.5, ge=0.0, le=1000.0, description=(
+        "Weight of the per-slice weighted cycle-consistency L1."))
+    lambda_identity: float = Field(0.5, ge=0.0, le=100.0, description=(
+        "Weight of the identity L1 terms (0 skips them and their two generator passes)."))
+    cycle_weighting: Literal["notebook", "focal", "uniform"] = Field("notebook", description=(
+        "Per-slice weights c_k of the cycle L1: the reference notebook's (3.05 at the ends, "
+        "1.03 at the focal plane), the focal coefficients α, or all 1."))
+    cycle_reduce: Literal["mean", "max"] = Field("mean", description=(
+        "Combine the weighted per-slice L1s by their mean (the paper's expectation) or "
+        "their maximum (the notebook)."))
+    alpha_on_ds: bool = Field(False, description=(
+        "Also weight D_S's horizontal sections by α (the notebook; the paper does not)."))
+    sections: int = Field(1, ge=1, le=256, description=(
+        "Horizontal planes and vertical sections sampled per z-scan and step for each "
+        "adversarial term (the notebook: 1)."))
+    pool_size: int = Field(50, ge=0, le=10000, description="Image pool size (0: no pool).")
+    lr: float = Field(2e-4, gt=0.0, le=1.0, description="Adam learning rate (both optimisers).")
+    lr_d: float | None = Field(None, gt=0.0, le=1.0, description=(
+        "Discriminators' learning rate if other than lr (two time-scale update rule, Heusel "
+        "et al. 2017; not in the notebook)."))
+    beta1: float = Field(0.5, ge=0.0, lt=1.0, description="Adam beta1.")
+    beta2: float = Field(0.999, ge=0.0, lt=1.0, description="Adam beta2.")
+    epochs: int = Field(200, ge=1, le=100000, description="Training epochs.")
+    steps_per_epoch: int | None = Field(None, ge=1, le=10**7, description=(
+        "Batches per epoch (default: one pass over the training z-scans)."))
+    batch_size: int = Field(1, ge=1, le=256, description="z-scans per batch (paper: 1).")
+    val_count: int = Field(16, ge=1, le=100000, description=(
+        "z-scans held apart (seeded) for validation and the benchmark (20% of 80 in the "
+        "paper's split)."))
+    val_monitor: int = Field(4, ge=1, le=100000, description=(
+        "Held-apart z-scans scored after every epoch (validation log; the benchmark scores "
+        "all of them after training)."))
+    select: Literal["last", "best"] = Field("last", description=(
+        "Weights kept: the last epoch's (as for any CycleGAN), or the epoch with the lowest "
+        "validation criterion log(max FM / min FM over the planes) + 1 - SSIM at the focal "
+        "plane (then the held-apart scans were used for selection)."))
+    calib_crops: int = Field(32, ge=1, le=100000, description=(
+        "Training crops whose instance statistics become the stored normalisation of the "
+        "exported generator."))
+    pmin: float = Field(1.0, ge=0.0, lt=100.0, description="Lower normalisation percentile.")
+    pmax: float = Field(99.8, gt=0.0, le=100.0, description="Upper normalisation percentile.")
+    augment: bool = Field(True, description="Random lateral flips and 90 degree rotations.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of split, crops and init.")
+    device: str | None = Field(None, description="torch device (default: CUDA if present).")
+
+    @field_validator("crop")
+    @classmethod
+    def _crop4(cls, v: int) -> int:
+        if v % 4:
+            raise ValueError(f"crop must be a multiple of 4 (two stride-2 layers), got {v}")
+        return v
+
+    @field_validator("first_kernel")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"first_kernel must be odd, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ZSEGANConfig":
+        if self.focal_plane is not None and self.focal_plane > self.n_planes:
+            raise ValueError(f"focal_plane {self.focal_plane} is beyond the {self.n_planes} "
+                             f"planes")
+        if self.pmin >= self.pmax:
+            raise ValueError(f"pmin ({self.pmin}) must be below pmax ({self.pmax})")
+        w = min(self.n_planes, self.crop)
+        for _ in range(self.d_layers):
+            w = (w - 2) // 2 + 1
+        if w < 1:
+            raise ValueError(f"d_layers={self.d_layers} halves sections of {self.n_planes} "
+                             f"planes to nothing; use fewer layers")
+        return self
+
+    @property
+    def focal_index(self) -> int:
+        """0-based index of the focal plane."""
+        return (self.focal_plane - 1) if self.focal_plane else (self.n_planes - 1) // 2
+
+    def generator_kwargs(self) -> dict[str, Any]:
+        """JSON-serialisable kwargs of both generators (rebuilds them from a package)."""
+        return {"ngf": self.ngf, "n_res": self.n_res, "n_planes": self.n_planes,
+                "first_kernel": self.first_kernel, "residual": self.residual,
+                "upsample": self.upsample}
+
+    def discriminator_kwargs(self) -> dict[str, Any]:
+        return {"ndf": self.ndf, "n_layers": self.d_layers, "norm": self.d_norm}
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, val_fraction=0.5,
+                           patience=None, seed=self.seed, device=self.device,
+                           steps_per_epoch=self.steps_per_epoch)
+
+
+class ZSEGANSettings(ZSEGANConfig):
+    """ZSE-GAN training settings plus the data options of ``sharpstack train zsegan``."""
+
+    zscan_limit: int | None = Field(None, ge=2, le=10**6, description=(
+        "Use only the first N z-scans of the folder (sorted by name)."))
+    vertical: str | None = Field(None, description=(
+        "Folder of sharp vertical sections (lateral x planes) for D_S (the notebook's "
+        "trainA29); default: windows of the in-focus images."))
+
+
+class ZSEGANSynth(BaseModel):
+    """Data of ``sharpstack synth zsegan``: the paper's shared z-scans (read in place) or
+    synthetic z-scans of :func:`sharpstack.phantoms.zscan`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["shared", "synthetic"] = Field("shared", description=(
+        "shared: the paper's z-scans in ../shared/data/zse_gan (not copied); synthetic: "
+        "phantom z-scans with their true in-focus fields."))
+    zscans: int = Field(12, ge=2, le=10**5, description="Number of z-scans used.")
+    held_apart: int = Field(4, ge=1, le=10**5, description=(
+        "Of those, z-scans held apart (seeded); the first is the sample."))
+    infocus: int = Field(16, ge=1, le=10**5, description="Synthetic in-focus images.")
+    size: int = Field(64, ge=16, le=2048, description="Synthetic lateral size (pixels).")
+    planes: int = Field(29, ge=5, le=512, description="Synthetic focal planes.")
+    sigma_max: float = Field(4.0, gt=0, le=50, description=(
+        "Synthetic defocus blur (pixels) of the outermost plane."))
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed (also the split's).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ZSEGANSynth":
+        if self.held_apart >= self.zscans:
+            raise ValueError(f"held_apart ({self.held_apart}) must be below zscans "
+                             f"({self.zscans})")
+        return self
