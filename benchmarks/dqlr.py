@@ -1,7 +1,7 @@
 """DQLR benchmark: deep-slice enhancement on synthetic stacks (PSNR/SSIM per depth third
 against the shallow-quality ground truth) and on the two real confocal membrane stacks
 (FM, gradient and contrast per depth, deep/shallow ratios), for the input, slice-wise
-Gaussian deconvolution, DQLR without quantisation and DQLR. See :mod:`sharpstack.bench.dqlr`.
+Gaussian deconvolution, DQLR without quantisation and DQLR. See :mod:`sharpstack.methods.dqlr.bench`.
 
 Reduced run (the defaults: membranes and nuclei, 2 training stacks of 48x128x128 each, the
 two real stacks, 6 networks of 1500 steps each (20 epochs x 75 batches of 16 clips of 48 px,
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
 
-    from sharpstack.bench.dqlr import run_dqlr_bench
+    from sharpstack.methods.dqlr.bench import run_dqlr_bench
     from sharpstack.errors import SharpstackError
 
     settings = {"hidden": a.hidden, "rnn_hidden": a.rnn_hidden, "res_hidden": a.res_hidden,

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from sharpstack.bench.isonet import run_isonet_table1
+    from sharpstack.methods.isonet.bench import run_isonet_table1
     from sharpstack.errors import SharpstackError
 
     torch.set_num_threads(a.threads)

@@ -368,7 +368,7 @@ def make_demo(out_dir: Path, route: str = "trace") -> list[Path]:
     from bioimageio.spec import save_bioimageio_package
     from bioimageio.spec.model import v0_5 as m
 
-    from sharpstack.nn.isonet_arch import IsoNetDeploy
+    from sharpstack.methods.isonet.isonet_arch import IsoNetDeploy
 
     def IsoLike(factor: int) -> nn.Module:  # noqa: N802 - the real deploy module, tiny
         return IsoNetDeploy("unet", {"base": 4, "depth": 1, "kernel": 7, "dropout": 0.0},

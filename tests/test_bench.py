@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from sharpstack.bench import isonet as bench
+from sharpstack.methods.isonet import bench
 from sharpstack.errors import InputError
 from sharpstack.metrics import psnr_normalized
 

@@ -36,7 +36,7 @@ from sharpstack.export.consumers import (  # noqa: E402
 
 def _TinyIso() -> nn.Module:  # noqa: N802
     """sharpstack's IsoNet deploy module (2D U-Net on xz and yz planes, fused), tiny."""
-    from sharpstack.nn.isonet_arch import IsoNetDeploy
+    from sharpstack.methods.isonet.isonet_arch import IsoNetDeploy
 
     return IsoNetDeploy("unet", {"base": 2, "depth": 1, "kernel": 7, "dropout": 0.0}, factor=1)
 

@@ -15,8 +15,8 @@ from sharpstack.errors import InputError
 from sharpstack.methods.dqlr import (DQLRClips, DQLRConfig, dqlr_loss, make_datasets,
                                      prepare_stacks, restore, synthetic_depth_stack,
                                      train_dqlr)
-from sharpstack.nn.dqlr_arch import (DQLRDeploy, DQLRNet, EMAQuantizer, halo_for,
-                                     receptive_field, usage_stats)
+from sharpstack.methods.dqlr.dqlr_arch import (DQLRDeploy, DQLRNet, EMAQuantizer, halo_for,
+                                               receptive_field, usage_stats)
 
 # a tiny network: fast to run, still every part (2 down stages, residual blocks, recurrence)
 TINY_NET = {"hidden": 8, "n_down": 2, "res_blocks": 1, "res_hidden": 4, "code_dim": 8,

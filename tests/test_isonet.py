@@ -11,8 +11,8 @@ from sharpstack import psf as psfmod
 from sharpstack.errors import InputError
 from sharpstack.methods.isonet import (IsoNetConfig, make_training_pairs, negative_psnr_loss,
                                        restore, train_isonet)
-from sharpstack.nn.isonet_arch import (IsoNetDeploy, SRCNN2D, UNet2D, ZUpsampleLinear,
-                                       receptive_radius)
+from sharpstack.methods.isonet.isonet_arch import (IsoNetDeploy, SRCNN2D, UNet2D,
+                                                   ZUpsampleLinear, receptive_radius)
 
 
 @pytest.mark.parametrize("factor", [1, 3, 4, 8])

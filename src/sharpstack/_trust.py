@@ -6,7 +6,8 @@ the package (or a module named by it), which executes whatever that file contain
 therefore runs state-dict weights only when
 
 - the architecture is sharpstack's own: the package's file is byte-for-byte (sha256) a file of
-  the installed ``sharpstack.nn`` package, or it names a module under ``sharpstack.nn``; or
+  the installed ``sharpstack.nn`` package or of a method's folder ``sharpstack/methods/<name>/``,
+  or it names a module under ``sharpstack.nn``; or
 - the user said so (``--trust-code``).
 
 This module reads the package's rdf (format 0.4 or 0.5, zip, folder or rdf.yaml) with a YAML

@@ -52,8 +52,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ._jobs import job_executor
+from ...bench._jobs import job_executor
+from ...errors import InputError
+from .dqlr_arch import DQLRNet
+from .evaluate import DEPTH_BINS, depth_bins, mean_gradient, score_depth_bins
+from .settings import DQLRConfig
+from .synth import synthetic_depth_stack
+from .task import DQLRModel, restore, train_dqlr
 
 __all__ = ["COLUMNS", "COLUMN_TITLES", "REAL_STACKS", "reduced_settings", "run_dqlr_bench",
            "format_tables", "real_depth_profile"]
@@ -62,7 +67,7 @@ COLUMNS = ("input", "deconv", "novq", "dqlr")
 COLUMN_TITLES = {"input": "input", "deconv": "Gaussian deconv. (RL)",
                  "novq": "DQLR without VQ", "dqlr": "DQLR"}
 REAL_STACKS = ("1135_mini_raw.tif", "sample_ovule_raw.tif")
-_DEFAULT_REAL_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+_DEFAULT_REAL_DATA = Path(__file__).resolve().parents[4].parent / "shared" / "data"
 
 
 def reduced_settings(**overrides: Any) -> dict[str, Any]:
@@ -80,7 +85,6 @@ def reduced_settings(**overrides: Any) -> dict[str, Any]:
 
 def _train_job(stacks, names, settings: dict[str, Any], quantize: bool) -> dict[str, Any]:
     """Train one network (in this process or a worker); plain values and tensors back."""
-    from ..methods.dqlr import DQLRConfig, train_dqlr
 
     t0 = time.perf_counter()
     cfg = DQLRConfig(**{**settings, "quantize": quantize})
@@ -92,10 +96,8 @@ def _train_job(stacks, names, settings: dict[str, Any], quantize: bool) -> dict[
 
 
 def _model_from(job: dict[str, Any], settings: dict[str, Any], quantize: bool):
-    from ..methods.dqlr import DQLRConfig, DQLRModel
-    from ..nn.dqlr_arch import DQLRNet
-    from ..normalize import PercentileNormalizer
-    from ..training import TrainResult
+    from ...normalize import PercentileNormalizer
+    from ...training import TrainResult
 
     cfg = DQLRConfig(**{**settings, "quantize": quantize})
     net = DQLRNet(**cfg.net_kwargs())
@@ -110,8 +112,7 @@ def _model_from(job: dict[str, Any], settings: dict[str, Any], quantize: bool):
 
 def real_depth_profile(stack: np.ndarray) -> dict[str, list[float]]:
     """Per-slice FM, mean gradient magnitude and contrast (std) of a stack (as given)."""
-    from ..methods.dqlr import mean_gradient
-    from ..metrics import focus_measure
+    from ...metrics import focus_measure
 
     a = np.asarray(stack, dtype=np.float32)
     return {"fm": [focus_measure(a[z]) for z in range(a.shape[0])],
@@ -173,10 +174,8 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
     """
     import torch
 
-    from .. import baselines
-    from ..methods.dqlr import (DEPTH_BINS, depth_bins, restore, score_depth_bins,
-                                synthetic_depth_stack)
-    from ..normalize import PercentileNormalizer
+    from ... import baselines
+    from ...normalize import PercentileNormalizer
 
     kinds = tuple(kinds)
     for k in kinds:
@@ -239,7 +238,7 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
                 name: executor.submit(_train_job, stacks, names, cfg, q)
                 for q, name in ((False, "novq"), (True, "dqlr"))}})
         if real:
-            from ..io import read_stack
+            from ...io import read_stack
 
             folder = Path(real_data) if real_data is not None else _DEFAULT_REAL_DATA
             paths = [folder / n for n in REAL_STACKS]
@@ -313,7 +312,7 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
     results["seconds"]["total"] = time.perf_counter() - t_start
 
     # ---------------------------------------------------------------- outputs
-    from ..io import write_file_atomic
+    from ...io import write_file_atomic
 
     text = format_tables(results)
     write_file_atomic(out / "table.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
@@ -334,7 +333,6 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
 
 def format_tables(results: dict[str, Any]) -> str:
     """Markdown tables of a :func:`run_dqlr_bench` result."""
-    from ..methods.dqlr import DEPTH_BINS
 
     cfg = results["settings"]
     steps = cfg["epochs"] * cfg["steps_per_epoch"]
@@ -403,7 +401,7 @@ def format_tables(results: dict[str, Any]) -> str:
 
 
 def _write_csvs(results: dict[str, Any], out: Path) -> None:
-    from ..io import write_file_atomic
+    from ...io import write_file_atomic
 
     rows = []
     for kind, r in results["synthetic"].items():
@@ -442,7 +440,7 @@ def _plt():
 
 
 def _save(fig, path: Path) -> None:
-    from ..io import write_file_atomic
+    from ...io import write_file_atomic
 
     write_file_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
     _plt().close(fig)

@@ -1,7 +1,7 @@
 """Describe a trained DQLR as a bioimage.io package.
 
 One deployable, ``stack``: a z-stack in, the restored stack of the same shape out, with the
-whole method inside the exported network (:class:`~sharpstack.nn.dqlr_arch.DQLRDeploy`:
+whole method inside the exported network (:class:`~.dqlr_arch.DQLRDeploy`:
 encoder per slice, recurrence over the ``window`` slices ending at each slice, nearest-codeword
 lookup, generator). Its axes:
 
@@ -10,7 +10,7 @@ lookup, generator). Its axes:
   slices only, so
   tiles along z that carry that halo reproduce the untiled result;
 - ``y``, ``x``: multiples of ``max(2**n_down, 8)``, halo = the lateral receptive radius
-  rounded up to ``2**n_down`` (:func:`~sharpstack.nn.dqlr_arch.halo_for`).
+  rounded up to ``2**n_down`` (:func:`~.dqlr_arch.halo_for`).
 
 It claims bioimage.io, deepImageJ and ilastik (same shape in and out, standard
 ``scale_range``). QuPath is not claimed: it runs 2D models on image tiles, and DQLR needs
@@ -28,19 +28,22 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ..methods.dqlr import DQLR, DQLRModel
-from ..nn import dqlr_arch
-from .package import AxisSpec, PackageSpec, quality_table
+from ...errors import InputError
+from ...export.package import AxisSpec, PackageSpec, quality_table
+from .plugin import DQLR
+from .task import DQLRModel, restore
 
 __all__ = ["DEPLOYABLES", "DQLR_CITATION", "VQVAE_CITATION", "dqlr_axes", "render_card",
            "dqlr_package_spec", "package_spec_from_run", "test_input_from"]
 
 DEPLOYABLES = ("stack",)
-"""The deployables (their consumer claims are declared by ``methods.dqlr.DQLR``)."""
+"""The deployables (their consumer claims are declared by :class:`.plugin.DQLR`)."""
 
 DQLR_CITATION, VQVAE_CITATION = DQLR.citations  # one home: the method's declaration
 DEFAULT_AUTHORS = [{"name": "sharpstack developers"}]
+ARCH_SOURCE = Path(__file__).with_name("dqlr_arch.py")
+"""The architecture file every package ships (it imports only torch; the name is kept so
+that packages hold the same ``dqlr_arch.py`` as before)."""
 
 
 def dqlr_axes(model: DQLRModel) -> list[AxisSpec]:
@@ -77,11 +80,11 @@ def test_input_from(stack: np.ndarray, axes: list[AxisSpec], *, lateral: int = 1
 def render_card(model: DQLRModel, *, name: str, description: str, axes: list[AxisSpec],
                 training_data: str, quality: dict[str, Any] | None,
                 codebook: dict[str, float] | None = None, runtimes_text: str = "") -> str:
-    """The model card (Markdown) from ``templates/dqlr.md``."""
-    from .. import __version__
+    """The model card (Markdown) from ``card.md`` beside this module."""
+    from ... import __version__
 
     cfg = model.config
-    tmpl = resources.files("sharpstack.export").joinpath("templates/dqlr.md").read_text("utf-8")
+    tmpl = resources.files(__package__).joinpath("card.md").read_text("utf-8")
     z, y = axes[0], axes[1]
     hist = model.result.history
     if codebook:
@@ -150,7 +153,7 @@ def dqlr_package_spec(model: DQLRModel, test_input: np.ndarray, *, covers: list[
                        runtimes_text=runtimes_text)
     return PackageSpec(
         name=name, description=description, module=model.deploy(),
-        arch_source=Path(dqlr_arch.__file__), arch_callable="DQLRDeploy",
+        arch_source=ARCH_SOURCE, arch_callable="DQLRDeploy",
         arch_kwargs=model.deploy_kwargs(), axes=axes,
         test_input=np.asarray(test_input, dtype=np.float32), normalizer=model.normalizer,
         documentation=card, covers=covers, authors=authors or DEFAULT_AUTHORS,
@@ -176,8 +179,8 @@ def package_spec_from_run(trained, sample: Path, deployable: str, *, workdir: Pa
     kind, or a folder of them: its first stack); the cover (written into ``workdir``) shows
     the deepest slice and an xz section of the crop before and after restoration.
     """
-    from ..io import check_finite, read_stack
-    from ..methods.dqlr import restore
+    from ...io import check_finite, read_stack
+
     if deployable not in DEPLOYABLES:
         raise InputError(f"deployable must be one of {', '.join(DEPLOYABLES)}; got "
                          f"{deployable!r}")
@@ -214,7 +217,7 @@ def _cover(stack_in: np.ndarray, stack_out: np.ndarray, deep: int, path: Path) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..io import write_file_atomic
+    from ...io import write_file_atomic
 
     def clip01(a):
         lo, hi = np.percentile(a, [0.5, 99.8])

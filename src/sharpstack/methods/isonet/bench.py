@@ -50,7 +50,8 @@ Volume geometry: the field of view is cut from a larger phantom (a margin of hal
 every side, so borders are blurred as in a microscope, not mirrored), and its z size is the
 span of the acquired slices, ``(n - 1) * factor + 1`` (a 128³ request gives 121 planes at
 factor 8, 125 at factor 4, 127 at factor 6): every method is scored on planes between
-acquired slices, none beyond the last one (see :func:`dataset_shape`).
+acquired slices, none beyond the last one (see :func:`dataset_shape`). The volumes are made in
+:mod:`.synth` (:func:`make_volume`, :data:`DATASETS`, :data:`NOISE`).
 
 Nothing here prints; progress goes to an optional callback or a tqdm bar.
 """
@@ -62,14 +63,17 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ._jobs import job_executor
+from ...bench._jobs import job_executor
+from ...errors import InputError
+from .settings import IsoNetConfig
+from .synth import DATASETS, NOISE, DatasetSpec, dataset_shape, make_volume
+from .task import restore, train_isonet
 
 __all__ = ["DatasetSpec", "DATASETS", "METHODS", "METHOD_TITLES", "PAPER_TABLE1", "PAPER_SEG",
            "NOISE", "dataset_shape", "make_volume", "run_isonet_table1", "format_table1"]
@@ -121,63 +125,6 @@ n = 10 volumes of 512³."""
 PAPER_SEG: dict[str, float] = {"gt": 0.923, "blurred": 0.742, "isonet2": 0.913}
 """SEG on the nuclei data (paper, section 3.1): isotropic GT, blurred input, IsoNet-2."""
 
-NOISE: dict[str, float] = {"poisson_peak": 300.0, "read_noise": 2.0}
-"""Camera noise of every acquisition: photons at the brightest blurred voxel, and Gaussian
-read noise (standard deviation) in photons."""
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """One row of Table 1: phantom, PSF and axial factor.
-
-    Attributes
-    ----------
-    name : str
-        Key (``"nuclei"``, ``"membranes"``, ``"nuclei+membranes"``).
-    title : str
-        Row title for the table.
-    phantom : str
-        Function of :mod:`sharpstack.phantoms`.
-    psf_kind : str
-        ``"gaussian"``, ``"confocal"`` or ``"lightsheet"``.
-    psf_kwargs : dict
-        Keyword arguments of the PSF function of :mod:`sharpstack.psf`.
-    factor : int
-        Axial subsampling factor (z spacing / lateral pixel size).
-    voxel_size_um : float or None
-        Isotropic voxel size of the phantom grid (None: the Gaussian PSF is given in voxels).
-    """
-
-    name: str
-    title: str
-    phantom: str
-    psf_kind: str
-    psf_kwargs: dict[str, Any]
-    factor: int
-    voxel_size_um: float | None
-
-    def make_psf(self) -> np.ndarray:
-        """The dataset's PSF on the phantom grid, ``(kz, ky, kx)``, sum 1."""
-        from .. import psf as psfmod
-
-        fn = {"gaussian": psfmod.gaussian_psf, "confocal": psfmod.confocal_psf,
-              "lightsheet": psfmod.lightsheet_psf}[self.psf_kind]
-        return np.asarray(fn(**self.psf_kwargs), dtype=np.float32)
-
-
-DATASETS: dict[str, DatasetSpec] = {
-    "nuclei": DatasetSpec("nuclei", "nuclei (Gaussian σ 2/8, ×8)", "nuclei", "gaussian",
-                          {"sigma_xy": 2.0, "sigma_z": 8.0}, 8, None),
-    "membranes": DatasetSpec("membranes", "membranes (confocal NA 1.1, ×4)", "membranes",
-                             "confocal", {"na": 1.1, "voxel_size_um": 0.10}, 4, 0.10),
-    "nuclei+membranes": DatasetSpec(
-        "nuclei+membranes", "nuclei + membranes (light-sheet NA 0.8/0.1, ×6)",
-        "nuclei_membranes", "lightsheet",
-        {"na_detect": 0.8, "na_illum": 0.1, "voxel_size_um": 0.15}, 6, 0.15),
-}
-"""The paper's three datasets (see the module docstring for the choice of pixel sizes)."""
-
-
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
@@ -195,116 +142,6 @@ def _check_datasets(datasets: Sequence[str] | str) -> tuple[str, ...]:
     if len(set(out)) != len(out):
         raise InputError(f"datasets lists a dataset twice: {list(out)}")
     return out
-
-
-def dataset_shape(size: int | Sequence[int], factor: int) -> tuple[int, int, int]:
-    """The phantom shape for a requested size: z cut to the span of the acquired slices.
-
-    An acquisition of ``n`` slices ``factor`` planes apart spans ``(n - 1) * factor + 1``
-    planes of the isotropic grid, its first and last planes acquired. The benchmark volume is
-    that span, so that no method is scored on planes beyond the last acquired slice (which
-    only an extrapolation can fill: 7 of 128 planes at factor 8, 5.5 % of a 128³ volume
-    against 1.4 % of the paper's 512³).
-
-    Parameters
-    ----------
-    size : int or (Z, Y, X)
-        Requested volume size in voxels (an int means a cube).
-    factor : int
-        Axial subsampling factor of the dataset.
-
-    Returns
-    -------
-    (Z', Y, X) : tuple of int
-        ``Z' = factor * ((Z - 1) // factor) + 1`` (the largest span that fits in Z);
-        Y and X unchanged.
-
-    Examples
-    --------
-    >>> dataset_shape(128, 6)
-    (127, 128, 128)
-    """
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-        shp = (int(size),) * 3
-    else:
-        try:
-            shp = tuple(int(s) for s in size)
-        except TypeError:
-            raise InputError(f"size must be an int or (Z, Y, X), got {size!r}") from None
-    if len(shp) != 3:
-        raise InputError(f"size must be an int or three sizes (Z, Y, X), got {size!r}")
-    z, y, x = shp
-    if min(y, x) < 32:
-        raise InputError(f"size {shp}: Y and X must be at least 32 (the smallest training "
-                         f"patch); give a larger --size")
-    n = (z - 1) // factor + 1 if z >= 1 else 0
-    if n < 4:
-        raise InputError(f"size {shp}: Z must give at least 4 acquired slices at factor "
-                         f"{factor} (Z >= {3 * factor + 1}); give a larger --size")
-    return factor * (n - 1) + 1, y, x
-
-
-def make_volume(spec: DatasetSpec, shape: tuple[int, int, int], seed: int,
-                noise: dict[str, float] | None = None) -> dict[str, Any]:
-    """Ground truth, isotropic GT and anisotropic acquisition of one benchmark volume.
-
-    The field of view is a crop of a larger specimen: the phantom is drawn with a margin of
-    half the PSF size on every side, blurred, and cropped, so that the borders of the
-    acquisition (and of the isotropic GT) hold the blur of what lies outside the field of
-    view, as in a microscope, instead of a mirror image of the inside (a reflecting border
-    would mirror nuclei into the first 3 σ_z = 24 planes of the Gaussian dataset).
-
-    Parameters
-    ----------
-    spec : DatasetSpec
-    shape : (Z, Y, X)
-        Field-of-view shape, ``Z = (n - 1) * spec.factor + 1`` for ``n`` acquired slices
-        (see :func:`dataset_shape`).
-    seed : int
-        Phantom seed; the noise uses ``seed + 10_000``.
-    noise : dict, optional
-        ``{"poisson_peak": photons, "read_noise": photons}``; default :data:`NOISE`.
-
-    Returns
-    -------
-    dict
-        ``gt`` (Z, Y, X), ``labels`` (Z, Y, X) int32 or None (nuclei only), ``iso_gt``
-        (Z, Y, X), ``stack`` (n, Y, X) the acquisition (planes ``0, factor, ..., Z - 1``),
-        ``blurred`` (Z, Y, X) the acquisition upsampled linearly along z, ``psf``
-        (kz, ky, kx), ``gauss_sigma`` float. All arrays float32 except the labels.
-    """
-    from .. import degrade, phantoms
-    from .. import psf as psfmod
-
-    f = spec.factor
-    if (shape[0] - 1) % f:
-        raise InputError(f"z size {shape[0]} is not (n - 1) x factor + 1 for factor {f}; "
-                         f"use dataset_shape() to cut it")
-    noise = dict(NOISE if noise is None else noise)
-    psf = spec.make_psf()
-    margin = tuple(k // 2 for k in psf.shape)
-    big = tuple(s + 2 * m for s, m in zip(shape, margin))
-    crop = tuple(slice(m, m + s) for s, m in zip(shape, margin))
-    labels = None
-    if spec.phantom == "nuclei":
-        gt, labels = phantoms.nuclei(big, seed=seed, return_labels=True)
-        labels = np.ascontiguousarray(labels[crop])
-    elif spec.phantom == "membranes":
-        gt = phantoms.membranes(big, seed=seed)
-    else:
-        gt = phantoms.nuclei_membranes(big, seed=seed)
-    iso_gt = np.ascontiguousarray(degrade.blur(gt, psfmod.isotropic_psf(psf))[crop])
-    clean = np.ascontiguousarray(degrade.blur(gt, psf)[crop])
-    gt = np.ascontiguousarray(gt[crop])
-    vmax = float(clean.max())
-    peak = float(noise["poisson_peak"])
-    gauss_sigma = float(noise["read_noise"]) * vmax / peak
-    noisy = degrade.add_noise(clean, poisson_peak=peak, gauss_sigma=gauss_sigma,
-                              rng=seed + 10_000)
-    stack = np.ascontiguousarray(degrade.subsample(noisy, f, axis=0), dtype=np.float32)
-    blurred = degrade.upsample_linear(stack, f, axis=0)[: shape[0]]
-    return {"gt": gt, "labels": labels, "iso_gt": iso_gt, "stack": stack,
-            "blurred": np.ascontiguousarray(blurred), "psf": psf, "gauss_sigma": gauss_sigma}
 
 
 def _seg(labels: np.ndarray, image: np.ndarray, segment: Callable, score: Callable) -> float:
@@ -494,8 +331,6 @@ def _atomic_text(path: Path, text: str) -> None:
 def _network_job(stack: np.ndarray, psf: np.ndarray | None,
                  cfg: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
     """Train one network of the table on one volume and restore that volume with it."""
-    from ..methods.isonet import IsoNetConfig, restore, train_isonet
-
     config = IsoNetConfig(**cfg)
     t0 = time.perf_counter()
     model = train_isonet(stack, psf, config)
@@ -510,7 +345,7 @@ def _network_job(stack: np.ndarray, psf: np.ndarray | None,
 def _rl_job(blurred: np.ndarray, psf: np.ndarray, iso_gt: np.ndarray,
             iterations: tuple[int, ...]) -> tuple[np.ndarray, dict[str, Any]]:
     """Richardson-Lucy with the oracle iteration count (see :func:`richardson_lucy_best`)."""
-    from ..baselines import richardson_lucy_best
+    from ...baselines import richardson_lucy_best
 
     t0 = time.perf_counter()
     rl = richardson_lucy_best(np.clip(blurred, 0, None), psf, iso_gt, iterations=iterations)
@@ -586,9 +421,8 @@ def run_isonet_table1(out_dir: str | Path, *, size: int | Sequence[int] = 160,
     """
     import torch
 
-    from ..methods.isonet import IsoNetConfig
-    from ..metrics import psnr_normalized, seg_score
-    from ..segmentation import segment_nuclei
+    from ...metrics import psnr_normalized, seg_score
+    from ...segmentation import segment_nuclei
 
     t_start = time.perf_counter()
     names = _check_datasets(datasets)

@@ -21,18 +21,21 @@ from typing import Any
 
 import numpy as np
 
-from ..methods.isonet import IsoNet, IsoNetModel
-from ..nn import isonet_arch
-from .package import AxisSpec, PackageSpec, quality_table
+from ...export.package import AxisSpec, PackageSpec, quality_table
+from .plugin import IsoNet
+from .task import IsoNetModel, restore
 
 __all__ = ["isonet_package_spec", "isonet_axes", "package_spec_from_run", "ISONET_CITATION",
            "DEPLOYABLES"]
 
 DEPLOYABLES = ("upsample", "isotropic", "slice2d")
-"""The deployables (their consumer claims are declared by ``methods.isonet.IsoNet``)."""
+"""The deployables (their consumer claims are declared by :class:`.plugin.IsoNet`)."""
 
 (ISONET_CITATION,) = IsoNet.citations  # one home: the method's declaration
 DEFAULT_AUTHORS = [{"name": "sharpstack developers"}]
+ARCH_SOURCE = Path(__file__).with_name("isonet_arch.py")
+"""The architecture file every package ships (it imports only torch; the name is kept so
+that packages hold the same ``isonet_arch.py`` as before)."""
 
 
 def isonet_axes(model: IsoNetModel, *, deployable: str) -> list[AxisSpec]:
@@ -66,10 +69,10 @@ def isonet_axes(model: IsoNetModel, *, deployable: str) -> list[AxisSpec]:
 def render_card(model: IsoNetModel, *, name: str, description: str, deployable: str,
                 halo: int, psf_text: str, training_data: str,
                 quality: dict[str, Any] | None, runtimes_text: str = "") -> str:
-    from .. import __version__
+    from ... import __version__
 
     cfg = model.config
-    tmpl = resources.files("sharpstack.export").joinpath("templates/isonet.md").read_text("utf-8")
+    tmpl = resources.files(__package__).joinpath("card.md").read_text("utf-8")
     f = cfg.factor
     resample = (f"Resample z to isotropic voxels first (Fiji: Image > Scale with z scale {f} "
                 "and bilinear interpolation, or Image > Adjust > Size).")
@@ -171,7 +174,7 @@ def isonet_package_spec(model: IsoNetModel, test_input: np.ndarray, *, deployabl
             "restoration", "pytorch", "sharpstack", "2d" if deployable == "slice2d" else "3d"]
     return PackageSpec(
         name=name, description=description, module=module,
-        arch_source=Path(isonet_arch.__file__), arch_callable=callable_, arch_kwargs=kwargs,
+        arch_source=ARCH_SOURCE, arch_callable=callable_, arch_kwargs=kwargs,
         axes=axes, test_input=np.asarray(test_input, dtype=np.float32),
         normalizer=model.normalizer, documentation=card, covers=covers,
         authors=authors or DEFAULT_AUTHORS, cite=list(cite or IsoNet.citations),
@@ -214,11 +217,10 @@ def package_spec_from_run(trained, sample: Path, deployable: str, *, workdir: Pa
     stack) in the form the deployable expects; the cover (written into ``workdir``) shows
     orthogonal views before/after.
     """
-    from .. import degrade
-    from ..errors import InputError
-    from ..io import check_finite, read_stack
-    from ..methods.isonet import restore
-    from .covers import orthoviews_png
+    from ... import degrade
+    from ...errors import InputError
+    from ...export.covers import orthoviews_png
+    from ...io import check_finite, read_stack
 
     if deployable not in DEPLOYABLES:
         raise InputError(f"deployable must be one of {', '.join(DEPLOYABLES)}; got {deployable!r}")

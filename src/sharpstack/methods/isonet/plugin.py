@@ -1,0 +1,270 @@
+"""IsoNet: self-supervised isotropic reconstruction (Weigert et al., MICCAI 2017), plugged
+into sharpstack through the method interface (:mod:`sharpstack.methods._base`).
+
+Training pairs come from the lateral (xy) slices of the anisotropic stack itself: each slice is
+blurred with a 2D kernel that makes it look like an axial slice (the PSF rotated into the
+lateral plane, ``full``, or only its anisotropic part, ``split``), subsampled along one lateral
+axis by the axial factor and linearly upsampled back (:mod:`.data`). A 2D network learns
+degraded -> original (:mod:`.task`). At inference it is applied to every xz and yz plane of the
+z-upsampled stack and the two views are fused (inside
+:class:`~.isonet_arch.IsoNetDeploy`, the exported module; packages: :mod:`.package`).
+
+This module declares the method (inputs, options, deployables, demo) and reads the user's
+files; it never writes files other than through the training loop's ``out_dir`` and never
+parses CLI arguments (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ... import degrade
+from ...errors import InputError
+from ...normalize import PercentileNormalizer
+from .._base import Demo, Deployable, Input, Method, Option, SynthResult, Trained
+from .isonet_arch import build_network
+from .settings import IsoNetSettings
+from .synth import IsoNetSynth, synthesize
+from .task import IsoNetModel, restore, train_isonet
+
+__all__ = ["IsoNet"]
+
+
+def _parse_shape(text: str) -> tuple[int, int, int]:
+    try:
+        vals = tuple(int(v) for v in str(text).replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"--shape must be integers like 128,128,128; got {text!r}") from None
+    if len(vals) == 1:
+        vals = vals * 3
+    if len(vals) != 3:
+        raise InputError(f"--shape needs 1 or 3 integers (Z,Y,X), got {text!r}")
+    return vals  # type: ignore[return-value]
+
+
+def _photons(value: float) -> float | None:
+    return None if value == 0 else value
+
+
+_PSF_OPTIONS = (
+    Option("psf", "psf.kind", str, "PSF of the microscope: gaussian, confocal, lightsheet or file."),
+    Option("sigma-xy", "psf.sigma_xy", float, "Gaussian PSF lateral sigma (pixels)."),
+    Option("sigma-z", "psf.sigma_z", float, "Gaussian PSF axial sigma (pixels)."),
+    Option("na", "psf.na", float, "Detection NA (confocal/light-sheet)."),
+    Option("na-illum", "psf.na_illum", float, "Illumination NA (light-sheet)."),
+)
+
+
+def _factor_from(data, factor: int | None) -> int:
+    """IsoNet's factor: given, or z spacing / lateral pixel size from known sizes only."""
+    if factor:
+        return int(factor)
+    from ...io import require_voxel_size
+
+    vs = require_voxel_size(data, "zyx", purpose="IsoNet's axial factor (z spacing / pixel "
+                            "size)", alternative="give the factor with --factor N")
+    f = vs["z"] / ((vs["y"] + vs["x"]) / 2)
+    if f < 1.5:
+        raise InputError(f"z spacing / pixel size = {f:.2f}: the stack is already (nearly) "
+                         "isotropic; IsoNet needs a factor >= 2 (check --voxel-size)")
+    return int(round(f))
+
+
+class IsoNet(Method):
+    """IsoNet isotropic reconstruction behind the method interface."""
+
+    name = "isonet"
+    title = "IsoNet (Weigert et al., MICCAI 2017)"
+    summary = ("isotropic reconstruction of anisotropic z-stacks, self-supervised from the "
+               "lateral slices of the stack itself")
+    settings_model = IsoNetSettings
+    export_module = "sharpstack.methods.isonet.package"
+    inputs = (Input("stack", "Anisotropic stack (TIFF, OME-Zarr, .npy) with axes ZYX."),)
+    options = (
+        Option("factor", "factor", int, "z spacing / pixel size; default from the file's "
+               "calibration (or --voxel-size)."),
+        *_PSF_OPTIONS,
+        Option("psf-file", "psf.path", str, "Measured PSF (ZYX, isotropic grid) for --psf file."),
+        Option("wavelength", "psf.wavelength_um", float, "Emission wavelength (micrometres)."),
+        Option("immersion", "psf.n_immersion", float, "Refractive index of the immersion medium."),
+        Option("pixel", "psf.pixel_um", float, "Lateral pixel size (micrometres) the PSF is "
+               "sampled with; default from the file's calibration."),
+        Option("mode", "psf_mode", str, "PSF used for training pairs: split (recommended), "
+               "full, none."),
+        Option("arch", "arch", str, "unet (IsoNet-2) or srcnn (IsoNet-1)."),
+        Option("epochs", "epochs", int, "Epochs (the paper: 100)."),
+        Option("steps-per-epoch", "steps_per_epoch", int, "Batches per epoch (default: all "
+               "patches once)."),
+        Option("patches", "n_patches", int, "Number of training patches."),
+        Option("patch-size", "patch_size", int, "Patch size (multiple of 16)."),
+        Option("batch-size", "batch_size", int, "Batch size."),
+        Option("lr", "lr", float, "Adam learning rate (the paper: 5e-3)."),
+        Option("lr-schedule", "lr_schedule", str, "constant (the paper) or cosine."),
+        Option("dropout", "dropout", float, "Dropout after every convolution (the paper: 0.2; "
+               "0 restores 2 dB better after short trainings, see README Table 1)."),
+        Option("patience", "patience", int, "Stop after this many epochs without validation "
+               "improvement."),
+        Option("seed", "seed", int, "Random seed."),
+        Option("device", "device", str, "cpu, cuda, cuda:1 ...; default: GPU if present."),
+    )
+    deployables = (
+        Deployable("upsample", "raw anisotropic stack in, z upsampled x factor out "
+                   "(bioimageio.core, sharpstack predict)", ("bioimageio",)),
+        Deployable("isotropic", "stack resampled to isotropic voxels in, same shape out "
+                   "(also Fiji/deepImageJ and ilastik)", ("bioimageio", "deepimagej", "ilastik")),
+        Deployable("slice2d", "one axial slice (rows = z) in, same shape out (also QuPath)",
+                   ("bioimageio", "deepimagej", "ilastik", "qupath")),
+    )
+    synth_model = IsoNetSynth
+    synth_options = (
+        Option("kind", "kind", str, "nuclei, membranes or nuclei+membranes."),
+        Option("shape", "shape", str, "Isotropic ground-truth size Z,Y,X (voxels).",
+               parse=_parse_shape),
+        Option("factor", "factor", int, "Axial subsampling: keep every FACTOR-th slice."),
+        *_PSF_OPTIONS,
+        Option("pixel", "pixel_um", float, "Pixel size in micrometres (written as the "
+               "calibration; z spacing = factor x pixel)."),
+        Option("photons", "photons", float, "Photons at the brightest voxel (Poisson "
+               "noise); 0 = none.", parse=_photons),
+        Option("read-noise", "read_noise", float, "Gaussian read noise (fraction of max)."),
+        Option("seed", "seed", int, "Random seed."),
+    )
+    demo = Demo(
+        synth={"kind": "nuclei", "shape": (128, 128, 128), "factor": 8,
+               "psf": {"kind": "gaussian", "sigma_xy": 2.0, "sigma_z": 8.0}, "seed": 0},
+        settings={"arch": "unet", "psf_mode": "split", "epochs": 30, "steps_per_epoch": 25,
+                  "batch_size": 16, "n_patches": 1024, "patch_size": 64, "lr": 1e-3,
+                  "dropout": 0.0, "patience": None, "seed": 0},
+        predict_with="upsample", deployables=("upsample", "isotropic"),
+        about=("Nuclei phantom 128^3, Gaussian PSF sigma_xy/sigma_z = 2/8 px, every 8th slice "
+               "kept, Poisson + Gaussian noise; IsoNet-2 (split PSF), 30 epochs x 25 batches of "
+               "16 patches of 64^2, Adam lr 1e-3 (the paper's 5e-3 gains ~0.5 dB less at this "
+               "budget); PSNR/SSIM against the isotropic ground truth (CARE protocol)."),
+    )
+    bench_options = (
+        Option("size", "size", str, "Volume size Z,Y,X or one number (the paper: 512).",
+               parse=lambda t: (lambda d: d[0] if len(set(d)) == 1 else d)(_parse_shape(t))),
+        Option("volumes", "n_volumes", int, "Volumes per dataset (the paper: 10)."),
+        Option("epochs", "epochs", int, "Training epochs per model (the paper: 100)."),
+        Option("steps", "steps_per_epoch", int, "Batches per epoch."),
+        Option("dataset", "datasets", list[str], "nuclei, membranes, nuclei+membranes "
+               "(repeat; default all).", parse=tuple),
+        Option("device", "device", str, "cpu or cuda; default GPU if present."),
+        Option("seed", "seed", int, "Random seed."),
+        Option("jobs", "jobs", int, "Trainings at once, in worker processes (2 uses both "
+               "cores of a 2-core CPU; results do not depend on it)."),
+    )
+    citations = ({"text": "Weigert, Royer, Jug & Myers. Isotropic reconstruction of 3D "
+                          "fluorescence microscopy images using convolutional neural networks. "
+                          "MICCAI 2017.", "doi": "10.1007/978-3-319-66185-8_15"},)
+
+    # ------------------------------------------------------------------ training
+    def train(self, inputs: Sequence[Path], settings: IsoNetSettings, *, out_dir: Path,
+              resume: bool = False, progress: bool = False,
+              voxel_size: Mapping[str, float] | None = None) -> Trained:
+        from ...io import (check_finite, check_not_constant, describe_voxel_size, read_stack,
+                          with_voxel_size)
+
+        (stack_path,) = inputs
+        data = with_voxel_size(read_stack(stack_path), voxel_size)
+        if tuple(data.dims) != ("z", "y", "x"):
+            hint = ("split the channels first (Fiji: Image > Color > Split Channels)"
+                    if "c" in data.dims else "give a z-stack, not a single plane"
+                    if data.ndim == 2 else "save one time point of one channel as its own "
+                    "file (Fiji: Image > Duplicate, one frame and channel) and train on that")
+            raise InputError(f"{stack_path} has axes {''.join(data.dims).upper()}; IsoNet trains "
+                             f"on one-channel z-stacks (ZYX): {hint}")
+        if data.dtype == bool:
+            raise InputError(f"{stack_path} is a binary (bool) mask; IsoNet restores intensity "
+                             "images: give the raw stack")
+        check_finite(data, str(stack_path))
+        check_not_constant(data, f"the training stack {stack_path}")
+        factor = _factor_from(data, settings.factor)
+        psf_spec = settings.psf
+        if psf_spec.needs_pixel and psf_spec.pixel_um is None and settings.psf_mode != "none":
+            from ...io import require_voxel_size
+
+            px = require_voxel_size(data, "x", purpose=f"the {psf_spec.kind} PSF (sampled in "
+                                    "micrometres)", alternative="--pixel UM")["x"]
+            psf_spec = psf_spec.model_copy(update={"pixel_um": px})
+        settings = settings.model_copy(update={"factor": factor, "psf": psf_spec})
+        h = psf_spec.build() if settings.psf_mode != "none" else None
+        model = train_isonet(np.asarray(data.values), h, settings.config(), out_dir=out_dir,
+                             resume=resume, progress=progress,
+                             record={"isonet": settings.model_dump(mode="json"),
+                                     "data": {"shape": list(data.shape),
+                                              "name": Path(stack_path).name}})
+        record = {
+            "normalizer": {"pmin": model.normalizer.pmin, "pmax": model.normalizer.pmax,
+                           "eps": model.normalizer.eps},
+            "psf_text": psf_spec.describe() if h is not None else "none (psf_mode none)",
+            "training_data": (f"{Path(stack_path).name}, shape {tuple(data.shape)}, voxel size "
+                              f"{describe_voxel_size(data)}, factor {factor}"),
+            "voxel_size": dict(data.attrs.get("voxel_size") or {}),
+        }
+        tensors = {"net": model.net.state_dict()}
+        if h is not None:
+            tensors["psf"] = {"psf": torch.from_numpy(np.ascontiguousarray(h))}
+        return Trained(settings=settings, model=model, result=model.result, record=record,
+                       tensors=tensors)
+
+    def load(self, settings: IsoNetSettings, record, tensors, result) -> Trained:
+        cfg = settings.config()
+        net = build_network(cfg.arch, **cfg.arch_kwargs())
+        try:
+            net.load_state_dict(tensors["net"])
+        except (KeyError, RuntimeError) as exc:
+            raise InputError(f"the run's weights do not fit its IsoNet settings ({exc}); the "
+                             "run folder is damaged: train again") from None
+        net.eval()
+        model = IsoNetModel(net=net, config=cfg,
+                            normalizer=PercentileNormalizer(**record["normalizer"]),
+                            result=result)
+        return Trained(settings=settings, model=model, result=result, record=record,
+                       tensors=tensors)
+
+    # ------------------------------------------------------------------ synthetic data, demo
+    def synthesize(self, options: IsoNetSynth) -> SynthResult:
+        return synthesize(options)
+
+    def evaluate(self, trained: Trained, synth: SynthResult) -> dict[str, Any]:
+        from ...metrics import psnr_normalized
+
+        f = trained.settings.factor
+        iso = synth.references["ground_truth_isotropic"]
+        aniso = synth.references["anisotropic"]
+        up = degrade.upsample_linear(aniso, f, axis=0)
+        return {"PSNR vs isotropic GT, z-interpolated input (dB)": psnr_normalized(iso, up),
+                "PSNR vs isotropic GT, IsoNet restoration (dB)":
+                    psnr_normalized(iso, restore(trained.model, aniso, factor=f)),
+                "data": f"synthetic {synth.info.get('kind')} {tuple(synth.info.get('shape'))}, "
+                        f"{synth.info.get('psf_text')}, factor {f}"}
+
+    def score(self, synth: SynthResult, restored) -> dict[str, float]:
+        from ...metrics import psnr_normalized, ssim_normalized
+
+        iso = synth.references["ground_truth_isotropic"]
+        f = int(synth.info["factor"])
+        up = degrade.upsample_linear(synth.references["anisotropic"], f, axis=0)
+        out = np.asarray(restored, dtype=np.float32)
+        return {"psnr_input_db": psnr_normalized(iso, up),
+                "psnr_restored_db": psnr_normalized(iso, out),
+                "ssim_input": ssim_normalized(iso, up, axes="ZYX"),
+                "ssim_restored": ssim_normalized(iso, out, axes="ZYX")}
+
+    def figure(self, synth: SynthResult, restored) -> list[tuple[str, Any]]:
+        f = int(synth.info["factor"])
+        up = degrade.upsample_linear(synth.references["anisotropic"], f, axis=0)
+        return [("input (z interpolated)", up), ("IsoNet (package)", np.asarray(restored)),
+                ("isotropic GT", synth.references["ground_truth_isotropic"])]
+
+    # ------------------------------------------------------------------ benchmark
+    def bench(self, out_dir: Path, *, progress: bool = False, **options: Any) -> dict[str, Any]:
+        from .bench import run_isonet_table1
+
+        return run_isonet_table1(out_dir, progress=progress, **options)

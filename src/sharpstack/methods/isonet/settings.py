@@ -1,0 +1,164 @@
+"""IsoNet's settings: the network/training config, the PSF and what ``sharpstack train isonet``
+takes (pydantic models; unknown keys are rejected by name, so a zoo recipe loads into them)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ... import psf as psfmod
+from ...errors import InputError
+from ...training import TrainConfig
+
+__all__ = ["IsoNetConfig", "PsfSpec", "IsoNetSettings"]
+
+
+class IsoNetConfig(BaseModel):
+    """Everything that defines an IsoNet training run (paper defaults where the paper says).
+
+    Unknown keys are rejected by name (a zoo recipe loads into this model).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    arch: Literal["unet", "srcnn"] = "unet"
+    """``unet`` = IsoNet-2 (U-Net, residual), ``srcnn`` = IsoNet-1."""
+    psf_mode: Literal["full", "split", "none"] = "split"
+    """Lateral blur for the training pairs: rotated PSF (``full``), its anisotropic part
+    (``split``), or no blur at all (``none``: the SRCNN baseline that ignores the PSF)."""
+    factor: int = Field(ge=1, le=32)
+    """Axial subsampling factor: z spacing / lateral pixel size."""
+    patch_size: int = Field(64, ge=16, le=512)
+    n_patches: int = Field(2048, ge=8)
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(16, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1)
+    lr: float = Field(5e-3, gt=0, le=1)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """The paper's constant rate, or cosine decay to 0 over the epochs."""
+    dropout: float = Field(0.2, ge=0, lt=1)
+    base: int = Field(16, ge=2)
+    depth: int = Field(2, ge=1, le=4)
+    kernel: int = Field(7, ge=1)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    patience: int | None = Field(10, ge=1)
+    augment: bool = True
+    pmin: float = Field(1.0, ge=0, lt=100)
+    pmax: float = Field(99.8, gt=1, le=100)
+    poisson_peak: float | None = Field(None, gt=0)
+    """Optional extra Poisson noise on the degraded patches (photons at the maximum)."""
+    gauss_sigma: float = Field(0.0, ge=0)
+    seed: int = 0
+    device: str | None = None
+
+    @field_validator("patch_size")
+    @classmethod
+    def _patch_multiple(cls, v: int) -> int:
+        if v % 16:
+            raise ValueError(f"patch_size must be a multiple of 16, got {v}")
+        return v
+
+    @field_validator("kernel")
+    @classmethod
+    def _odd_kernel(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"kernel must be odd, got {v}")
+        return v
+
+    def arch_kwargs(self) -> dict[str, Any]:
+        """JSON-serialisable kwargs of the 2D network (used to rebuild it from a package)."""
+        if self.arch == "unet":
+            return {"base": self.base, "depth": self.depth, "kernel": self.kernel,
+                    "dropout": self.dropout, "residual": True}
+        return {"dropout": self.dropout, "residual": False}
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size,
+                           val_fraction=self.val_fraction, patience=self.patience,
+                           seed=self.seed, device=self.device,
+                           steps_per_epoch=self.steps_per_epoch,
+                           lr_schedule=self.lr_schedule)
+
+
+class PsfSpec(BaseModel):
+    """Which PSF formed the data, sampled on the lateral pixel grid.
+
+    ``kind``: ``gaussian`` (``sigma_xy``, ``sigma_z`` in lateral pixels), ``confocal`` (NA,
+    wavelength, immersion index), ``lightsheet`` (detection and illumination NA) or ``file``
+    (a TIFF/npy PSF already on an isotropic grid with the lateral pixel size). ``pixel_um``
+    (the lateral pixel size the optical PSFs are sampled with) defaults to the training
+    stack's calibration; an uncalibrated stack then needs it given.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["gaussian", "confocal", "lightsheet", "file"] = "gaussian"
+    sigma_xy: float = Field(2.0, gt=0, le=64)
+    sigma_z: float = Field(8.0, gt=0, le=256)
+    na: float = Field(1.1, gt=0, le=1.7)
+    na_illum: float = Field(0.1, gt=0, le=1.7)
+    wavelength_um: float = Field(0.52, gt=0.1, le=2.0)
+    n_immersion: float = Field(1.33, ge=1.0, le=1.8)
+    pixel_um: float | None = Field(None, gt=0, le=100)
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.kind == "file" and not self.path:
+            raise ValueError("--psf file needs --psf-file PATH")
+        return self
+
+    @property
+    def needs_pixel(self) -> bool:
+        return self.kind in ("confocal", "lightsheet")
+
+    def build(self) -> np.ndarray:
+        """The PSF as a normalised ZYX array on an isotropic grid of the lateral pixel size."""
+        if self.kind == "gaussian":
+            return psfmod.gaussian_psf(self.sigma_xy, self.sigma_z)
+        if self.kind == "file":
+            from ...io import read_stack
+
+            arr = np.asarray(read_stack(self.path), dtype=np.float32)
+            if arr.ndim != 3 or not np.isfinite(arr).all() or arr.sum() <= 0:
+                raise InputError(f"PSF file {self.path} must be a finite, non-empty 3D (ZYX) "
+                                 "stack; check --psf-file")
+            return arr / arr.sum()
+        if self.pixel_um is None:
+            raise InputError(f"the {self.kind} PSF is sampled in micrometres and needs the "
+                             "lateral pixel size: pass --pixel UM (or --voxel-size Z,Y,X)")
+        if self.kind == "confocal":
+            return psfmod.confocal_psf(na=self.na, wavelength_em_um=self.wavelength_um,
+                                       n_immersion=self.n_immersion,
+                                       voxel_size_um=self.pixel_um)
+        return psfmod.lightsheet_psf(na_detect=self.na, na_illum=self.na_illum,
+                                     wavelength_um=self.wavelength_um,
+                                     n_immersion=self.n_immersion, voxel_size_um=self.pixel_um)
+
+    def describe(self) -> str:
+        if self.kind == "gaussian":
+            return (f"anisotropic Gaussian, sigma_xy = {self.sigma_xy} px, sigma_z = "
+                    f"{self.sigma_z} px (lateral pixels)")
+        if self.kind == "confocal":
+            return (f"confocal, NA {self.na}, emission {self.wavelength_um} um, n = "
+                    f"{self.n_immersion}, pixel {self.pixel_um} um (psfmodels)")
+        if self.kind == "lightsheet":
+            return (f"light-sheet, detection NA {self.na}, illumination NA {self.na_illum}, "
+                    f"pixel {self.pixel_um} um (psfmodels)")
+        return f"measured PSF from {self.path}"
+
+
+class IsoNetSettings(IsoNetConfig):
+    """What ``sharpstack train isonet`` takes: the network/training config plus the PSF.
+
+    ``factor`` may be left out: it is then the stack's z spacing divided by its pixel size,
+    which must both be known (from the file or ``--voxel-size``).
+    """
+
+    factor: int | None = Field(None, ge=1, le=32)
+    psf: PsfSpec = Field(default_factory=PsfSpec)
+
+    def config(self) -> IsoNetConfig:
+        return IsoNetConfig(**self.model_dump(exclude={"psf"}))
