@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from sharpstack._tiling import DEFAULT_TILE
+from sharpstack.predict.tiling import DEFAULT_TILE
 from sharpstack.io import read_stack
 from sharpstack.predict import _digest, load_model, predict_array
 

@@ -16,7 +16,7 @@ import zarr
 from bioimageio.spec.model import v0_5 as m
 from typer.testing import CliRunner
 
-from sharpstack import _stats
+from sharpstack.predict import stats as _stats
 from sharpstack.errors import InputError, OutputExistsError, PackageError
 from sharpstack.io import as_dataarray, read_stack, write_stack
 from sharpstack.cli import app
@@ -347,7 +347,7 @@ def test_cli_refuses_before_writing_and_reports_statistics(tmp_path: Path, pool_
 
 def test_windows_are_batched_when_the_model_takes_a_batch(pool_pkg: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from sharpstack import _engine
+    from sharpstack.predict import engine as _engine
 
     calls: list[tuple[int, ...]] = []
     modes: list[bool] = []
@@ -372,7 +372,7 @@ def test_windows_are_batched_when_the_model_takes_a_batch(pool_pkg: Path,
 
 
 def test_the_cpu_runs_onnx_when_the_package_has_it(package_isotropic: Path) -> None:
-    from sharpstack._engine import choose_format
+    from sharpstack.predict.engine import choose_format
 
     descr = load_model(package_isotropic)
     assert choose_format(descr, "m", None, "cpu") == "onnx"
@@ -397,7 +397,7 @@ def test_partial_log_is_json(tmp_path: Path, pool_pkg: Path) -> None:
 
 def test_state_dict_code_from_the_package_never_runs_unasked(tmp_path: Path) -> None:
     """A third party's pytorch_state_dict architecture is code: not imported without trust."""
-    from sharpstack._engine import choose_format
+    from sharpstack.predict.engine import choose_format
     from sharpstack.predict import _code_reason
 
     folder = tmp_path / "sd"

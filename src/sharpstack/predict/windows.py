@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .errors import InputError, PackageError
+from ..errors import InputError, PackageError
 
 
 class ChunkCache:

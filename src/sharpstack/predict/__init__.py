@@ -43,16 +43,16 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ._axes import check_axes
-from ._engine import CPU_PRIORITY, GPU_PRIORITY, Options
-from ._stats import describe_stats, measure_stats
-from ._tiling import DEFAULT_TILE, SPACE as _SPACE
-from ._tiling import AxisGeom as _AxisGeom
-from ._tiling import Plan as _Plan
-from ._tiling import Win as _Win  # noqa: F401  (re-exported for tests and tools)
-from ._tiling import plan as _plan_windows
-from ._tiling import plan_axis as _plan_axis  # noqa: F401
-from .errors import InputError, PackageError
+from .._axes import check_axes
+from .engine import CPU_PRIORITY, GPU_PRIORITY, Options
+from .stats import describe_stats, measure_stats
+from .tiling import DEFAULT_TILE, SPACE as _SPACE
+from .tiling import AxisGeom as _AxisGeom
+from .tiling import Plan as _Plan
+from .tiling import Win as _Win  # noqa: F401  (re-exported for tests and tools)
+from .tiling import plan as _plan_windows
+from .tiling import plan_axis as _plan_axis  # noqa: F401
+from ..errors import InputError, PackageError
 
 __all__ = [
     "DEFAULT_TILE",
@@ -107,7 +107,7 @@ def load_model(package: Any) -> Any:
                            f"package (.zip file, unpacked folder or its rdf.yaml)")
     gone: dict[str, str] = {}
     if path.is_dir() or zipfile.is_zipfile(path) or path.suffix.lower() in (".yaml", ".yml"):
-        from ._trust import preflight, weight_files
+        from .._trust import preflight, weight_files
 
         # one description only (the one bioimageio loads is the one trusted), plain UTF-8
         # YAML, a model of a known format_version: each named before bioimageio sees it
@@ -484,7 +484,7 @@ def _code_reason(package: Any, trust_code: bool) -> str | None:
     """Why the package's state-dict weights may not run (None: they may), see _trust."""
     if trust_code:
         return None
-    from ._trust import TRUST_FLAG, descr_code, state_dict_code
+    from .._trust import TRUST_FLAG, descr_code, state_dict_code
 
     if isinstance(package, (str, os.PathLike)):
         check = state_dict_code(package)
@@ -499,7 +499,7 @@ def _code_reason(package: Any, trust_code: bool) -> str | None:
 def _prepare(descr: Any, data: xr.DataArray, *, tile: Any, weight_format: str | None,
              device: str | None, threads: int | None, batch: int | None, planes: bool,
              code_reason: str | None = None) -> _Job:
-    from ._engine import choose_format, resolve_device
+    from .engine import choose_format, resolve_device
 
     model = _digest(descr)
     if not isinstance(data, xr.DataArray):
@@ -615,8 +615,8 @@ def _execute(job: _Job, data: Any, sink: Any, progress: Any, name: str, *,
              done: set[int] | frozenset[int] = frozenset(),
              mark: Callable[[int], None] | None = None) -> None:
     """Run every window not in ``done`` into ``sink`` (then whole-output post-processing)."""
-    from ._engine import Runner
-    from ._pipeline import run_windows
+    from .engine import Runner
+    from .windows import run_windows
 
     total = len(job.plan)
     runner = Runner(job.model, job.layout, job.proc, job.stats, job.options)
@@ -640,7 +640,7 @@ def _execute(job: _Job, data: Any, sink: Any, progress: Any, name: str, *,
     finally:
         runner.close()
         close()
-    from ._stream import post_whole
+    from .sinks import post_whole
 
     post_whole(job, sink, name)
 
@@ -737,7 +737,7 @@ def predict_array(package: Any, data: xr.DataArray, *, tile: Mapping[str, int] |
     >>> out = predict_array("isonet.zip", stack, tile={"z": 32})  # doctest: +SKIP
     >>> out.attrs["voxel_size"]["z"]  # doctest: +SKIP
     """
-    from ._stream import MemorySink
+    from .sinks import MemorySink
 
     _check_progress(progress)
     descr = load_model(package)
@@ -832,16 +832,16 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
     destination: TIFF and ``.npy`` temporaries are removed; an OME-Zarr run keeps its
     partial folder for ``resume`` (removed when a run fails for another reason).
     """
-    from ._files import signals_as_interrupts
-    from ._stream import (NpySink, TiffSink, ZarrSink, fingerprint, output_kind,
+    from .._files import signals_as_interrupts
+    from .sinks import (NpySink, TiffSink, ZarrSink, fingerprint, output_kind,
                           prepare_destination, tiff_dtype)
-    from .io import _IMAGEJ_DTYPES, read_stack, with_voxel_size
+    from ..io import _IMAGEJ_DTYPES, read_stack, with_voxel_size
 
     _check_progress(progress)
     src, dst = Path(input_path), Path(output_path)
     kind = output_kind(dst)
     if scheduler is not None:
-        from .distributed import check_scheduler
+        from .dask_graph import check_scheduler
 
         check_scheduler(scheduler)
     prepare_destination(dst, src, overwrite=overwrite, resume=resume)
@@ -878,7 +878,7 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
             log("statistics of the whole input (exact):\n" + describe_stats(job.stats))
     with signals_as_interrupts():
         if scheduler is not None:
-            from .distributed import predict_dask
+            from .dask_graph import predict_dask
 
             return predict_dask(job, package, src, dst, attrs, scheduler=scheduler,
                                 workers=workers, progress=progress)
@@ -1107,7 +1107,7 @@ def _package_id(package: Any, descr: Any = None) -> str:
         if p.is_file() and zipfile.is_zipfile(p):
             add(p)
             return h.hexdigest()
-        from ._trust import find_rdf, load_rdf
+        from .._trust import find_rdf, load_rdf
 
         folder, name = find_rdf(p)
         add(folder / name)

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["predict_dask", "check_scheduler"]
 
@@ -63,9 +63,9 @@ def _worker_state(spec: _Spec) -> tuple[Any, Any]:
         hit = _CACHE.get(spec.token)
         if hit is not None:
             return hit
-        from ._engine import Runner
-        from .io import read_stack
-        from .predict import _digest, _layout, _processing, load_model
+        from .engine import Runner
+        from ..io import read_stack
+        from . import _digest, _layout, _processing, load_model
 
         data = read_stack(spec.source)
         model = _digest(load_model(spec.package))
@@ -95,7 +95,7 @@ def _worker_threads() -> int | None:
 
 def _predict_block(spec: _Spec, block_info: dict | None = None) -> np.ndarray:
     """One output chunk: read its window from the input, run the package, keep the chunk."""
-    from ._pipeline import _check_window, check_output, read_window
+    from .windows import _check_window, check_output, read_window
 
     assert block_info is not None
     location = block_info[None]["array-location"]
@@ -233,8 +233,8 @@ def predict_dask(job: Any, package: Any, source: Path, dest: Path, attrs: dict[s
     import dask
     import dask.array as da
 
-    from ._files import clean_stale, remove_path, replace_atomically, temp_path
-    from .io import _zarr_array_kwargs, open_ome_zarr
+    from .._files import clean_stale, remove_path, replace_atomically, temp_path
+    from ..io import _zarr_array_kwargs, open_ome_zarr
 
     if job.proc.post_whole:
         raise InputError(f"model {job.model.name!r} post-processes with statistics of the "
@@ -248,7 +248,7 @@ def predict_dask(job: Any, package: Any, source: Path, dest: Path, attrs: dict[s
         client, close = _client(scheduler, workers)
         local = None
     if local == "processes" and job.options.threads is None:
-        from ._engine import default_threads
+        from .engine import default_threads
 
         # the cores shared out between the processes, not oversubscribed (with "threads" the
         # tasks share one Runner whose forward calls take turns, each with every core)

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .errors import InputError, PackageError
+from ..errors import InputError, PackageError
 
 CPU_PRIORITY: tuple[str, ...] = ("onnx", "torchscript", "pytorch_state_dict",
                                  "tensorflow_saved_model_bundle", "keras_v3", "keras_hdf5")
