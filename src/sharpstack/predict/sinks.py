@@ -327,7 +327,7 @@ def post_whole(job: Any, sink: Sink, name: str) -> None:
     """Post-processing that needs statistics of the whole output, applied block by block."""
     if not job.proc.post_whole:
         return
-    from .engine import _bioimageio_ops, as_bioimageio_stat, compile_ops
+    from .engine import as_bioimageio_stat, bioimageio_ops, compile_ops
     from .stats import blocks, measure_stats
 
     dims = list(sink.dims)
@@ -340,7 +340,7 @@ def post_whole(job: Any, sink: Sink, name: str) -> None:
     fast = compile_ops(job.proc.post_whole, op_dims, stat, "numpy")
     if fast is None:  # operators without a version here: the whole output at once
         whole = (slice(None),) * len(dims)
-        run = _bioimageio_ops(job.proc.post_whole, job.model.out_id, op_dims, stat)
+        run = bioimageio_ops(job.proc.post_whole, job.model.out_id, op_dims, stat)
         _store_block(sink, whole, run(sink.read(whole)))
         return
     for index in blocks(sink.shape, 1 if "c" in dims else 0, getattr(sink, "chunk_grid", None)):
