@@ -189,7 +189,8 @@ def main() -> None:
     from distributed import LocalCluster
 
     from sharpstack.io import as_dataarray, read_stack, write_stack
-    from sharpstack.predict import _digest, load_model, predict_array, predict_file
+    from sharpstack.predict import load_model, predict_array, predict_file
+    from sharpstack.predict.model import digest
 
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -211,7 +212,7 @@ def main() -> None:
         pkg = args.package.resolve()
         folder = unpack(pkg, work)
         descr = load_model(pkg)
-        model = _digest(descr)
+        model = digest(descr)
         ts_path = folder / descr.weights.torchscript.source.path
         onnx_path = folder / descr.weights.onnx.source.path if descr.weights.onnx else None
         sizes = {d: g.smallest_valid(n) for d, g, n in

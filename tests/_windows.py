@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from sharpstack._tiling import DEFAULT_TILE
 from sharpstack.io import read_stack
-from sharpstack.predict import _digest, load_model, predict_array
+from sharpstack.predict import load_model, predict_array
+from sharpstack.predict.model import digest as _digest
+from sharpstack.predict.tiling import DEFAULT_TILE
 
 ONE_WINDOW = 1 << 30
 

@@ -408,7 +408,7 @@ def _model(**scales):
 
 
 def test_output_attrs_scale_known_sizes_and_keep_unknown_unknown():
-    from sharpstack.predict import _output_attrs
+    from sharpstack.predict.model import output_attrs as _output_attrs
 
     up8 = _model(z=8, y=1, x=1)
     full = as_dataarray(_values(), "ZYX", FULL).attrs

@@ -107,7 +107,7 @@ def test_local_cluster_equals_single_process(tmp_path: Path, third_party: Path,
         np.testing.assert_allclose(dist.values, single.values, atol=1e-5, rtol=0)
         assert dist.attrs["voxel_size"] == pytest.approx(single.attrs["voxel_size"])
     with Client(cluster.scheduler_address) as client:  # the package was loaded once per worker
-        loads = client.run(lambda: __import__("sharpstack.distributed").distributed._LOADS)
+        loads = client.run(lambda: __import__("sharpstack.predict.dask_graph").predict.dask_graph._LOADS)
     assert set(loads.values()) <= {0, 1, 2} and sum(loads.values()) <= 4  # 2 runs x 2 workers
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".sharpstack")] == []
 

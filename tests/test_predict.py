@@ -17,7 +17,9 @@ from bioimageio.spec.model import v0_5 as m
 
 from sharpstack.errors import InputError, OutputExistsError, PackageError
 from sharpstack.io import as_dataarray, read_stack, write_stack
-from sharpstack.predict import _AxisGeom, _plan_axis, predict_array, predict_file
+from sharpstack.predict import predict_array, predict_file
+from sharpstack.predict.tiling import AxisGeom as _AxisGeom
+from sharpstack.predict.tiling import plan_axis as _plan_axis
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 

@@ -16,11 +16,11 @@ import zarr
 from bioimageio.spec.model import v0_5 as m
 from typer.testing import CliRunner
 
-from sharpstack import _stats
 from sharpstack.errors import InputError, OutputExistsError, PackageError
 from sharpstack.io import as_dataarray, read_stack, write_stack
 from sharpstack.cli import app
 from sharpstack.predict import load_model, predict_array, predict_file
+from sharpstack.predict import stats as _stats
 
 from .test_predict import (B, C, SCALE_RANGE, Net2D, PoolNet3D, _package, _space_in, _space_out,
                            _stack)
@@ -90,7 +90,9 @@ def test_streamed_outputs_equal_the_in_memory_run(tmp_path: Path, pool_pkg: Path
     assert "quantile 0.01" in text and f"{lo:.6g}" in text and f"{hi:.6g}" in text
     # OME-Zarr chunks are the windows' cores: every window writes whole chunks
     arr = zarr.open_array(out / "0", mode="r")
-    from sharpstack.predict import _digest, _layout, _plan_windows
+    from sharpstack.predict.model import digest as _digest
+    from sharpstack.predict.model import layout_of as _layout
+    from sharpstack.predict.tiling import plan as _plan_windows
 
     model = _digest(load_model(pool_pkg))
     plan = _plan_windows(model.space, dict(data.sizes), 32, _layout(model, data).loop_z)
@@ -347,7 +349,7 @@ def test_cli_refuses_before_writing_and_reports_statistics(tmp_path: Path, pool_
 
 def test_windows_are_batched_when_the_model_takes_a_batch(pool_pkg: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from sharpstack import _engine
+    from sharpstack.predict import engine as _engine
 
     calls: list[tuple[int, ...]] = []
     modes: list[bool] = []
@@ -372,7 +374,7 @@ def test_windows_are_batched_when_the_model_takes_a_batch(pool_pkg: Path,
 
 
 def test_the_cpu_runs_onnx_when_the_package_has_it(package_isotropic: Path) -> None:
-    from sharpstack._engine import choose_format
+    from sharpstack.predict.engine import choose_format
 
     descr = load_model(package_isotropic)
     assert choose_format(descr, "m", None, "cpu") == "onnx"
@@ -397,8 +399,8 @@ def test_partial_log_is_json(tmp_path: Path, pool_pkg: Path) -> None:
 
 def test_state_dict_code_from_the_package_never_runs_unasked(tmp_path: Path) -> None:
     """A third party's pytorch_state_dict architecture is code: not imported without trust."""
-    from sharpstack._engine import choose_format
-    from sharpstack.predict import _code_reason
+    from sharpstack.predict.engine import choose_format
+    from sharpstack.predict.job import state_dict_refusal as _code_reason
 
     folder = tmp_path / "sd"
     folder.mkdir()

@@ -116,7 +116,8 @@ def test_trust_is_decided_on_the_description_that_runs(package_isotropic, tmp_pa
     """The loaded description itself is checked: sharpstack's own architecture may run, a
     stranger's file may not (whatever the folder's rdf.yaml says)."""
     from sharpstack._trust import descr_code
-    from sharpstack.predict import _code_reason, load_model
+    from sharpstack.predict import load_model
+    from sharpstack.predict.job import state_dict_refusal as _code_reason
 
     own = load_model(package_isotropic)
     assert not descr_code(own).runs_package_code and _code_reason(own, False) is None

@@ -16,7 +16,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from sharpstack import _pipeline
+from sharpstack.predict import windows as _pipeline
 from sharpstack.cli import app
 from sharpstack.errors import InputError, PackageError
 from sharpstack.io import as_dataarray, read_stack, write_stack

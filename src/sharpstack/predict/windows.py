@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .errors import InputError, PackageError
+from ..errors import InputError, PackageError
 
 
 class ChunkCache:
@@ -125,7 +125,7 @@ def crop(tile: xr.DataArray, wins: Mapping[str, Any], name: str
     return tuple(dst), tile.values[tuple(src)]
 
 
-def _check_window(array: np.ndarray, wins: Mapping[str, Any], name: str) -> None:
+def check_window(array: np.ndarray, wins: Mapping[str, Any], name: str) -> None:
     if array.dtype.kind in "fc" and not np.isfinite(array).all():
         where = ", ".join(f"{d} {w.start}..{w.start + w.size}" for d, w in wins.items())
         raise InputError(f"{name} contains NaN or infinite values (in the window at {where}); "
@@ -180,7 +180,7 @@ def run_windows(runner: Any, data: Any, sizes: Mapping[str, int],
         for _, wins in group:
             window = read_window(data, dims, sizes, wins)
             if check_finite:
-                _check_window(window, wins, name)
+                check_window(window, wins, name)
             parts.append(runner.units(window))
         counts = [p.shape[0] for p in parts]
         units = parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, PackageError
+from ..errors import InputError, PackageError
 
 BLOCK_VOXELS = 1 << 22
 """Voxels per block read by a statistics pass (16 MiB of float32)."""

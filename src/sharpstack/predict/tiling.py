@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, PackageError
+from ..errors import InputError, PackageError
 
 DEFAULT_TILE: dict[str, int] = {"z": 64, "y": 256, "x": 256}
 """Requested window size (input pixels, halo included) per axis when ``tile`` is not given.

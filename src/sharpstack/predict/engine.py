@@ -15,7 +15,7 @@ Speed (the per-window cost should be the network's):
   on the whole batch, on the device; any other step runs through bioimageio.core's own
   operator (on xarray) instead;
 - several windows go into one forward call when the model's batch axis allows it;
-- :func:`sharpstack._pipeline.run_windows` reads the next windows in a reader thread and
+- :func:`.windows.run_windows` reads the next windows in a reader thread and
   writes finished ones in a writer thread while the network computes (threads, not
   processes: numpy, zarr's codecs, tifffile and torch release the GIL).
 """
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .errors import InputError, PackageError
+from ..errors import InputError, PackageError
 
 CPU_PRIORITY: tuple[str, ...] = ("onnx", "torchscript", "pytorch_state_dict",
                                  "tensorflow_saved_model_bundle", "keras_v3", "keras_hdf5")
@@ -164,7 +164,7 @@ class _AdapterNet:
 
 
 def load_network(model: Any, weight_format: str, device: str, threads: int | None) -> Any:
-    """Load the weights of ``model`` (a predict._Model) for ``device``."""
+    """Load the weights of ``model`` (a :class:`.model.Model`) for ``device``."""
     descr, name = model.descr, model.name
     set_threads(threads)
     try:
@@ -410,8 +410,8 @@ def compile_ops(ops: Sequence[Any], dims: Sequence[str], stat: Mapping[Any, Any]
     return run
 
 
-def _bioimageio_ops(ops: Sequence[Any], member: str, dims: Sequence[str],
-                    stat: Mapping[Any, Any]) -> Callable[[np.ndarray], np.ndarray]:
+def bioimageio_ops(ops: Sequence[Any], member: str, dims: Sequence[str],
+                   stat: Mapping[Any, Any]) -> Callable[[np.ndarray], np.ndarray]:
     """``ops`` through bioimageio.core itself (a Sample of one tensor, xarray underneath)."""
     from bioimageio.core import Sample, Tensor
 
@@ -445,7 +445,7 @@ class Runner:
     Parameters
     ----------
     model, layout, proc
-        ``predict._Model``, ``predict._Layout``, ``predict._Processing`` of the package.
+        :class:`.model.Model`, :class:`.model.Layout`, :class:`.model.Processing` of the package.
     stats : dict
         Statistics of the whole input (measure -> numpy array, scalar or per channel).
     options : Options
@@ -471,10 +471,10 @@ class Runner:
         xp = "numpy" if self.on_cpu else "torch"  # processing on the CPU in numpy, else on the device
         self.pre = compile_ops(proc.pre, pre_dims, stat, xp)
         self.post = compile_ops(proc.post_tile, post_dims, stat, xp)
-        self.pre_slow = None if self.pre else _bioimageio_ops(proc.pre, model.in_id, pre_dims,
-                                                              stat)
-        self.post_slow = None if self.post else _bioimageio_ops(proc.post_tile, model.out_id,
-                                                                post_dims, stat)
+        self.pre_slow = None if self.pre else bioimageio_ops(proc.pre, model.in_id, pre_dims,
+                                                             stat)
+        self.post_slow = None if self.post else bioimageio_ops(proc.post_tile, model.out_id,
+                                                               post_dims, stat)
         fixed_one = model.batch == 1 or self.in_batch is None
         self.max_units = 1 if fixed_one else options.batch
         self.lock = threading.Lock()  # one forward call at a time (shared by Dask threads)

@@ -1,7 +1,7 @@
 """Tiled prediction as a Dask graph, for one machine's cores or a ``dask.distributed`` cluster.
 
 The output is a Dask array with one block per output chunk (the chunks are the windows'
-cores, see :mod:`sharpstack._tiling`); each block is one task, built with
+cores, see :mod:`.tiling`); each block is one task, built with
 ``dask.array.map_blocks`` on windows with explicit overlaps: the task reads its window
 (core + halo) from the input zarr store (or TIFF) itself, runs the package and returns the
 core. ``dask.array.to_zarr`` writes the blocks into an OME-Zarr laid out as
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["predict_dask", "check_scheduler"]
 
@@ -63,17 +63,17 @@ def _worker_state(spec: _Spec) -> tuple[Any, Any]:
         hit = _CACHE.get(spec.token)
         if hit is not None:
             return hit
-        from ._engine import Runner
-        from .io import read_stack
-        from .predict import _digest, _layout, _processing, load_model
+        from .engine import Runner
+        from ..io import read_stack
+        from .model import digest, layout_of, load_model, processing_of
 
         data = read_stack(spec.source)
-        model = _digest(load_model(spec.package))
-        layout = _layout(model, data)
+        model = digest(load_model(spec.package))
+        layout = layout_of(model, data)
         options = spec.options
         if options.threads is None:
             options = replace(options, threads=_worker_threads())
-        runner = Runner(model, layout, _processing(model), spec.stats, options)
+        runner = Runner(model, layout, processing_of(model), spec.stats, options)
         global _LOADS
         _LOADS += 1
         while len(_CACHE) >= 2:  # keep this run and at most one before it
@@ -95,7 +95,7 @@ def _worker_threads() -> int | None:
 
 def _predict_block(spec: _Spec, block_info: dict | None = None) -> np.ndarray:
     """One output chunk: read its window from the input, run the package, keep the chunk."""
-    from ._pipeline import _check_window, check_output, read_window
+    from .windows import check_output, check_window, read_window
 
     assert block_info is not None
     location = block_info[None]["array-location"]
@@ -112,7 +112,7 @@ def _predict_block(spec: _Spec, block_info: dict | None = None) -> np.ndarray:
         wins.setdefault(d, axis_wins[0])  # axes the model consumes: one window
     window = read_window(data, runner.layout.dims, spec.sizes, wins)
     if spec.check_finite:
-        _check_window(window, wins, f"input stack {spec.source!r}")
+        check_window(window, wins, f"input stack {spec.source!r}")
     y = runner.finish(runner.forward(runner.prepare(runner.units(window))))
     tile = runner.tile(y)
     index = tuple(slice(None) if d == "c" else slice(keep[d][0], keep[d][0] + keep[d][1])
@@ -133,7 +133,7 @@ def _chunks(shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[tuple[int,
 
 
 def graph(job: Any, package: Any, source: Path) -> Any:
-    """The prediction of ``job`` (a prepared ``predict._Job``) as a lazy Dask array."""
+    """The prediction of ``job`` (a prepared :class:`.job.Job`) as a lazy Dask array."""
     import dask.array as da
 
     dtype = np.dtype(job.model.out_dtype)
@@ -210,13 +210,13 @@ def predict_dask(job: Any, package: Any, source: Path, dest: Path, attrs: dict[s
     Parameters
     ----------
     job
-        A prepared prediction (``predict._Job``, statistics computed).
+        A prepared prediction (:class:`.job.Job`, statistics computed).
     package, source
         The model package and the input stack, as paths every worker can read.
     dest : pathlib.Path
         The OME-Zarr output (written beside it under a temporary name, then renamed).
     attrs : dict
-        The output's attrs (calibration), see ``predict._output_attrs``.
+        The output's attrs (calibration), see :func:`.model.output_attrs`.
     scheduler : str or distributed.Client
         ``"threads"``, ``"processes"``, ``"local"``, a scheduler address, or a Client.
     workers : int, optional
@@ -233,8 +233,10 @@ def predict_dask(job: Any, package: Any, source: Path, dest: Path, attrs: dict[s
     import dask
     import dask.array as da
 
-    from ._files import clean_stale, remove_path, replace_atomically, temp_path
-    from .io import _zarr_array_kwargs, open_ome_zarr
+    from .._files import clean_stale, remove_path, replace_atomically, temp_path
+    # io's private name, imported as io names it today (io is restructured separately;
+    # it should become public there)
+    from ..io import _zarr_array_kwargs, open_ome_zarr
 
     if job.proc.post_whole:
         raise InputError(f"model {job.model.name!r} post-processes with statistics of the "
@@ -248,7 +250,7 @@ def predict_dask(job: Any, package: Any, source: Path, dest: Path, attrs: dict[s
         client, close = _client(scheduler, workers)
         local = None
     if local == "processes" and job.options.threads is None:
-        from ._engine import default_threads
+        from .engine import default_threads
 
         # the cores shared out between the processes, not oversubscribed (with "threads" the
         # tasks share one Runner whose forward calls take turns, each with every core)

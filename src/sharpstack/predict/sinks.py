@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, OutputExistsError, SharpstackError
+from ..errors import InputError, OutputExistsError, SharpstackError
 
 PARTIAL_PREFIX = ".sharpstack-partial-"
 _LOG = ".sharpstack-predict"  # inside the partial folder: fingerprint + finished windows
@@ -44,7 +44,7 @@ def output_kind(path: Path) -> str:
         return "ome-tiff"
     if name.endswith((".tif", ".tiff")):
         return "tiff"
-    from .io import WRITE_SUFFIXES
+    from ..io import WRITE_SUFFIXES
 
     raise InputError(f"{path}: cannot tell the output format from the file name; use one of "
                      f"{', '.join(WRITE_SUFFIXES)}")
@@ -122,7 +122,7 @@ class MemorySink(Sink):
 class _FileSink(Sink):
     def __init__(self, dest: Path, dims: Sequence[str], shape: Sequence[int],
                  chunks: Sequence[int], attrs: Mapping[str, Any]) -> None:
-        from ._files import clean_stale, temp_path
+        from .._files import clean_stale, temp_path
 
         super().__init__(dims, shape, chunks)
         self.dest, self.attrs = Path(dest), dict(attrs)
@@ -134,13 +134,13 @@ class _FileSink(Sink):
         self.tmp = temp_path(self.dest)
 
     def abort(self, interrupted: bool = False) -> None:
-        from ._files import remove_path
+        from .._files import remove_path
 
         self.array = None
         remove_path(self.tmp)
 
     def _replace(self) -> Path:
-        from ._files import replace_atomically
+        from .._files import replace_atomically
 
         try:
             return replace_atomically(self.tmp, self.dest)
@@ -203,7 +203,7 @@ class TiffSink(_MappedSink):
         self.lo, self.hi = math.inf, -math.inf
 
     def _open(self, dtype: np.dtype) -> None:
-        from .io import open_tiff_memmap
+        from ..io import open_tiff_memmap
 
         self.dtype = tiff_dtype(dtype)
         shape = tuple(self.shape[self.dims.index(d)] for d in self.order)
@@ -219,7 +219,7 @@ class TiffSink(_MappedSink):
         super().write(index, values)
 
     def commit(self) -> Path:
-        from .io import set_tiff_display_range
+        from ..io import set_tiff_display_range
 
         self.array.flush()
         self.array = None  # closes the map
@@ -287,7 +287,7 @@ class ZarrSink(_FileSink):
         self._log = open(log, "a")  # noqa: SIM115 (closed in commit/abort)
 
     def _open(self, dtype: np.dtype) -> None:
-        from .io import open_ome_zarr
+        from ..io import open_ome_zarr
 
         self.array = open_ome_zarr(self.tmp, "".join(self.dims).upper(), self.shape, dtype,
                                    self.attrs, self.chunks)
@@ -318,7 +318,7 @@ class ZarrSink(_FileSink):
         self._close_log()
         self.array = None
         if not interrupted:
-            from ._files import remove_path
+            from .._files import remove_path
 
             remove_path(self.tmp)
 
@@ -327,8 +327,8 @@ def post_whole(job: Any, sink: Sink, name: str) -> None:
     """Post-processing that needs statistics of the whole output, applied block by block."""
     if not job.proc.post_whole:
         return
-    from ._engine import _bioimageio_ops, as_bioimageio_stat, compile_ops
-    from ._stats import blocks, measure_stats
+    from .engine import as_bioimageio_stat, bioimageio_ops, compile_ops
+    from .stats import blocks, measure_stats
 
     dims = list(sink.dims)
     job.out_stats = measure_stats(job.out_measures, sink.read, sink.shape,
@@ -340,7 +340,7 @@ def post_whole(job: Any, sink: Sink, name: str) -> None:
     fast = compile_ops(job.proc.post_whole, op_dims, stat, "numpy")
     if fast is None:  # operators without a version here: the whole output at once
         whole = (slice(None),) * len(dims)
-        run = _bioimageio_ops(job.proc.post_whole, job.model.out_id, op_dims, stat)
+        run = bioimageio_ops(job.proc.post_whole, job.model.out_id, op_dims, stat)
         _store_block(sink, whole, run(sink.read(whole)))
         return
     for index in blocks(sink.shape, 1 if "c" in dims else 0, getattr(sink, "chunk_grid", None)):
@@ -370,7 +370,7 @@ def prepare_destination(dest: Path, src: Path, *, overwrite: bool, resume: bool)
         raise InputError(f"the input {src} lies inside the output {dest}; replacing the output "
                          f"would delete the input: choose another output path")
     kind = output_kind(dest)
-    from ._files import check_destination, clean_stale
+    from .._files import check_destination, clean_stale
 
     check_destination(dest, "output")
     # first put back what a killed replace left (so the checks below see the real state)
@@ -382,7 +382,7 @@ def prepare_destination(dest: Path, src: Path, *, overwrite: bool, resume: bool)
         # must not block this run
         import warnings
 
-        from ._files import remove_path
+        from .._files import remove_path
 
         warnings.warn(f"removed {partial}: an interrupted run that had not finished any "
                       f"window (nothing to resume)", stacklevel=3)
@@ -402,7 +402,7 @@ def prepare_destination(dest: Path, src: Path, *, overwrite: bool, resume: bool)
     if dest.is_dir() and kind != "zarr":
         raise InputError(f"{dest} is a folder; cannot write a {kind} file over it")
     if overwrite and not resume and partial.exists():
-        from ._files import remove_path
+        from .._files import remove_path
 
         remove_path(partial)
 
