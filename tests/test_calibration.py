@@ -148,15 +148,15 @@ def test_every_ome_units_length_name_is_known():
     lengths = ["Ym", "Zm", "Em", "Pm", "Tm", "Gm", "Mm", "km", "hm", "dam", "m", "dm", "cm",
                "mm", "\u00b5m", "nm", "pm", "fm", "am", "zm", "ym", "\u00c5", "thou", "li",
                "in", "ft", "yd", "mi", "ua", "ly", "pc", "pt"]
-    factors = {u: sio._unit_factor(u) for u in lengths}
+    factors = {u: sio.unit_factor(u) for u in lengths}
     assert all(f is not None and f > 0 for f in factors.values()), factors
     assert len(set(factors.values())) == len(lengths)  # case matters: mm != Mm, pm != Pm
-    assert sio._unit_factor("MM") is None  # ambiguous between mm and Mm: unknown, not a guess
+    assert sio.unit_factor("MM") is None  # ambiguous between mm and Mm: unknown, not a guess
     # the UDUNITS names OME-Zarr uses
     for name, f in (("micrometer", 1.0), ("nanometer", 1e-3), ("millimeter", 1e3),
                     ("angstrom", 1e-4), ("picometer", 1e-6), ("meter", 1e6),
                     ("micrometre", 1.0), ("microns", 1.0)):
-        assert sio._unit_factor(name) == pytest.approx(f), name
+        assert sio.unit_factor(name) == pytest.approx(f), name
 
 
 def test_imagej_inch_and_pixel_units_are_not_a_calibration(tmp_path):

@@ -152,9 +152,9 @@ def test_imagej_unit_spellings(tmp_path, unit, factor):
 
 def test_unicode_micro_signs_are_micrometres():
     for unit in ("\u00b5m", "\u03bcm", "\\u00B5m", "µm", "Micron", "micrometre"):
-        assert sio._unit_factor(unit) == 1.0, unit
-    assert sio._unit_factor("pixel") is None
-    assert sio._unit_factor(None) is None
+        assert sio.unit_factor(unit) == 1.0, unit
+    assert sio.unit_factor("pixel") is None
+    assert sio.unit_factor(None) is None
 
 
 def test_imagej_without_unit_is_uncalibrated(tmp_path):

@@ -77,7 +77,7 @@ def check_output_apart(output: str | Path, inputs: Sequence[str | Path], *,
                              f"choose an {what} path apart from the inputs")
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
+def write_json_atomic(path: Path, obj: Any) -> None:
     from .io import write_file_atomic
 
     write_file_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str)))
@@ -182,7 +182,7 @@ def save_run(out: Path, method: Method, trained: Trained, inputs: Sequence[Path]
     tensors = {name: {k: v.detach().cpu() for k, v in d.items()}
                for name, d in trained.tensors.items()}
     atomic_torch_save(tensors, out / "model.pt")
-    _write_json_atomic(out / "run.json", _run_json(out, method, trained.settings, inputs,
+    write_json_atomic(out / "run.json", _run_json(out, method, trained.settings, inputs,
                                                    status="trained", trained=trained))
     return out
 
@@ -345,7 +345,7 @@ def train_run(method: str | Method, inputs: Sequence[str | Path], out_dir: str |
     if primary:
         work.mkdir(parents=True, exist_ok=not replacing)
     if primary and not resume:  # the settings are on record from the start, for --resume
-        _write_json_atomic(work / "run.json", _run_json(work, m, cfg, ins, status="training"))
+        write_json_atomic(work / "run.json", _run_json(work, m, cfg, ins, status="training"))
     try:
         trained = m.train(ins, cfg, out_dir=work, resume=resume, progress=progress,
                           voxel_size=voxel_size)
@@ -615,5 +615,5 @@ def run_demo(method: str | Method | None = None, out_dir: str | Path = "demo_out
         "best_epoch": trained["best_epoch"], "about": demo.about,
         **{k: v for k, v in syn["info"].items() if k not in scores},
     }
-    _write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(out / "summary.json", summary)
     return summary

@@ -110,7 +110,7 @@ class _NoSynth(_Strict):
 def run_recipe(recipe: str | Path | ZooRecipe, out_dir: str | Path, *, overwrite: bool = False,
                progress: bool = False) -> dict[str, Any]:
     """Data -> train -> export (every deployable, tested) -> ``OUT/summary.json``."""
-    from .workflows import _write_json_atomic, export_run, synthesize, train_run
+    from .workflows import write_json_atomic, export_run, synthesize, train_run
 
     base = Path(recipe).parent if not isinstance(recipe, ZooRecipe) else Path.cwd()
     r = recipe if isinstance(recipe, ZooRecipe) else load_recipe(recipe)
@@ -157,5 +157,5 @@ def run_recipe(recipe: str | Path | ZooRecipe, out_dir: str | Path, *, overwrite
                "quality": {k: (round(v, 4) if isinstance(v, float) else v)
                            for k, v in quality.items()},
                "seconds": {k: round(v, 1) for k, v in times.items()}}
-    _write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(out / "summary.json", summary)
     return summary

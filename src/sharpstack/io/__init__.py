@@ -75,9 +75,3 @@ __all__ = [
     "write_tiff",
     "zarr_array_kwargs",
 ]
-
-# The names io.py had before it became this package, for code not yet moved to the public
-# names above (predict, distributed) and the unit tests; to be dropped once nothing uses them.
-_IMAGEJ_DTYPES = IMAGEJ_DTYPES
-_zarr_array_kwargs = zarr_array_kwargs
-_unit_factor = unit_factor

@@ -236,7 +236,7 @@ def predict_dask(job: Any, package: Any, source: Path, dest: Path, attrs: dict[s
     from .._files import clean_stale, remove_path, replace_atomically, temp_path
     # io's private name, imported as io names it today (io is restructured separately;
     # it should become public there)
-    from ..io import _zarr_array_kwargs, open_ome_zarr
+    from ..io import open_ome_zarr, zarr_array_kwargs
 
     if job.proc.post_whole:
         raise InputError(f"model {job.model.name!r} post-processes with statistics of the "
@@ -264,7 +264,7 @@ def predict_dask(job: Any, package: Any, source: Path, dest: Path, attrs: dict[s
     try:
         open_ome_zarr(tmp, "".join(job.out_dims).upper(), job.out_shape, arr.dtype, attrs,
                       job.out_chunks, create_array=False)
-        kwargs = _zarr_array_kwargs(job.out_shape, arr.dtype, job.out_chunks)
+        kwargs = zarr_array_kwargs(job.out_shape, arr.dtype, job.out_chunks)
         store = da.to_zarr(arr, os.fspath(tmp), component="0", mode="a", compute=False,
                            zarr_format=2, **kwargs)
         total = int(np.prod([len(c) for c in arr.chunks]))

@@ -194,9 +194,7 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
     from .._files import signals_as_interrupts
     from .sinks import (NpySink, TiffSink, ZarrSink, fingerprint, output_kind,
                           prepare_destination, tiff_dtype)
-    # _IMAGEJ_DTYPES is io's private name, imported as io names it today (io is
-    # restructured separately; it should become public there)
-    from ..io import _IMAGEJ_DTYPES, read_stack, with_voxel_size
+    from ..io import IMAGEJ_DTYPES, read_stack, with_voxel_size
 
     check_progress(progress)
     src, dst = Path(input_path), Path(output_path)
@@ -215,7 +213,7 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
         self_test(descr, job.options.weight_format, trust_code, log, split=split_axes(job),
                   tile=tile, device=device, threads=threads, batch=batch)
     out_dtype = np.dtype(job.model.out_dtype)
-    if kind == "tiff" and tiff_dtype(out_dtype) not in _IMAGEJ_DTYPES:
+    if kind == "tiff" and tiff_dtype(out_dtype) not in IMAGEJ_DTYPES:
         raise InputError(f"model {job.model.name!r} returns {out_dtype}, which an ImageJ TIFF "
                          f"cannot hold (uint8, uint16, float32); write {dst.stem}.ome.zarr "
                          f"or .npy instead")

@@ -356,24 +356,17 @@ class GroupDataset(Dataset):
 
 
 def shared_zscans_dir() -> Path:
-    """The ZSE-GAN paper's z-scans (``../shared/data/zse_gan/zscans``, or
-    ``$SHARPSTACK_ZSEGAN_DATA/zscans``): 80 real defocus series of 29 planes, in focus at
-    plane 15. Read in place, never copied into runs or packages."""
-    env = os.environ.get("SHARPSTACK_ZSEGAN_DATA")
-    root = Path(env) if env else Path(__file__).resolve().parents[4].parent / "shared" / \
-        "data" / "zse_gan"
-    if not (root / "zscans").is_dir():
-        raise InputError(f"the real defocus series (zse_gan/zscans) is not at {root}; set "
-                         f"SHARPSTACK_ZSEGAN_DATA to the zse_gan folder")
-    return root / "zscans"
+    """The real defocus series of the project's shared data (``zse_gan/zscans``, see
+    :mod:`sharpstack.shared_data`): 80 z-scans of 29 planes, in focus at plane 15. Read in
+    place, never copied into runs or packages."""
+    from ...shared_data import shared_dataset
+
+    return shared_dataset("zse_gan", "zscans") / "zscans"
 
 
 def is_shared_data(path: str | os.PathLike) -> bool:
-    """Is ``path`` inside the project's shared data folder (``../shared/data``), whose files
-    may not be redistributed in packages?"""
-    shared = Path(__file__).resolve().parents[4].parent / "shared" / "data"
-    try:
-        Path(path).resolve().relative_to(shared.resolve())
-        return True
-    except ValueError:
-        return False
+    """Is ``path`` inside the project's shared data folder, whose files may not be
+    redistributed in packages?"""
+    from ...shared_data import is_shared_data as inside
+
+    return inside(path)

@@ -231,17 +231,14 @@ def as_unit_tensors(arrays: Sequence[np.ndarray], norm: PercentileNormalizer
 
 
 def shared_data_dir() -> Path:
-    """The paper's z-scans (``../shared/data/zse_gan`` beside the project, or the folder in
-    ``SHARPSTACK_ZSEGAN_DATA``), read in place: never copied into runs or packages."""
-    import os
+    """The paper's z-scans and in-focus images (``zse_gan/`` of the project's shared data, see
+    :mod:`sharpstack.shared_data`), read in place: never copied into runs or packages."""
+    from ...shared_data import shared_dataset
 
-    env = os.environ.get("SHARPSTACK_ZSEGAN_DATA")
-    p = Path(env) if env else Path(__file__).resolve().parents[4].parent / "shared" / "data" / \
-        "zse_gan"
-    if not (p / "zscans").is_dir() or not (p / "infocus").is_dir():
-        raise InputError(f"the ZSE-GAN paper's data (zscans/, infocus/) is not at {p}; set "
-                         f"SHARPSTACK_ZSEGAN_DATA to its folder, or use --source synthetic")
-    return p
+    try:
+        return shared_dataset("zse_gan", "zscans", "infocus")
+    except InputError as exc:
+        raise InputError(f"{exc}; or use --source synthetic") from None
 
 
 def held_apart_files(folder: Path, limit: int | None, val_count: int, seed: int) -> list[Path]:

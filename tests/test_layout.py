@@ -1,0 +1,140 @@
+"""The house rules of the layout (DESIGN.md): no import cycle between the modules of
+src/sharpstack (function-level imports included), no module over 800 lines, every registered
+method's code in its own folder ``methods/<name>/`` and no module naming another's private
+names."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PKG = SRC / "sharpstack"
+
+
+def _modules() -> dict[str, tuple[Path, bool]]:
+    mods = {}
+    for f in PKG.rglob("*.py"):
+        parts = list(f.relative_to(SRC).with_suffix("").parts)
+        is_pkg = parts[-1] == "__init__"
+        mods[".".join(parts[:-1] if is_pkg else parts)] = (f, is_pkg)
+    return mods
+
+
+def _imports(mod: str, is_pkg: bool, tree: ast.AST, mods) -> set[tuple[str, str]]:
+    """(module imported, name imported from it) for every import, at any level of the code."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {(a.name, "") for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+            if node.level:
+                base = base[: len(base) - (node.level - 1)]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module or ""
+            for a in node.names:
+                sub = f"{prefix}.{a.name}"
+                out.add((sub, "") if sub in mods else (prefix, a.name))
+    return out
+
+
+def _graph():
+    mods = _modules()
+    graph, private = {}, []
+    for m, (f, is_pkg) in mods.items():
+        deps = set()
+        for target, name in _imports(m, is_pkg, ast.parse(f.read_text()), mods):
+            d = target
+            while d and d not in mods:
+                d = d.rpartition(".")[0]
+            if d and d != m and d.startswith("sharpstack"):
+                deps.add(d)
+                if name.startswith("_") and not name.startswith("__"):
+                    private.append(f"{m} imports {name} from {d}")
+        graph[m] = deps
+    return mods, graph, private
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    index, low, stack, on, found = {}, {}, [], set(), []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles():
+    _, graph, _ = _graph()
+    assert _cycles(graph) == []
+
+
+def test_no_module_over_800_lines():
+    mods = _modules()
+    big = {m: n for m, (f, _) in mods.items() if (n := len(f.read_text().splitlines())) > 800}
+    assert big == {}
+
+
+def test_no_module_imports_another_modules_private_names():
+    _, _, private = _graph()
+    assert private == []
+
+
+@pytest.mark.parametrize("name", ["isonet", "dqlr", "zsegan", "disentangled"])
+def test_a_methods_code_lives_in_its_folder(name):
+    """Outside methods/<name>/, the method's name appears in no code, only in the registry,
+    docstrings and comments."""
+    pattern = re.compile(rf"\b{name}\b|{name}_", re.IGNORECASE)
+    found = []
+    for f in PKG.rglob("*.py"):
+        if (PKG / "methods" / name) in f.parents:
+            continue
+        tree = ast.parse(f.read_text())
+        # docstrings, attribute docstrings and other bare strings are documentation
+        docs = {id(n.value) for n in ast.walk(tree)
+                if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+        for node in ast.walk(tree):
+            if id(node) in docs:
+                continue
+            text = None
+            if isinstance(node, ast.Name):
+                text = node.id
+            elif isinstance(node, ast.Attribute):
+                text = node.attr
+            elif isinstance(node, ast.alias):
+                text = node.name
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = node.value
+            elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                text = node.name
+            if text and pattern.search(text):
+                found.append(f"{f.relative_to(PKG)}:{getattr(node, 'lineno', '?')}: {text[:60]}")
+    assert [x for x in found if not x.startswith("methods/__init__.py")] == []
