@@ -1,4 +1,5 @@
-"""Tests of the IsoNet Table 1 benchmark (tiny, seeded, synthetic)."""
+"""Tests of the IsoNet Table 1 benchmark (tiny, seeded, synthetic), and of the one entry point
+of every paper's tables, ``sharpstack bench <method>`` (no script beside it to drift from)."""
 
 from __future__ import annotations
 
@@ -225,3 +226,239 @@ def test_worker_processes_give_the_same_table(tiny_run, tmp_path):
     assert r2["rl_iterations"] == r1["rl_iterations"]
     assert res2["settings"]["jobs"] == 2 and res1["settings"]["jobs"] == 1
     assert (tmp_path / "b2" / "table1.md").is_file()
+
+
+# ------------------------------------------------------------------ one entry point per paper
+# ``sharpstack bench <method>`` is the only way to the papers' tables: its options are declared
+# once, in ``methods/<name>/plugin.py``. The scripts ``benchmarks/<method>.py`` it replaced
+# are gone; the tests below keep them from coming back and keep the CLI equivalent to them
+# (the README's figures were measured with them).
+
+import inspect
+import os
+import re
+import shlex
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+_RUN = {"isonet": ("sharpstack.methods.isonet.bench", "run_isonet_table1"),
+        "dqlr": ("sharpstack.methods.dqlr.bench", "run_dqlr_bench"),
+        "zsegan": ("sharpstack.methods.zsegan.bench", "run_zsegan_bench"),
+        "disentangled": ("sharpstack.methods.disentangled.bench", "run_disentangled_bench")}
+# keywords of the protocol functions that no option sets: fixed parts of the protocol, or
+# set by the method's bench() itself (progress, logging, --threads)
+_INTERNAL = {"isonet": {"noise", "rl_iterations", "progress", "on_step"},
+             "dqlr": {"rl_iterations", "real_sigma", "real_rl_iterations", "threads",
+                      "progress", "on_step"},
+             "zsegan": {"rl_iterations", "data_dir", "export", "progress"},
+             "disentangled": {"synthetic_size", "extra", "rl_iterations", "n_train_scored",
+                              "data_dir", "real_focus_plane", "progress", "on_step"}}
+# options that steer bench() instead of naming a keyword
+_STEERING = {"isonet": {"quiet"}, "zsegan": {"no_residual"}, "disentangled": {"card", "built"},
+             "dqlr": set()}
+_KEPT_SCRIPTS = {"predict_speed.py", "old_runtimes.py"}  # what the CLI does not measure
+
+
+def _run_fn(name):
+    import importlib
+
+    mod, fn = _RUN[name]
+    return importlib.import_module(mod), fn
+
+
+def test_every_method_with_a_benchmark_is_covered_here():
+    from sharpstack.methods import get_method, method_names
+
+    assert {m for m in method_names() if get_method(m).has_bench} == set(_RUN)
+
+
+def test_no_script_beside_the_cli_bench():
+    """benchmarks/ keeps only what the CLI does not measure (speed, memory, old runtimes);
+    none of its scripts reaches a paper's protocol function on its own."""
+    scripts = {p.name for p in (ROOT / "benchmarks").glob("*.py")}
+    assert scripts == _KEPT_SCRIPTS, (
+        f"benchmarks/ has {sorted(scripts - _KEPT_SCRIPTS)}: a paper's tables belong to "
+        "`sharpstack bench <method>` (options in methods/<name>/plugin.py)")
+    for name in scripts:
+        text = (ROOT / "benchmarks" / name).read_text(encoding="utf-8")
+        for mod, fn in _RUN.values():
+            assert fn not in text and mod not in text, (name, fn)
+
+
+@pytest.mark.parametrize("name", sorted(_RUN))
+def test_bench_options_reach_every_parameter_of_the_protocol(name):
+    """Every keyword of the protocol function is an option of `sharpstack bench` or a
+    declared fixed part of the protocol, and every option names a keyword: a parameter added
+    to one side without the other fails here."""
+    from sharpstack.methods import get_method
+
+    mod, fn = _run_fn(name)
+    params = set(list(inspect.signature(getattr(mod, fn)).parameters)[1:])
+    keys = {o.key.split(".")[0] for o in get_method(name).bench_options}
+    flags = [o.flag for o in get_method(name).bench_options]
+    assert len(flags) == len(set(flags)) and "threads" not in flags and "out" not in flags
+    assert keys - _STEERING[name] <= params, keys - _STEERING[name] - params
+    assert params - keys == _INTERNAL[name], params - keys
+
+
+# what the removed scripts passed (recorded from benchmarks/<method>.py before they went,
+# after filling in the protocol functions' defaults): their defaults, then each README command
+_OLD_DEFAULTS = {
+    "isonet": {"threads": 1, "size": 160, "n_volumes": 2, "epochs": 60, "steps_per_epoch": 40,
+               "datasets": ["nuclei", "membranes", "nuclei+membranes"], "device": None,
+               "seed": 0, "jobs": 2, "isonet": {"batch_size": 8, "patch_size": 48,
+                                                "n_patches": 1024, "lr": 1e-3, "dropout": 0.0}},
+    "dqlr": {"threads": None, "steps": 1500, "epochs": 20, "n_stacks": 2,
+             "kinds": ["membranes", "nuclei"], "real": True, "real_data": None,
+             "shape": [48, 128, 128], "photons": 50.0, "settings": {}, "jobs": 1,
+             "device": None, "seed": 0},
+    "zsegan": {"threads": 2, "crop": 48, "ngf": 8, "n_res": 3, "ndf": 16, "sections": 4,
+               "epochs": 40, "steps_per_epoch": 64, "val_count": 16, "lambda_identity": 0.5,
+               "use_vertical": False, "device": None, "seed": 0, "residual": True,
+               "upsample": "resize", "lambda_cycle": 10.5,
+               "extra": {"d_norm": "instance", "infocus_match": "none"}, "resume": False},
+    "disentangled": {"threads": 1, "datasets": ["synthetic", "real"],
+                     "models": ["mlvae", "manifold", "manifold1d", "no_cross",
+                                "no_contrastive"], "channels": [16, 32, 64],
+                     "id_channels": 128, "blur_channels": None, "patch_size": 64,
+                     "epochs": 10, "steps_per_epoch": 45, "batch_size": 8, "n_synthetic": 48,
+                     "jobs": 2, "device": None, "seed": 0, "keep_runs": False},
+}
+_OLD_COMMANDS = [  # (the README's `sharpstack bench` command, what the old script ran)
+    ("isonet --out bench_out/isonet_table1", {"out": "bench_out/isonet_table1"}),
+    ("isonet --size 160 --volumes 2 --epochs 60 --steps 40 --threads 1 --jobs 2",
+     {"out": "bench_out/isonet"}),
+    ("isonet --size 512 --volumes 10 --epochs 100 --steps 100 --batch 16 --patch 64 --lr 5e-3 "
+     "--dropout 0.2 --device cuda --out bench_out/isonet_table1_full",
+     {"out": "bench_out/isonet_table1_full", "size": 512, "n_volumes": 10, "epochs": 100,
+      "steps_per_epoch": 100, "device": "cuda", "jobs": 1,
+      "isonet": {"batch_size": 16, "patch_size": 64, "n_patches": 1024, "lr": 5e-3,
+                 "dropout": 0.2}}),
+    ("dqlr --out bench_out/dqlr --steps 700 --epochs 10 --jobs 2 --threads 1",
+     {"out": "bench_out/dqlr", "steps": 700, "epochs": 10, "jobs": 2, "threads": 1}),
+    ("dqlr --out bench_out/dqlr_full --steps 20000 --epochs 100 --hidden 128 --rnn-hidden 64 "
+     "--res-hidden 32 --patch 64 --batch 32 --lr 3e-4 --lr-schedule constant --stacks 4 "
+     "--shape 64,256,256 --device cuda",
+     {"out": "bench_out/dqlr_full", "steps": 20000, "epochs": 100, "n_stacks": 4,
+      "shape": [64, 256, 256], "device": "cuda",
+      "settings": {"hidden": 128, "rnn_hidden": 64, "res_hidden": 32, "patch_size": 64,
+                   "batch_size": 32, "lr": 3e-4, "lr_schedule": "constant"}}),
+    ("zsegan --out bench_out/zsegan --epochs 20 --d-norm none --infocus-match focal "
+     "--threads 2", {"out": "bench_out/zsegan", "epochs": 20,
+                     "extra": {"d_norm": "none", "infocus_match": "focal"}}),
+    ("zsegan --crop 128 --ngf 16 --res-blocks 6 --ndf 32 --sections 1 --no-residual "
+     "--upsample transposed --epochs 200 --steps 64 --device cuda --out bench_out/zsegan_paper",
+     {"out": "bench_out/zsegan_paper", "crop": 128, "ngf": 16, "n_res": 6, "ndf": 32,
+      "sections": 1, "residual": False, "upsample": "transposed", "epochs": 200,
+      "device": "cuda"}),
+    ("disentangled --out bench_out/disentangled --model mlvae --model manifold "
+     "--model manifold1d --jobs 2 --threads 1",
+     {"out": "bench_out/disentangled", "models": ["mlvae", "manifold", "manifold1d"]}),
+    ("disentangled --channels 64,128,256,512 --id-channels 512 --blur-channels 512 "
+     "--patch 128 --epochs 400 --steps 100 --batch 16 --jobs 1 --device cuda "
+     "--out bench_out/disentangled_paper",
+     {"out": "bench_out/disentangled_paper", "channels": [64, 128, 256, 512],
+      "id_channels": 512, "blur_channels": 512, "patch_size": 128, "epochs": 400,
+      "steps_per_epoch": 100, "batch_size": 16, "jobs": 1, "device": "cuda"}),
+] + [(f"{m} --out bench_out/{m}", {"out": f"bench_out/{m}"}) for m in sorted(_RUN)]
+
+_THREADS_BEFORE = 3  # torch's thread count when a command starts (None above: left so)
+
+
+def _effective(name, kw, threads):
+    """What a protocol function was asked to run, its own defaults filled in."""
+    from sharpstack.methods.zsegan.bench import REDUCED
+
+    eff = dict(kw)
+    eff["threads"] = kw.get("threads") or threads
+    for k, v in eff.items():
+        eff[k] = list(v) if isinstance(v, tuple) else v
+    if name == "isonet":
+        if isinstance(eff["datasets"], str):
+            eff["datasets"] = eff["datasets"].split(",")
+        size = eff["size"] if isinstance(eff["size"], int) else min(eff["size"][1:])
+        eff["isonet"] = {"patch_size": min(48, 16 * (size // 16)), "n_patches": 1024,
+                         "batch_size": 8, "lr": 1e-3, "dropout": 0.0, **(eff["isonet"] or {})}
+    if name == "dqlr":
+        eff["settings"] = eff["settings"] or {}
+    if name == "zsegan":
+        eff.update({k: REDUCED[k] for k in REDUCED if k in eff and eff[k] is None})
+        eff["extra"] = {"d_norm": "instance", "infocus_match": "none", **(eff["extra"] or {})}
+    return eff
+
+
+def _run_cli(monkeypatch, args):
+    """Run `sharpstack bench ARGS` with the protocol function replaced by a recorder (on a
+    2-core CPU without GPU); returns the method's name and what the function got."""
+    import torch
+
+    from sharpstack.cli import app
+
+    name = args.split()[0]
+    mod, fn = _run_fn(name)
+    defaults = {k: p.default for k, p in
+                list(inspect.signature(getattr(mod, fn)).parameters.items())[1:]}
+    got = {}
+
+    def record(out_dir, **kw):
+        got.update(defaults, **kw, out=str(out_dir))
+        got["_threads"] = torch.get_num_threads()
+        return {}
+
+    monkeypatch.setattr(mod, fn, record)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    n = torch.get_num_threads()
+    torch.set_num_threads(_THREADS_BEFORE)
+    try:
+        res = CliRunner().invoke(app, ["bench", *shlex.split(args)])
+    finally:
+        torch.set_num_threads(n)
+    assert res.exit_code == 0, res.output
+    return name, _effective(name, {k: v for k, v in got.items() if k != "_threads"},
+                            got["_threads"])
+
+
+@pytest.mark.parametrize("args,changed", _OLD_COMMANDS, ids=[c[0] for c in _OLD_COMMANDS])
+def test_cli_bench_runs_what_the_old_script_ran(monkeypatch, args, changed):
+    """Same defaults, same README commands: the figures measured with the old scripts are
+    those of the CLI."""
+    name, eff = _run_cli(monkeypatch, args)
+    want = {**_OLD_DEFAULTS[name], **changed}
+    want["threads"] = want["threads"] or _THREADS_BEFORE
+    assert {k: eff[k] for k in want} == want
+
+
+def _readme_bench_commands():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    spans = re.findall(r"`(sharpstack bench [^`]+)`", text)  # inline, possibly wrapped
+    spans += re.findall(r"^(?:flock \S+ )?(sharpstack bench .+)$", text, flags=re.M)
+    return [" ".join(s.split()).split("#")[0].strip().removeprefix("sharpstack bench ")
+            for s in spans if "<" not in s and "..." not in s]
+
+
+def test_readme_bench_commands_are_checked_here(monkeypatch):
+    """Every `sharpstack bench` command of the README runs (with a recorder for the protocol)
+    and is one of the commands whose equivalence to the old scripts is checked above."""
+    cmds = _readme_bench_commands()
+    assert len(cmds) >= 9, cmds
+    checked = {" ".join(a.split()) for a, _ in _OLD_COMMANDS}
+    for c in cmds:
+        if c.split()[0] == "disentangled" and "--card" in c:
+            continue  # scores a built zoo model, not the tables
+        assert c in checked, c
+
+
+def test_bench_card_mode_refuses_benchmark_options(tmp_path):
+    from sharpstack.cli import app
+
+    from ._cli import clean_failure
+
+    res = CliRunner().invoke(app, ["bench", "disentangled", "--card", "r.yaml", "--epochs",
+                                   "3", "--out", str(tmp_path / "q.json")])
+    clean_failure(res, "--card", "epochs")
+    res = CliRunner().invoke(app, ["bench", "zsegan", "--upsample", "bilinear",
+                                   "--out", str(tmp_path)])
+    clean_failure(res, "--upsample", "transposed")

@@ -299,8 +299,9 @@ def _bench_command(name: str) -> None:
         help=f"Output folder (tables, CSV, figures; default: bench_out/{name}).",
         show_default=False)], None)]
     params += [_opt_param(o, None) for o in m.bench_options]
+    shown = "" if m.bench_threads is None else f" (default: {m.bench_threads})"
     params.append(_flag("threads", Annotated[Optional[int], typer.Option(
-        help="CPU threads (per job).")], None))
+        help="CPU threads (per job)." + shown, show_default=False)], m.bench_threads))
     bench_app.command(name)(_friendly(_build(run, params, f"bench_{name}",
                                              f"Benchmark {m.title} (the paper's tables).")))
 

@@ -7,10 +7,12 @@ workers), written here.
 
 from __future__ import annotations
 
+import sys
+import time
 from concurrent.futures import Future
 from typing import Any, Callable
 
-__all__ = ["InlineExecutor", "job_executor"]
+__all__ = ["InlineExecutor", "job_executor", "stderr_log"]
 
 
 class InlineExecutor:
@@ -49,3 +51,16 @@ def job_executor(jobs: int) -> Any:
     return ProcessPoolExecutor(max_workers=int(jobs),
                                mp_context=multiprocessing.get_context("spawn"),
                                initializer=_init_worker, initargs=(torch.get_num_threads(),))
+
+
+def stderr_log() -> Callable[[str], None]:
+    """An ``on_step`` callback of the benchmarks: each message on stderr after the seconds
+    since this call (written through tqdm, so that a progress bar stays intact)."""
+    t0 = time.time()
+
+    def log(msg: str) -> None:
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"[{time.time() - t0:7.0f} s] {msg}", file=sys.stderr)
+
+    return log

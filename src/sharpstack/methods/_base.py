@@ -156,6 +156,8 @@ class Method:
     synth_options: ClassVar[tuple[Option, ...]] = ()
     demo: ClassVar[Demo | None] = None
     bench_options: ClassVar[tuple[Option, ...]] = ()
+    bench_threads: ClassVar[int | None] = None
+    """Default of ``sharpstack bench <name> --threads`` (torch CPU threads; None: torch's)."""
     export_module: ClassVar[str | None] = None
     """Module with ``package_spec_from_run(trained, sample, deployable, *, workdir, claims,
     name, authors, license, quality, attachments, runtimes_text, cite)`` (the packages)."""

@@ -36,7 +36,7 @@ One function, :func:`run_disentangled_bench`:
    ``quality_vs_dz.png``.
 
 All sizes are options, so the reduced CPU run and the paper-size GPU run are the same code
-(``benchmarks/disentangled.py`` gives both commands). Nothing here prints.
+(``sharpstack bench disentangled``; the README gives both commands). Nothing here prints.
 """
 
 from __future__ import annotations
@@ -421,6 +421,32 @@ def run_disentangled_bench(out_dir: str | Path, *,
 # --------------------------------------------------------------------------------------------
 # measured quality of one trained run (for a zoo model card)
 # --------------------------------------------------------------------------------------------
+
+def card_quality(recipe: str | Path, out: str | Path, *,
+                 built: str | Path | None = None) -> dict[str, Any]:
+    """The measured quality of a zoo model for its card: :func:`held_out_quality` of the run
+    that ``sharpstack zoo RECIPE`` built (in ``built``, default ``zoo/built/<recipe id>``) on
+    its own series; writes ``{"quality": {...}, "run": ...}`` to the file ``out`` (for
+    ``sharpstack export ... --quality``) and returns it."""
+    import json
+
+    from ...io import write_file_atomic
+    from ...zoo import load_recipe
+    from .settings import DisentangledSynth
+
+    rec = load_recipe(recipe)
+    root = Path(built) if built else Path("zoo/built") / rec.id
+    run_json = json.loads((root / "run" / "run.json").read_text())
+    dz, opts = None, {}
+    if rec.data.synth is not None:
+        syn = DisentangledSynth(**rec.data.synth)
+        dz, opts = syn.dz(), syn.model_dump()
+    quality = held_out_quality(root / "run", root / "data" / "series", dz_um=dz,
+                               pixel_size_um=opts.get("pixel_um", 0.2), na=opts.get("na", 1.0))
+    res = {"quality": quality, "run": run_json.get("method")}
+    write_file_atomic(Path(out), lambda tmp: tmp.write_text(json.dumps(res, indent=2)))
+    return res
+
 
 def held_out_quality(run_dir: str | Path, series: str | Path, *,
                      dz_um: Sequence[float] | None = None, pixel_size_um: float = 0.2,

@@ -57,6 +57,10 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
     return vals  # type: ignore[return-value]
 
 
+def _parse_kinds(values) -> tuple[str, ...]:
+    return tuple(k.strip() for v in values for k in str(v).split(",") if k.strip())
+
+
 class DQLR(Method):
     """DQLR behind the method interface."""
 
@@ -139,17 +143,35 @@ class DQLR(Method):
                "cosine), restoring a third; PSNR/SSIM against the shallow-quality ground truth per depth third."),
     )
     bench_options = (
-        Option("steps", "steps", int, "Training steps per model."),
-        Option("stacks", "n_stacks", int, "Synthetic training stacks per phantom kind."),
-        Option("kind", "kinds", list[str], "membranes, nuclei (repeat; default both).",
-               parse=tuple),
-        Option("epochs", "epochs", int, "Epochs per model (steps are split over them)."),
-        Option("no-real", "real", bool, "Skip the two real confocal stacks (../shared/data).",
+        Option("steps", "steps", int, "Training steps per network (default 1500)."),
+        Option("epochs", "epochs", int, "Epochs per network; the steps are split over them "
+               "(default 20)."),
+        Option("stacks", "n_stacks", int, "Synthetic training stacks per phantom kind "
+               "(default 2; the paper: 4 plants)."),
+        Option("kind", "kinds", list[str], "membranes, nuclei (repeat or comma-separated; "
+               "default both; --kind '' runs the real stacks only).", parse=_parse_kinds),
+        Option("no-real", "real", bool, "Skip the two real confocal stacks.",
                parse=lambda v: not v),
-        Option("jobs", "jobs", int, "Trainings at once in worker processes (2 with "
-               "--threads 1 uses a 2-core CPU best; results do not depend on it)."),
+        Option("real-data", "real_data", str, "Folder of the real stacks (default "
+               "../shared/data beside the repository)."),
+        Option("shape", "shape", str, "Synthetic stack size Z,Y,X (default 48,128,128).",
+               parse=_parse_shape),
+        Option("photons", "photons", float, "Photons at the brightest voxel (default 50)."),
+        Option("hidden", "settings.hidden", int, "Encoder/generator channels (default 32)."),
+        Option("rnn-hidden", "settings.rnn_hidden", int, "ConvLSTM hidden channels "
+               "(default 32)."),
+        Option("res-hidden", "settings.res_hidden", int, "Residual bottleneck (default 16)."),
+        Option("patch", "settings.patch_size", int, "Clip size in px (default 48)."),
+        Option("batch", "settings.batch_size", int, "Clips per batch (default 16)."),
+        Option("lr", "settings.lr", float, "Adam learning rate (default 1e-3)."),
+        Option("lr-schedule", "settings.lr_schedule", str, "constant or cosine (default "
+               "cosine)."),
+        Option("codes", "settings.num_codes", int, "Codebook size (default 128)."),
+        Option("window", "settings.window", int, "Recurrence window (default 3)."),
+        Option("jobs", "jobs", int, "Trainings at once in worker processes (default 1; 2 "
+               "with --threads 1 uses a 2-core CPU best; results do not depend on it)."),
         Option("device", "device", str, "cpu or cuda; default GPU if present."),
-        Option("seed", "seed", int, "Random seed."),
+        Option("seed", "seed", int, "Random seed (default 0)."),
     )
 
     # ------------------------------------------------------------------ training
@@ -231,4 +253,6 @@ class DQLR(Method):
     def bench(self, out_dir: Path, *, progress: bool = False, **options: Any) -> dict[str, Any]:
         from .bench import run_dqlr_bench
 
-        return run_dqlr_bench(out_dir, progress=progress, **options)
+        settings = {k.split(".", 1)[1]: options.pop(k) for k in list(options)
+                    if k.startswith("settings.")}
+        return run_dqlr_bench(out_dir, progress=progress, settings=settings or None, **options)

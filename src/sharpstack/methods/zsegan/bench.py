@@ -34,7 +34,7 @@ One function, :func:`run_zsegan_bench`:
    (Fig. 7).
 
 All sizes are options, so the reduced CPU run and the paper-size GPU run are the same code
-(see ``benchmarks/zsegan.py`` for both commands). Nothing here prints.
+(``sharpstack bench zsegan``; the README gives both commands). Nothing here prints.
 """
 
 from __future__ import annotations

@@ -102,23 +102,38 @@ class ZSEGAN(Method):
                "sections, SSIM at the focal plane)."),
     )
     bench_options = (
-        Option("crop", "crop", int, "Lateral training crop (the paper: 128)."),
-        Option("ngf", "ngf", int, "Generator filters (notebook 16)."),
-        Option("res-blocks", "n_res", int, "Residual blocks (notebook 6)."),
-        Option("ndf", "ndf", int, "Discriminator filters (notebook 32)."),
-        Option("sections", "sections", int, "Sections per step and term."),
-        Option("residual", "residual", bool, "Residual generators (reduced recipe: on)."),
-        Option("upsample", "upsample", str, "transposed (notebook) or resize (reduced recipe)."),
-        Option("epochs", "epochs", int, "Epochs (the notebook: 200)."),
-        Option("steps", "steps_per_epoch", int, "Batches per epoch."),
-        Option("val-count", "val_count", int, "Held-apart z-scans."),
-        Option("lambda-identity", "lambda_identity", float, "Identity-loss weight."),
-        Option("lambda-cycle", "lambda_cycle", float, "Cycle weight (the paper: 10.5)."),
+        Option("crop", "crop", int, "Lateral training crop (default 48; the paper: 128)."),
+        Option("ngf", "ngf", int, "Generator filters (default 8; notebook 16)."),
+        Option("res-blocks", "n_res", int, "Residual blocks (default 3; notebook 6)."),
+        Option("ndf", "ndf", int, "Discriminator filters (default 16; notebook 32)."),
+        Option("sections", "sections", int, "Sections per adversarial term and step (default "
+               "4; notebook 1)."),
+        Option("residual", "residual", bool, "Residual generators, x + net(x) (the default)."),
+        Option("no-residual", "no_residual", bool, "The notebook's plain generators."),
+        Option("upsample", "upsample", str, "Decoder upsampling: transposed (notebook) or "
+               "resize (default)."),
+        Option("epochs", "epochs", int, "Epochs (default 40; the notebook: 200)."),
+        Option("steps", "steps_per_epoch", int, "Batches per epoch (default 64: one pass over "
+               "the training z-scans)."),
+        Option("val-count", "val_count", int, "Held-apart z-scans (default 16)."),
+        Option("lambda-identity", "lambda_identity", float, "Identity-loss weight (default "
+               "0.5)."),
+        Option("lambda-cycle", "lambda_cycle", float, "Cycle weight (default and the paper: "
+               "10.5)."),
+        Option("lr-d", "extra.lr_d", float, "Discriminators' learning rate (default: the "
+               "generators' 2e-4)."),
+        Option("d-norm", "extra.d_norm", str, "Normalisation inside the discriminators: "
+               "instance (default, notebook) or none."),
+        Option("infocus-match", "extra.infocus_match", str, "none (default, notebook) or "
+               "focal: map the in-focus images onto the focal planes' histogram."),
         Option("vertical-set", "use_vertical", bool, "Use the notebook's vertical sections "
                "for D_S."),
-        Option("device", "device", str, "cpu or cuda."),
-        Option("seed", "seed", int, "Random seed."),
+        Option("device", "device", str, "cpu or cuda; default GPU if present."),
+        Option("seed", "seed", int, "Random seed (default 0)."),
+        Option("resume", "resume", bool, "Continue OUT/run."),
     )
+    bench_threads = 2
+
     citations = ({"text": "Visual enhancement of image stacks from a z-scanning microscope "
                           "using focal lengths weighted GANs (ZSE-GAN); reference code and "
                           "data: keerfish/ZSE-GAN.",
@@ -191,4 +206,17 @@ class ZSEGAN(Method):
     def bench(self, out_dir: Path, *, progress: bool = False, **options: Any) -> dict[str, Any]:
         from .bench import run_zsegan_bench
 
-        return run_zsegan_bench(out_dir, progress=progress, **options)
+        extra = {k.split(".", 1)[1]: options.pop(k) for k in list(options)
+                 if k.startswith("extra.")}
+        for key, choices in (("upsample", ("transposed", "resize")),
+                             ("d_norm", ("instance", "none")),
+                             ("infocus_match", ("none", "focal"))):
+            v = options.get(key, extra.get(key))
+            if v is not None and v not in choices:
+                raise InputError(f"--{key.replace('_', '-')} must be one of "
+                                 f"{', '.join(choices)}; got {v!r}")
+        if options.pop("no_residual", False):
+            if options.get("residual"):
+                raise InputError("give --residual or --no-residual, not both")
+            options["residual"] = False
+        return run_zsegan_bench(out_dir, progress=progress, extra=extra or None, **options)
