@@ -91,11 +91,10 @@ class TrainConfig:
 # --------------------------------------------------------------------------------------------
 
 Epochs = Annotated[int, Field(ge=1, le=100_000, description="Training epochs.")]
-Steps = Annotated[int, Field(ge=1, le=10**7, description=(
-    "Batches per epoch (None: one pass over the training samples)."))]
+Steps = Annotated[int, Field(ge=1, le=10**7, description="Batches per epoch.")]
 BatchSize = Annotated[int, Field(ge=1, le=4096, description="Samples per batch.")]
 LearningRate = Annotated[float, Field(gt=0.0, le=1.0, description="Initial Adam learning rate.")]
-Patience = Annotated[int, Field(ge=1, le=100_000, description=(
+Patience = Annotated[int | None, Field(ge=1, le=100_000, description=(
     "Stop after this many epochs without a better validation loss (None: never)."))]
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1, description="Seed of weights, data and batches.")]
 
@@ -107,7 +106,8 @@ class LoopSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     epochs: Epochs = 100
-    steps_per_epoch: Steps | None = None
+    steps_per_epoch: Steps | None = Field(None, description=(
+        "Batches per epoch (None: one pass over the training samples)."))
     batch_size: BatchSize = 16
     lr: LearningRate = 1e-3
     seed: Seed = 0
@@ -133,7 +133,7 @@ class LrSchedule(BaseModel):
 class EarlyStopping(BaseModel):
     """Loop option of methods that stop early on the validation loss."""
 
-    patience: Patience | None = 10
+    patience: Patience = 10
 
 
 class TrainTask:

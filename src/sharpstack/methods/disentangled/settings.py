@@ -34,7 +34,7 @@ class DisentangledConfig(LoopSettings, EarlyStopping):
     steps_per_epoch: Steps = 50
     batch_size: BatchSize = 8
     """Groups per batch (each group: group_size images of one identity + one of another)."""
-    patience: Patience | None = None
+    patience: Patience = None
 
     variant: Literal["manifold1d", "manifold", "mlvae"] = Field(
         "manifold1d", description="manifold1d: manifold model with a 1-D blur code (the "

@@ -31,7 +31,7 @@ class DQLRConfig(LoopSettings, LrSchedule, EarlyStopping):
 
     batch_size: BatchSize = 32
     lr: LearningRate = 3e-4
-    patience: Patience | None = 20
+    patience: Patience = 20
 
     window: int = Field(3, ge=1, le=16, description=(
         "Slices the recurrence sees for each output slice: the slice itself and window-1 "
