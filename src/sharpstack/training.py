@@ -34,19 +34,21 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import InputError
 from .io import write_file_atomic
 
-__all__ = ["TrainConfig", "TrainTask", "TrainData", "TrainResult", "fit", "seed_everything",
+__all__ = ["LoopSettings", "LrSchedule", "EarlyStopping", "Epochs", "Steps", "BatchSize",
+           "LearningRate", "Patience", "Seed", "TrainConfig", "TrainTask", "TrainData", "TrainResult", "fit", "seed_everything",
            "pick_device", "atomic_torch_save", "load_checkpoint", "RESUMABLE_KEYS"]
 
 RESUMABLE_KEYS = frozenset({"epochs", "patience", "device", "min_delta"})
@@ -79,6 +81,59 @@ class TrainConfig:
             raise InputError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise InputError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# The loop's options, declared once. A method's settings model subclasses LoopSettings (plus
+# LrSchedule / EarlyStopping where the method offers them) and holds only what is its own; a
+# method whose default differs redefines just the default with the same type, e.g.
+# ``lr: LearningRate = 2e-4`` (bounds and description come with the type).
+# --------------------------------------------------------------------------------------------
+
+Epochs = Annotated[int, Field(ge=1, le=100_000, description="Training epochs.")]
+Steps = Annotated[int, Field(ge=1, le=10**7, description="Batches per epoch.")]
+BatchSize = Annotated[int, Field(ge=1, le=4096, description="Samples per batch.")]
+LearningRate = Annotated[float, Field(gt=0.0, le=1.0, description="Initial Adam learning rate.")]
+Patience = Annotated[int | None, Field(ge=1, le=100_000, description=(
+    "Stop after this many epochs without a better validation loss (None: never)."))]
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1, description="Seed of weights, data and batches.")]
+
+
+class LoopSettings(BaseModel):
+    """The generic loop's options every method takes (``sharpstack train <m>`` flags of the
+    same names, from ``methods._base.LOOP_OPTIONS``). Unknown keys are rejected by name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: Epochs = 100
+    steps_per_epoch: Steps | None = Field(None, description=(
+        "Batches per epoch (None: one pass over the training samples)."))
+    batch_size: BatchSize = 16
+    lr: LearningRate = 1e-3
+    seed: Seed = 0
+    device: str | None = Field(None, description=(
+        "torch device (default: CUDA if present, else CPU)."))
+
+    def train_config(self, **overrides: Any) -> TrainConfig:
+        """The :class:`TrainConfig` of this run: every loop field the settings have (the
+        fields named like ``TrainConfig``'s, ``val_fraction`` included), then ``overrides``
+        (e.g. a method without early stopping passes ``patience=None``)."""
+        names = [f.name for f in fields(TrainConfig)]
+        values = {k: getattr(self, k) for k in names if k in type(self).model_fields}
+        return TrainConfig(**{**values, **overrides})
+
+
+class LrSchedule(BaseModel):
+    """Loop option of methods that offer a learning-rate schedule."""
+
+    lr_schedule: Literal["constant", "cosine"] = Field("constant", description=(
+        "Constant learning rate, or cosine decay to 0 over the epochs."))
+
+
+class EarlyStopping(BaseModel):
+    """Loop option of methods that stop early on the validation loss."""
+
+    patience: Patience = 10
 
 
 class TrainTask:

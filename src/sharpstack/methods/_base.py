@@ -7,8 +7,13 @@ A method is a subclass of :class:`Method` in ``methods/<name>.py`` (networks in
 - its **settings**: a pydantic model (``extra="forbid"``, bounded fields) holding everything
   that defines a training run; a zoo recipe's ``training:`` section loads into it and a run
   folder records it as JSON;
+  The generic loop's options (epochs, steps per epoch, batch size, lr, schedule, patience,
+  seed, device) are declared once, in :class:`~sharpstack.training.LoopSettings` (and its
+  ``LrSchedule`` / ``EarlyStopping`` parts), which the model subclasses;
 - its **inputs** and **options**: what ``sharpstack train <name>`` takes (positional files or
-  folders, and options that set settings keys); the CLI builds the command from them;
+  folders, and options that set settings keys): its own options plus
+  :func:`loop_options` (the shared :data:`LOOP_OPTIONS` its settings have); the CLI builds
+  the command from them;
 - its **data** and **task**: :meth:`Method.train` reads the user's files (axes checked by the
   one validator), builds tensors or datasets and fits a :class:`~sharpstack.training.TrainTask`
   with the generic loop;
@@ -29,7 +34,7 @@ never parse CLI arguments: they return arrays and objects, and ``workflows`` wri
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -39,7 +44,7 @@ from pydantic import BaseModel
 from ..errors import InputError
 from ..training import TrainResult
 
-__all__ = ["Input", "Option", "Deployable", "Trained", "SynthResult", "Demo", "Method",
+__all__ = ["Input", "Option", "LOOP_OPTIONS", "loop_options", "Deployable", "Trained", "SynthResult", "Demo", "Method",
            "settings_from", "option_default"]
 
 
@@ -70,6 +75,36 @@ class Option:
     type: Any
     help: str
     parse: Callable[[Any], Any] | None = None
+
+
+LOOP_OPTIONS: tuple[Option, ...] = (
+    Option("epochs", "epochs", int, "Epochs."),
+    Option("steps-per-epoch", "steps_per_epoch", int, "Batches per epoch."),
+    Option("batch-size", "batch_size", int, "Batch size."),
+    Option("lr", "lr", float, "Adam learning rate."),
+    Option("lr-schedule", "lr_schedule", str, "constant or cosine."),
+    Option("patience", "patience", int, "Stop after this many epochs without validation "
+           "improvement."),
+    Option("seed", "seed", int, "Random seed."),
+    Option("device", "device", str, "cpu, cuda, cuda:1 ...; default: GPU if present."),
+)
+"""The CLI options of the generic loop's settings (:class:`~sharpstack.training.LoopSettings`,
+``LrSchedule``, ``EarlyStopping``), declared once for every method's ``train`` command."""
+
+
+def loop_options(model: type[BaseModel], **help: str) -> tuple[Option, ...]:
+    """The :data:`LOOP_OPTIONS` whose keys are fields of ``model`` (a method's settings), in
+    that order; ``help`` replaces an option's help text by settings key where the method has
+    something of its own to say (``epochs="Epochs (the paper: 100)."``)."""
+    known = {o.key for o in LOOP_OPTIONS}
+    unknown = set(help) - known
+    if unknown:
+        raise TypeError(f"no loop option {sorted(unknown)}; loop options: {sorted(known)}")
+    missing = set(help) - set(model.model_fields)
+    if missing:
+        raise TypeError(f"{model.__name__} has no field {sorted(missing)}")
+    return tuple(replace(o, help=help.get(o.key, o.help)) for o in LOOP_OPTIONS
+                 if o.key in model.model_fields)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ import torch
 
 from ...errors import InputError
 from ...normalize import PercentileNormalizer
-from .._base import Demo, Deployable, Input, Method, Option, SynthResult, Trained
+from .._base import (Demo, Deployable, Input, Method, Option, SynthResult, Trained,
+                     loop_options)
 from .data import is_shared_data, read_defocus_series
 from .disentangled_arch import DisentangledAE
 from .evaluate import evaluate, figure, score
@@ -63,10 +64,6 @@ class Disentangled(Method):
         Option("blur-channels", "blur_channels", int, "Length of the blur code (manifold, "
                "mlvae; default: id-channels)."),
         Option("patch-size", "patch_size", int, "Training crop (multiple of 2**blocks)."),
-        Option("epochs", "epochs", int, "Epochs (the thesis: 400)."),
-        Option("steps-per-epoch", "steps_per_epoch", int, "Batches per epoch."),
-        Option("batch-size", "batch_size", int, "Groups per batch."),
-        Option("lr", "lr", float, "Initial Adam learning rate (x0.98 every 5 epochs)."),
         Option("margin", "margin", float, "Contrastive margin (the thesis: 0.6)."),
         Option("distance", "distance", str, "Code distance: rms or unit."),
         Option("beta-full", "beta_full", float, "Fraction of training at which beta reaches 1."),
@@ -81,9 +78,11 @@ class Disentangled(Method):
         Option("p-focus", "p_focus", float, "Probability that a pair's partner is in focus."),
         Option("val-fraction", "val_fraction", float, "Fraction of fields for validation."),
         Option("test-fraction", "test_fraction", float, "Fraction of fields held out."),
-        Option("patience", "patience", int, "Early stopping patience (epochs)."),
-        Option("seed", "seed", int, "Random seed."),
-        Option("device", "device", str, "cpu, cuda, ...; default: GPU if present."),
+        *loop_options(DisentangledSettings, epochs="Epochs (the thesis: 400).",
+                      batch_size="Groups per batch.",
+                      lr="Initial Adam learning rate (x0.98 every 5 epochs).",
+                      patience="Early stopping patience (epochs).",
+                      device="cpu, cuda, ...; default: GPU if present."),
     )
     deployables = (
         Deployable("deblur2d", "one 2D image (or each plane of a stack) in, the deblurred "

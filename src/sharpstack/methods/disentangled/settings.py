@@ -8,22 +8,33 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ...training import TrainConfig
+from ...training import (BatchSize, EarlyStopping, Epochs, LoopSettings, Patience,
+                        Steps)
 
 __all__ = ["VARIANTS", "DisentangledConfig", "DisentangledSettings", "DisentangledSynth"]
 
 VARIANTS = ("manifold1d", "manifold", "mlvae")
 
 
-class DisentangledConfig(BaseModel):
+class DisentangledConfig(LoopSettings, EarlyStopping):
     """Everything that defines a disentangled-deblurring training run.
 
     Thesis values where the thesis gives them (Adam 0.9/0.999, lr 1e-3 x 0.98 every 5 epochs,
     400 epochs, margin 0.6, the architecture); the reduced CPU recipe changes only sizes and
-    lengths. Unknown keys are rejected by name (a zoo recipe loads into this model).
+    lengths. Unknown keys are rejected by name (a zoo recipe loads into this model). The
+    loop's options (epochs, steps per epoch, batch size, lr, patience, seed, device) come
+    from :class:`~sharpstack.training.LoopSettings`, with this method's defaults set here
+    (steps per epoch is always set: the beta schedule and the lr decay count steps).
     """
 
     model_config = ConfigDict(extra="forbid")
+
+    epochs: Epochs = 60
+    """Training epochs (the thesis: 400)."""
+    steps_per_epoch: Steps = 50
+    batch_size: BatchSize = 8
+    """Groups per batch (each group: group_size images of one identity + one of another)."""
+    patience: Patience = None
 
     variant: Literal["manifold1d", "manifold", "mlvae"] = Field(
         "manifold1d", description="manifold1d: manifold model with a 1-D blur code (the "
@@ -39,11 +50,6 @@ class DisentangledConfig(BaseModel):
         "and id_channels otherwise (thesis: 512, or 1)")
     patch_size: int = Field(64, ge=16, le=1024, description="square training crop in pixels "
                             "(a multiple of 2**len(channels); thesis 128)")
-    epochs: int = Field(60, ge=1, le=100000, description="training epochs (thesis 400)")
-    steps_per_epoch: int = Field(50, ge=1, le=100000, description="batches per epoch")
-    batch_size: int = Field(8, ge=1, le=4096, description="groups per batch (each group: "
-                            "group_size images of one identity + one of another)")
-    lr: float = Field(1e-3, gt=0, le=1, description="initial Adam learning rate (thesis 1e-3)")
     lr_decay: float = Field(0.98, gt=0, le=1, description="learning-rate factor applied "
                             "every lr_decay_every epochs (thesis 0.98)")
     lr_decay_every: int = Field(5, ge=1, le=10000, description="epochs between decays "
@@ -93,10 +99,6 @@ class DisentangledConfig(BaseModel):
     pmin: float = Field(1.0, ge=0, lt=100, description="lower percentile of the per-image "
                         "normalisation (bioimage.io scale_range)")
     pmax: float = Field(99.8, gt=0, le=100, description="upper percentile")
-    patience: int | None = Field(None, ge=1, description="early stopping after this many "
-                                 "epochs without a better validation loss (None: off)")
-    seed: int = Field(0, ge=0, description="seed of splits, sampling and initialisation")
-    device: str | None = Field(None, description="torch device (default: cuda if present)")
 
     @model_validator(mode="after")
     def _check(self) -> "DisentangledConfig":
@@ -138,12 +140,6 @@ class DisentangledConfig(BaseModel):
         return {"channels": [int(c) for c in self.channels], "id_channels": self.id_channels,
                 "blur_channels": self.code_blur_channels,
                 "variational": self.variant == "mlvae"}
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size,
-                           val_fraction=self.val_fraction, patience=self.patience,
-                           seed=self.seed, device=self.device,
-                           steps_per_epoch=self.steps_per_epoch)
 
 
 class DisentangledSettings(DisentangledConfig):

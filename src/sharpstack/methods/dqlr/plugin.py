@@ -36,7 +36,8 @@ import numpy as np
 
 from ...errors import InputError
 from ...normalize import PercentileNormalizer
-from .._base import Demo, Deployable, Input, Method, Option, SynthResult, Trained
+from .._base import (Demo, Deployable, Input, Method, Option, SynthResult, Trained,
+                     loop_options)
 from .data import read_training_stacks
 from .dqlr_arch import DQLRNet
 from .evaluate import DEPTH_BINS, score_depth_bins
@@ -100,18 +101,11 @@ class DQLR(Method):
         Option("rnn-hidden", "rnn_hidden", int, "Hidden channels of the recurrent cell."),
         Option("lambda-ssim", "lambda_ssim", float, "Weight of 1 - SSIM."),
         Option("lambda-vq", "lambda_vq", float, "Weight of the VQ loss."),
-        Option("epochs", "epochs", int, "Epochs."),
-        Option("steps-per-epoch", "steps_per_epoch", int, "Batches per epoch (default: every "
-               "clip once)."),
         Option("clips", "n_clips", int, "Distinct training clips."),
         Option("patch-size", "patch_size", int, "Lateral clip size (multiple of 2**n_down)."),
-        Option("batch-size", "batch_size", int, "Clips per batch."),
-        Option("lr", "lr", float, "Adam learning rate (the public code: 3e-4)."),
-        Option("lr-schedule", "lr_schedule", str, "constant or cosine."),
-        Option("patience", "patience", int, "Stop after this many epochs without validation "
-               "improvement."),
-        Option("seed", "seed", int, "Random seed."),
-        Option("device", "device", str, "cpu, cuda, cuda:1 ...; default: GPU if present."),
+        *loop_options(DQLRConfig, steps_per_epoch="Batches per epoch (default: every clip "
+                      "once).", batch_size="Clips per batch.",
+                      lr="Adam learning rate (the public code: 3e-4)."),
     )
     deployables = (
         Deployable("stack", "z-stack in, restored z-stack of the same shape out "

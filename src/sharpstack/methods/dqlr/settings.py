@@ -6,14 +6,15 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from ...training import TrainConfig
+from ...training import (BatchSize, EarlyStopping, LearningRate, LoopSettings, LrSchedule,
+                        Patience)
 
 __all__ = ["DQLRConfig", "min_slices"]
 
 
-class DQLRConfig(BaseModel):
+class DQLRConfig(LoopSettings, LrSchedule, EarlyStopping):
     """Everything that defines a DQLR training run.
 
     Paper values where the paper gives them (k = 128 codewords, MSE + SSIM + VQ loss), the
@@ -21,10 +22,16 @@ class DQLRConfig(BaseModel):
     0.25, codeword dim 64, Adam 3e-4, batch 32, clips of 3 slices), the later variant's
     ConvLSTM 3x3 with 64 hidden channels. Unknown keys are rejected by name (a zoo recipe's
     ``training:`` section loads into this model). Sizes are fields, so a reduced CPU recipe
-    and the paper-size GPU recipe are the same code.
+    and the paper-size GPU recipe are the same code. The loop's options (epochs, steps per
+    epoch, lr schedule, seed, device) come from :class:`~sharpstack.training.LoopSettings`;
+    DQLR's own defaults of three of them are set here.
     """
 
     model_config = ConfigDict(extra="forbid")
+
+    batch_size: BatchSize = 32
+    lr: LearningRate = 3e-4
+    patience: Patience = 20
 
     window: int = Field(3, ge=1, le=16, description=(
         "Slices the recurrence sees for each output slice: the slice itself and window-1 "
@@ -68,20 +75,9 @@ class DQLRConfig(BaseModel):
     val_clips: int = Field(64, ge=1, le=100_000, description="Validation clips.")
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description=(
         "Fraction of every stack's rows held out for validation (at least one patch)."))
-    epochs: int = Field(100, ge=1, le=100_000, description="Training epochs.")
-    batch_size: int = Field(32, ge=1, le=4096, description="Clips per batch.")
-    steps_per_epoch: int | None = Field(None, ge=1, le=1_000_000, description=(
-        "Batches per epoch (default: one pass over the training clips)."))
-    lr: float = Field(3e-4, gt=0.0, le=1.0, description="Adam learning rate.")
-    lr_schedule: Literal["constant", "cosine"] = Field("constant", description=(
-        "Constant learning rate, or cosine decay to 0 over the epochs."))
-    patience: int | None = Field(20, ge=1, le=100_000, description=(
-        "Stop after this many epochs without a better validation loss (None: never)."))
     augment: bool = Field(True, description="Random lateral flips and 90-degree rotations of the clips.")
     pmin: float = Field(1.0, ge=0.0, lt=100.0, description="Lower percentile of the normalisation.")
     pmax: float = Field(99.8, gt=1.0, le=100.0, description="Upper percentile of the normalisation.")
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of weights, clips and batches.")
-    device: str | None = Field(None, description="torch device (default: CUDA if present, else CPU).")
 
     @model_validator(mode="after")
     def _check(self) -> DQLRConfig:
@@ -108,13 +104,6 @@ class DQLRConfig(BaseModel):
                 "rnn_hidden": self.rnn_hidden, "quantize": self.quantize,
                 "decay": self.decay, "eps": self.eps, "commitment": self.commitment,
                 "restart_threshold": self.restart_threshold}
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size,
-                           val_fraction=self.val_fraction, patience=self.patience,
-                           seed=self.seed, device=self.device,
-                           steps_per_epoch=self.steps_per_epoch,
-                           lr_schedule=self.lr_schedule)
 
 
 def min_slices(config: DQLRConfig) -> int:

@@ -26,7 +26,8 @@ import torch
 from ... import degrade
 from ...errors import InputError
 from ...normalize import PercentileNormalizer
-from .._base import Demo, Deployable, Input, Method, Option, SynthResult, Trained
+from .._base import (Demo, Deployable, Input, Method, Option, SynthResult, Trained,
+                     loop_options)
 from .isonet_arch import build_network
 from .settings import IsoNetSettings
 from .synth import IsoNetSynth, synthesize
@@ -101,20 +102,14 @@ class IsoNet(Method):
         Option("mode", "psf_mode", str, "PSF used for training pairs: split (recommended), "
                "full, none."),
         Option("arch", "arch", str, "unet (IsoNet-2) or srcnn (IsoNet-1)."),
-        Option("epochs", "epochs", int, "Epochs (the paper: 100)."),
-        Option("steps-per-epoch", "steps_per_epoch", int, "Batches per epoch (default: all "
-               "patches once)."),
         Option("patches", "n_patches", int, "Number of training patches."),
         Option("patch-size", "patch_size", int, "Patch size (multiple of 16)."),
-        Option("batch-size", "batch_size", int, "Batch size."),
-        Option("lr", "lr", float, "Adam learning rate (the paper: 5e-3)."),
-        Option("lr-schedule", "lr_schedule", str, "constant (the paper) or cosine."),
         Option("dropout", "dropout", float, "Dropout after every convolution (the paper: 0.2; "
                "0 restores 2 dB better after short trainings, see README Table 1)."),
-        Option("patience", "patience", int, "Stop after this many epochs without validation "
-               "improvement."),
-        Option("seed", "seed", int, "Random seed."),
-        Option("device", "device", str, "cpu, cuda, cuda:1 ...; default: GPU if present."),
+        *loop_options(IsoNetSettings, epochs="Epochs (the paper: 100).",
+                      steps_per_epoch="Batches per epoch (default: all patches once).",
+                      lr="Adam learning rate (the paper: 5e-3).",
+                      lr_schedule="constant (the paper) or cosine."),
     )
     deployables = (
         Deployable("upsample", "raw anisotropic stack in, z upsampled x factor out "

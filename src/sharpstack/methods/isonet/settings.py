@@ -10,19 +10,23 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ... import psf as psfmod
 from ...errors import InputError
-from ...training import TrainConfig
+from ...training import EarlyStopping, LearningRate, LoopSettings, LrSchedule
 
 __all__ = ["IsoNetConfig", "PsfSpec", "IsoNetSettings"]
 
 
-class IsoNetConfig(BaseModel):
+class IsoNetConfig(LoopSettings, LrSchedule, EarlyStopping):
     """Everything that defines an IsoNet training run (paper defaults where the paper says).
 
-    Unknown keys are rejected by name (a zoo recipe loads into this model).
+    Unknown keys are rejected by name (a zoo recipe loads into this model). The loop's
+    options (epochs 100, batch size 16, steps per epoch, lr, lr schedule, patience 10, seed,
+    device) come from :class:`~sharpstack.training.LoopSettings`.
     """
 
     model_config = ConfigDict(extra="forbid")
 
+    lr: LearningRate = 5e-3
+    """The paper's Adam learning rate."""
     arch: Literal["unet", "srcnn"] = "unet"
     """``unet`` = IsoNet-2 (U-Net, residual), ``srcnn`` = IsoNet-1."""
     psf_mode: Literal["full", "split", "none"] = "split"
@@ -32,26 +36,17 @@ class IsoNetConfig(BaseModel):
     """Axial subsampling factor: z spacing / lateral pixel size."""
     patch_size: int = Field(64, ge=16, le=512)
     n_patches: int = Field(2048, ge=8)
-    epochs: int = Field(100, ge=1)
-    batch_size: int = Field(16, ge=1)
-    steps_per_epoch: int | None = Field(None, ge=1)
-    lr: float = Field(5e-3, gt=0, le=1)
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    """The paper's constant rate, or cosine decay to 0 over the epochs."""
     dropout: float = Field(0.2, ge=0, lt=1)
     base: int = Field(16, ge=2)
     depth: int = Field(2, ge=1, le=4)
     kernel: int = Field(7, ge=1)
     val_fraction: float = Field(0.1, gt=0, lt=1)
-    patience: int | None = Field(10, ge=1)
     augment: bool = True
     pmin: float = Field(1.0, ge=0, lt=100)
     pmax: float = Field(99.8, gt=1, le=100)
     poisson_peak: float | None = Field(None, gt=0)
     """Optional extra Poisson noise on the degraded patches (photons at the maximum)."""
     gauss_sigma: float = Field(0.0, ge=0)
-    seed: int = 0
-    device: str | None = None
 
     @field_validator("patch_size")
     @classmethod
@@ -73,13 +68,6 @@ class IsoNetConfig(BaseModel):
             return {"base": self.base, "depth": self.depth, "kernel": self.kernel,
                     "dropout": self.dropout, "residual": True}
         return {"dropout": self.dropout, "residual": False}
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size,
-                           val_fraction=self.val_fraction, patience=self.patience,
-                           seed=self.seed, device=self.device,
-                           steps_per_epoch=self.steps_per_epoch,
-                           lr_schedule=self.lr_schedule)
 
 
 class PsfSpec(BaseModel):

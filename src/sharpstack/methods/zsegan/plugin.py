@@ -10,7 +10,8 @@ from typing import Any
 
 from ...errors import InputError
 from ...normalize import PercentileNormalizer
-from .._base import Demo, Deployable, Input, Method, Option, SynthResult, Trained
+from .._base import (Demo, Deployable, Input, Method, Option, SynthResult, Trained,
+                     loop_options)
 from .data import read_images2d, read_zscans
 from .evaluate import evaluate, figure, score
 from .model import ZSEGANModel, train_zsegan
@@ -62,14 +63,11 @@ class ZSEGAN(Method):
         Option("sections", "sections", int, "Sections per z-scan and step for each "
                "adversarial term."),
         Option("pool", "pool_size", int, "Image pool size."),
-        Option("lr", "lr", float, "Adam learning rate."),
         Option("lr-d", "lr_d", float, "Discriminators' learning rate (default: --lr)."),
-        Option("epochs", "epochs", int, "Epochs (the notebook: 200)."),
-        Option("steps-per-epoch", "steps_per_epoch", int, "Batches per epoch."),
-        Option("batch-size", "batch_size", int, "z-scans per batch."),
         Option("select", "select", str, "last or best (validation FM flatness + SSIM)."),
-        Option("seed", "seed", int, "Random seed."),
-        Option("device", "device", str, "cpu, cuda, ...; default: GPU if present."),
+        *loop_options(ZSEGANSettings, epochs="Epochs (the notebook: 200).",
+                      batch_size="z-scans per batch.",
+                      device="cpu, cuda, ...; default: GPU if present."),
     )
     deployables = (
         Deployable("zscan", "z-scan of N planes (or k*N: k scans stacked) in, sharpened, "

@@ -8,22 +8,30 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ...training import TrainConfig
+from ...training import BatchSize, Epochs, LearningRate, LoopSettings, TrainConfig
 
 __all__ = ["ZSEGANConfig", "ZSEGANSettings", "ZSEGANSynth"]
 
 
-class ZSEGANConfig(BaseModel):
+class ZSEGANConfig(LoopSettings):
     """Everything that defines a ZSE-GAN training run.
 
     Defaults are the paper's and, where the paper is silent, the reference notebook's
     (network sizes, loss weights, pool, optimiser). A reduced CPU recipe changes only the
     size fields (``crop``, ``ngf``, ``n_res``, ``ndf``, ``epochs``, ``steps_per_epoch``).
-    Unknown keys are rejected by name (a zoo recipe loads into this model).
+    Unknown keys are rejected by name (a zoo recipe loads into this model). The loop's
+    options (epochs, steps per epoch, batch size, lr, seed, device) come from
+    :class:`~sharpstack.training.LoopSettings`, with the notebook's defaults set here; there
+    is no early stopping and no lr schedule (a CycleGAN keeps its last weights).
     """
 
     model_config = ConfigDict(extra="forbid")
 
+    epochs: Epochs = 200
+    batch_size: BatchSize = 1
+    """z-scans per batch (the paper: 1)."""
+    lr: LearningRate = 2e-4
+    """Adam learning rate of both optimisers."""
     n_planes: int = Field(29, ge=5, le=512, description=(
         "Focal planes per z-scan (29 in the paper); every z-scan must have exactly this many."))
     focal_plane: int | None = Field(None, ge=1, description=(
@@ -70,16 +78,11 @@ class ZSEGANConfig(BaseModel):
         "Horizontal planes and vertical sections sampled per z-scan and step for each "
         "adversarial term (the notebook: 1)."))
     pool_size: int = Field(50, ge=0, le=10000, description="Image pool size (0: no pool).")
-    lr: float = Field(2e-4, gt=0.0, le=1.0, description="Adam learning rate (both optimisers).")
     lr_d: float | None = Field(None, gt=0.0, le=1.0, description=(
         "Discriminators' learning rate if other than lr (two time-scale update rule, Heusel "
         "et al. 2017; not in the notebook)."))
     beta1: float = Field(0.5, ge=0.0, lt=1.0, description="Adam beta1.")
     beta2: float = Field(0.999, ge=0.0, lt=1.0, description="Adam beta2.")
-    epochs: int = Field(200, ge=1, le=100000, description="Training epochs.")
-    steps_per_epoch: int | None = Field(None, ge=1, le=10**7, description=(
-        "Batches per epoch (default: one pass over the training z-scans)."))
-    batch_size: int = Field(1, ge=1, le=256, description="z-scans per batch (paper: 1).")
     val_count: int = Field(16, ge=1, le=100000, description=(
         "z-scans held apart (seeded) for validation and the benchmark (20% of 80 in the "
         "paper's split)."))
@@ -96,8 +99,6 @@ class ZSEGANConfig(BaseModel):
     pmin: float = Field(1.0, ge=0.0, lt=100.0, description="Lower normalisation percentile.")
     pmax: float = Field(99.8, gt=0.0, le=100.0, description="Upper normalisation percentile.")
     augment: bool = Field(True, description="Random lateral flips and 90 degree rotations.")
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of split, crops and init.")
-    device: str | None = Field(None, description="torch device (default: CUDA if present).")
 
     @field_validator("crop")
     @classmethod
@@ -143,9 +144,9 @@ class ZSEGANConfig(BaseModel):
         return {"ndf": self.ndf, "n_layers": self.d_layers, "norm": self.d_norm}
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, val_fraction=0.5,
-                           patience=None, seed=self.seed, device=self.device,
-                           steps_per_epoch=self.steps_per_epoch)
+        """The loop's config: the held-apart scans are the method's own validation data
+        (``val_fraction`` unused) and there is no early stopping."""
+        return super().train_config(val_fraction=0.5, patience=None)
 
 
 class ZSEGANSettings(ZSEGANConfig):
