@@ -112,15 +112,16 @@ def test_package_is_2d_with_halo_and_the_sample_as_test_input(package, run, synt
 
 
 def test_shared_data_never_goes_into_a_package(run, tmp_path):
-    from sharpstack.methods.disentangled.package import package_spec_from_run, synthetic_test_input
+    from sharpstack.export.package import spec_from_request
+    from sharpstack.methods.disentangled.package import package_request, synthetic_test_input
     from sharpstack.methods.disentangled import shared_zscans_dir
     from sharpstack.workflows import load_run
 
     zscans = shared_zscans_dir()
     sample = sorted(zscans.glob("*.tif"))[0]
     trained = load_run(run).trained
-    spec = package_spec_from_run(trained, sample, "deblur2d", workdir=tmp_path,
-                                 claims=("bioimageio",), cite=[{"text": "t", "doi": "10.1/x"}])
+    spec = spec_from_request(package_request(trained, sample, "deblur2d", workdir=tmp_path),
+                             claims=("bioimageio",), cite=[{"text": "t", "doi": "10.1/x"}])
     np.testing.assert_array_equal(spec.test_input, synthetic_test_input(trained.model)[0])
     assert "synthetic" in spec.documentation and "not the training data" in spec.documentation
 

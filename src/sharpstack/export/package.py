@@ -370,3 +370,90 @@ def quality_table(quality: Mapping[str, Any] | None, float_format: str = ".4g") 
     for k, v in quality.items():
         lines.append(f"| {k} | {v:{float_format}} |" if isinstance(v, float) else f"| {k} | {v} |")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------
+# the one exporter: a method's request -> the package spec (kept below build_package so that
+# the traced TorchScript's debug call stack, which records line numbers here, is unchanged)
+# ------------------------------------------------------------------------------------------
+
+__all__ += ["PackageRequest", "spec_from_request", "quality_table", "DEFAULT_AUTHORS"]
+
+DEFAULT_AUTHORS = [{"name": "sharpstack developers"}]
+
+
+@dataclass
+class PackageRequest:
+    """What a method hands the exporter for one deployable of a trained run
+    (``Method.package_request``); :func:`spec_from_request` adds what every package shares
+    (name override, authors, license, citations, claims, quality table, attachments, runtimes)
+    and renders the card."""
+
+    name: str
+    """Default package name (``--name`` replaces it)."""
+    description: str
+    module: torch.nn.Module
+    """The deploy module (self-contained, in eval mode)."""
+    arch_source: Path
+    """The architecture file shipped with the ``pytorch_state_dict`` weights (imports only
+    torch)."""
+    arch_callable: str
+    arch_kwargs: dict[str, Any]
+    axes: list[AxisSpec]
+    """Space axes with sizes, scales and halos."""
+    test_input: np.ndarray
+    """Raw (unnormalised) test input with the space axes only; a valid size on every axis."""
+    normalizer: PercentileNormalizer
+    card_template: str
+    """The method's model card (Markdown, ``str.format`` fields): :func:`spec_from_request`
+    fills ``name``, ``description``, ``version``, ``quality`` and ``runtimes``, and
+    :attr:`card_fields` the rest."""
+    card_fields: dict[str, Any]
+    covers: list[Path]
+    """Cover images, already drawn (into the export's temporary folder)."""
+    tags: list[str] = field(default_factory=list)
+    input_description: str = ""
+    output_description: str = ""
+    training_data: str = ""
+    quality_format: str = ".4g"
+    """How the card's quality table writes floats (:func:`quality_table`)."""
+
+
+def spec_from_request(request: PackageRequest, *, claims: Sequence[str] = ("bioimageio",),
+                      cite: Sequence[Mapping[str, str]] = (), name: str | None = None,
+                      authors: Sequence[Mapping[str, str]] | None = None, license: str = "MIT",
+                      quality: Mapping[str, Any] | None = None,
+                      attachments: Sequence[Path] = (), runtimes_text: str = "") -> PackageSpec:
+    """The :class:`PackageSpec` of a method's :class:`PackageRequest`.
+
+    ``name`` replaces the request's default name; ``authors`` default to
+    :data:`DEFAULT_AUTHORS`; ``quality`` (measured figures) becomes the card's quality table;
+    ``runtimes_text`` (Markdown) goes into the card; ``claims`` are the consumers the package
+    must pass ``sharpstack check`` for; ``cite`` the method's citations.
+    """
+    from .. import __version__
+
+    axes = request.axes
+    x = request.test_input
+    if np.ndim(x) != len(axes):
+        raise ValueError(f"test input must have {len(axes)} axes "
+                         f"({''.join(a.id for a in axes).upper()}), got shape {np.shape(x)}")
+    for a, s in zip(axes, np.shape(x)):
+        if s < a.min or (s - a.min) % a.step:
+            raise ValueError(f"test input size {s} along {a.id} is not min {a.min} + n*{a.step}")
+    name = name or request.name
+    card = request.card_template.format(
+        name=name, description=request.description, version=__version__,
+        quality=quality_table(quality, request.quality_format), runtimes=runtimes_text,
+        **request.card_fields)
+    return PackageSpec(
+        name=name, description=request.description, module=request.module,
+        arch_source=Path(request.arch_source), arch_callable=request.arch_callable,
+        arch_kwargs=request.arch_kwargs, axes=list(axes),
+        test_input=np.asarray(x, dtype=np.float32), normalizer=request.normalizer,
+        documentation=card, covers=list(request.covers),
+        authors=[dict(a) for a in authors] if authors else [dict(a) for a in DEFAULT_AUTHORS],
+        cite=[dict(c) for c in cite], license=license, tags=list(request.tags),
+        input_description=request.input_description,
+        output_description=request.output_description, training_data=request.training_data,
+        attachments=list(attachments), claims=tuple(claims))

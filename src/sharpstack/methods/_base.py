@@ -1,7 +1,7 @@
 """The one interface through which a restoration method plugs into sharpstack.
 
-A method is a subclass of :class:`Method` in ``methods/<name>.py`` (networks in
-``nn/<name>_arch.py``, packaging in ``export/<name>.py``) plus one line in the registry
+A method is a folder ``methods/<name>/`` whose subclass of :class:`Method` (networks, data,
+task and packaging beside it) is named by one line in the registry
 (:mod:`sharpstack.methods`). It declares
 
 - its **settings**: a pydantic model (``extra="forbid"``, bounded fields) holding everything
@@ -18,8 +18,11 @@ A method is a subclass of :class:`Method` in ``methods/<name>.py`` (networks in
   one validator), builds tensors or datasets and fits a :class:`~sharpstack.training.TrainTask`
   with the generic loop;
 - its **deployables**: named deploy modules with the consumers each claims, and
-  :meth:`Method.package_spec`, which turns a trained run into a
-  :class:`~sharpstack.export.package.PackageSpec` (axes, halo, test input, cover, card);
+  :meth:`Method.package_request`, which describes one deployable of a trained run as a
+  :class:`~sharpstack.export.package.PackageRequest` (deploy module, architecture file, axes
+  and halos, test input, covers, card template and fields); the one exporter
+  (:func:`~sharpstack.export.package.spec_from_request`, through :meth:`Method.package_spec`)
+  adds what every package shares;
 - optionally **synthetic data** (:meth:`Method.synthesize`, behind ``sharpstack synth``),
   a **demo** (:attr:`Method.demo`, behind ``sharpstack demo``) and a **benchmark**
   (:meth:`Method.bench`, behind ``sharpstack bench <name>``).
@@ -36,7 +39,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel
@@ -44,7 +47,11 @@ from pydantic import BaseModel
 from ..errors import InputError
 from ..training import TrainResult
 
-__all__ = ["Input", "Option", "LOOP_OPTIONS", "loop_options", "Deployable", "Trained", "SynthResult", "Demo", "Method",
+if TYPE_CHECKING:
+    from ..export.package import PackageRequest, PackageSpec
+
+__all__ = ["Input", "Option", "LOOP_OPTIONS", "loop_options", "Deployable", "Trained",
+           "SynthResult", "Demo", "Method",
            "settings_from", "option_default"]
 
 
@@ -193,9 +200,6 @@ class Method:
     bench_options: ClassVar[tuple[Option, ...]] = ()
     bench_threads: ClassVar[int | None] = None
     """Default of ``sharpstack bench <name> --threads`` (torch CPU threads; None: torch's)."""
-    export_module: ClassVar[str | None] = None
-    """Module with ``package_spec_from_run(trained, sample, deployable, *, workdir, claims,
-    name, authors, license, quality, attachments, runtimes_text, cite)`` (the packages)."""
 
     # ------------------------------------------------------------------ required hooks
     def train(self, inputs: Sequence[Path], settings: BaseModel, *, out_dir: Path,
@@ -213,29 +217,33 @@ class Method:
         """Rebuild a trained run from what :meth:`train` returned (read back from disk)."""
         raise NotImplementedError
 
-    def package_spec(self, trained: Trained, sample: Path, deployable: str, *, workdir: Path,
-                     name: str | None = None, authors: list[dict[str, str]] | None = None,
-                     license: str = "MIT", quality: Mapping[str, Any] | None = None,
-                     attachments: Sequence[Path] = (), runtimes_text: str = "") -> Any:
-        """A :class:`~sharpstack.export.package.PackageSpec` for one deployable.
+    def package_request(self, trained: Trained, sample: Path, deployable: str, *,
+                        workdir: Path) -> PackageRequest:
+        """What the package of one deployable holds that is the method's own.
 
         ``sample`` is a file of the training kind: the test input is cut from it. Covers
-        (and any other file the spec names) are written into ``workdir``, a temporary folder
-        that lives until the package is built. The default calls
-        ``package_spec_from_run`` of :attr:`export_module` with the deployable's claims and
-        the method's citations.
+        (and any other file the request names) are written into ``workdir``, a temporary
+        folder that lives until the package is built.
         """
-        if self.export_module is None:
-            raise NotImplementedError(f"{self.name} has no export module")
-        import importlib
+        raise NotImplementedError(f"{self.name} has no packages")
 
-        export = importlib.import_module(self.export_module)
-        return export.package_spec_from_run(
-            trained, Path(sample), deployable, workdir=Path(workdir),
-            claims=self.deployable(deployable).claims, name=name, authors=authors,
-            license=license, quality=dict(quality) if quality else None,
-            attachments=list(attachments), runtimes_text=runtimes_text,
-            cite=list(self.citations))
+    def package_spec(self, trained: Trained, sample: Path, deployable: str | None, *,
+                     workdir: Path, name: str | None = None,
+                     authors: list[dict[str, str]] | None = None, license: str = "MIT",
+                     quality: Mapping[str, Any] | None = None,
+                     attachments: Sequence[Path] = (), runtimes_text: str = "") -> PackageSpec:
+        """The :class:`~sharpstack.export.package.PackageSpec` of one deployable: the
+        method's :meth:`package_request`, completed by the one exporter with the deployable's
+        claims, the method's citations and the keyword arguments (see
+        :func:`~sharpstack.export.package.spec_from_request`)."""
+        from ..export.package import spec_from_request
+
+        d = self.deployable(deployable)
+        request = self.package_request(trained, Path(sample), d.name, workdir=Path(workdir))
+        return spec_from_request(
+            request, claims=d.claims, cite=self.citations, name=name, authors=authors,
+            license=license, quality=quality, attachments=attachments,
+            runtimes_text=runtimes_text)
 
     # ------------------------------------------------------------------ optional hooks
     def synthesize(self, options: BaseModel) -> SynthResult:

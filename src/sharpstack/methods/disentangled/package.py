@@ -25,17 +25,15 @@ from typing import Any
 import numpy as np
 
 from ...errors import InputError
-from ...export.package import AxisSpec, PackageSpec, quality_table
+from ...export.package import AxisSpec, PackageRequest
 from .data import is_shared_data
 from .disentangled_arch import DisentangledDeploy
 from .model import DisentangledModel, deblur
 
 __all__ = ["DEPLOYABLES", "TEST_SIZE", "disentangled_axes", "synthetic_test_input",
-           "test_input_from", "render_card", "disentangled_package_spec",
-           "package_spec_from_run"]
+           "test_input_from", "card_fields", "package_request"]
 
 DEPLOYABLES = ("deblur2d",)
-DEFAULT_AUTHORS = [{"name": "sharpstack developers"}]
 TEST_SIZE = 256
 """Side of the test input (rounded to a valid size; smaller samples give smaller inputs)."""
 
@@ -91,14 +89,11 @@ def test_input_from(model: DisentangledModel, image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[y0:y0 + out[0], x0:x0 + out[1]], dtype=np.float32)
 
 
-def render_card(model: DisentangledModel, *, name: str, description: str, halo: int,
-                min_size: int, training_data: str, test_input_text: str,
-                quality: dict[str, Any] | None, runtimes_text: str = "") -> str:
-    """The model card (Markdown) from ``card.md`` beside this module."""
-    from ... import __version__
-
+def card_fields(model: DisentangledModel, *, halo: int, min_size: int, training_data: str,
+                test_input_text: str) -> dict[str, Any]:
+    """The fields of ``card.md`` (beside this module) that are the method's own (the exporter
+    fills name, description, version, quality and runtimes)."""
     cfg = model.config
-    tmpl = resources.files(__package__).joinpath("card.md").read_text("utf-8")
     if cfg.variant == "mlvae":
         loss_text = (f"the ML-VAE evidence lower bound: reconstruction of every image of a "
                      f"group of {cfg.group_size} images of one field from the group's identity "
@@ -125,8 +120,7 @@ def render_card(model: DisentangledModel, *, name: str, description: str, halo: 
         if cfg.distance == "rms" else
         "||a/|a| - b/|b|||, Euclidean distance of the codes scaled to unit length.")
     hist = model.result.history if model.result is not None else []
-    return tmpl.format(
-        name=name, description=description, version=__version__,
+    return dict(
         variant_text=_VARIANT_TEXT[cfg.variant], n_train=len(model.split.get("train", [])),
         step=model.multiple, min_size=min_size, pmin=cfg.pmin, pmax=cfg.pmax, halo=halo,
         radius=model.receptive_radius(), channels=", ".join(str(c) for c in cfg.channels),
@@ -137,62 +131,14 @@ def render_card(model: DisentangledModel, *, name: str, description: str, halo: 
         batch=cfg.batch_size, patch=cfg.patch_size,
         best_epoch=model.result.best_epoch if model.result is not None else "?",
         training_data=training_data or "not recorded", test_input_text=test_input_text,
-        quality=quality_table(quality), recon_dev=recon_dev, distance_text=distance_text,
+        recon_dev=recon_dev, distance_text=distance_text,
         beta_rate=cfg.beta_rate, beta_full=cfg.beta_full,
         beta_full_pct=round(100 * cfg.beta_full, 2), p_focus=cfg.p_focus,
-        kl_weight=cfg.kl_weight, runtimes=runtimes_text)
+        kl_weight=cfg.kl_weight)
 
 
-def disentangled_package_spec(model: DisentangledModel, test_input: np.ndarray, *,
-                              covers: list[Path], claims: tuple[str, ...],
-                              cite: list[dict[str, str]], name: str | None = None,
-                              description: str | None = None, training_data: str = "",
-                              test_input_text: str = "", quality: dict[str, Any] | None = None,
-                              authors: list[dict[str, str]] | None = None,
-                              license: str = "MIT", runtimes_text: str = "",
-                              attachments: list[Path] | None = None) -> PackageSpec:
-    """A :class:`PackageSpec` of the ``deblur2d`` deployable; ``test_input`` is a raw 2D
-    image (YX) whose sizes are valid (see :func:`disentangled_axes`)."""
-    axes = disentangled_axes(model)
-    if np.ndim(test_input) != 2:
-        raise ValueError(f"test input must be YX, got shape {np.shape(test_input)}")
-    for a, s in zip(axes, np.shape(test_input)):
-        if s < a.min or (s - a.min) % a.step:
-            raise ValueError(f"test input size {s} along {a.id} is not min {a.min} + n*{a.step}")
-    cfg = model.config
-    kind = {"manifold1d": "1-D manifold", "manifold": "manifold", "mlvae": "ML-VAE"}[
-        cfg.variant]
-    name = name or f"Disentangled deblurring 2D ({kind})"
-    description = description or (
-        "Removes defocus blur from 2D microscopy images: an autoencoder with separate identity "
-        f"and blur codes ({kind} model) decodes the image's identity with the blur code of "
-        "in-focus images.")
-    card = render_card(model, name=name, description=description, halo=axes[0].halo,
-                       min_size=axes[0].min, training_data=training_data,
-                       test_input_text=test_input_text, quality=quality,
-                       runtimes_text=runtimes_text)
-    return PackageSpec(
-        name=name, description=description, module=model.deploy(),
-        arch_source=Path(inspect.getfile(DisentangledDeploy)),
-        arch_callable=DisentangledDeploy.__name__,
-        arch_kwargs=model.deploy_kwargs(), axes=axes,
-        test_input=np.asarray(test_input, dtype=np.float32), normalizer=model.normalizer,
-        documentation=card, covers=covers, authors=authors or DEFAULT_AUTHORS, cite=cite,
-        license=license,
-        tags=["deblurring", "defocus", "disentangled-representation", "autoencoder",
-              "restoration", "pytorch", "sharpstack", "2d"],
-        input_description="2D image (one channel), out of focus",
-        output_description="deblurred image, normalised intensities",
-        training_data=training_data, attachments=attachments or [], claims=claims)
-
-
-def package_spec_from_run(trained, sample: Path, deployable: str, *, workdir: Path,
-                          claims: tuple[str, ...], cite: list[dict[str, str]],
-                          name: str | None = None, authors: list[dict[str, str]] | None = None,
-                          license: str = "MIT", quality: dict[str, Any] | None = None,
-                          attachments: list[Path] | None = None,
-                          runtimes_text: str = "") -> PackageSpec:
-    """The package of a trained disentangled run (``methods._base.Trained``).
+def package_request(trained, sample: Path, deployable: str, *, workdir: Path) -> PackageRequest:
+    """The package request of a trained disentangled run (``methods._base.Trained``).
 
     ``sample``: a 2D image (YX) or a stack (ZYX: its first plane is used) of the training
     kind. Its central crop becomes the test input, unless it lies in the shared data folder
@@ -230,8 +176,25 @@ def package_spec_from_run(trained, sample: Path, deployable: str, *, workdir: Pa
         panels.append(model.normalizer.before(focused))
         titles.append("in-focus (synthetic truth)")
     cover = panels_png(panels, titles, Path(workdir) / "cover.png")
-    return disentangled_package_spec(
-        model, test_input, covers=[cover], claims=claims, cite=cite, name=name,
-        training_data=trained.record.get("training_data", ""), test_input_text=text,
-        quality=quality, authors=authors, license=license, runtimes_text=runtimes_text,
-        attachments=attachments or [])
+    axes = disentangled_axes(model)
+    kind = {"manifold1d": "1-D manifold", "manifold": "manifold", "mlvae": "ML-VAE"}[
+        model.config.variant]
+    training_data = trained.record.get("training_data", "")
+    return PackageRequest(
+        name=f"Disentangled deblurring 2D ({kind})",
+        description=(
+            "Removes defocus blur from 2D microscopy images: an autoencoder with separate "
+            f"identity and blur codes ({kind} model) decodes the image's identity with the blur "
+            "code of in-focus images."),
+        module=model.deploy(), arch_source=Path(inspect.getfile(DisentangledDeploy)),
+        arch_callable=DisentangledDeploy.__name__, arch_kwargs=model.deploy_kwargs(),
+        axes=axes, test_input=test_input, normalizer=model.normalizer,
+        card_template=resources.files(__package__).joinpath("card.md").read_text("utf-8"),
+        card_fields=card_fields(model, halo=axes[0].halo, min_size=axes[0].min,
+                                training_data=training_data, test_input_text=text),
+        covers=[cover],
+        tags=["deblurring", "defocus", "disentangled-representation", "autoencoder",
+              "restoration", "pytorch", "sharpstack", "2d"],
+        input_description="2D image (one channel), out of focus",
+        output_description="deblurred image, normalised intensities",
+        training_data=training_data)

@@ -50,7 +50,6 @@ class Disentangled(Method):
                "trained on defocus series, decodes an image's identity with an in-focus blur "
                "code")
     settings_model = DisentangledSettings
-    export_module = "sharpstack.methods.disentangled.package"
     inputs = (Input("series", "Defocus series: a folder of z-stacks (one field of view each, "
                     "ZYX, all the same shape) or one such stack.", kind="file_or_folder"),)
     options = (
@@ -215,6 +214,12 @@ class Disentangled(Method):
                        tensors=tensors)
 
     # ------------------------------------------------------------------ data, demo
+    def package_request(self, trained: Trained, sample: Path, deployable: str, *,
+                        workdir: Path):
+        from .package import package_request
+
+        return package_request(trained, sample, deployable, workdir=workdir)
+
     def synthesize(self, options: DisentangledSynth) -> SynthResult:
         return synthesize(options)
 

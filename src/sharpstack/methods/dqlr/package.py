@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,18 +28,14 @@ from typing import Any
 import numpy as np
 
 from ...errors import InputError
-from ...export.package import AxisSpec, PackageSpec, quality_table
-from .plugin import DQLR
+from ...export.package import AxisSpec, PackageRequest
 from .task import DQLRModel, restore
 
-__all__ = ["DEPLOYABLES", "DQLR_CITATION", "VQVAE_CITATION", "dqlr_axes", "render_card",
-           "dqlr_package_spec", "package_spec_from_run", "test_input_from"]
+__all__ = ["DEPLOYABLES", "dqlr_axes", "card_fields", "package_request", "test_input_from"]
 
 DEPLOYABLES = ("stack",)
 """The deployables (their consumer claims are declared by :class:`.plugin.DQLR`)."""
 
-DQLR_CITATION, VQVAE_CITATION = DQLR.citations  # one home: the method's declaration
-DEFAULT_AUTHORS = [{"name": "sharpstack developers"}]
 ARCH_SOURCE = Path(__file__).with_name("dqlr_arch.py")
 """The architecture file every package ships (it imports only torch; the name is kept so
 that packages hold the same ``dqlr_arch.py`` as before)."""
@@ -77,14 +72,11 @@ def test_input_from(stack: np.ndarray, axes: list[AxisSpec], *, lateral: int = 1
     return np.ascontiguousarray(stack[tuple(sl)])
 
 
-def render_card(model: DQLRModel, *, name: str, description: str, axes: list[AxisSpec],
-                training_data: str, quality: dict[str, Any] | None,
-                codebook: dict[str, float] | None = None, runtimes_text: str = "") -> str:
-    """The model card (Markdown) from ``card.md`` beside this module."""
-    from ... import __version__
-
+def card_fields(model: DQLRModel, *, axes: list[AxisSpec], training_data: str,
+                codebook: dict[str, float] | None = None) -> dict[str, Any]:
+    """The fields of ``card.md`` (beside this module) that are DQLR's own (the exporter fills
+    name, description, version, quality and runtimes)."""
     cfg = model.config
-    tmpl = resources.files(__package__).joinpath("card.md").read_text("utf-8")
     z, y = axes[0], axes[1]
     hist = model.result.history
     if codebook:
@@ -104,9 +96,8 @@ def render_card(model: DQLRModel, *, name: str, description: str, axes: list[Axi
     else:
         output_text = (f"the reconstruction of each slice from the window of {cfg.window} "
                        f"slices ending at it")
-    return tmpl.format(output_text=output_text, 
-        name=name, description=description, version=__version__,
-        window=cfg.window, z_halo=z.halo, z_min=z.min, lat_halo=y.halo, lat_min=y.min,
+    return dict(
+        output_text=output_text, window=cfg.window, z_halo=z.halo, z_min=z.min, lat_halo=y.halo, lat_min=y.min,
         lat_step=y.step, direction=direction, pmin=cfg.pmin, pmax=cfg.pmax,
         net_kwargs=json.dumps(cfg.net_kwargs()), hidden=cfg.hidden, n_down=cfg.n_down,
         down_factor=2 ** cfg.n_down, res_blocks=cfg.res_blocks, code_dim=cfg.code_dim,
@@ -119,61 +110,11 @@ def render_card(model: DQLRModel, *, name: str, description: str, axes: list[Axi
         steps=(cfg.steps_per_epoch or "all clips once"), n_clips=cfg.n_clips,
         quantize_text=("yes (DQLR)" if cfg.quantize else
                        "no: this is the ablation without quantisation"),
-        codebook=usage, training_data=training_data or "not recorded",
-        quality=quality_table(quality, ".3f"), runtimes=runtimes_text)
+        codebook=usage, training_data=training_data or "not recorded")
 
 
-def dqlr_package_spec(model: DQLRModel, test_input: np.ndarray, *, covers: list[Path],
-                      claims: tuple[str, ...], name: str | None = None,
-                      description: str | None = None, training_data: str = "",
-                      quality: dict[str, Any] | None = None,
-                      codebook: dict[str, float] | None = None,
-                      authors: list[dict[str, str]] | None = None, license: str = "MIT",
-                      runtimes_text: str = "", attachments: list[Path] | None = None,
-                      cite: Sequence[dict[str, str]] | None = None) -> PackageSpec:
-    """A :class:`PackageSpec` for the ``stack`` deployable of a trained DQLR.
-
-    ``test_input`` is a raw ZYX crop whose shape is a valid size (``min + n*step``) on every
-    axis (:func:`test_input_from`).
-    """
-    axes = dqlr_axes(model)
-    if test_input.ndim != 3:
-        raise InputError(f"the test input must be a ZYX stack, got shape {test_input.shape}")
-    for a, s in zip(axes, test_input.shape):
-        if s < a.min or (s - a.min) % a.step:
-            raise InputError(f"test input size {s} along {a.id} is not min {a.min} + n*{a.step}")
-    kind = "DQLR" if model.config.quantize else "DQLR without quantisation (ablation)"
-    name = name or f"{kind} deep z-stack enhancement"
-    description = description or (
-        f"{kind}: restores contrast and sharpness of the deeper slices of fluorescence "
-        "z-stacks (quantised latent codes of consecutive slices); input and output are "
-        "z-stacks of the same shape.")
-    card = render_card(model, name=name, description=description, axes=axes,
-                       training_data=training_data, quality=quality, codebook=codebook,
-                       runtimes_text=runtimes_text)
-    return PackageSpec(
-        name=name, description=description, module=model.deploy(),
-        arch_source=ARCH_SOURCE, arch_callable="DQLRDeploy",
-        arch_kwargs=model.deploy_kwargs(), axes=axes,
-        test_input=np.asarray(test_input, dtype=np.float32), normalizer=model.normalizer,
-        documentation=card, covers=covers, authors=authors or DEFAULT_AUTHORS,
-        cite=list(cite or DQLR.citations), license=license,
-        tags=["dqlr", "deblurring", "denoising", "restoration", "vector-quantization",
-              "confocal", "fluorescence-light-microscopy", "pytorch", "sharpstack", "3d"],
-        input_description="fluorescence z-stack, as acquired (one channel)",
-        output_description="restored stack, normalised intensities (about 0 background, "
-                           "1 bright structures)",
-        training_data=training_data, attachments=attachments or [], claims=tuple(claims))
-
-
-def package_spec_from_run(trained, sample: Path, deployable: str, *, workdir: Path,
-                          claims: tuple[str, ...], name: str | None = None,
-                          authors: list[dict[str, str]] | None = None, license: str = "MIT",
-                          quality: dict[str, Any] | None = None,
-                          attachments: list[Path] | None = None,
-                          runtimes_text: str = "",
-                          cite: Sequence[dict[str, str]] | None = None) -> PackageSpec:
-    """The package of a trained DQLR run (``methods._base.Trained``).
+def package_request(trained, sample: Path, deployable: str, *, workdir: Path) -> PackageRequest:
+    """The package request of a trained DQLR run (``methods._base.Trained``).
 
     The test input (and sample TIFF) is a crop of ``sample`` (a raw z-stack of the training
     kind, or a folder of them: its first stack); the cover (written into ``workdir``) shows
@@ -204,11 +145,27 @@ def package_spec_from_run(trained, sample: Path, deployable: str, *, workdir: Pa
     shown_in = model.normalizer.before(test_input)
     deep = -1 if model.config.depth_increases_with_z else 0
     cover = _cover(shown_in, restored, deep, Path(workdir) / "cover.png")
-    return dqlr_package_spec(
-        model, test_input, covers=[cover], claims=claims, name=name,
-        training_data=trained.record.get("training_data", ""), quality=quality,
-        codebook=trained.record.get("codebook"), authors=authors, license=license,
-        runtimes_text=runtimes_text, attachments=attachments or [], cite=cite)
+    kind = "DQLR" if model.config.quantize else "DQLR without quantisation (ablation)"
+    training_data = trained.record.get("training_data", "")
+    return PackageRequest(
+        name=f"{kind} deep z-stack enhancement",
+        description=(
+            f"{kind}: restores contrast and sharpness of the deeper slices of fluorescence "
+            "z-stacks (quantised latent codes of consecutive slices); input and output are "
+            "z-stacks of the same shape."),
+        module=model.deploy(), arch_source=ARCH_SOURCE, arch_callable="DQLRDeploy",
+        arch_kwargs=model.deploy_kwargs(), axes=axes, test_input=test_input,
+        normalizer=model.normalizer,
+        card_template=resources.files(__package__).joinpath("card.md").read_text("utf-8"),
+        card_fields=card_fields(model, axes=axes, training_data=training_data,
+                                codebook=trained.record.get("codebook")),
+        covers=[cover],
+        tags=["dqlr", "deblurring", "denoising", "restoration", "vector-quantization",
+              "confocal", "fluorescence-light-microscopy", "pytorch", "sharpstack", "3d"],
+        input_description="fluorescence z-stack, as acquired (one channel)",
+        output_description="restored stack, normalised intensities (about 0 background, "
+                           "1 bright structures)",
+        training_data=training_data, quality_format=".3f")
 
 
 def _cover(stack_in: np.ndarray, stack_out: np.ndarray, deep: int, path: Path) -> Path:

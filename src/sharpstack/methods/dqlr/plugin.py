@@ -75,7 +75,6 @@ class DQLR(Method):
                  {"text": "van den Oord, Vinyals & Kavukcuoglu. Neural discrete representation "
                           "learning. NeurIPS 2017.", "doi": "10.48550/arXiv.1711.00937"})
     settings_model = DQLRConfig
-    export_module = "sharpstack.methods.dqlr.package"
     inputs = (Input("stacks", "One z-stack (TIFF, OME-Zarr, .npy; axes ZYX) or a folder of "
                     "z-stacks of the same kind.", kind="file_or_folder"),)
     options = (
@@ -210,6 +209,12 @@ class DQLR(Method):
                        tensors=tensors)
 
     # ------------------------------------------------------------------ synthetic data, demo
+    def package_request(self, trained: Trained, sample: Path, deployable: str, *,
+                        workdir: Path):
+        from .package import package_request
+
+        return package_request(trained, sample, deployable, workdir=workdir)
+
     def synthesize(self, options: DQLRSynth) -> SynthResult:
         return synthesize(options)
 

@@ -14,25 +14,20 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ...export.package import AxisSpec, PackageSpec, quality_table
-from .plugin import IsoNet
+from ...export.package import AxisSpec, PackageRequest
 from .task import IsoNetModel, restore
 
-__all__ = ["isonet_package_spec", "isonet_axes", "package_spec_from_run", "ISONET_CITATION",
-           "DEPLOYABLES"]
+__all__ = ["isonet_axes", "card_fields", "package_request", "DEPLOYABLES"]
 
 DEPLOYABLES = ("upsample", "isotropic", "slice2d")
 """The deployables (their consumer claims are declared by :class:`.plugin.IsoNet`)."""
 
-(ISONET_CITATION,) = IsoNet.citations  # one home: the method's declaration
-DEFAULT_AUTHORS = [{"name": "sharpstack developers"}]
 ARCH_SOURCE = Path(__file__).with_name("isonet_arch.py")
 """The architecture file every package ships (it imports only torch; the name is kept so
 that packages hold the same ``isonet_arch.py`` as before)."""
@@ -66,13 +61,11 @@ def isonet_axes(model: IsoNetModel, *, deployable: str) -> list[AxisSpec]:
                      in_scale=float(f), out_scale=1.0)] + lat
 
 
-def render_card(model: IsoNetModel, *, name: str, description: str, deployable: str,
-                halo: int, psf_text: str, training_data: str,
-                quality: dict[str, Any] | None, runtimes_text: str = "") -> str:
-    from ... import __version__
-
+def card_fields(model: IsoNetModel, *, deployable: str, halo: int, psf_text: str,
+                training_data: str) -> dict[str, Any]:
+    """The fields of ``card.md`` that are IsoNet's own (the exporter fills name, description,
+    version, quality and runtimes)."""
     cfg = model.config
-    tmpl = resources.files(__package__).joinpath("card.md").read_text("utf-8")
     f = cfg.factor
     resample = (f"Resample z to isotropic voxels first (Fiji: Image > Scale with z scale {f} "
                 "and bilinear interpolation, or Image > Adjust > Size).")
@@ -113,79 +106,15 @@ def render_card(model: IsoNetModel, *, name: str, description: str, deployable: 
     psf_mode_text = {"full": "the PSF rotated into the lateral plane",
                      "split": "only the anisotropic part h_split of the PSF, h_rot = h_iso * h_split",
                      "none": "no PSF (SRCNN baseline)"}[cfg.psf_mode]
-    return tmpl.format(
-        name=name, description=description, version=__version__, deploy_text=deploy_text,
+    return dict(
+        deploy_text=deploy_text,
         factor=f, axes=axes, input_text=input_text, pmin=cfg.pmin, pmax=cfg.pmax,
         output_text=output_text, halo=halo, arch_text=arch_text,
         arch_kwargs=json.dumps(cfg.arch_kwargs()), psf_text=psf_text, psf_mode=cfg.psf_mode,
         psf_mode_text=psf_mode_text, lr=cfg.lr, epochs=len(model.result.history),
         best_epoch=model.result.best_epoch, n_patches=cfg.n_patches,
         patch_size=cfg.patch_size, dropout=cfg.dropout, training_data=training_data,
-        quality=quality_table(quality, ".2f"), dij_text=dij, ilastik_text=ilastik,
-        qupath_text=qupath, runtimes=runtimes_text,
-    )
-
-
-def isonet_package_spec(model: IsoNetModel, test_input: np.ndarray, *, deployable: str,
-                        covers: list[Path], name: str | None = None,
-                        description: str | None = None, psf_text: str = "",
-                        training_data: str = "", quality: dict[str, Any] | None = None,
-                        authors: list[dict[str, str]] | None = None, license: str = "MIT",
-                        runtimes_text: str = "", attachments: list[Path] | None = None,
-                        claims: tuple[str, ...] = ("bioimageio",),
-                        cite: Sequence[dict[str, str]] | None = None) -> PackageSpec:
-    """A :class:`PackageSpec` for one deployable of a trained IsoNet.
-
-    ``test_input`` is raw data: ZYX crop of the raw anisotropic stack (``upsample``) or of the
-    isotropically resampled stack (``isotropic``), or one axial slice of the latter with rows
-    = z (``slice2d``). Its shape must be a valid size (``min + n*step``) on every axis.
-    """
-    if deployable not in DEPLOYABLES:
-        raise ValueError(f"deployable must be one of {DEPLOYABLES}, got {deployable!r}")
-    cfg = model.config
-    axes = isonet_axes(model, deployable=deployable)
-    if test_input.ndim != len(axes):
-        raise ValueError(f"test input must have {len(axes)} axes for {deployable!r}")
-    for a, s in zip(axes, test_input.shape):
-        if s < a.min or (s - a.min) % a.step:
-            raise ValueError(f"test input size {s} along {a.id} is not min {a.min} + n*{a.step}")
-    kind = "IsoNet-2" if cfg.arch == "unet" else "IsoNet-1"
-    suffix = {"upsample": " (raw stack - z upsampling)", "isotropic": " (z-resampled stack)",
-              "slice2d": " (2D axial slice)"}[deployable]
-    name = name or f"{kind} isotropic reconstruction x{cfg.factor}{suffix}"
-    description = description or (
-        f"{kind} restores isotropic resolution of fluorescence z-stacks with {cfg.factor}x "
-        "coarser axial than lateral sampling" + {
-            "upsample": "; input the raw stack, z is upsampled inside.",
-            "isotropic": "; input the stack resampled to isotropic voxels.",
-            "slice2d": "; input one axial slice (rows = z) resampled to isotropic pixels."}[
-                deployable])
-    card = render_card(model, name=name, description=description, deployable=deployable,
-                       halo=axes[-1].halo, psf_text=psf_text, training_data=training_data,
-                       quality=quality, runtimes_text=runtimes_text)
-    if deployable == "slice2d":
-        module, callable_, kwargs = model.net.eval(), ("UNet2D" if cfg.arch == "unet"
-                                                        else "SRCNN2D"), cfg.arch_kwargs()
-    else:
-        up = deployable == "upsample"
-        module, callable_, kwargs = (model.deploy(upsample=up), "IsoNetDeploy",
-                                     model.deploy_kwargs(upsample=up))
-    tags = ["isotropic-reconstruction", "isonet", "fluorescence-light-microscopy",
-            "restoration", "pytorch", "sharpstack", "2d" if deployable == "slice2d" else "3d"]
-    return PackageSpec(
-        name=name, description=description, module=module,
-        arch_source=ARCH_SOURCE, arch_callable=callable_, arch_kwargs=kwargs,
-        axes=axes, test_input=np.asarray(test_input, dtype=np.float32),
-        normalizer=model.normalizer, documentation=card, covers=covers,
-        authors=authors or DEFAULT_AUTHORS, cite=list(cite or IsoNet.citations),
-        license=license,
-        tags=tags, input_description={
-            "upsample": "anisotropic fluorescence stack, as acquired",
-            "isotropic": "fluorescence stack resampled to isotropic voxels",
-            "slice2d": "axial slice (rows = z) resampled to isotropic pixels"}[deployable],
-        output_description="restored, normalised intensities",
-        training_data=training_data, attachments=attachments or [],
-        claims=tuple(claims),
+        dij_text=dij, ilastik_text=ilastik, qupath_text=qupath,
     )
 
 
@@ -204,18 +133,15 @@ def _test_input_from(stack: np.ndarray, axes: list[AxisSpec]) -> np.ndarray:
     return stack[tuple(sl)]
 
 
-def package_spec_from_run(trained, sample: Path, deployable: str, *, workdir: Path,
-                          claims: tuple[str, ...], name: str | None = None,
-                          authors: list[dict[str, str]] | None = None, license: str = "MIT",
-                          quality: dict[str, Any] | None = None,
-                          attachments: list[Path] | None = None,
-                          runtimes_text: str = "",
-                          cite: Sequence[dict[str, str]] | None = None) -> PackageSpec:
-    """The package of one deployable of a trained IsoNet run (``methods._base.Trained``).
+def package_request(trained, sample: Path, deployable: str, *, workdir: Path) -> PackageRequest:
+    """The package request of one deployable of a trained IsoNet run
+    (``methods._base.Trained``).
 
     The test input (and sample TIFF) is a central crop of ``sample`` (a raw anisotropic
-    stack) in the form the deployable expects; the cover (written into ``workdir``) shows
-    orthogonal views before/after.
+    stack) in the form the deployable expects: of the raw stack (``upsample``), of the
+    isotropically resampled stack (``isotropic``), or one axial slice of the latter with rows
+    = z (``slice2d``). The cover (written into ``workdir``) shows orthogonal views
+    before/after.
     """
     from ... import degrade
     from ...errors import InputError
@@ -224,14 +150,15 @@ def package_spec_from_run(trained, sample: Path, deployable: str, *, workdir: Pa
 
     if deployable not in DEPLOYABLES:
         raise InputError(f"deployable must be one of {', '.join(DEPLOYABLES)}; got {deployable!r}")
-    model = trained.model
+    model: IsoNetModel = trained.model
     data = read_stack(sample)
     if tuple(data.dims) != ("z", "y", "x"):
         raise InputError(f"{sample} must be a one-channel ZYX stack, got "
                          f"{''.join(data.dims).upper()}; give a stack of the training kind")
     check_finite(data, str(sample))
     raw = np.asarray(data.values, dtype=np.float32)
-    f = model.config.factor
+    cfg = model.config
+    f = cfg.factor
     up = degrade.upsample_linear(raw, f, axis=0)
     axes = isonet_axes(model, deployable=deployable)
     if deployable == "upsample":
@@ -244,9 +171,39 @@ def package_spec_from_run(trained, sample: Path, deployable: str, *, workdir: Pa
     restored = restore(model, shown, factor=f, upsampled=True)
     cover = orthoviews_png([model.normalizer.before(shown), restored],
                            ["input (z interpolated)", "IsoNet"], Path(workdir) / "cover.png")
-    return isonet_package_spec(
-        model, test_input, deployable=deployable, covers=[cover], name=name,
-        psf_text=trained.record.get("psf_text", ""),
-        training_data=trained.record.get("training_data", ""), quality=quality,
-        authors=authors, license=license, attachments=attachments or [],
-        runtimes_text=runtimes_text, claims=claims, cite=cite)
+
+    kind = "IsoNet-2" if cfg.arch == "unet" else "IsoNet-1"
+    suffix = {"upsample": " (raw stack - z upsampling)", "isotropic": " (z-resampled stack)",
+              "slice2d": " (2D axial slice)"}[deployable]
+    description = (
+        f"{kind} restores isotropic resolution of fluorescence z-stacks with {cfg.factor}x "
+        "coarser axial than lateral sampling" + {
+            "upsample": "; input the raw stack, z is upsampled inside.",
+            "isotropic": "; input the stack resampled to isotropic voxels.",
+            "slice2d": "; input one axial slice (rows = z) resampled to isotropic pixels."}[
+                deployable])
+    if deployable == "slice2d":
+        module, callable_, kwargs = model.net.eval(), ("UNet2D" if cfg.arch == "unet"
+                                                        else "SRCNN2D"), cfg.arch_kwargs()
+    else:
+        upsample = deployable == "upsample"
+        module, callable_, kwargs = (model.deploy(upsample=upsample), "IsoNetDeploy",
+                                     model.deploy_kwargs(upsample=upsample))
+    training_data = trained.record.get("training_data", "")
+    return PackageRequest(
+        name=f"{kind} isotropic reconstruction x{cfg.factor}{suffix}", description=description,
+        module=module, arch_source=ARCH_SOURCE, arch_callable=callable_, arch_kwargs=kwargs,
+        axes=axes, test_input=test_input, normalizer=model.normalizer,
+        card_template=resources.files(__package__).joinpath("card.md").read_text("utf-8"),
+        card_fields=card_fields(model, deployable=deployable, halo=axes[-1].halo,
+                                psf_text=trained.record.get("psf_text", ""),
+                                training_data=training_data),
+        covers=[cover],
+        tags=["isotropic-reconstruction", "isonet", "fluorescence-light-microscopy",
+              "restoration", "pytorch", "sharpstack", "2d" if deployable == "slice2d" else "3d"],
+        input_description={
+            "upsample": "anisotropic fluorescence stack, as acquired",
+            "isotropic": "fluorescence stack resampled to isotropic voxels",
+            "slice2d": "axial slice (rows = z) resampled to isotropic pixels"}[deployable],
+        output_description="restored, normalised intensities",
+        training_data=training_data, quality_format=".2f")

@@ -88,7 +88,6 @@ class IsoNet(Method):
     summary = ("isotropic reconstruction of anisotropic z-stacks, self-supervised from the "
                "lateral slices of the stack itself")
     settings_model = IsoNetSettings
-    export_module = "sharpstack.methods.isonet.package"
     inputs = (Input("stack", "Anisotropic stack (TIFF, OME-Zarr, .npy) with axes ZYX."),)
     options = (
         Option("factor", "factor", int, "z spacing / pixel size; default from the file's "
@@ -243,6 +242,12 @@ class IsoNet(Method):
                        tensors=tensors)
 
     # ------------------------------------------------------------------ synthetic data, demo
+    def package_request(self, trained: Trained, sample: Path, deployable: str, *,
+                        workdir: Path):
+        from .package import package_request
+
+        return package_request(trained, sample, deployable, workdir=workdir)
+
     def synthesize(self, options: IsoNetSynth) -> SynthResult:
         return synthesize(options)
 

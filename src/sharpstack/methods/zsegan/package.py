@@ -28,15 +28,14 @@ from typing import Any
 import numpy as np
 
 from ...errors import InputError
-from ...export.package import AxisSpec, PackageSpec, quality_table
+from ...export.package import AxisSpec, PackageRequest
 from .model import ZSEGANModel, restore
 from .zsegan_arch import ZSEGANDeploy, final_z_kernel
 
-__all__ = ["DEPLOYABLES", "zsegan_axes", "synthetic_test_input", "render_card",
-           "zsegan_package_spec", "package_spec_from_run"]
+__all__ = ["DEPLOYABLES", "zsegan_axes", "synthetic_test_input", "card_fields",
+           "package_request"]
 
 DEPLOYABLES = ("zscan",)
-DEFAULT_AUTHORS = [{"name": "sharpstack developers"}]
 TEST_LATERAL = 128
 """Lateral size of the synthetic test input (rounded up to a valid size)."""
 
@@ -79,18 +78,14 @@ def _variant_text(cfg) -> str:
     return "\n".join(lines)
 
 
-def render_card(model: ZSEGANModel, *, name: str, description: str, halo: int,
-                training_data: str, quality: dict[str, Any] | None,
-                runtimes_text: str = "") -> str:
-    """The model card (Markdown) from ``card.md`` beside this module."""
-    from ... import __version__
-
+def card_fields(model: ZSEGANModel, *, halo: int, training_data: str) -> dict[str, Any]:
+    """The fields of ``card.md`` (beside this module) that are ZSE-GAN's own (the exporter
+    fills name, description, version, quality and runtimes)."""
     cfg = model.config
-    tmpl = resources.files(__package__).joinpath("card.md").read_text("utf-8")
     hist = model.result.history
     steps = cfg.steps_per_epoch or len(model.split.get("train", [])) or 0
-    return tmpl.format(
-        name=name, description=description, version=__version__, n=cfg.n_planes,
+    return dict(
+        n=cfg.n_planes,
         n2=2 * cfg.n_planes, focal=cfg.focal_index + 1, pmin=cfg.pmin, pmax=cfg.pmax,
         halo=halo, ngf=cfg.ngf, ngf2=2 * cfg.ngf, ngf4=4 * cfg.ngf, n_res=cfg.n_res,
         first_kernel=cfg.first_kernel, kz=final_z_kernel(cfg.n_planes),
@@ -107,55 +102,11 @@ def render_card(model: ZSEGANModel, *, name: str, description: str, halo: int,
         out_text=("added to the input (residual: the generator starts as the identity)"
                   if cfg.residual else "+ tanh"),
         variant_text=_variant_text(cfg),
-        kwargs=json.dumps(cfg.generator_kwargs()), training_data=training_data or "not recorded",
-        quality=quality_table(quality), runtimes=runtimes_text)
+        kwargs=json.dumps(cfg.generator_kwargs()), training_data=training_data or "not recorded")
 
 
-def zsegan_package_spec(model: ZSEGANModel, test_input: np.ndarray, *, covers: list[Path],
-                        claims: tuple[str, ...], cite: list[dict[str, str]],
-                        name: str | None = None, description: str | None = None,
-                        training_data: str = "", quality: dict[str, Any] | None = None,
-                        authors: list[dict[str, str]] | None = None, license: str = "MIT",
-                        runtimes_text: str = "", attachments: list[Path] | None = None
-                        ) -> PackageSpec:
-    """A :class:`PackageSpec` of the ``zscan`` deployable; ``test_input`` is a raw ZYX
-    z-scan whose sizes are valid (see :func:`zsegan_axes`)."""
-    axes = zsegan_axes(model)
-    if np.ndim(test_input) != 3:
-        raise ValueError(f"test input must be ZYX, got shape {np.shape(test_input)}")
-    for a, s in zip(axes, np.shape(test_input)):
-        if s < a.min or (s - a.min) % a.step:
-            raise ValueError(f"test input size {s} along {a.id} is not min {a.min} + n*{a.step}")
-    n = model.config.n_planes
-    name = name or f"ZSE-GAN z-scan sharpening ({n} planes)"
-    description = description or (
-        f"ZSE-GAN sharpens z-scans of {n} focal planes through a thin section: every plane and "
-        "every vertical section as sharp as the focal plane (generator G_S of a focal-length "
-        "weighted GAN, trained without 3D ground truth).")
-    card = render_card(model, name=name, description=description, halo=axes[1].halo,
-                       training_data=training_data, quality=quality,
-                       runtimes_text=runtimes_text)
-    return PackageSpec(
-        name=name, description=description, module=model.deploy(),
-        arch_source=Path(inspect.getfile(ZSEGANDeploy)), arch_callable=ZSEGANDeploy.__name__,
-        arch_kwargs=model.deploy_kwargs(), axes=axes,
-        test_input=np.asarray(test_input, dtype=np.float32), normalizer=model.normalizer,
-        documentation=card, covers=covers, authors=authors or DEFAULT_AUTHORS, cite=cite,
-        license=license,
-        tags=["z-stack", "deblurring", "zsegan", "gan", "brightfield", "histology",
-              "restoration", "pytorch", "sharpstack", "3d"],
-        input_description=f"z-scan of {n} focal planes (or k*{n}: k scans along z)",
-        output_description="sharpened z-scan, normalised intensities in [0, 1]",
-        training_data=training_data, attachments=attachments or [], claims=claims)
-
-
-def package_spec_from_run(trained, sample: Path, deployable: str, *, workdir: Path,
-                          claims: tuple[str, ...], cite: list[dict[str, str]],
-                          name: str | None = None, authors: list[dict[str, str]] | None = None,
-                          license: str = "MIT", quality: dict[str, Any] | None = None,
-                          attachments: list[Path] | None = None,
-                          runtimes_text: str = "") -> PackageSpec:
-    """The package of a trained ZSE-GAN run (``methods._base.Trained``).
+def package_request(trained, sample: Path, deployable: str, *, workdir: Path) -> PackageRequest:
+    """The package request of a trained ZSE-GAN run (``methods._base.Trained``).
 
     ``sample`` must be a z-scan the model takes (checked: ZYX, the model's plane count); its
     content is not put into the package. The test input, the sample TIFF and the cover come
@@ -190,8 +141,22 @@ def package_spec_from_run(trained, sample: Path, deployable: str, *, workdir: Pa
     vertical = panels_png([shown[:, r, :].T, restored[:, r, :].T],
                           ["input, vertical section (x, z)", "ZSE-GAN, vertical section"],
                           Path(workdir) / "cover_vertical.png")
-    return zsegan_package_spec(
-        model, test_input, covers=[cover, vertical], claims=claims, cite=cite, name=name,
-        training_data=trained.record.get("training_data", ""), quality=quality,
-        authors=authors, license=license, runtimes_text=runtimes_text,
-        attachments=attachments or [])
+    axes = zsegan_axes(model)
+    training_data = trained.record.get("training_data", "")
+    return PackageRequest(
+        name=f"ZSE-GAN z-scan sharpening ({n} planes)",
+        description=(
+            f"ZSE-GAN sharpens z-scans of {n} focal planes through a thin section: every plane "
+            "and every vertical section as sharp as the focal plane (generator G_S of a "
+            "focal-length weighted GAN, trained without 3D ground truth)."),
+        module=model.deploy(), arch_source=Path(inspect.getfile(ZSEGANDeploy)),
+        arch_callable=ZSEGANDeploy.__name__, arch_kwargs=model.deploy_kwargs(), axes=axes,
+        test_input=test_input, normalizer=model.normalizer,
+        card_template=resources.files(__package__).joinpath("card.md").read_text("utf-8"),
+        card_fields=card_fields(model, halo=axes[1].halo, training_data=training_data),
+        covers=[cover, vertical],
+        tags=["z-stack", "deblurring", "zsegan", "gan", "brightfield", "histology",
+              "restoration", "pytorch", "sharpstack", "3d"],
+        input_description=f"z-scan of {n} focal planes (or k*{n}: k scans along z)",
+        output_description="sharpened z-scan, normalised intensities in [0, 1]",
+        training_data=training_data)

@@ -30,7 +30,6 @@ class ZSEGAN(Method):
     summary = ("sharpens z-scans through thin sections: every plane and every vertical section "
                "as sharp as the focal plane, learnt without 3D ground truth")
     settings_model = ZSEGANSettings
-    export_module = "sharpstack.methods.zsegan.package"
     inputs = (Input("zscans", "Folder of z-scans: one ZYX stack of N focal planes per file.",
                     kind="folder"),
               Input("infocus", "Folder of sharp in-focus 2D images (YX) of the same tissue.",
@@ -188,6 +187,12 @@ class ZSEGAN(Method):
                        tensors=tensors)
 
     # ------------------------------------------------------------------ data, demo
+    def package_request(self, trained: Trained, sample: Path, deployable: str, *,
+                        workdir: Path):
+        from .package import package_request
+
+        return package_request(trained, sample, deployable, workdir=workdir)
+
     def synthesize(self, options: ZSEGANSynth) -> SynthResult:
         return synthesize(options)
 
