@@ -13,6 +13,13 @@ torch.set_num_threads(int(os.environ.get("SHARPSTACK_TEST_THREADS", "2")))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+needs_shared_data = pytest.mark.skipif(
+    not SHARED_DATA.is_dir(),
+    reason=f"needs the project's real example data at {SHARED_DATA} (../shared/data beside "
+           f"the repository; a public clone has none, CI has it)")
+"""Marks a test that reads the real example stacks; it is skipped, with this reason, where the
+folder is absent."""
+
 # a small U-Net (kernel 3, base 4): receptive radius 16, so halos and the minimal tile sizes
 # stay small and bioimageio.core's test runs take seconds
 TINY = {"kernel": 3, "base": 4, "depth": 2, "dropout": 0.0, "patch_size": 32,

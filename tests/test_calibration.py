@@ -29,6 +29,8 @@ from sharpstack.io import (
     write_stack,
 )
 
+from .conftest import needs_shared_data
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 FULL = {"z": 2.0, "y": 0.24, "x": 0.24}
@@ -101,6 +103,7 @@ def test_the_three_micrometre_spellings(tmp_path, unit, state):
     ("xyz_calibrated_16bit__golgi_bfa.tif", "micron", 0.388, 0.351),
     ("xyz_8bit__chromosomes.tif", "\\u00B5m", 0.15, 0.034),
 ])
+@needs_shared_data
 def test_real_stacks_round_trip_through_every_format(tmp_path, name, unit, z, xy):
     path = DATA / name
     with tifffile.TiffFile(path) as tif:  # the spelling really is in the file
@@ -114,6 +117,7 @@ def test_real_stacks_round_trip_through_every_format(tmp_path, name, unit, z, xy
         np.testing.assert_array_equal(back.values, da.values)
 
 
+@needs_shared_data
 def test_real_stack_without_calibration_stays_unknown(tmp_path):
     path = sorted((DATA / "zse_gan" / "zscans").glob("*.tif"))[0]  # "no voxel size given"
     da = read_stack(path)

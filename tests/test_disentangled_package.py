@@ -21,6 +21,7 @@ from sharpstack.io import as_dataarray, read_stack, write_tiff
 
 from ._cli import ok as _ok, clean_failure as _clean_failure
 from ._windows import assert_windows_agree
+from .conftest import needs_shared_data
 
 runner = CliRunner()
 
@@ -111,6 +112,7 @@ def test_package_is_2d_with_halo_and_the_sample_as_test_input(package, run, synt
     assert "| qupath | yes |" in card and "cover0.png" in names
 
 
+@needs_shared_data
 def test_shared_data_never_goes_into_a_package(run, tmp_path):
     from sharpstack.export.package import spec_from_request
     from sharpstack.methods.disentangled.package import package_request, synthetic_test_input

@@ -24,6 +24,8 @@ from sharpstack.io import (
     write_tiff,
 )
 
+from .conftest import needs_shared_data
+
 # the shared sample stacks live next to the project root (see ../shared/data/SOURCES.md)
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -121,6 +123,7 @@ def test_write_tiff_needs_a_dataarray(tmp_path):
     ("xyz_calibrated_16bit__golgi_bfa.tif", (25, 137, 147), "uint16", 0.388, 0.351),
     ("xyz_8bit__chromosomes.tif", (40, 152, 126), "uint16", 0.15, 0.034),
 ])
+@needs_shared_data
 def test_read_shared_stacks_with_their_calibration(name, shape, dtype, z, xy):
     path = DATA / name
     da = read_stack(path)
@@ -280,6 +283,7 @@ def test_bigtiff_chosen_by_size(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------- broken inputs
 
+@needs_shared_data
 def test_truncated_tiff_raises_input_error_naming_the_file(tmp_path):
     raw = (DATA / "sample_ovule_raw.tif").read_bytes()
     for n in (100, 5000, len(raw) // 2):
