@@ -27,11 +27,14 @@ __all__ = ["self_test"]
 _WHOLE = 1 << 30  # a tile request that puts every axis into one window
 
 
+def _mismatch(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Where |d| > 1e-3 + 1e-3 |expected| or the value is not finite (NaN compares False)."""
+    return ~(np.abs(got.astype(np.float64) - expected) <= 1e-3 + 1e-3 * np.abs(expected))
+
+
 def _close(got: np.ndarray, expected: np.ndarray) -> bool:
-    """Within |d| <= 1e-3 + 1e-3 |expected| everywhere and finite (NaN compares False)."""
-    if got.shape != expected.shape:
-        return False
-    return bool((np.abs(got.astype(np.float64) - expected) <= 1e-3 + 1e-3 * np.abs(expected)).all())
+    """Same shape, within the tolerance of :func:`_mismatch` everywhere."""
+    return got.shape == expected.shape and not _mismatch(got, expected).any()
 
 
 def _test_tensors(descr: Any) -> tuple[xr.DataArray, np.ndarray] | None:
@@ -154,7 +157,7 @@ def self_test(descr: Any, weight_format: str, trust_code: bool,
                 f"sharpstack fault (please report this), not the weights; {fix}. Try another "
                 f"--weight-format")
         what = err or (f"{int((~np.isfinite(got)).sum())} non-finite values, "
-                       f"{int((~(np.abs(got.astype(np.float64) - expected) <= 1e-3 + 1e-3 * np.abs(expected))).sum())}"
+                       f"{int(_mismatch(got, expected).sum())}"
                        f" of {got.size} differ" if got is not None and got.shape == expected.shape
                        else f"output shape {None if got is None else got.shape}, expected "
                             f"{expected.shape}")
