@@ -56,7 +56,7 @@ def test_make_volume_protocol():
     np.testing.assert_array_equal(vol["blurred"][::spec.factor], vol["stack"])
     np.testing.assert_array_equal(vol["blurred"][-1], vol["stack"][-1])
     # noise is on: the acquisition is not the noiseless blur
-    from sharpstack.degrade import blur
+    from sharpstack.methods.isonet.acquisition import blur
     clean = blur(vol["gt"], vol["psf"])[::spec.factor]
     assert 0 < float(np.abs(vol["stack"] - clean).mean())
     assert vol["gauss_sigma"] > 0
@@ -94,8 +94,8 @@ def test_make_volume_borders_are_cut_from_a_larger_specimen():
 
 
 def _iso_blur(volume, psf):
-    from sharpstack.degrade import blur
-    from sharpstack.psf import isotropic_psf
+    from sharpstack.methods.isonet.acquisition import blur
+    from sharpstack.methods.isonet.optics import isotropic_psf
 
     return blur(volume, isotropic_psf(psf))
 
@@ -195,7 +195,7 @@ def test_mean_std_and_seg_helpers():
     m, s = bench._mean_std([])
     assert math.isnan(m) and math.isnan(s)
     from sharpstack.metrics import seg_score
-    from sharpstack.segmentation import segment_nuclei
+    from sharpstack.methods.isonet.segmentation import segment_nuclei
 
     lab = np.zeros((16, 16, 16), np.int32)
     lab[4:12, 4:12, 4:12] = 1

@@ -177,6 +177,14 @@ def test_synthetic_series_has_its_focus_and_blur_grows(tiny_series):
     assert scores[0] < scores[1] < scores[2] > scores[3] > scores[4]
 
 
+def test_defocus_public_names():
+    from sharpstack.methods.disentangled import defocus
+
+    assert set(defocus.__all__) == {"defocus_psf_2d", "defocus_series"}
+    for name in defocus.__all__:
+        assert callable(getattr(defocus, name)), name
+
+
 def test_group_dataset_pairs(tiny_series):
     from sharpstack.methods.disentangled import GroupDataset
 

@@ -10,11 +10,12 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from sharpstack import baselines, degrade
+from sharpstack import baselines
 from sharpstack.errors import InputError
 from sharpstack.methods.dqlr import (DQLRClips, DQLRConfig, dqlr_loss, make_datasets,
                                      prepare_stacks, restore, synthetic_depth_stack,
                                      train_dqlr)
+from sharpstack.methods.dqlr import baseline, depth
 from sharpstack.methods.dqlr.dqlr_arch import (DQLRDeploy, DQLRNet, EMAQuantizer, halo_for,
                                                receptive_field, usage_stats)
 
@@ -280,7 +281,7 @@ def test_depth_blur_widths_follow_depth():
     vol = np.zeros((n, 41, 41), np.float32)
     vol[:, 20, 20] = 1.0
     sig = [0.0, 1.0, 2.0, 3.0, 4.0]
-    out = degrade.depth_blur(vol, sig)
+    out = depth.depth_blur(vol, sig)
     yy, xx = np.mgrid[-20:21, -20:21]
     for z, s in enumerate(sig):
         assert out[z].sum() == pytest.approx(1.0, abs=1e-4)
@@ -289,12 +290,20 @@ def test_depth_blur_widths_follow_depth():
     # axial mixing: a single bright slice spreads with the width of each output depth
     plane = np.zeros((21, 8, 8), np.float32)
     plane[10] = 1.0
-    sz = degrade.depth_profile(21, 0.5, 3.0)
-    mixed = degrade.depth_blur(plane, 0.0, sz)
+    sz = depth.depth_profile(21, 0.5, 3.0)
+    mixed = depth.depth_blur(plane, 0.0, sz)
     assert mixed[10, 0, 0] > mixed[10 + 3, 0, 0] > 0
-    np.testing.assert_allclose(degrade.depth_blur(np.ones((6, 9, 9)), 2.0, 1.5), 1.0, atol=1e-5)
+    np.testing.assert_allclose(depth.depth_blur(np.ones((6, 9, 9)), 2.0, 1.5), 1.0, atol=1e-5)
     with pytest.raises(InputError, match="one value per slice"):
-        degrade.depth_blur(vol, [1.0, 2.0])
+        depth.depth_blur(vol, [1.0, 2.0])
+
+
+def test_depth_and_baseline_public_names():
+    assert set(depth.__all__) == {"depth_blur", "depth_profile"}
+    assert set(baseline.__all__) == {"richardson_lucy_slicewise_best"}
+    for mod in (depth, baseline):
+        for name in mod.__all__:
+            assert callable(getattr(mod, name)), name
 
 
 def test_synthetic_protocol_degrades_with_depth():
@@ -318,14 +327,14 @@ def test_slicewise_rl_matches_2d_rl_per_plane_and_sharpens():
     vol = np.zeros((3, 33, 33), np.float32)
     vol[:, 16, 16] = 1.0
     sig = [0.0, 1.5, 2.5]
-    blurred = degrade.depth_blur(vol, sig) + 1e-3
+    blurred = depth.depth_blur(vol, sig) + 1e-3
     out = baselines.richardson_lucy_slicewise(blurred, sig, iterations=20)
     np.testing.assert_array_equal(out[0], blurred[0])  # sigma 0: untouched
     k = baselines._gaussian_kernel_2d(2.5)
     want = baselines.richardson_lucy(blurred[2], k, iterations=20, axes="YX")
     np.testing.assert_allclose(out[2], want, atol=1e-6)
     assert out[1].max() > 2 * blurred[1].max() and out[2].max() > 2 * blurred[2].max()
-    best = baselines.richardson_lucy_slicewise_best(blurred, sig, vol + 1e-3, (1, 20))
+    best = baseline.richardson_lucy_slicewise_best(blurred, sig, vol + 1e-3, (1, 20))
     assert set(best.scores) == {1, 20} and best.iterations in (1, 20)
     with pytest.raises(InputError, match="one Gaussian width per plane"):
         baselines.richardson_lucy_slicewise(blurred, [1.0, 2.0])

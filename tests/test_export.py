@@ -92,11 +92,11 @@ def test_predict_reproduces_in_process_restoration(package_upsample, isonet_run,
 
 
 def test_isotropic_deployable_keeps_shape(package_isotropic, synth_data, tmp_path):
-    from sharpstack import degrade
+    from sharpstack.methods.isonet import acquisition
     from sharpstack.io import as_dataarray
     from sharpstack.predict import predict_array
 
-    up = degrade.upsample_linear(synth_data["anisotropic"], 8, axis=0)
+    up = acquisition.upsample_linear(synth_data["anisotropic"], 8, axis=0)
     res = predict_array(package_isotropic, as_dataarray(up, "ZYX"))
     assert res.shape == up.shape and np.isfinite(res.values).all()
 
@@ -153,12 +153,12 @@ def test_every_deployable_passes_its_claims_by_construction(which, claims, refus
 def test_slice2d_package_runs_on_an_axial_slice(package_slice2d, isonet_run, synth_data):
     import torch
 
-    from sharpstack import degrade
+    from sharpstack.methods.isonet import acquisition
     from sharpstack.io import as_dataarray
     from sharpstack.predict import predict_array
 
     _, model = isonet_run
-    up = degrade.upsample_linear(synth_data["anisotropic"], 8, axis=0)
+    up = acquisition.upsample_linear(synth_data["anisotropic"], 8, axis=0)
     xz = np.ascontiguousarray(up[:, 20, :])
     got = predict_array(package_slice2d, as_dataarray(xz, "YX")).values
     x = model.normalizer.before(xz)

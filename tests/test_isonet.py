@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from sharpstack import degrade
 from sharpstack import psf as psfmod
 from sharpstack.errors import InputError
 from sharpstack.methods.isonet import (IsoNetConfig, make_training_pairs, negative_psnr_loss,
                                        restore, train_isonet)
+from sharpstack.methods.isonet import acquisition, optics
 from sharpstack.methods.isonet.isonet_arch import (IsoNetDeploy, SRCNN2D, UNet2D,
                                                    ZUpsampleLinear, receptive_radius)
 
@@ -19,7 +19,7 @@ from sharpstack.methods.isonet.isonet_arch import (IsoNetDeploy, SRCNN2D, UNet2D
 def test_zupsample_matches_numpy_convention(factor):
     x = np.random.default_rng(0).random((5, 3, 4)).astype(np.float32)
     got = ZUpsampleLinear(factor)(torch.from_numpy(x)[None, None])[0, 0].numpy()
-    want = degrade.upsample_linear(x, factor, axis=0)
+    want = acquisition.upsample_linear(x, factor, axis=0)
     assert got.shape == (5 * factor, 3, 4)
     np.testing.assert_allclose(got, want, atol=1e-6)
     np.testing.assert_allclose(got[::factor], x, atol=1e-6)
@@ -58,7 +58,7 @@ def test_deploy_module_equals_in_process_restore(upsample):
     from sharpstack.normalize import PercentileNormalizer
 
     norm = PercentileNormalizer()
-    x = raw if upsample else degrade.upsample_linear(raw, 4, axis=0)
+    x = raw if upsample else acquisition.upsample_linear(raw, 4, axis=0)
     with torch.no_grad():
         got = mod(torch.from_numpy(norm.before(x))[None, None])[0, 0].numpy()
     want = restore(mod.net, x, factor=4, upsampled=not upsample, normalizer=norm)
@@ -90,7 +90,7 @@ def test_geometric_fusion_is_nonnegative_and_mean_fusion_differs():
 def test_training_pairs_are_degraded_lateral_slices():
     rng = np.random.default_rng(0)
     stack = rng.random((3, 48, 48)).astype(np.float32)
-    k = psfmod.lateral_kernel((2.0, 8.0), "split")
+    k = optics.lateral_kernel((2.0, 8.0), "split")
     X, Y = make_training_pairs(stack, k, 4, patch_size=32, n_patches=10, seed=0)
     assert X.shape == Y.shape == (10, 1, 32, 32)
     assert X.dtype == np.float32
@@ -99,7 +99,7 @@ def test_training_pairs_are_degraded_lateral_slices():
     found = 0
     for x, y in zip(X[:, 0], Y[:, 0]):
         for img in [s for z in stack for s in (z, z.T)]:
-            deg = degrade.degrade_lateral(np.ascontiguousarray(img), k, 4, axis=0)
+            deg = acquisition.degrade_lateral(np.ascontiguousarray(img), k, 4, axis=0)
             for r in range(48 - 32 + 1):
                 for c in range(48 - 32 + 1):
                     if np.array_equal(img[r:r + 32, c:c + 32], y):
@@ -135,12 +135,12 @@ def test_short_training_improves_on_interpolation():
 
     gt = phantoms.nuclei((64, 64, 64), seed=1, density=16 / 64**3)
     h = psfmod.gaussian_psf(2.0, 8.0)
-    iso = degrade.blur(gt, psfmod.isotropic_psf(h))
-    aniso = degrade.form_image(gt, h, 8, poisson_peak=None, gauss_sigma=0.0, seed=1)
+    iso = acquisition.blur(gt, optics.isotropic_psf(h))
+    aniso = acquisition.form_image(gt, h, 8, poisson_peak=None, gauss_sigma=0.0, seed=1)
     cfg = IsoNetConfig(factor=8, base=8, kernel=5, dropout=0.0, patch_size=32, n_patches=256,
                        batch_size=16, epochs=6, steps_per_epoch=8, patience=None, lr=5e-3)
     model = train_isonet(aniso, h, cfg)
-    before = psnr_normalized(iso, degrade.upsample_linear(aniso, 8, axis=0))
+    before = psnr_normalized(iso, acquisition.upsample_linear(aniso, 8, axis=0))
     after = psnr_normalized(iso, restore(model, aniso, factor=8))
     assert after > before + 1.0, (before, after)
     print(f"interpolation {before:.2f} dB, IsoNet {after:.2f} dB")

@@ -138,3 +138,92 @@ def test_a_methods_code_lives_in_its_folder(name):
             if text and pattern.search(text):
                 found.append(f"{f.relative_to(PKG)}:{getattr(node, 'lineno', '?')}: {text[:60]}")
     assert [x for x in found if not x.startswith("methods/__init__.py")] == []
+
+
+SHARED_PHYSICS = ("degrade", "psf", "phantoms", "baselines")
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    return {n.name for n in tree.body
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+
+
+def _referenced(tree: ast.AST, mod: str, is_pkg: bool, mods, target: str) -> set[str]:
+    """Names of ``target`` (a module) that the code of ``tree`` uses: imported from it by
+    name (``from ..psf import x``) or as attributes of the module (``psf.x``, ``psfmod.x``)."""
+    used, aliases = set(), set()
+    for target_mod, name in _imports(mod, is_pkg, tree, mods):
+        if target_mod == target and name:
+            used.add(name)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+            if node.level:
+                base = base[: len(base) - (node.level - 1)]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module or ""
+            aliases |= {a.asname or a.name for a in node.names if f"{prefix}.{a.name}" == target}
+        elif isinstance(node, ast.Import):
+            aliases |= {a.asname for a in node.names if a.name == target and a.asname}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id in aliases):
+            used.add(node.attr)
+    return used
+
+
+def _physics_users(short: str) -> dict[str, set[str]]:
+    """For every public top-level function or class of ``sharpstack.<short>``, who uses it:
+    ``"shared"`` (a module outside ``methods/``) and/or ``"methods/<name>"``. A use by
+    another function of the same module counts as a use by that function's users."""
+    mods = _modules()
+    target = f"sharpstack.{short}"
+    path, _ = mods[target]
+    tree = ast.parse(path.read_text())
+    public = {n for n in _top_level_names(tree) if not n.startswith("_")}
+    users: dict[str, set[str]] = {n: set() for n in public}
+    for m, (f, is_pkg) in mods.items():
+        if m == target:
+            continue
+        parts = m.split(".")
+        who = f"methods/{parts[2]}" if len(parts) > 3 and parts[1] == "methods" else "shared"
+        for name in _referenced(ast.parse(f.read_text()), m, is_pkg, mods, target) & public:
+            users[name].add(who)
+    # inside the module: a function used by another function inherits that one's users
+    calls = {n.name: {x.id for x in ast.walk(n) if isinstance(x, ast.Name)}
+             for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    changed = True
+    while changed:
+        changed = False
+        for caller, names in calls.items():
+            for name in names & public - {caller}:
+                extra = users.get(caller, set()) - users[name]
+                if extra:
+                    users[name] |= extra
+                    changed = True
+    return users
+
+
+def test_physics_usage_counter_sees_imports_attributes_and_inner_calls():
+    """The counter behind the next test finds a use through every form the code takes."""
+    psf = _physics_users("psf")
+    assert "methods/isonet" in psf["gaussian_psf"]             # psfmod.gaussian_psf(...)
+    assert "methods/zsegan" in psf["fit_defocus_sigmas"]       # from ...psf import name
+    assert "methods/isonet" in _physics_users("degrade")["as_float32"]
+    assert "shared" in _physics_users("errors")["InputError"]  # a module outside methods/
+    # nuclei_membranes: isonet directly, zsegan through defocus_fields (same module)
+    assert {"methods/isonet", "methods/zsegan"} <= _physics_users("phantoms")["nuclei_membranes"]
+
+
+@pytest.mark.parametrize("short", SHARED_PHYSICS)
+def test_shared_physics_is_shared(short):
+    """Shared physics stays shared only where two methods use it (issue 18): no public
+    function or class of the shared physics modules is used by exactly one method folder
+    and by no shared code outside ``methods/``; what one method alone uses belongs in
+    ``methods/<name>/``. (A name no code uses, such as ``baselines.richardson_lucy``, is
+    library API for users, not one method's code.)"""
+    users = _physics_users(short)
+    alone = {name: sorted(who) for name, who in sorted(users.items()) if len(who) == 1
+             and "shared" not in who}
+    assert alone == {}, f"move these into the one method folder that uses them: {alone}"

@@ -484,10 +484,10 @@ def test_damaged_weights_fail_before_an_output_exists(tmp_path: Path) -> None:
 
 def test_check_runs_the_package_test_first(tmp_path: Path, package_isotropic: Path,
                                            synth_data) -> None:
-    from sharpstack import degrade
+    from sharpstack.methods.isonet import acquisition
 
     raw = read_stack(synth_data["paths"]["anisotropic"])
-    iso = as_dataarray(degrade.upsample_linear(raw.values.astype(np.float32), 8, axis=0), "ZYX")
+    iso = as_dataarray(acquisition.upsample_linear(raw.values.astype(np.float32), 8, axis=0), "ZYX")
     src = write_stack(tmp_path / "iso.tif", iso)
     res = CliRunner().invoke(app, ["predict", str(package_isotropic), str(src),
                                    str(tmp_path / "out.tif"), "--tile", "40,40,40"])

@@ -14,11 +14,12 @@ from sharpstack.methods.zsegan import (ImagePool, ZSEGANConfig, ZSEGANTask, cycl
                                        read_zscans,
                                        restore, split_zscans, train_zsegan,
                                        vertical_sections)
+from sharpstack.methods.zsegan import phantom
+from sharpstack.methods.zsegan.phantom import zscan
 from sharpstack.methods.zsegan.zsegan_arch import (PatchDiscriminator2D, ResnetGenerator3D,
                                                    StoredInstanceNorm3d, ZSEGANDeploy,
                                                    calibrate_norms, final_z_kernel,
                                                    receptive_radius)
-from sharpstack.phantoms import zscan
 
 # tiny settings: seconds per run on one CPU thread
 TINY = dict(n_planes=29, crop=16, ngf=2, n_res=1, ndf=4, d_layers=3, sections=2,
@@ -38,6 +39,11 @@ def data():
     zs = [zscan((29, 32, 32), seed=i, sigma_max=3.0) for i in range(4)]
     fs = [zscan((29, 32, 32), seed=10 + i, return_field=True)[1] for i in range(3)]
     return zs, fs
+
+
+def test_phantom_public_names():
+    assert set(phantom.__all__) == {"zscan"}
+    assert callable(phantom.zscan)
 
 
 # ------------------------------------------------------------------ per-slice weights

@@ -165,7 +165,7 @@ def test_killed_cli_training_resumes(synth, tmp_path):
 
 def test_benchmark_machinery_on_tiny_data(tmp_path):
     from sharpstack.methods.zsegan.bench import run_zsegan_bench
-    from sharpstack.phantoms import zscan
+    from sharpstack.methods.zsegan.phantom import zscan
 
     root = tmp_path / "zse"
     for sub in ("zscans", "infocus"):

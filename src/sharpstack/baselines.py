@@ -5,6 +5,11 @@
     IsoNet paper's Table 1).
 :func:`richardson_lucy_best`
     The same, with the iteration count chosen by the best score against a reference.
+:func:`richardson_lucy_slicewise`
+    Plane-by-plane 2D Richardson-Lucy with a Gaussian PSF whose width varies per plane (the
+    DQLR and ZSE-GAN benchmarks); DQLR's oracle variant lies in ``methods/dqlr/baseline.py``
+    and builds on :func:`slicewise_iterates` and :func:`iteration_counts` (not in
+    ``__all__``).
 
 For IsoNet the input is the anisotropic stack upsampled along z to isotropic voxels (what
 the network sees as well) and the PSF is the one that formed it, sampled on the same
@@ -25,7 +30,7 @@ from .metrics import psnr_normalized
 from .metrics.arrays import check_finite, to_numpy
 
 __all__ = ["RichardsonLucyResult", "richardson_lucy", "richardson_lucy_best",
-           "richardson_lucy_slicewise", "richardson_lucy_slicewise_best"]
+           "richardson_lucy_slicewise"]
 
 
 def _prepare(volume, psf, axes: str) -> tuple[np.ndarray, np.ndarray]:
@@ -126,6 +131,18 @@ def _check_iterations(n, name: str = "iterations") -> int:
     return int(n)
 
 
+def iteration_counts(iterations: Sequence[int]) -> list[int]:
+    """The iteration counts to score, sorted and without repeats (at least one, all >= 1)."""
+    try:
+        counts = sorted({_check_iterations(n, "each entry of iterations") for n in iterations})
+    except TypeError:
+        raise InputError(f"iterations must be a sequence of positive integers, "
+                         f"got {iterations!r}") from None
+    if not counts:
+        raise InputError("iterations is empty; give at least one iteration count")
+    return counts
+
+
 def richardson_lucy(volume, psf, *, iterations: int = 10, axes: str = "ZYX",
                     border: str = "extend") -> np.ndarray:
     """Richardson-Lucy deconvolution with a known PSF.
@@ -224,13 +241,7 @@ def richardson_lucy_best(volume, psf, reference, iterations: Sequence[int] = (2,
     if ref.shape != v.shape:
         raise InputError(f"reference has shape {ref.shape} but volume has {v.shape}; "
                          f"they must be on the same grid")
-    try:
-        counts = sorted({_check_iterations(n, "each entry of iterations") for n in iterations})
-    except TypeError:
-        raise InputError(f"iterations must be a sequence of positive integers, "
-                         f"got {iterations!r}") from None
-    if not counts:
-        raise InputError("iterations is empty; give at least one iteration count")
+    counts = iteration_counts(iterations)
     scores: dict[int, float] = {}
     best: np.ndarray | None = None
     best_n = counts[0]
@@ -265,7 +276,7 @@ def _slice_sigmas(sigmas, n: int) -> np.ndarray:
     return s
 
 
-def _slicewise_iterates(stack, sigmas, axes: str, border: str):
+def slicewise_iterates(stack, sigmas, axes: str, border: str):
     """Per-plane RL iterate generators (None for planes with sigma 0) and the checked stack."""
     v = to_numpy(stack, "stack", axes)
     check_axes(axes, v.ndim, allowed=("ZYX",))
@@ -325,7 +336,7 @@ def richardson_lucy_slicewise(stack, sigmas, *, iterations: int = 10, axes: str 
     (2, 16, 16)
     """
     n = _check_iterations(iterations)
-    v, gens = _slicewise_iterates(stack, sigmas, axes, border)
+    v, gens = slicewise_iterates(stack, sigmas, axes, border)
     out = v.copy()
     for z, gen in enumerate(gens):
         if gen is None:
@@ -335,41 +346,3 @@ def richardson_lucy_slicewise(stack, sigmas, *, iterations: int = 10, axes: str 
                 out[z] = est
                 break
     return out
-
-
-def richardson_lucy_slicewise_best(stack, sigmas, reference,
-                                   iterations: Sequence[int] = (2, 5, 10, 20, 50), *,
-                                   axes: str = "ZYX", border: str = "extend",
-                                   pmin: float = 0.1, pmax: float = 99.9,
-                                   planes: slice | None = None) -> RichardsonLucyResult:
-    """:func:`richardson_lucy_slicewise` with the iteration count that scores best.
-
-    One count for the whole stack, chosen by :func:`sharpstack.metrics.psnr_normalized`
-    against ``reference`` over ``planes`` (default all): an oracle, i.e. an upper bound on
-    what the baseline achieves with these widths (see :func:`richardson_lucy_best`).
-    """
-    v, gens = _slicewise_iterates(stack, sigmas, axes, border)
-    ref = to_numpy(reference, "reference", axes)
-    if ref.shape != v.shape:
-        raise InputError(f"reference has shape {ref.shape} but stack has {v.shape}; "
-                         f"they must be on the same grid")
-    try:
-        counts = sorted({_check_iterations(n, "each entry of iterations") for n in iterations})
-    except TypeError:
-        raise InputError(f"iterations must be a sequence of positive integers, "
-                         f"got {iterations!r}") from None
-    if not counts:
-        raise InputError("iterations is empty; give at least one iteration count")
-    sel = planes if planes is not None else slice(None)
-    est = v.copy()
-    scores: dict[int, float] = {}
-    best, best_n = None, counts[0]
-    for i in range(1, counts[-1] + 1):
-        for z, gen in enumerate(gens):
-            if gen is not None:
-                est[z] = next(gen)
-        if i in counts:
-            scores[i] = psnr_normalized(ref[sel], est[sel], pmin=pmin, pmax=pmax)
-            if best is None or scores[i] > scores[best_n]:
-                best, best_n = est.copy(), i
-    return RichardsonLucyResult(volume=best, iterations=best_n, scores=scores)

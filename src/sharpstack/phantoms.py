@@ -1,14 +1,20 @@
-"""Synthetic ground-truth volumes of the IsoNet paper: nuclei, membranes, both.
+"""Synthetic ground truth shared by several methods: nuclei, membranes, both, defocus fields.
 
-Weigert et al. (2017) evaluate on 512^3 volumes of about 1500 nuclei, of a packed epithelium
-(cell membranes), and of both, "created in-silico by combining plausible structure
-distributions, perlin-noise based textures and realistic camera noise". The generators here
-make the noise-free fluorophore densities ``f``; blur and camera noise are added by
-:mod:`sharpstack.degrade`.
+Weigert et al. (2017) evaluate IsoNet on 512^3 volumes of about 1500 nuclei, of a packed
+epithelium (cell membranes), and of both, "created in-silico by combining plausible
+structure distributions, perlin-noise based textures and realistic camera noise". The
+generators here make the noise-free fluorophore densities ``f``; blur and camera noise are
+added by :mod:`sharpstack.degrade`. :func:`nuclei` and :func:`membranes` are the phantoms
+of the IsoNet and DQLR protocols (and of the benchmarks' segmentation scores);
+:func:`nuclei_membranes` is IsoNet's third volume and the specimen of
+:func:`defocus_fields`, the 2D in-focus fields of the disentangled deblurring defocus series
+and of ZSE-GAN's synthetic z-scans. What only one method images lies in its own folder
+(``methods/disentangled/defocus.py``, ``methods/zsegan/phantom.py``).
 
 Every function returns a ``float32`` array with axes ``"ZYX"`` on an isotropic voxel grid
 (sizes in voxels), values in ``[0, 1]``, and is reproducible for a given ``seed``. Any shape
-works, e.g. ``(64, 128, 128)``.
+works, e.g. ``(64, 128, 128)``. The checks :func:`check_shape` and :func:`check_positive`
+serve those method-own generators as well; they are not part of ``__all__``.
 
 Texture is value noise with smoothstep interpolation summed over octaves (a cheap
 Perlin-like noise): octave ``j`` has lattice spacing ``scales[j]`` voxels and amplitude
@@ -30,12 +36,11 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["nuclei", "membranes", "nuclei_membranes", "defocus_fields", "defocus_series",
-           "zscan"]
+__all__ = ["nuclei", "membranes", "nuclei_membranes", "defocus_fields"]
 
 
 # ----------------------------------------------------------------------------- checks
-def _check_shape(shape) -> tuple[int, int, int]:
+def check_shape(shape) -> tuple[int, int, int]:
     try:
         shp = tuple(int(s) for s in shape)
     except TypeError:
@@ -56,7 +61,7 @@ def _check_range(value, name: str) -> tuple[float, float]:
     return lo, hi
 
 
-def _check_pos(value, name: str) -> float:
+def check_positive(value, name: str) -> float:
     v = float(value)
     if not (math.isfinite(v) and v > 0):
         raise InputError(f"{name} must be a finite number > 0, got {value!r}")
@@ -383,8 +388,8 @@ def nuclei(shape: tuple[int, int, int], *, density: float = 1500 / 512 ** 3,
     If the density is too high to place all nuclei without overlap, fewer are placed and a
     ``UserWarning`` says how many.
     """
-    shp = _check_shape(shape)
-    dens = _check_pos(density, "density")
+    shp = check_shape(shape)
+    dens = check_positive(density, "density")
     rad = _check_range(radius, "radius")
     rng = np.random.default_rng(seed)
     n = int(round(dens * float(np.prod(shp))))
@@ -444,9 +449,9 @@ def membranes(shape: tuple[int, int, int], *, cell_diameter: float = 32.0, thick
         ``int32`` ``(Z, Y, X)`` cell index ``1..N`` of every voxel (nearest centre), numbered
         consecutively over the cells present in the volume.
     """
-    shp = _check_shape(shape)
-    diam = _check_pos(cell_diameter, "cell_diameter")
-    thick = _check_pos(thickness, "thickness")
+    shp = check_shape(shape)
+    diam = check_positive(cell_diameter, "cell_diameter")
+    thick = check_positive(thickness, "thickness")
     rng = np.random.default_rng(seed)
     seeds, _ = _cell_seeds(shp, diam, rng)
     img, nearest = _membrane_image(shp, seeds, thick, texture, rng)
@@ -496,10 +501,10 @@ def nuclei_membranes(shape: tuple[int, int, int], seed: int = 0, *, cell_diamete
     labels : np.ndarray, optional
         Nuclei labels, exact masks, numbered consecutively over nuclei present in the volume.
     """
-    shp = _check_shape(shape)
-    diam = _check_pos(cell_diameter, "cell_diameter")
-    thick = _check_pos(thickness, "thickness")
-    mi = _check_pos(membrane_intensity, "membrane_intensity")
+    shp = check_shape(shape)
+    diam = check_positive(cell_diameter, "cell_diameter")
+    thick = check_positive(thickness, "thickness")
+    mi = check_positive(membrane_intensity, "membrane_intensity")
     if mi > 1:
         raise InputError(f"membrane_intensity must be in (0, 1], got {membrane_intensity!r}")
     rad = _check_range(nucleus_radius if nucleus_radius is not None
@@ -559,117 +564,3 @@ def defocus_fields(n: int, size: int = 128, *, seed: int = 0, cell_diameter: flo
                                cell_diameter=cell_diameter)
         out[i] = vol[int(depth) // 2]
     return out
-
-
-def defocus_series(fields: np.ndarray, kernels: np.ndarray, *, poisson_peak: float | None = 200.0,
-                   gauss_sigma: float = 0.01, seed: int = 0) -> np.ndarray:
-    """Image every 2D field at every defocus: blur with each kernel, then camera noise.
-
-    Parameters
-    ----------
-    fields : ndarray, shape (N, Y, X)
-        Non-negative in-focus fluorophore densities (e.g. :func:`defocus_fields`).
-    kernels : ndarray, shape (L, ky, kx)
-        One normalised 2D PSF per defocus level (e.g.
-        :func:`sharpstack.psf.defocus_psf_2d`), odd sizes.
-    poisson_peak : float or None
-        Expected photons at the brightest pixel of the in-focus field's series (the whole
-        series of one field shares one photon scale, so defocused planes are dimmer at their
-        peaks, as in a microscope); ``None`` for no shot noise.
-    gauss_sigma : float
-        Read noise standard deviation in the fields' intensity units.
-    seed : int
-        Seed of the noise.
-
-    Returns
-    -------
-    np.ndarray
-        ``float32`` ``(N, L, Y, X)``: field ``i`` seen at defocus level ``k``. Borders are
-        blurred with mirrored (reflect) continuation of the field.
-    """
-    from scipy.signal import fftconvolve
-
-    from . import degrade
-
-    f = np.asarray(fields, dtype=np.float32)
-    k = np.asarray(kernels, dtype=np.float32)
-    if f.ndim != 3:
-        raise InputError(f"fields must be (N, Y, X), got shape {f.shape}")
-    if k.ndim != 3 or k.shape[1] % 2 == 0 or k.shape[2] % 2 == 0:
-        raise InputError(f"kernels must be (L, ky, kx) with odd ky and kx, got shape {k.shape}")
-    if not (np.all(np.isfinite(f)) and np.all(np.isfinite(k))):
-        raise InputError("fields and kernels must be finite (no NaN or inf)")
-    if float(f.min(initial=0.0)) < 0:
-        raise InputError("fields must be non-negative fluorophore densities")
-    ry, rx = k.shape[1] // 2, k.shape[2] // 2
-    if ry >= f.shape[1] or rx >= f.shape[2]:
-        raise InputError(f"kernels {k.shape[1:]} are too large for fields {f.shape[1:]}; use "
-                         f"smaller kernels or larger fields")
-    rng = np.random.default_rng(seed)
-    out = np.empty((f.shape[0], k.shape[0]) + f.shape[1:], dtype=np.float32)
-    for i, field in enumerate(f):
-        padded = np.pad(field, ((ry, ry), (rx, rx)), mode="reflect")
-        clean = np.stack([fftconvolve(padded, kern, mode="valid") for kern in k])
-        clean = np.clip(clean, 0.0, None).astype(np.float32)
-        out[i] = degrade.add_noise(clean, poisson_peak=poisson_peak, gauss_sigma=gauss_sigma,
-                                   rng=rng)
-    return out
-
-
-# ----------------------------------------------------------------------------- z-scan (thin section)
-def zscan(shape: tuple[int, int, int] = (29, 128, 128), *, seed: int = 0,
-          focal_plane: int | None = None, sigma_max: float = 4.0, brightfield: bool = True,
-          gauss_sigma: float = 0.01, cell_diameter: float = 24.0,
-          return_field: bool = False):
-    """A synthetic z-scan through a thin section: one 2D specimen seen at many focal planes.
-
-    The specimen is one in-focus field of :func:`defocus_fields` (cells and nuclei); plane
-    ``k`` is that field blurred by a Gaussian of standard deviation
-    ``sigma_max * |k - focal_plane| / max_distance`` (geometric defocus grows linearly with
-    the distance from focus; the plane farthest from focus gets ``sigma_max``), plus
-    Gaussian read noise. With ``brightfield`` the contrast is that of a stained section in
-    transmitted light (dark cells on a bright background, ``1 - 0.8 f``), as in the ZSE-GAN
-    paper's brain z-scans. Used as the synthetic test input of ZSE-GAN packages (the real
-    z-scans may not be redistributed).
-
-    Parameters
-    ----------
-    shape : (Z, Y, X)
-        Planes and lateral size.
-    focal_plane : int, optional
-        0-based index of the in-focus plane (default the centre, ``(Z - 1) // 2``).
-    sigma_max : float
-        Blur (pixels) of the plane farthest from focus.
-    gauss_sigma : float
-        Read noise standard deviation (intensities in [0, 1]).
-
-    Returns
-    -------
-    np.ndarray, float32 (Z, Y, X) in [0, 1]; with ``return_field`` also the noise-free
-    in-focus image (Y, X).
-    """
-    import scipy.ndimage as ndi
-
-    from . import degrade
-
-    z, y, x = _check_shape(shape)
-    if y != x:
-        raise InputError(f"zscan needs a square lateral size (Y == X), got {y}x{x}")
-    f = (z - 1) // 2 if focal_plane is None else int(focal_plane)
-    if not 0 <= f < z:
-        raise InputError(f"focal_plane must be in [0, {z - 1}], got {focal_plane}")
-    sigma_max = _check_pos(sigma_max, "sigma_max")
-    field = defocus_fields(1, y, seed=seed, cell_diameter=cell_diameter)[0]
-    if brightfield:
-        field = 1.0 - 0.8 * field
-    far = max(f, z - 1 - f, 1)
-    planes = []
-    for k in range(z):
-        s = sigma_max * abs(k - f) / far
-        planes.append(ndi.gaussian_filter(field, s, mode="reflect") if s > 0 else field)
-    stack = np.stack(planes).astype(np.float32)
-    rng = np.random.default_rng(seed + 1)
-    stack = degrade.add_noise(stack, poisson_peak=None, gauss_sigma=float(gauss_sigma), rng=rng)
-    stack = np.clip(stack, 0.0, 1.0).astype(np.float32)
-    return (stack, field.astype(np.float32)) if return_field else stack
-

@@ -7,7 +7,7 @@ One function, :func:`run_disentangled_bench`:
 
    - ``synthetic``: nuclei + membranes fields (:func:`sharpstack.phantoms.defocus_fields`)
      imaged at 13 defocus levels from -3 to +3 um with the widefield PSF of
-     :func:`sharpstack.psf.defocus_psf_2d` (NA 1.0, 0.2 um pixels) and Poisson + Gaussian
+     :func:`.defocus.defocus_psf_2d` (NA 1.0, 0.2 um pixels) and Poisson + Gaussian
      noise; in focus at dz = 0;
    - ``real``: the 80 z-scans of ``../shared/data/zse_gan/zscans`` (29 planes, a human brain
      section; in focus at plane 15), read in place;
@@ -89,8 +89,8 @@ def load_dataset(name: str, *, n_synthetic: int = 48, synthetic_size: int = 128,
     """``{"series": DefocusSeries, "kernels": (L, k, k) or None, "unit": str, "dz": (L,)}``
     of one benchmark dataset (cached per process)."""
     from ...errors import InputError
-    from ...psf import defocus_psf_2d
     from .data import read_defocus_series, shared_zscans_dir
+    from .defocus import defocus_psf_2d
     from .synth import synthetic_series
 
     key = (name, n_synthetic, synthetic_size, seed, str(data_dir), real_focus)
@@ -480,7 +480,7 @@ def held_out_quality(run_dir: str | Path, series: str | Path, *,
                          f"give the series the run was trained on")
     kernels = None
     if dz_um is not None:
-        from ...psf import defocus_psf_2d
+        from .defocus import defocus_psf_2d
 
         kernels = defocus_psf_2d(np.asarray(dz_um, dtype=np.float64),
                                  pixel_size_um=pixel_size_um, na=na)

@@ -25,9 +25,9 @@ def synthetic_series(n_identities: int = 24, size: int = 96, *,
 
     Every identity is a 2D field (:func:`sharpstack.phantoms.defocus_fields`: a lateral slice
     of a nuclei + membranes phantom, or the given ``fields``), imaged at every defocus in
-    ``dz_um`` with the 2D widefield PSF of :func:`sharpstack.psf.defocus_psf_2d` (NA ``na``,
+    ``dz_um`` with the 2D widefield PSF of :func:`.defocus.defocus_psf_2d` (NA ``na``,
     oil objective, water sample 3 um deep: PSFs above and below focus differ) and Poisson +
-    Gaussian noise (:func:`sharpstack.phantoms.defocus_series`).
+    Gaussian noise (:func:`.defocus.defocus_series`).
 
     Returns
     -------
@@ -36,7 +36,7 @@ def synthetic_series(n_identities: int = 24, size: int = 96, *,
         fields ``(N, Y, X)``.
     """
     from ... import phantoms
-    from ...psf import defocus_psf_2d
+    from .defocus import defocus_psf_2d, defocus_series
 
     dz = np.asarray(dz_um, dtype=np.float64)
     zero = np.flatnonzero(np.isclose(dz, 0.0))
@@ -55,8 +55,8 @@ def synthetic_series(n_identities: int = 24, size: int = 96, *,
         c, h = kernels.shape[-1] // 2, (side - 1) // 2 - 1
         kernels = kernels[:, c - h:c + h + 1, c - h:c + h + 1]
         kernels = kernels / kernels.sum(axis=(1, 2), keepdims=True)
-    stack = phantoms.defocus_series(gt, kernels, poisson_peak=poisson_peak,
-                                    gauss_sigma=gauss_sigma, seed=seed + 1)
+    stack = defocus_series(gt, kernels, poisson_peak=poisson_peak, gauss_sigma=gauss_sigma,
+                           seed=seed + 1)
     steps = np.diff(dz)
     spacing = float(steps[0]) if np.allclose(steps, steps[0]) else None
     names = [f"synthetic {i + 1}" for i in range(len(gt))]

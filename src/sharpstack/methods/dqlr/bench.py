@@ -176,6 +176,7 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
 
     from ... import baselines
     from ...normalize import PercentileNormalizer
+    from .baseline import richardson_lucy_slicewise_best
 
     kinds = tuple(kinds)
     for k in kinds:
@@ -267,7 +268,7 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
             if key != "real":
                 test = ds["test"]
                 xin = norm.before(test.degraded)
-                rl = baselines.richardson_lucy_slicewise_best(
+                rl = richardson_lucy_slicewise_best(
                     np.clip(xin, 0, None), test.deconv_sigma, test.gt, tuple(rl_iterations))
                 cols = {"input": xin, "deconv": rl.volume}
                 for name, m in models.items():

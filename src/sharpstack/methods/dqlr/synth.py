@@ -61,10 +61,10 @@ def synthetic_depth_stack(kind: Literal["membranes", "nuclei"] = "membranes",
     2 voxels thick; or :func:`sharpstack.phantoms.nuclei`, radius 6-10 voxels, about one
     nucleus per 25,000 voxels) is blurred with a Gaussian PSF whose widths grow from the
     first to the last slice (``sigma_xy``, ``sigma_z`` as ``(shallow, deep)``, following
-    :func:`sharpstack.degrade.depth_profile` with ``power``), multiplied per slice by an
+    :func:`.depth.depth_profile` with ``power``), multiplied per slice by an
     exponential attenuation from 1 to ``attenuation``, then Poisson noise (``poisson_peak``
     photons at the brightest voxel, i.e. in the shallow slices) and Gaussian read noise of
-    ``read_noise`` photons are added (:func:`sharpstack.degrade.depth_blur`,
+    ``read_noise`` photons are added (:func:`.depth.depth_blur`,
     :func:`sharpstack.degrade.add_noise`).
 
     Parameters
@@ -83,6 +83,7 @@ def synthetic_depth_stack(kind: Literal["membranes", "nuclei"] = "membranes",
         Shape of the depth profiles (1 = linear in depth).
     """
     from ... import degrade, phantoms
+    from .depth import depth_blur, depth_profile
 
     if kind == "membranes":
         phantom, labels = phantoms.membranes(shape, cell_diameter=24.0, thickness=2.0,
@@ -96,15 +97,15 @@ def synthetic_depth_stack(kind: Literal["membranes", "nuclei"] = "membranes",
         raise InputError(f"attenuation must be in (0, 1] (deep/shallow intensity), got "
                          f"{attenuation}")
     n = phantom.shape[0]
-    sxy = degrade.depth_profile(n, sigma_xy[0], sigma_xy[1], power=power)
-    sz = degrade.depth_profile(n, sigma_z[0], sigma_z[1], power=power)
-    att = np.exp(degrade.depth_profile(n, 0.0, math.log(attenuation), power=power))
-    clean = degrade.depth_blur(phantom, sxy, sz) * att[:, None, None].astype(np.float32)
+    sxy = depth_profile(n, sigma_xy[0], sigma_xy[1], power=power)
+    sz = depth_profile(n, sigma_z[0], sigma_z[1], power=power)
+    att = np.exp(depth_profile(n, 0.0, math.log(attenuation), power=power))
+    clean = depth_blur(phantom, sxy, sz) * att[:, None, None].astype(np.float32)
     peak = float(clean.max())
     rng = np.random.default_rng([int(seed), 7])
     degraded = degrade.add_noise(clean, poisson_peak=poisson_peak,
                                  gauss_sigma=read_noise * peak / poisson_peak, rng=rng)
-    gt = degrade.depth_blur(phantom, sxy[0], sz[0])
+    gt = depth_blur(phantom, sxy[0], sz[0])
     deconv = np.sqrt(np.maximum(sxy ** 2 - sxy[0] ** 2, 0.0))
     return DepthStack(degraded=degraded, gt=gt, sigma_xy=sxy, sigma_z=sz, attenuation=att,
                       deconv_sigma=deconv, kind=kind, seed=int(seed), labels=labels)

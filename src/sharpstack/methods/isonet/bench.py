@@ -4,8 +4,8 @@ One function, :func:`run_isonet_table1`, runs the paper's protocol on seeded syn
 and writes the table beside the paper's values. Per dataset and volume:
 
 1. ground truth ``f``: a phantom of :mod:`sharpstack.phantoms` on an isotropic grid;
-2. isotropic GT ``h_iso ⊗ f`` (:func:`sharpstack.psf.isotropic_psf` of the dataset's PSF);
-3. anisotropic acquisition ``g = S_σ[P(h ⊗ f) + η]`` (:func:`sharpstack.degrade.form_image`:
+2. isotropic GT ``h_iso ⊗ f`` (:func:`.optics.isotropic_psf` of the dataset's PSF);
+3. anisotropic acquisition ``g = S_σ[P(h ⊗ f) + η]`` (:func:`.acquisition.form_image`:
    blur, Poisson shot noise, Gaussian read noise, every σ-th z slice kept);
 4. the seven columns of Table 1, all on the isotropic grid:
 
@@ -24,7 +24,7 @@ and writes the table beside the paper's values. Per dataset and volume:
    :func:`sharpstack.metrics.psnr_normalized` (CARE protocol: percentile-normalised target,
    least-squares affine fit of the prediction), mean ± std over volumes;
 6. on the nuclei data, SEG (:func:`sharpstack.metrics.seg_score`) against the phantom's labels
-   of :func:`sharpstack.segmentation.segment_nuclei` applied to the isotropic GT, the blurred
+   of :func:`.segmentation.segment_nuclei` applied to the isotropic GT, the blurred
    input and IsoNet-2 (the PSF mode with the better mean PSNR against the isotropic GT).
 
 Datasets (:data:`DATASETS`), as in the paper:
@@ -422,7 +422,7 @@ def run_isonet_table1(out_dir: str | Path, *, size: int | Sequence[int] = 160,
     import torch
 
     from ...metrics import psnr_normalized, seg_score
-    from ...segmentation import segment_nuclei
+    from .segmentation import segment_nuclei
 
     t_start = time.perf_counter()
     names = _check_datasets(datasets)

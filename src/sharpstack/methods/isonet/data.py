@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ... import degrade
-from ... import psf as psfmod
 from ...errors import InputError
+from .acquisition import degrade_lateral
+from .optics import lateral_kernel
 
 __all__ = ["lateral_kernel_for", "make_training_pairs"]
 
@@ -17,7 +17,7 @@ def lateral_kernel_for(psf: np.ndarray | None, mode: str) -> np.ndarray:
     """2D kernel (rows = the axial direction) that degrades lateral slices for training."""
     if mode == "none" or psf is None:
         return np.ones((1, 1), dtype=np.float32)
-    return psfmod.lateral_kernel(np.asarray(psf, dtype=np.float32), mode=mode, axis="y")
+    return lateral_kernel(np.asarray(psf, dtype=np.float32), mode=mode, axis="y")
 
 
 def make_training_pairs(stack: np.ndarray, kernel: np.ndarray, factor: int, *,
@@ -58,7 +58,7 @@ def make_training_pairs(stack: np.ndarray, kernel: np.ndarray, factor: int, *,
         for img in (stack[zi], stack[zi].T):
             img = np.ascontiguousarray(img, dtype=np.float32)
             images.append(img)
-            degraded.append(degrade.degrade_lateral(
+            degraded.append(degrade_lateral(
                 img, kernel, factor, axis=0, poisson_peak=poisson_peak,
                 gauss_sigma=gauss_sigma, rng=rng).astype(np.float32))
     # draw candidates uniformly, keep the ones with the most structure (CSBDeep filters empty

@@ -143,10 +143,10 @@ def package_request(trained, sample: Path, deployable: str, *, workdir: Path) ->
     = z (``slice2d``). The cover (written into ``workdir``) shows orthogonal views
     before/after.
     """
-    from ... import degrade
     from ...errors import InputError
     from ...export.covers import orthoviews_png
     from ...io import check_finite, read_stack
+    from .acquisition import upsample_linear
 
     if deployable not in DEPLOYABLES:
         raise InputError(f"deployable must be one of {', '.join(DEPLOYABLES)}; got {deployable!r}")
@@ -159,7 +159,7 @@ def package_request(trained, sample: Path, deployable: str, *, workdir: Path) ->
     raw = np.asarray(data.values, dtype=np.float32)
     cfg = model.config
     f = cfg.factor
-    up = degrade.upsample_linear(raw, f, axis=0)
+    up = upsample_linear(raw, f, axis=0)
     axes = isonet_axes(model, deployable=deployable)
     if deployable == "upsample":
         test_input = _test_input_from(raw, axes)

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ... import degrade
 from ...errors import InputError
 from ...normalize import PercentileNormalizer
 from .._base import (Demo, Deployable, Input, Method, Option, SynthResult, Trained,
                      loop_options)
+from .acquisition import upsample_linear
 from .isonet_arch import build_network
 from .settings import IsoNetSettings
 from .synth import IsoNetSynth, synthesize
@@ -257,7 +257,7 @@ class IsoNet(Method):
         f = trained.settings.factor
         iso = synth.references["ground_truth_isotropic"]
         aniso = synth.references["anisotropic"]
-        up = degrade.upsample_linear(aniso, f, axis=0)
+        up = upsample_linear(aniso, f, axis=0)
         return {"PSNR vs isotropic GT, z-interpolated input (dB)": psnr_normalized(iso, up),
                 "PSNR vs isotropic GT, IsoNet restoration (dB)":
                     psnr_normalized(iso, restore(trained.model, aniso, factor=f)),
@@ -269,7 +269,7 @@ class IsoNet(Method):
 
         iso = synth.references["ground_truth_isotropic"]
         f = int(synth.info["factor"])
-        up = degrade.upsample_linear(synth.references["anisotropic"], f, axis=0)
+        up = upsample_linear(synth.references["anisotropic"], f, axis=0)
         out = np.asarray(restored, dtype=np.float32)
         return {"psnr_input_db": psnr_normalized(iso, up),
                 "psnr_restored_db": psnr_normalized(iso, out),
@@ -278,7 +278,7 @@ class IsoNet(Method):
 
     def figure(self, synth: SynthResult, restored) -> list[tuple[str, Any]]:
         f = int(synth.info["factor"])
-        up = degrade.upsample_linear(synth.references["anisotropic"], f, axis=0)
+        up = upsample_linear(synth.references["anisotropic"], f, axis=0)
         return [("input (z interpolated)", up), ("IsoNet (package)", np.asarray(restored)),
                 ("isotropic GT", synth.references["ground_truth_isotropic"])]
 

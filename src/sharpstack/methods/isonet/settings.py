@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ... import psf as psfmod
 from ...errors import InputError
 from ...training import EarlyStopping, LearningRate, LoopSettings, LrSchedule
+from . import optics
 
 __all__ = ["IsoNetConfig", "PsfSpec", "IsoNetSettings"]
 
@@ -118,10 +119,10 @@ class PsfSpec(BaseModel):
             raise InputError(f"the {self.kind} PSF is sampled in micrometres and needs the "
                              "lateral pixel size: pass --pixel UM (or --voxel-size Z,Y,X)")
         if self.kind == "confocal":
-            return psfmod.confocal_psf(na=self.na, wavelength_em_um=self.wavelength_um,
+            return optics.confocal_psf(na=self.na, wavelength_em_um=self.wavelength_um,
                                        n_immersion=self.n_immersion,
                                        voxel_size_um=self.pixel_um)
-        return psfmod.lightsheet_psf(na_detect=self.na, na_illum=self.na_illum,
+        return optics.lightsheet_psf(na_detect=self.na, na_illum=self.na_illum,
                                      wavelength_um=self.wavelength_um,
                                      n_immersion=self.n_immersion, voxel_size_um=self.pixel_um)
 

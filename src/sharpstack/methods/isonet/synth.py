@@ -1,10 +1,11 @@
 """IsoNet's synthetic data: the protocol behind ``sharpstack synth isonet`` (and the demo), and
 the volumes of the paper's Table 1 benchmark (:mod:`.bench`).
 
-Both image a phantom of :mod:`sharpstack.phantoms` with a PSF of :mod:`sharpstack.psf` on an
-isotropic grid, keep every ``factor``-th z slice and add camera noise
-(:mod:`sharpstack.degrade`); the isotropic ground truth is the phantom blurred with the
-isotropic part of the PSF (:func:`sharpstack.psf.isotropic_psf`).
+Both image a phantom of :mod:`sharpstack.phantoms` with a PSF (:mod:`sharpstack.psf`'s
+Gaussian or :mod:`.optics`' confocal and light-sheet PSFs) on an isotropic grid, keep every
+``factor``-th z slice and add camera noise (:mod:`sharpstack.degrade`, :mod:`.acquisition`);
+the isotropic ground truth is the phantom blurred with the isotropic part of the PSF
+(:func:`.optics.isotropic_psf`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ... import degrade
 from ... import psf as psfmod
 from ...errors import InputError
 from .._base import SynthResult
+from . import acquisition, optics
 from .settings import PsfSpec
 
 __all__ = ["IsoNetSynth", "synthesize", "NOISE", "DatasetSpec", "DATASETS", "dataset_shape",
@@ -68,8 +70,8 @@ def synthesize(options: IsoNetSynth) -> SynthResult:
         gt = phantoms.membranes(options.shape, seed=options.seed)
     else:
         gt = phantoms.nuclei_membranes(options.shape, seed=options.seed)
-    iso = degrade.blur(gt, psfmod.isotropic_psf(h))
-    aniso = degrade.form_image(gt, h, options.factor, poisson_peak=options.photons,
+    iso = acquisition.blur(gt, optics.isotropic_psf(h))
+    aniso = acquisition.form_image(gt, h, options.factor, poisson_peak=options.photons,
                                gauss_sigma=options.read_noise, seed=options.seed)
     px, f = options.pixel_um, options.factor
     vs_iso = {"z": px, "y": px, "x": px}
@@ -114,7 +116,7 @@ class DatasetSpec:
     psf_kind : str
         ``"gaussian"``, ``"confocal"`` or ``"lightsheet"``.
     psf_kwargs : dict
-        Keyword arguments of the PSF function of :mod:`sharpstack.psf`.
+        Keyword arguments of the PSF function (:mod:`sharpstack.psf` or :mod:`.optics`).
     factor : int
         Axial subsampling factor (z spacing / lateral pixel size).
     voxel_size_um : float or None
@@ -131,8 +133,8 @@ class DatasetSpec:
 
     def make_psf(self) -> np.ndarray:
         """The dataset's PSF on the phantom grid, ``(kz, ky, kx)``, sum 1."""
-        fn = {"gaussian": psfmod.gaussian_psf, "confocal": psfmod.confocal_psf,
-              "lightsheet": psfmod.lightsheet_psf}[self.psf_kind]
+        fn = {"gaussian": psfmod.gaussian_psf, "confocal": optics.confocal_psf,
+              "lightsheet": optics.lightsheet_psf}[self.psf_kind]
         return np.asarray(fn(**self.psf_kwargs), dtype=np.float32)
 
 
@@ -244,15 +246,15 @@ def make_volume(spec: DatasetSpec, shape: tuple[int, int, int], seed: int,
         gt = phantoms.membranes(big, seed=seed)
     else:
         gt = phantoms.nuclei_membranes(big, seed=seed)
-    iso_gt = np.ascontiguousarray(degrade.blur(gt, psfmod.isotropic_psf(psf))[crop])
-    clean = np.ascontiguousarray(degrade.blur(gt, psf)[crop])
+    iso_gt = np.ascontiguousarray(acquisition.blur(gt, optics.isotropic_psf(psf))[crop])
+    clean = np.ascontiguousarray(acquisition.blur(gt, psf)[crop])
     gt = np.ascontiguousarray(gt[crop])
     vmax = float(clean.max())
     peak = float(noise["poisson_peak"])
     gauss_sigma = float(noise["read_noise"]) * vmax / peak
     noisy = degrade.add_noise(clean, poisson_peak=peak, gauss_sigma=gauss_sigma,
                               rng=seed + 10_000)
-    stack = np.ascontiguousarray(degrade.subsample(noisy, f, axis=0), dtype=np.float32)
-    blurred = degrade.upsample_linear(stack, f, axis=0)[: shape[0]]
+    stack = np.ascontiguousarray(acquisition.subsample(noisy, f, axis=0), dtype=np.float32)
+    blurred = acquisition.upsample_linear(stack, f, axis=0)[: shape[0]]
     return {"gt": gt, "labels": labels, "iso_gt": iso_gt, "stack": stack,
             "blurred": np.ascontiguousarray(blurred), "psf": psf, "gauss_sigma": gauss_sigma}

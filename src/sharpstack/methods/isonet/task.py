@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ... import degrade
 from ...errors import InputError
 from ...normalize import PercentileNormalizer
 from ...training import TrainResult, TrainTask, fit
+from .acquisition import upsample_linear
 from .data import lateral_kernel_for, make_training_pairs
 from .isonet_arch import IsoNetDeploy, build_network, receptive_radius
 from .settings import IsoNetConfig
@@ -163,7 +163,7 @@ def restore(model: IsoNetModel | torch.nn.Module, stack: np.ndarray, *, factor: 
     normalizer = normalizer or PercentileNormalizer()
     x = normalizer.before(np.asarray(stack))
     if not upsampled:
-        x = degrade.upsample_linear(x, factor, axis=0)
+        x = upsample_linear(x, factor, axis=0)
     z, y, w = x.shape
     mult = 2 ** int(getattr(net, "depth", 0))  # U-Net sizes: multiples of 2**depth
     pad = [(0, (-s) % mult) for s in x.shape]

@@ -11,7 +11,7 @@ z-scan in [0, 1] of the same shape out. Axes ``batch, channel, z, y, x``:
   without seams (the generator's instance norms use stored statistics in the package, see
   ``zsegan_arch``).
 
-The test input and the cover are a synthetic z-scan (:func:`sharpstack.phantoms.zscan`):
+The test input and the cover are a synthetic z-scan (:func:`.phantom.zscan`):
 the paper's z-scans may not be redistributed, so nothing of the training data goes into a
 package.
 """
@@ -54,8 +54,8 @@ def zsegan_axes(model: ZSEGANModel) -> list[AxisSpec]:
 
 def synthetic_test_input(model: ZSEGANModel, *, seed: int = 0) -> np.ndarray:
     """A synthetic z-scan (float32, ZYX) of the model's planes and focal plane, lateral size
-    the smallest valid one >= :data:`TEST_LATERAL` (see :func:`sharpstack.phantoms.zscan`)."""
-    from ...phantoms import zscan
+    the smallest valid one >= :data:`TEST_LATERAL` (see :func:`.phantom.zscan`)."""
+    from .phantom import zscan
 
     ax = zsegan_axes(model)
     lat = ax[1]

@@ -161,7 +161,7 @@ class ZSEGANSettings(ZSEGANConfig):
 
 class ZSEGANSynth(BaseModel):
     """Data of ``sharpstack synth zsegan``: the paper's shared z-scans (read in place) or
-    synthetic z-scans of :func:`sharpstack.phantoms.zscan`."""
+    synthetic z-scans of :func:`.phantom.zscan`."""
 
     model_config = ConfigDict(extra="forbid")
 

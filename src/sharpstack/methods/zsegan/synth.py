@@ -1,6 +1,6 @@
 """ZSE-GAN's data for ``sharpstack synth zsegan`` and the demo: the paper's shared z-scans
 (read in place, one held-apart scan as the sample) or synthetic z-scans with their true
-in-focus fields (:func:`sharpstack.phantoms.zscan`)."""
+in-focus fields (:func:`.phantom.zscan`)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ __all__ = ["synthesize"]
 
 def synthesize(options: ZSEGANSynth) -> SynthResult:
     """The data of :class:`ZSEGANSynth` ``options`` (arrays or the shared folders)."""
-    from ... import phantoms
     from ...io import as_dataarray
+    from .phantom import zscan
 
     o = options
     if o.source == "shared":
@@ -37,11 +37,10 @@ def synthesize(options: ZSEGANSynth) -> SynthResult:
     shape = (n, o.size, o.size)
     zs, fields = [], []
     for i in range(o.zscans + 1):
-        st, f = phantoms.zscan(shape, seed=o.seed * 1000 + i, sigma_max=o.sigma_max,
-                               return_field=True)
+        st, f = zscan(shape, seed=o.seed * 1000 + i, sigma_max=o.sigma_max, return_field=True)
         zs.append(st)
         fields.append(f)
-    infocus = [phantoms.zscan(shape, seed=o.seed * 1000 + 500 + i, return_field=True)[1]
+    infocus = [zscan(shape, seed=o.seed * 1000 + 500 + i, return_field=True)[1]
                for i in range(o.infocus)]
     return SynthResult(
         arrays={"zscans": [as_dataarray(z, "ZYX") for z in zs[:-1]],

@@ -13,9 +13,9 @@ import scipy.ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.segmentation import watershed
 
-from ._axes import check_axes
-from .errors import InputError
-from .metrics.arrays import check_finite, to_numpy
+from ..._axes import check_axes
+from ...errors import InputError
+from ...metrics.arrays import check_finite, to_numpy
 
 __all__ = ["segment_nuclei", "threshold_intermodes"]
 
