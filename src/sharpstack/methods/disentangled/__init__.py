@@ -28,7 +28,8 @@ options), ``data`` (defocus series, split, datasets), ``losses``, ``task`` (the 
 tasks and :func:`train_disentangled`), ``model`` (the trained model, :func:`deblur`),
 ``disentangled_arch`` (the networks and the deploy module, one self-contained file shipped in
 packages), ``package`` (the package request) with its card template ``card.md``, ``synth``
-(synthetic defocus series, the demo's data), ``evaluate`` (PSNR/SSIM for the card and the
+(synthetic defocus series, the demo's data) with ``defocus`` (widefield defocus PSFs and the
+imaging of a series), ``evaluate`` (PSNR/SSIM for the card and the
 demo), ``bench`` (the thesis's tables) with ``bench_report`` (its tables and figures) and
 ``plugin`` (:class:`Disentangled`, the method interface). None of them writes files other than
 through the training loop's ``out_dir`` or the benchmark's output folder, and none parses CLI

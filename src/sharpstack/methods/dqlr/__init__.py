@@ -10,9 +10,11 @@ Everything of the method lives in this folder:
   package as the ``pytorch_state_dict`` architecture);
 - :mod:`.plugin`: :class:`DQLR`, the method behind the method interface;
 - :mod:`.package` and ``card.md``: the bioimage.io package request and model card template;
-- :mod:`.synth`: the synthetic protocol (depth-dependent degradation);
+- :mod:`.synth`: the synthetic protocol (depth-dependent degradation), with :mod:`.depth`
+  (the blur whose width follows depth);
 - :mod:`.evaluate`: depth bins and the measures per bin;
-- :mod:`.bench`: the paper's tables (``sharpstack bench dqlr``).
+- :mod:`.bench`: the paper's tables (``sharpstack bench dqlr``), with :mod:`.baseline` (the
+  slice-wise Richardson-Lucy baseline at its oracle iteration count).
 """
 
 from .data import DQLRClips, make_datasets, prepare_stacks, read_training_stacks

@@ -10,7 +10,11 @@ Everything of the method lives in this folder:
 - :mod:`.plugin`: :class:`IsoNet`, the method behind the method interface;
 - :mod:`.package` and ``card.md``: the bioimage.io package request and model card template;
 - :mod:`.synth`: the synthetic protocol (``sharpstack synth isonet``, the Table 1 volumes);
-- :mod:`.bench`: the paper's Table 1 (``sharpstack bench isonet``).
+- :mod:`.optics`: the confocal and light-sheet PSFs, the isotropic PSF and the lateral
+  kernels; :mod:`.acquisition`: blur, axial subsampling, linear upsampling, the degraded
+  training inputs (the Gaussian PSF, the phantoms and the noise are shared physics);
+- :mod:`.bench`: the paper's Table 1 (``sharpstack bench isonet``), with :mod:`.segmentation`
+  (the paper's nuclei segmentation).
 """
 
 from .data import lateral_kernel_for, make_training_pairs

@@ -37,7 +37,8 @@ options), ``data`` (z-scans and 2D sets read from folders, split, datasets), ``t
 per-slice weights, image pools and the training step), ``model`` (the trained model,
 :func:`train_zsegan`, :func:`restore`), ``zsegan_arch`` (the networks and the deploy module,
 one self-contained file shipped in packages), ``package`` (the package request) with its card
-template ``card.md``, ``synth`` (the demo's data), ``evaluate`` (the no-reference scores),
+template ``card.md``, ``synth`` (the demo's data) with ``phantom`` (synthetic z-scans, also
+the packages' test input), ``evaluate`` (the no-reference scores),
 ``bench`` (the paper's tables) and ``plugin`` (:class:`ZSEGAN`, the method interface). None of
 them writes files other than through the training loop's ``out_dir`` or the benchmark's output
 folder, and none parses CLI arguments (DESIGN.md).
