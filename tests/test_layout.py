@@ -24,6 +24,15 @@ def _modules() -> dict[str, tuple[Path, bool]]:
     return mods
 
 
+def _source_module(mod: str, is_pkg: bool, node: ast.ImportFrom) -> str:
+    """The absolute name of the module a ``from ... import`` in ``mod`` imports from."""
+    if not node.level:
+        return node.module or ""
+    base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def _imports(mod: str, is_pkg: bool, tree: ast.AST, mods) -> set[tuple[str, str]]:
     """(module imported, name imported from it) for every import, at any level of the code."""
     out = set()
@@ -31,12 +40,7 @@ def _imports(mod: str, is_pkg: bool, tree: ast.AST, mods) -> set[tuple[str, str]
         if isinstance(node, ast.Import):
             out |= {(a.name, "") for a in node.names}
         elif isinstance(node, ast.ImportFrom):
-            base = mod.split(".") if is_pkg else mod.split(".")[:-1]
-            if node.level:
-                base = base[: len(base) - (node.level - 1)]
-                prefix = ".".join(base + ([node.module] if node.module else []))
-            else:
-                prefix = node.module or ""
+            prefix = _source_module(mod, is_pkg, node)
             for a in node.names:
                 sub = f"{prefix}.{a.name}"
                 out.add((sub, "") if sub in mods else (prefix, a.name))
@@ -157,12 +161,7 @@ def _referenced(tree: ast.AST, mod: str, is_pkg: bool, mods, target: str) -> set
             used.add(name)
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            base = mod.split(".") if is_pkg else mod.split(".")[:-1]
-            if node.level:
-                base = base[: len(base) - (node.level - 1)]
-                prefix = ".".join(base + ([node.module] if node.module else []))
-            else:
-                prefix = node.module or ""
+            prefix = _source_module(mod, is_pkg, node)
             aliases |= {a.asname or a.name for a in node.names if f"{prefix}.{a.name}" == target}
         elif isinstance(node, ast.Import):
             aliases |= {a.asname for a in node.names if a.name == target and a.asname}
