@@ -397,9 +397,11 @@ def export_run(run: str | Path, sample: str | Path, package_path: str | Path, *,
     if not as_folder and out.suffix.lower() != ".zip":
         raise InputError(f"package path {out} must end in .zip (or pass --as-folder)")
     check_destination(out, "package")
-    if not Path(sample).exists():
+    from .io import stack_file
+
+    if not stack_file(sample).exists():  # a path may choose a dataset or scene: 'x.h5:/raw'
         raise InputError(f"sample {sample} does not exist; give a stack of the training kind")
-    check_output_apart(out, [run, sample], what="package")
+    check_output_apart(out, [run, stack_file(sample)], what="package")
     loaded = load_run(run)
     d = loaded.method.deployable(deployable)
     runtimes_text = ""
