@@ -208,6 +208,17 @@ def _flag(name: str, annotation: Any, default: Any) -> inspect.Parameter:
 
 
 _OVERWRITE = Annotated[bool, typer.Option(help="Replace existing outputs.")]
+_SCENE = Annotated[Optional[str], typer.Option(help="Scene (series, position) of a CZI, ND2 or LIF file that holds several: its index from 0 or its name.", show_default=False)]
+_CHANNEL = Annotated[Optional[int], typer.Option(help="Channel of a multichannel input to use (index from 0).", show_default=False)]
+_TIME = Annotated[Optional[int], typer.Option(help="Time point of a time series to use (index from 0).", show_default=False)]
+
+
+def _select(paths: list[Path], kw: dict[str, Any]) -> list[Path]:
+    """``--scene``, ``--channel``, ``--time`` (popped from ``kw``) into each input's path."""
+    from .io import with_selection
+
+    chosen = {k: kw.pop(k, None) for k in ("scene", "channel", "time")}
+    return [with_selection(p, **chosen) for p in paths]
 _THREADS = Annotated[Optional[int], typer.Option(help="CPU threads for torch.")]
 
 
@@ -229,7 +240,7 @@ def _train_command(name: str) -> None:
         from .workflows import train_run
 
         _threads(kw.pop("threads"))
-        inputs = [kw.pop(i.name) for i in m.inputs]
+        inputs = _select([kw.pop(i.name) for i in m.inputs], kw)
         out_dir = kw.pop("out_dir")
         resume, overwrite = kw.pop("resume"), kw.pop("overwrite")
         vs = _voxel_size(kw.pop("voxel_size"))
@@ -253,6 +264,8 @@ def _train_command(name: str) -> None:
             help="Voxel size Z,Y,X in micrometres (unit optional: 0.5,0.24,0.24um, "
                  "500,240,240nm; or z=0.5 for one axis): overrides or completes the file's "
                  "calibration.")], None),
+        *([_flag("scene", _SCENE, None), _flag("channel", _CHANNEL, None),
+           _flag("time", _TIME, None)] if any(i.kind != "folder" for i in m.inputs) else []),
         _flag("resume", Annotated[bool, typer.Option(
             help="Continue from OUT_DIR/last.pt (with the run's settings; more --epochs "
                  "allowed).")], False),
@@ -377,7 +390,7 @@ def validate(
 @_friendly
 def predict(
     package: Annotated[Path, typer.Argument(help="Any bioimage.io model package (.zip, folder or rdf.yaml).")],
-    input: Annotated[Path, typer.Argument(help="Input stack (TIFF, OME-Zarr, .npy); OME-Zarr and large TIFFs are read window by window.")],
+    input: Annotated[Path, typer.Argument(help="Input stack (TIFF, OME-Zarr, .npy, HDF5 as file.h5 or file.h5:/dataset, CZI, ND2, LIF); OME-Zarr, HDF5 and large TIFFs are read window by window.")],
     output: Annotated[Path, typer.Argument(help="Output, streamed window by window: .ome.zarr (chunked like the windows; resumable), .tif (ImageJ TIFF), .ome.tif, .npy.")],
     tile: Annotated[Optional[str], typer.Option(help="Window size Z,Y,X (or one number), halo included; default 64,256,256 rounded to sizes the package accepts. For a 2D model run plane by plane, Z is planes per window.")] = None,
     weight_format: Annotated[Optional[str], typer.Option(help="torchscript, onnx or pytorch_state_dict; default: the fastest present for the device (ONNX Runtime on a CPU, TorchScript on a GPU).")] = None,
@@ -393,6 +406,9 @@ def predict(
     trust_code: Annotated[bool, typer.Option("--trust-code", help="Allow pytorch_state_dict weights whose architecture is code from the package (never chosen otherwise).")] = False,
     check: Annotated[bool, typer.Option("--check/--no-check", help="Self-check first: the package's own test input through the same runner, weights and windows must reproduce its test output; otherwise stop before any output and say whether the weights or the windows are at fault. --no-check skips it.")] = True,
     voxel_size: Annotated[Optional[str], typer.Option(help="Voxel size of the input, Z,Y,X in micrometres (unit optional: 0.96,0.24,0.24um; or z=0.96 for one axis): overrides or completes the file's calibration; the output's follows the model's scaling.")] = None,
+    scene: _SCENE = None,
+    channel: _CHANNEL = None,
+    time: _TIME = None,
 ):
     """Run a packaged model on a stack, tiled with its halo, streamed into the output; keeps the
     calibration right. Prints the whole-stack statistics used for normalisation."""
@@ -404,6 +420,7 @@ def predict(
         raise SharpstackError(f"--workers must be a positive number, got {workers}")
     if dask and scheduler is None:
         scheduler = "threads"
+    (input,) = _select([input], {"scene": scene, "channel": channel, "time": time})
     out = predict_file(package, input, output, tile=tile_arg, weight_format=weight_format,
                        device=device, threads=threads, batch=batch, planes=planes,
                        trust_code=trust_code, overwrite=overwrite, resume=resume,

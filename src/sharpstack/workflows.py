@@ -302,14 +302,17 @@ def train_run(method: str | Method, inputs: Sequence[str | Path], out_dir: str |
     if len(ins) != len(m.inputs):
         raise InputError(f"{m.name} trains on {len(m.inputs)} input(s) "
                          f"({', '.join(i.name.upper() for i in m.inputs)}), got {len(ins)}")
-    for spec, p in zip(m.inputs, ins):
+    from .io import stack_file
+
+    files = [stack_file(p) for p in ins]  # without a ':dataset' or ':scene=' selector
+    for spec, p in zip(m.inputs, files):
         if not p.exists():
             raise InputError(f"{spec.name.upper()} {p} does not exist; check the path")
         if spec.kind == "file" and p.is_dir() and p.suffix.lower() not in (".zarr",):
             raise InputError(f"{spec.name.upper()} {p} is a folder; give a file")
         if spec.kind == "folder" and not p.is_dir():
             raise InputError(f"{spec.name.upper()} {p} is not a folder; give a folder of files")
-    check_output_apart(out, ins, what="run folder")
+    check_output_apart(out, files, what="run folder")
     from ._files import check_destination, clean_stale, remove_path, replace_atomically, temp_path
 
     check_destination(out / "run.json", "run folder")
@@ -394,9 +397,11 @@ def export_run(run: str | Path, sample: str | Path, package_path: str | Path, *,
     if not as_folder and out.suffix.lower() != ".zip":
         raise InputError(f"package path {out} must end in .zip (or pass --as-folder)")
     check_destination(out, "package")
-    if not Path(sample).exists():
+    from .io import stack_file
+
+    if not stack_file(sample).exists():  # a path may choose a dataset or scene: 'x.h5:/raw'
         raise InputError(f"sample {sample} does not exist; give a stack of the training kind")
-    check_output_apart(out, [run, sample], what="package")
+    check_output_apart(out, [run, stack_file(sample)], what="package")
     loaded = load_run(run)
     d = loaded.method.deployable(deployable)
     runtimes_text = ""

@@ -1,4 +1,6 @@
-"""Read and write microscopy stacks: TIFF (ImageJ, OME, plain, BigTIFF), OME-Zarr and ``.npy``.
+"""Read and write microscopy stacks: TIFF (ImageJ, OME, plain, BigTIFF), OME-Zarr and ``.npy``;
+read HDF5 and, through bioio (the extra ``sharpstack[formats]``), Zeiss CZI, Nikon ND2 and
+Leica LIF.
 
 Every stack travels as an :class:`xarray.DataArray` whose dims are lower-case axis letters
 in the canonical order ``b t c z y x s`` (only the axes present), with attrs
@@ -25,13 +27,19 @@ Writers are atomic: they write a temporary file (or folder) next to the target a
 rename it into place, so a failed or interrupted write never leaves a half-written output,
 and an existing output is never replaced without ``overwrite=True``.
 
-The package, one module per format or concern (HDF5 and vendor formats through bioio are
-to come as ``hdf5.py`` and ``vendor.py``):
+A path may choose a part of its file after a colon: ``cells.h5:/raw`` (an HDF5 dataset),
+``plate.czi:scene=1,channel=0,time=2``; :func:`with_selection` composes it from the CLI's
+``--scene``, ``--channel`` and ``--time``, and :func:`stack_file` gives the file back.
+
+The package, one module per format or concern:
 
 - :mod:`.stack`: :func:`read_stack` / :func:`write_stack`, the format chosen by file name;
+- :mod:`.source`: ``PATH[:SELECTOR]``: which dataset, scene, channel and time point;
 - :mod:`.tiff`: ImageJ / OME / plain TIFF and BigTIFF, read, written, memory-mapped;
 - :mod:`.zarr`: OME-Zarr (NGFF 0.4), read lazily, written, created to be filled;
 - :mod:`.npy`: ``.npy`` arrays;
+- :mod:`.hdf5`: HDF5 datasets through h5py (``element_size_um``), read lazily when large;
+- :mod:`.vendor`: CZI, ND2, LIF through bioio and its plugins;
 - :mod:`.dataarray`: the DataArray conventions and :func:`as_dataarray`;
 - :mod:`.calibration`: voxel sizes given, parsed, required and described;
 - :mod:`.units`: length units -> micrometres;
@@ -47,6 +55,7 @@ from .calibration import (describe_voxel_size, parse_voxel_size, require_voxel_s
 from .checks import check_finite, check_not_constant
 from .dataarray import as_dataarray
 from .npy import write_npy
+from .source import split_source, stack_file, with_selection
 from .stack import READ_SUFFIXES, WRITE_SUFFIXES, read_stack, write_stack
 from .tiff import IMAGEJ_DTYPES, open_tiff_memmap, set_tiff_display_range, write_tiff
 from .units import unit_factor
@@ -66,7 +75,10 @@ __all__ = [
     "read_stack",
     "require_voxel_size",
     "set_tiff_display_range",
+    "split_source",
+    "stack_file",
     "unit_factor",
+    "with_selection",
     "with_voxel_size",
     "write_npy",
     "write_file_atomic",

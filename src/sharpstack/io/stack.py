@@ -1,5 +1,6 @@
 """One entry point per direction: :func:`read_stack` and :func:`write_stack` pick the format
-from the file name (TIFF, OME-Zarr, ``.npy``)."""
+from the file name (TIFF, OME-Zarr, ``.npy``; reading also HDF5 and, through bioio, CZI, ND2
+and LIF)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,17 @@ from pathlib import Path
 import xarray as xr
 
 from ..errors import InputError
+from .hdf5 import read_hdf5
 from .npy import read_npy, write_npy
+from .source import select_planes, split_source
 from .tiff import read_tiff, write_tiff
+from .vendor import VENDOR_SUFFIXES, read_vendor
 from .zarr import read_ome_zarr, write_ome_zarr
 
+_HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
+
 READ_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".btf", ".tf8", ".npy", ".zarr",
-                 ".ome.zarr")
+                 ".ome.zarr", *_HDF5_SUFFIXES, *VENDOR_SUFFIXES)
 """File name endings :func:`read_stack` understands (case-insensitive)."""
 
 WRITE_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".npy", ".zarr", ".ome.zarr")
@@ -29,6 +35,10 @@ def _suffix_kind(path: Path) -> str | None:
         return "npy"
     if name.endswith((".tif", ".tiff", ".btf", ".tf8")):
         return "tiff"
+    if name.endswith(_HDF5_SUFFIXES):
+        return "hdf5"
+    if name.endswith(tuple(VENDOR_SUFFIXES)):
+        return "vendor"
     return None
 
 
@@ -43,8 +53,16 @@ def read_stack(path: str | os.PathLike, axes: str | None = None) -> xr.DataArray
     ----------
     path : str or path-like
         A TIFF (``.tif``, ``.tiff``, ``.ome.tif``, ``.btf``: ImageJ hyperstack, OME-TIFF, plain
-        multi-page, compressed, BigTIFF), a ``.npy`` file, or an OME-Zarr folder (``.zarr``,
-        ``.ome.zarr``; level 0 of the first multiscales image, read lazily as a dask array).
+        multi-page, compressed, BigTIFF), a ``.npy`` file, an OME-Zarr folder (``.zarr``,
+        ``.ome.zarr``; level 0 of the first multiscales image, read lazily as a dask array),
+        an HDF5 file (``.h5``, ``.hdf5``; see :func:`.hdf5.read_hdf5`), or a Zeiss ``.czi``,
+        Nikon ``.nd2`` or Leica ``.lif`` file (through bioio and its plugins, the extra
+        ``sharpstack[formats]``; see :func:`.vendor.read_vendor`). A selector may follow
+        the file name after a colon (:func:`.source.split_source`): ``cells.h5:/raw`` (a
+        dataset), ``plate.czi:scene=1,channel=0,time=2`` (a scene by index or name, a
+        channel and a time point; channel and time work for every format and drop that
+        axis). A file of several scenes or image datasets without one chosen is an error
+        that lists them.
     axes : str, optional
         One letter per dimension as the file stores them (e.g. ``"ZYX"``, ``"CZYX"``),
         overriding the file's metadata. TIFF and OME-Zarr take their axes from the metadata;
@@ -75,13 +93,17 @@ def read_stack(path: str | os.PathLike, axes: str | None = None) -> xr.DataArray
       ImageJ TIFF without ``spacing`` has an unknown z (Fiji's default depth of 1.0 is not
       in the file), and a plain multi-page TIFF never has a z size.
     - Only the first image series of a multi-series TIFF is read.
+    - HDF5: ``element_size_um`` (ZYX, as ilastik and PlantSeg write it), ``resolution`` or
+      ``voxel_size``; vendor files: bioio's ``physical_pixel_sizes`` (micrometres).
+    - Data above 256 MiB are read lazily (dask) from BigTIFF, HDF5, OME-Zarr and vendor
+      files whose chunks are smaller than a volume; smaller data are read into memory.
 
     Raises
     ------
     InputError
         Missing file, unsupported suffix, unreadable or truncated file, axes that do not fit.
     """
-    p = Path(path)
+    p, sel = split_source(path)
     if not p.exists():
         raise InputError(f"{p} does not exist; check the path (relative paths start from "
                          f"{Path.cwd()})")
@@ -90,15 +112,27 @@ def read_stack(path: str | os.PathLike, axes: str | None = None) -> xr.DataArray
         kind = "zarr"
     if kind is None:
         raise InputError(f"{p}: unsupported file type; sharpstack reads "
-                         f"{', '.join(READ_SUFFIXES)} (convert other formats with Fiji or "
-                         f"Bio-Formats first)")
+                         f"{', '.join(READ_SUFFIXES)} (CZI, ND2 and LIF need "
+                         f"pip install 'sharpstack[formats]'; convert other formats with Fiji "
+                         f"or Bio-Formats first)")
+    what = "OME-Zarr" if kind == "zarr" else p.suffix.lstrip(".").upper()
+    if sel.dataset is not None and kind != "hdf5":
+        raise InputError(f"{path}: only HDF5 files hold named datasets; for a {what} file give "
+                         f"the path alone (scene=, channel=, time= may follow ':')")
+    if sel.scene is not None and kind != "vendor":
+        raise InputError(f"{path}: --scene chooses a scene of a CZI, ND2 or LIF file; a "
+                         f"{what} file has one image here: leave --scene out")
     if kind == "zarr":
-        return read_ome_zarr(p, axes)
+        return select_planes(read_ome_zarr(p, axes), sel, p)
     if p.is_dir():
         raise InputError(f"{p} is a folder, not a {kind.upper()} file; give the path of a file")
+    if kind == "vendor":
+        return read_vendor(p, sel, axes)
+    if kind == "hdf5":
+        return select_planes(read_hdf5(p, sel.dataset, axes), sel, p)
     if kind == "npy":
-        return read_npy(p, axes)
-    return read_tiff(p, axes)
+        return select_planes(read_npy(p, axes), sel, p)
+    return select_planes(read_tiff(p, axes), sel, p)
 
 
 def write_stack(path: str | os.PathLike, data: xr.DataArray, *, overwrite: bool = False) -> Path:

@@ -194,7 +194,7 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
     from .._files import signals_as_interrupts
     from .sinks import (NpySink, TiffSink, ZarrSink, fingerprint, output_kind,
                           prepare_destination, tiff_dtype)
-    from ..io import IMAGEJ_DTYPES, read_stack, with_voxel_size
+    from ..io import IMAGEJ_DTYPES, read_stack, stack_file, with_voxel_size
 
     check_progress(progress)
     src, dst = Path(input_path), Path(output_path)
@@ -203,7 +203,7 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
         from .dask_graph import check_scheduler
 
         check_scheduler(scheduler)
-    prepare_destination(dst, src, overwrite=overwrite, resume=resume)
+    prepare_destination(dst, stack_file(src), overwrite=overwrite, resume=resume)
     descr = load_model(package)
     data = with_voxel_size(read_stack(src), voxel_size)
     job = prepare(descr, data, tile=tile, weight_format=weight_format, device=device,

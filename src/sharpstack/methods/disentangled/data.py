@@ -200,11 +200,11 @@ def read_defocus_series(path: str | os.PathLike | Sequence[str | os.PathLike], *
     voxel_size : dict, optional
         Micrometres per axis (``--voxel-size``) overriding or completing the files' sizes.
     """
-    from ...io import read_stack, with_voxel_size
+    from ...io import read_stack, stack_file, with_voxel_size
 
     if isinstance(path, (str, os.PathLike)):
         p = Path(path)
-        if not p.exists():
+        if not stack_file(p).exists():
             raise InputError(f"{p} does not exist; give a folder of z-stacks or a stack file")
         if p.is_dir() and p.suffix != ".zarr":
             files = sorted(q for q in p.iterdir()

@@ -178,10 +178,10 @@ def read_training_stacks(path: str | Path) -> tuple[list[Any], list[str]]:
     and their names. A 2D image, a multichannel stack or a folder without readable stacks is
     an :class:`~sharpstack.errors.InputError`.
     """
-    from ...io import read_stack
+    from ...io import read_stack, stack_file
 
     p = Path(path)
-    if not p.exists():
+    if not stack_file(p).exists():
         raise InputError(f"{p} does not exist; give a z-stack file or a folder of z-stacks")
     if p.is_dir() and not (p / ".zattrs").exists() and not (p / "zarr.json").exists():
         files = sorted(f for f in p.iterdir() if f.suffix.lower() in (".tif", ".tiff", ".npy")
