@@ -75,6 +75,10 @@ class Option:
     ``"64,128,128"`` -> a tuple). The default shown in ``--help`` comes from the model, so an
     option the user does not give leaves the model's default (or, on ``--resume``, the
     run's recorded value) in place.
+
+    A ``bool`` option is the pair ``--FLAG/--no-FLAG``; ``--help`` shows the one that gives
+    the model's default (through ``parse``: ``Option("deep-first", "depth_increases_with_z",
+    bool, ..., parse=lambda v: not v)`` shows ``no-deep-first`` for a default of True).
     """
 
     flag: str
@@ -82,6 +86,9 @@ class Option:
     type: Any
     help: str
     parse: Callable[[Any], Any] | None = None
+    default: Any = ...
+    """For a command without a settings model (``bench``): the value it uses when the option
+    is not given, shown in ``--help`` (``...``: none shown). Ignored where a model exists."""
 
 
 LOOP_OPTIONS: tuple[Option, ...] = (
