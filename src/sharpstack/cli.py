@@ -151,6 +151,17 @@ def _tile(text: Optional[str]):
     return dict(zip("zyx", t))
 
 
+def _stages(what: str):
+    """A ``log`` callback that prints each stage of a long job on stderr as it starts, with
+    the time since the first (``export [0:42] exporting ONNX (opset 17)``)."""
+    t0 = time.perf_counter()
+
+    def say(msg: str) -> None:
+        s = int(time.perf_counter() - t0)
+        typer.echo(f"{what} [{s // 60}:{s % 60:02d}] {msg}", err=True)
+    return say
+
+
 def _voxel_size(text: Optional[str]):
     if text is None:
         return None
@@ -372,7 +383,8 @@ def export_cmd(
     out = export_run(run, stack, package, deployable=deployable, runtime_report=runtime_report,
                      quality=quality_from_summary(quality) if quality else None,
                      as_folder=as_folder, overwrite=overwrite, name=name, license=license,
-                     authors=[{"name": a} for a in author] if author else None)
+                     authors=[{"name": a} for a in author] if author else None,
+                     log=_stages("export"))
     typer.echo(f"package written and tested (torchscript, onnx, pytorch_state_dict): {out}")
 
 
@@ -386,7 +398,8 @@ def validate(
     """Validate a package with bioimageio.core (offline): format + test run per weight format."""
     from .workflows import validate_package
 
-    ok, report = validate_package(package, weight_format, trust_code=trust_code)
+    ok, report = validate_package(package, weight_format, trust_code=trust_code,
+                                  log=_stages("validate"))
     if ok:
         typer.echo(report)
         typer.echo(f"passed: {package}")
@@ -456,12 +469,14 @@ def demo(
                        overwrite=overwrite, progress=True,
                        log=lambda m: typer.echo(f"* {m}", err=True))
     shown = {k: v for k, v in summary.items()
-             if k not in ("settings", "packages", "about", "quality")}
+             if k not in ("settings", "packages", "about", "quality", "next_steps")}
     typer.echo(json.dumps(shown, indent=2))
     typer.echo("packages:")
     for d, p in summary["packages"].items():
         typer.echo(f"  {d}: {p['path']}\n    {p['what']}; checked for {', '.join(p['runs_in'])}")
     typer.echo(f"summary: {Path(out) / 'summary.json'}")
+    for line in summary["next_steps"]["text"]:  # the last lines: what to do now
+        typer.echo(line)
 
 
 @app.command()

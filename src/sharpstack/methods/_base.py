@@ -253,6 +253,13 @@ class Method:
             runtimes_text=runtimes_text)
 
     # ------------------------------------------------------------------ optional hooks
+    def consumer_input(self, trained: Trained, stack: Any, deployable: str) -> Any | None:
+        """What a program (Fiji/deepImageJ, ilastik, QuPath) must be given to run the package
+        of one deployable, made from ``stack`` (a DataArray of the training kind, voxel size
+        in its attrs), as a DataArray with its voxel size; None: ``stack`` as it is. The demo
+        writes it beside the packages (nothing is written here)."""
+        return None
+
     def synthesize(self, options: BaseModel) -> SynthResult:
         """Synthetic data of the method's protocol (arrays; nothing written here)."""
         raise InputError(f"{self.name} has no synthetic data protocol")

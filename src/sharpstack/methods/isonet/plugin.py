@@ -249,6 +249,11 @@ class IsoNet(Method):
 
         return package_request(trained, sample, deployable, workdir=workdir)
 
+    def consumer_input(self, trained: Trained, stack, deployable: str):
+        from .package import consumer_input
+
+        return consumer_input(trained.model.config.factor, stack, deployable)
+
     def synthesize(self, options: IsoNetSynth) -> SynthResult:
         return synthesize(options)
 
