@@ -47,10 +47,13 @@ def demo_next_steps(method: str, *, restored: str, figure: str | None,
                                  "how": _how(consumer, p["path"], p["input"])})
                 break
     fiji = next((p for p in programs if p["program"] == PROGRAMS["deepimagej"]), None)
-    export_d = next((d for d in order if "deepimagej" in packages[d]["runs_in"]), predict_with)
     own = [f"sharpstack train {method} MY_STACK.tif my_run/",
-           f"sharpstack export my_run/ MY_STACK.tif my_model.zip --deployable {export_d}",
-           f"sharpstack predict {packages[predict_with]['path']} MY_STACK.tif restored.tif"]
+           f"sharpstack export my_run/ MY_STACK.tif my_model.zip --deployable {predict_with}",
+           "sharpstack predict my_model.zip MY_STACK.tif my_restored.tif"]
+    fiji_d = next((d for d in order if "deepimagej" in packages[d]["runs_in"]), None)
+    if fiji_d is not None and fiji_d != predict_with:
+        own.insert(2, f"sharpstack export my_run/ MY_STACK.tif my_model_fiji.zip "
+                      f"--deployable {fiji_d}")
     text = ["next steps:",
             f"  open the restored stack: {restored}  (Fiji: File > Open; calibrated)"]
     if figure:
