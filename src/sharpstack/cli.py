@@ -42,7 +42,8 @@ _DEBUG = {"on": os.environ.get("SHARPSTACK_DEBUG", "") not in ("", "0")}
 
 @app.callback()
 def _main(debug: Annotated[bool, typer.Option(
-        "--debug/--no-debug", help="Show the full traceback of unexpected errors.")] = False) -> None:
+        "--debug/--no-debug", help="Show the full traceback of unexpected errors.")] = False
+          ) -> None:
     if debug:
         _DEBUG["on"] = True
 
