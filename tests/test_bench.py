@@ -256,7 +256,7 @@ _INTERNAL = {"isonet": {"noise", "rl_iterations", "progress", "on_step"},
              "disentangled": {"synthetic_size", "extra", "rl_iterations", "n_train_scored",
                               "data_dir", "real_focus_plane", "progress", "on_step"}}
 # options that steer bench() instead of naming a keyword
-_STEERING = {"isonet": {"quiet"}, "zsegan": {"no_residual"}, "disentangled": {"card", "built"},
+_STEERING = {"isonet": {"quiet"}, "zsegan": set(), "disentangled": {"card", "built"},
              "dqlr": set()}
 _KEPT_SCRIPTS = {"predict_speed.py", "old_runtimes.py"}  # what the CLI does not measure
 

@@ -42,7 +42,8 @@ _DEBUG = {"on": os.environ.get("SHARPSTACK_DEBUG", "") not in ("", "0")}
 
 @app.callback()
 def _main(debug: Annotated[bool, typer.Option(
-        "--debug", help="Show the full traceback of unexpected errors.")] = False) -> None:
+        "--debug/--no-debug", help="Show the full traceback of unexpected errors.")] = False
+          ) -> None:
     if debug:
         _DEBUG["on"] = True
 
@@ -151,6 +152,17 @@ def _tile(text: Optional[str]):
     return dict(zip("zyx", t))
 
 
+def _stages(what: str):
+    """A ``log`` callback that prints each stage of a long job on stderr as it starts, with
+    the time since the first (``export [0:42] exporting ONNX (opset 17)``)."""
+    t0 = time.perf_counter()
+
+    def say(msg: str) -> None:
+        s = int(time.perf_counter() - t0)
+        typer.echo(f"{what} [{s // 60}:{s % 60:02d}] {msg}", err=True)
+    return say
+
+
 def _voxel_size(text: Optional[str]):
     if text is None:
         return None
@@ -163,12 +175,34 @@ def _voxel_size(text: Optional[str]):
 # commands built from a method's declarations
 # --------------------------------------------------------------------------------------------
 
+def _cli_default(o: Option, model) -> Any:
+    """The value of option ``o`` that does what the command does without it (``...``:
+    unknown): the model's default, seen through a bool option's ``parse`` (``--deep-first``
+    sets ``depth_increases_with_z`` to ``not v``: a default True is ``--no-deep-first``)."""
+    if model is None:
+        return o.default
+    value = option_default(model, o.key)
+    if o.type is bool and o.parse is not None and value is not ...:
+        hits = [b for b in (True, False) if o.parse(b) == value]
+        return hits[0] if len(hits) == 1 else ...
+    return value
+
+
 def _opt_param(o: Option, model) -> inspect.Parameter:
-    default = option_default(model, o.key) if model is not None else ...
-    shown = "" if default is ... or default is None else f" (default: {_show(default)})"
+    """A declared option as a Typer parameter; ``None`` when not given (the model's default,
+    or on ``--resume`` the run's value, stays); a bool is the pair ``--FLAG/--no-FLAG``; the
+    default shown is the one the command uses."""
+    default = _cli_default(o, model)
+    if o.type is bool:
+        decl = f"--{o.flag}/--no-{o.flag}"
+        shown = ("" if not isinstance(default, bool)
+                 else f" (default: {'' if default else 'no-'}{o.flag})")
+    else:
+        decl = f"--{o.flag}"
+        shown = "" if default is ... or default is None else f" (default: {_show(default)})"
     return inspect.Parameter(
         o.key.replace(".", "__"), inspect.Parameter.KEYWORD_ONLY, default=None,
-        annotation=Annotated[Optional[o.type], typer.Option(f"--{o.flag}", help=o.help + shown,
+        annotation=Annotated[Optional[o.type], typer.Option(decl, help=o.help + shown,
                                                             show_default=False)])
 
 
@@ -363,7 +397,8 @@ def export_cmd(
     out = export_run(run, stack, package, deployable=deployable, runtime_report=runtime_report,
                      quality=quality_from_summary(quality) if quality else None,
                      as_folder=as_folder, overwrite=overwrite, name=name, license=license,
-                     authors=[{"name": a} for a in author] if author else None)
+                     authors=[{"name": a} for a in author] if author else None,
+                     log=_stages("export"))
     typer.echo(f"package written and tested (torchscript, onnx, pytorch_state_dict): {out}")
 
 
@@ -372,12 +407,13 @@ def export_cmd(
 def validate(
     package: Annotated[Path, typer.Argument(help="Model package (.zip, folder or rdf.yaml).")],
     weight_format: Annotated[Optional[list[str]], typer.Option(help="Only these weight formats (default: all the package has).")] = None,
-    trust_code: Annotated[bool, typer.Option("--trust-code", help="Also test pytorch_state_dict weights whose architecture code comes with the package (it runs that code).")] = False,
+    trust_code: Annotated[bool, typer.Option("--trust-code/--no-trust-code", help="Also test pytorch_state_dict weights whose architecture code comes with the package (it runs that code).")] = False,
 ):
     """Validate a package with bioimageio.core (offline): format + test run per weight format."""
     from .workflows import validate_package
 
-    ok, report = validate_package(package, weight_format, trust_code=trust_code)
+    ok, report = validate_package(package, weight_format, trust_code=trust_code,
+                                  log=_stages("validate"))
     if ok:
         typer.echo(report)
         typer.echo(f"passed: {package}")
@@ -399,11 +435,11 @@ def predict(
     planes: Annotated[bool, typer.Option(help="Run a 2D model on a z-stack plane by plane (--no-planes: refuse).")] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output (kept until the new one is complete).")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted OME-Zarr output where it stopped (same package, input and options).")] = False,
-    dask: Annotated[bool, typer.Option("--dask", help="Run the windows as a Dask graph (OME-Zarr output), with the threads scheduler unless --scheduler says otherwise.")] = False,
+    dask: Annotated[bool, typer.Option("--dask/--no-dask", help="Run the windows as a Dask graph (OME-Zarr output), with the threads scheduler unless --scheduler says otherwise.")] = False,
     scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler: threads, processes, local (a LocalCluster of --workers processes) or the address of a running dask.distributed scheduler, e.g. tcp://host:8786. Implies --dask.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Dask threads or worker processes (threads, processes, local).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for the network (per process).")] = None,
-    trust_code: Annotated[bool, typer.Option("--trust-code", help="Allow pytorch_state_dict weights whose architecture is code from the package (never chosen otherwise).")] = False,
+    trust_code: Annotated[bool, typer.Option("--trust-code/--no-trust-code", help="Allow pytorch_state_dict weights whose architecture is code from the package (never chosen otherwise).")] = False,
     check: Annotated[bool, typer.Option("--check/--no-check", help="Self-check first: the package's own test input through the same runner, weights and windows must reproduce its test output; otherwise stop before any output and say whether the weights or the windows are at fault. --no-check skips it.")] = True,
     voxel_size: Annotated[Optional[str], typer.Option(help="Voxel size of the input, Z,Y,X in micrometres (unit optional: 0.96,0.24,0.24um; or z=0.96 for one axis): overrides or completes the file's calibration; the output's follows the model's scaling.")] = None,
     scene: _SCENE = None,
@@ -451,12 +487,14 @@ def demo(
                        overwrite=overwrite, progress=True,
                        log=lambda m: typer.echo(f"* {m}", err=True))
     shown = {k: v for k, v in summary.items()
-             if k not in ("settings", "packages", "about", "quality")}
+             if k not in ("settings", "packages", "about", "quality", "next_steps")}
     typer.echo(json.dumps(shown, indent=2))
     typer.echo("packages:")
     for d, p in summary["packages"].items():
         typer.echo(f"  {d}: {p['path']}\n    {p['what']}; checked for {', '.join(p['runs_in'])}")
     typer.echo(f"summary: {Path(out) / 'summary.json'}")
+    for line in summary["next_steps"]["text"]:  # the last lines: what to do now
+        typer.echo(line)
 
 
 @app.command()
@@ -465,8 +503,8 @@ def check(
     package: Annotated[Path, typer.Argument(help="Model package (.zip, folder or rdf.yaml).")],
     for_: Annotated[Optional[list[str]], typer.Option("--for", help="Consumers to check: bioimageio, deepimagej, ilastik, qupath (repeat; default all).")] = None,
     test: Annotated[bool, typer.Option(help="Also run bioimageio.core's test for every weight format.")] = False,
-    trust_code: Annotated[bool, typer.Option("--trust-code", help="With --test: also test pytorch_state_dict weights whose architecture code comes with the package (it runs that code).")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    trust_code: Annotated[bool, typer.Option("--trust-code/--no-trust-code", help="With --test: also test pytorch_state_dict weights whose architecture code comes with the package (it runs that code).")] = False,
+    as_json: Annotated[bool, typer.Option("--json/--no-json", help="Print the report as JSON.")] = False,
 ):
     """Will this package open and run in Fiji/deepImageJ, ilastik, QuPath and bioimageio.core?
 

@@ -366,7 +366,8 @@ def fit(task: TrainTask, data: tuple[torch.Tensor, ...] | TrainData, config: Tra
         (``config_record``) except :data:`RESUMABLE_KEYS` (e.g. more epochs); otherwise an
         :class:`~sharpstack.errors.InputError` names what differs.
     progress : bool
-        Show a tqdm progress bar over epochs (the CLI turns it on).
+        Show a tqdm progress bar over the training steps with the running loss, and each
+        epoch's training and validation loss at its end (the CLI turns it on).
     config_record : mapping, optional
         JSON-serialisable settings of the method (written to ``history.json`` and compared on
         resume).
@@ -440,12 +441,13 @@ def fit(task: TrainTask, data: tuple[torch.Tensor, ...] | TrainData, config: Tra
         rng.bit_generator.state = ckpt["rng"]
         torch.set_rng_state(ckpt["torch_rng"].cpu())
 
-    bar = None
-    if progress and rank == 0:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=config.epochs, initial=start_epoch - 1, desc="training", unit="epoch")
-
     n_train = len(td.train)
+    bar = None
+    if progress and rank == 0:  # one tick per step, the running loss beside it
+        from tqdm.auto import tqdm
+        per_epoch = config.steps_per_epoch or math.ceil(n_train / config.batch_size)
+        bar = tqdm(total=config.epochs * per_epoch, initial=(start_epoch - 1) * per_epoch,
+                   desc=f"training epoch {start_epoch}/{config.epochs}", unit="step")
     stopped = False
     for epoch in range(start_epoch, config.epochs + 1):
         te = time.perf_counter()
@@ -469,6 +471,10 @@ def fit(task: TrainTask, data: tuple[torch.Tensor, ...] | TrainData, config: Tra
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             nb += 1
+            if bar is not None:
+                bar.set_description(f"training epoch {epoch}/{config.epochs}", refresh=False)
+                bar.set_postfix(loss=f"{float(logs.get('loss', math.nan)):.4g}", refresh=False)
+                bar.update(1)
         train_logs = {f"train_{k}": v for k, v in _mean_over_processes(sums, nb, world).items()}
         for m in task.models.values():
             m.eval()
@@ -511,7 +517,6 @@ def fit(task: TrainTask, data: tuple[torch.Tensor, ...] | TrainData, config: Tra
         if on_epoch is not None:
             on_epoch(rec)
         if bar is not None:
-            bar.update(1)
             bar.set_postfix(train=f"{rec['train_loss']:.4g}", val=f"{rec['val_loss']:.4g}")
         if stopped:
             break

@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -379,12 +379,14 @@ def export_run(run: str | Path, sample: str | Path, package_path: str | Path, *,
                deployable: str | None = None, as_folder: bool = False, overwrite: bool = False,
                quality: Mapping[str, Any] | None = None,
                authors: list[dict[str, str]] | None = None, license: str = "MIT",
-               name: str | None = None, runtime_report: str | Path | None = None) -> Path:
+               name: str | None = None, runtime_report: str | Path | None = None,
+               log: Callable[[str], None] | None = None) -> Path:
     """Export a trained run as a bioimage.io package, tested before it is written.
 
     ``deployable``: one of the run's method's deployables (default: its first). ``sample`` is
     a file of the training kind: the test input (and sample TIFF) is cut from it.
     ``runtime_report`` (Markdown from ``benchmarks/old_runtimes.py``) goes into the card.
+    ``log`` is called with the name of each stage as it starts (the CLI prints them).
     """
     from ._files import clean_stale, temp_dir
     from .export.package import build_package
@@ -418,11 +420,13 @@ def export_run(run: str | Path, sample: str | Path, package_path: str | Path, *,
     try:
         clean_stale(out)
         with temp_dir(out) as tmp:
+            if log is not None:
+                log(f"preparing the {d.name} package (test input, cover, model card)")
             spec = loaded.method.package_spec(
                 loaded.trained, Path(sample), d.name, workdir=tmp, name=name,
                 authors=authors, license=license, quality=dict(quality) if quality else None,
                 attachments=[curve] if curve.exists() else [], runtimes_text=runtimes_text)
-            return build_package(spec, out, overwrite=overwrite, as_folder=as_folder)
+            return build_package(spec, out, overwrite=overwrite, as_folder=as_folder, log=log)
     except BaseException:
         for folder in made:  # innermost first; only the ones this export made, if still empty
             with contextlib.suppress(OSError):
@@ -461,13 +465,15 @@ def quality_from_summary(path: str | Path) -> dict[str, Any]:
 
 
 def validate_package(package: str | Path, weight_formats: Sequence[str] | None = None, *,
-                     trust_code: bool = False) -> tuple[bool, str]:
+                     trust_code: bool = False,
+                     log: Callable[[str], None] | None = None) -> tuple[bool, str]:
     """Run ``bioimageio.core.test_model`` offline for each weight format of a package.
 
     ``weight_formats`` default to every format the package has. ``pytorch_state_dict``
     weights whose architecture is not sharpstack's own are skipped (and said so) unless
     ``trust_code``: testing them would import code from the package. Returns
-    ``(passed, report)``; the report names every format tested, skipped or failed.
+    ``(passed, report)``; the report names every format tested, skipped or failed. ``log``
+    is called with the name of each stage (each format's test) as it starts.
     """
     from ._trust import TRUST_FLAG, check_format, find_rdf, load_rdf, state_dict_code, weight_files
     from .errors import PackageError
@@ -511,7 +517,7 @@ def validate_package(package: str | Path, weight_formats: Sequence[str] | None =
         raise PackageError(f"nothing to validate in {p} without running its code: "
                            + "; ".join(lines) + " (or validate another format)")
     try:
-        ok, report = test_package(source, run)
+        ok, report = test_package(source, run, log=log)
     except Exception as exc:  # noqa: BLE001 - bioimageio raises many kinds; one message
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PackageError(f"bioimageio.core could not test {p}: {first}") from None
@@ -542,10 +548,14 @@ def run_demo(method: str | Method | None = None, out_dir: str | Path = "demo_out
     names (tested), restore the sample with one package, score it, draw a figure.
 
     Writes under ``out_dir``: ``data/``, ``run/``, one package per deployable
-    (``<method>_<deployable>.zip``), ``restored.tif``, ``figure.png`` and ``summary.json``
-    (quality, which package is for which program, seconds per stage).
+    (``<method>_<deployable>.zip``), the stack a package needs where it is not the sample
+    (``<method>_<deployable>_input.tif``, e.g. resampled to isotropic voxels),
+    ``restored.tif``, ``figure.png`` and ``summary.json`` (quality, which package is for which
+    program, seconds per stage, and ``next_steps``: the files to open and how each program
+    runs its package).
     """
-    from .io import read_stack
+    from .io import read_stack, write_tiff
+    from .next_steps import demo_next_steps
     from .predict import predict_file
 
     m = _method(method or DEFAULT_METHOD)
@@ -556,8 +566,9 @@ def run_demo(method: str | Method | None = None, out_dir: str | Path = "demo_out
     deployables = [m.deployable(n) for n in demo.deployables] if demo.deployables \
         else list(m.deployables)
     packages = {d.name: out / f"{m.name}_{d.name}.zip" for d in deployables}
-    _refuse_existing([out / "summary.json", out / "data", out / "run", *packages.values()],
-                     overwrite)
+    inputs = {d.name: out / f"{m.name}_{d.name}_input.tif" for d in deployables}
+    _refuse_existing([out / "summary.json", out / "data", out / "run", *packages.values(),
+                      *inputs.values()], overwrite)
     if overwrite:
         for p in (out / "data", out / "run"):
             shutil.rmtree(p, ignore_errors=True)
@@ -590,10 +601,16 @@ def run_demo(method: str | Method | None = None, out_dir: str | Path = "demo_out
         t = time.perf_counter()
         say(f"exporting and validating the {d.name} package (torchscript, onnx, state dict)")
         export_run(out / "run", syn["sample"], packages[d.name], deployable=d.name,
-                   overwrite=overwrite, quality=quality)
+                   overwrite=overwrite, quality=quality,
+                   log=None if log is None else (lambda msg, d=d: say(f"  {d.name}: {msg}")))
         times[f"export_{d.name}"] = time.perf_counter() - t
         summary_packages[d.name] = {"path": str(packages[d.name].resolve()),
-                                    "what": d.summary, "runs_in": list(d.claims)}
+                                    "what": d.summary, "runs_in": list(d.claims),
+                                    "input": str(Path(syn["sample"]).resolve())}
+        given = m.consumer_input(trained["trained"], read_stack(syn["sample"]), d.name)
+        if given is not None:  # what a program must be given, e.g. resampled to isotropic
+            write_tiff(inputs[d.name], given, overwrite=True)
+            summary_packages[d.name]["input"] = str(inputs[d.name].resolve())
 
     t = time.perf_counter()
     say(f"restoring the sample with the {demo.predict_with} package (sharpstack predict)")
@@ -616,6 +633,11 @@ def run_demo(method: str | Method | None = None, out_dir: str | Path = "demo_out
         "figure": str(figure.resolve()) if figure else None,
         "seconds": {k: round(v, 1) for k, v in times.items()},
         "seconds_total": round(sum(times.values()), 1),
+        "next_steps": demo_next_steps(
+            m.name, restored=str(restored_path.resolve()),
+            figure=str(figure.resolve()) if figure else None,
+            packages=summary_packages,
+            predict_with=demo.predict_with, deployables=[d.name for d in deployables]),
         "settings": trained["settings"].model_dump(mode="json"),
         "best_epoch": trained["best_epoch"], "about": demo.about,
         **{k: v for k, v in syn["info"].items() if k not in scores},

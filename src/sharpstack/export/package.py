@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,7 +160,7 @@ def _descr_unchecked(spec: PackageSpec, files: Mapping[str, Path], test_output: 
     )
 
 
-def _write_files(spec: PackageSpec, work: Path) -> dict[str, Path]:
+def _write_files(spec: PackageSpec, work: Path, say: Callable[[str], None]) -> dict[str, Path]:
     from ..io import as_dataarray, write_tiff
 
     files: dict[str, Path] = {}
@@ -168,9 +168,12 @@ def _write_files(spec: PackageSpec, work: Path) -> dict[str, Path]:
     x = spec.test_input.astype(np.float32)
     lo, hi = spec.normalizer.stats(x)
     example = torch.from_numpy(spec.normalizer.before(x, lo, hi)[None, None])
+    say("tracing the network (TorchScript)")
     files["torchscript"] = export_torchscript(module, example, work / "weights_torchscript.pt")
+    say(f"exporting ONNX (opset {ONNX_OPSET})")
     files["onnx"] = export_onnx(module, example, work / "weights.onnx",
                                 space_axes=len(spec.axes))
+    say("writing the state dict, architecture, test input and sample")
     files["state_dict"] = export_state_dict(module, work / "weights_state_dict.pt")
     files["arch"] = work / spec.arch_source.name
     shutil.copyfile(spec.arch_source, files["arch"])
@@ -258,17 +261,21 @@ def _rdf_plain(data: bytes) -> bytes:
     return yaml.safe_dump(rdf, sort_keys=False, allow_unicode=True).encode("utf-8")
 
 
-def test_package(source: str | Path, weight_formats: Sequence[str] = WEIGHT_FORMATS):
+def test_package(source: str | Path, weight_formats: Sequence[str] = WEIGHT_FORMATS, *,
+                 log: Callable[[str], None] | None = None):
     """Run ``bioimageio.core.test_model`` offline for each weight format, and the package's
     test input through each format's weights with bioimageio.core's pipeline: an output that
     is not finite (NaN, inf) fails, which ``test_model``'s comparison lets through.
 
+    ``log`` is called with the name of each stage as it starts (one per weight format).
     Returns ``(passed: bool, report: str)`` with the summary of every failing format.
     """
     from bioimageio.core import test_model
 
     reports, ok = [], True
-    for wf in weight_formats:
+    for i, wf in enumerate(weight_formats, 1):
+        if log is not None:
+            log(f"testing the {wf} weights with bioimageio.core ({i}/{len(weight_formats)})")
         summary = test_model(str(source), weight_format=wf)
         if summary.status != "passed":
             ok = False
@@ -282,14 +289,16 @@ def test_package(source: str | Path, weight_formats: Sequence[str] = WEIGHT_FORM
 
 
 def build_package(spec: PackageSpec, out_path: str | Path, *, overwrite: bool = False,
-                  as_folder: bool = False, run_tests: bool = True) -> Path:
+                  as_folder: bool = False, run_tests: bool = True,
+                  log: Callable[[str], None] | None = None) -> Path:
     """Export ``spec`` as a bioimage.io package at ``out_path`` (a .zip, or a folder).
 
     Steps: write weights and files to a temporary folder; describe the model; compute the test
     output with bioimageio.core's pipeline; save the package; make ``documentation`` and
     ``covers`` plain strings; run ``test_model`` for every weight format; only then rename the
     result into place. A failing test raises :class:`PackageError` with the report and leaves
-    nothing at ``out_path``.
+    nothing at ``out_path``. ``log`` is called with the name of each stage as it starts
+    (trace, ONNX, test output, each consumer check, each weight format's test).
     """
     from bioimageio.spec import save_bioimageio_package
 
@@ -317,26 +326,29 @@ def build_package(spec: PackageSpec, out_path: str | Path, *, overwrite: bool = 
     with temp_dir(out, capture_tempfile=True) as tmp:
         work = Path(tmp) / "files"
         work.mkdir()
-        files = _write_files(spec, work)
+        say = log or (lambda msg: None)
+        files = _write_files(spec, work, say)
         x = spec.test_input.astype(np.float32)[None, None]
         with torch.no_grad():
             first = spec.module(torch.from_numpy(spec.normalizer.before(x))).numpy()
         placeholder = work / "test_output.npy"
         np.save(placeholder, first.astype(np.float32))
         descr = _descr(spec, files, placeholder)
+        say("computing the test output with bioimageio.core's pipeline")
         test_out = _pipeline_output(descr)
         np.save(placeholder, test_out)
         files["sample_output"] = work / "sample_output.tif"
         write_tiff(files["sample_output"],
                    as_dataarray(test_out[0, 0], "".join(_space_axes_ids(spec)).upper()))
         descr = _descr(spec, files, placeholder)
+        say("describing and saving the package (bioimage.io spec 0.5)")
         raw_zip = Path(tmp) / "raw.zip"
         save_bioimageio_package(descr, output_path=raw_zip)
         stage = Path(tmp) / "stage.zip"
         _rewrite_zip(raw_zip, stage, {"rdf.yaml": _rdf_plain})
         from .consumers import CONSUMERS, check_package
 
-        report = check_package(stage, CONSUMERS)
+        report = check_package(stage, CONSUMERS, log=say)
         if not report.ok(spec.claims):
             failing = [c for c in spec.claims if not report.consumers[c].compatible]
             raise PackageError(
@@ -352,7 +364,8 @@ def build_package(spec: PackageSpec, out_path: str | Path, *, overwrite: bool = 
             with zipfile.ZipFile(final_zip) as z:
                 z.extractall(candidate)
         if run_tests:
-            ok, report_text = test_package(candidate / "rdf.yaml" if as_folder else candidate)
+            ok, report_text = test_package(candidate / "rdf.yaml" if as_folder else candidate,
+                                           log=say)
             if not ok:
                 raise PackageError(
                     f"bioimageio.core test_model failed; nothing was written to {out}.\n"

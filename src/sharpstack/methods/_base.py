@@ -75,6 +75,10 @@ class Option:
     ``"64,128,128"`` -> a tuple). The default shown in ``--help`` comes from the model, so an
     option the user does not give leaves the model's default (or, on ``--resume``, the
     run's recorded value) in place.
+
+    A ``bool`` option is the pair ``--FLAG/--no-FLAG``; ``--help`` shows the one that gives
+    the model's default (through ``parse``: ``Option("deep-first", "depth_increases_with_z",
+    bool, ..., parse=lambda v: not v)`` shows ``no-deep-first`` for a default of True).
     """
 
     flag: str
@@ -82,6 +86,9 @@ class Option:
     type: Any
     help: str
     parse: Callable[[Any], Any] | None = None
+    default: Any = ...
+    """For a command without a settings model (``bench``): the value it uses when the option
+    is not given, shown in ``--help`` (``...``: none shown). Ignored where a model exists."""
 
 
 LOOP_OPTIONS: tuple[Option, ...] = (
@@ -246,6 +253,13 @@ class Method:
             runtimes_text=runtimes_text)
 
     # ------------------------------------------------------------------ optional hooks
+    def consumer_input(self, trained: Trained, stack: Any, deployable: str) -> Any | None:
+        """What a program (Fiji/deepImageJ, ilastik, QuPath) must be given to run the package
+        of one deployable, made from ``stack`` (a DataArray of the training kind, voxel size
+        in its attrs), as a DataArray with its voxel size; None: ``stack`` as it is. The demo
+        writes it beside the packages (nothing is written here)."""
+        return None
+
     def synthesize(self, options: BaseModel) -> SynthResult:
         """Synthetic data of the method's protocol (arrays; nothing written here)."""
         raise InputError(f"{self.name} has no synthetic data protocol")

@@ -35,7 +35,7 @@ One module per consumer (:mod:`.deepimagej`, :mod:`.ilastik`, :mod:`.qupath`,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .bioimageio import BioimageioChecks
@@ -53,7 +53,8 @@ class _PackageChecker(BioimageioChecks, DeepImageJChecks, IlastikChecks, QuPathC
 
 
 def check_package(source: str | Path, targets: Sequence[str] | str | None = None, *,
-                  run_bioimageio_test: bool = False, trust_code: bool = False) -> CompatReport:
+                  run_bioimageio_test: bool = False, trust_code: bool = False,
+                  log: Callable[[str], None] | None = None) -> CompatReport:
     """Check whether a bioimage.io model package runs in each consumer.
 
     Parameters
@@ -69,6 +70,8 @@ def check_package(source: str | Path, targets: Sequence[str] | str | None = None
     trust_code : bool
         Also test ``pytorch_state_dict`` weights whose architecture code comes with the
         package (importing it runs that code); otherwise they are skipped with a warning.
+    log : callable, optional
+        Called with the name of each consumer's check as it starts.
 
     Returns
     -------
@@ -88,6 +91,8 @@ def check_package(source: str | Path, targets: Sequence[str] | str | None = None
     try:
         checker = _PackageChecker(pkg)
         for name in names:
+            if log is not None:
+                log(f"checking the package for {name}")
             if name == "bioimageio":
                 checker.check_bioimageio(run_bioimageio_test, trust_code)
             elif name == "deepimagej":

@@ -135,7 +135,8 @@ class Disentangled(Method):
                "single-thread trainings use a 2-core CPU best)."),
         Option("device", "device", str, "cpu or cuda; default GPU if present."),
         Option("seed", "seed", int, "Random seed (default 0)."),
-        Option("keep-runs", "keep_runs", bool, "Keep every training folder."),
+        Option("keep-runs", "keep_runs", bool, "Keep every training folder.",
+               default=False),
         Option("card", "card", str, "Instead of the benchmark: score the model that "
                "`sharpstack zoo RECIPE` built (in --built) on its held-out fields and write "
                "the quality JSON to the file --out (for `sharpstack export ... --quality`)."),

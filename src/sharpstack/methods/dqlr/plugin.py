@@ -83,11 +83,11 @@ class DQLR(Method):
         Option("n-predict", "n_predict", int, "Following slices predicted from each clip."),
         Option("ensemble", "ensemble_predictions", int, "Average each slice's reconstruction "
                "with its N predictions from shallower windows (0: reconstruction only)."),
-        Option("deep-first", "depth_increases_with_z", bool, "The LAST slice is the "
-               "shallowest (depth grows towards slice 0); without it slice 0 is the shallowest "
-               "(depth_increases_with_z).", parse=lambda v: not v),
-        Option("no-quantize", "quantize", bool, "Train the paper's ablation without "
-               "quantisation (sets quantize to false).", parse=lambda v: not v),
+        Option("deep-first", "depth_increases_with_z", bool, "--deep-first: the LAST slice "
+               "is the shallowest (depth grows towards slice 0); --no-deep-first: slice 0 is "
+               "the shallowest (depth_increases_with_z).", parse=lambda v: not v),
+        Option("quantize", "quantize", bool, "Vector-quantise the latent codes (the paper); "
+               "--no-quantize trains the paper's ablation without quantisation."),
         Option("codes", "num_codes", int, "Codebook size k (the paper: 128)."),
         Option("code-dim", "code_dim", int, "Codeword dimension (the public code: 64)."),
         Option("hidden", "hidden", int, "Encoder/generator channels at the latent level."),
@@ -143,8 +143,8 @@ class DQLR(Method):
                "(default 2; the paper: 4 plants)."),
         Option("kind", "kinds", list[str], "membranes, nuclei (repeat or comma-separated; "
                "default both; --kind '' runs the real stacks only).", parse=_parse_kinds),
-        Option("no-real", "real", bool, "Skip the two real confocal stacks.",
-               parse=lambda v: not v),
+        Option("real", "real", bool, "Also the two real confocal stacks (--no-real skips "
+               "them).", default=True),
         Option("real-data", "real_data", str, "Folder of the real stacks (default "
                "../shared/data beside the repository)."),
         Option("shape", "shape", str, "Synthetic stack size Z,Y,X (default 48,128,128).",

@@ -133,6 +133,23 @@ def _test_input_from(stack: np.ndarray, axes: list[AxisSpec]) -> np.ndarray:
     return stack[tuple(sl)]
 
 
+def consumer_input(factor: int, stack, deployable: str):
+    """The stack the ``isotropic`` package takes, made from a raw anisotropic ``stack`` (a ZYX
+    DataArray): z interpolated linearly by ``factor`` (as the package's test input is), z
+    spacing divided by it; None for the other deployables (``upsample`` takes the raw stack;
+    ``slice2d`` one axial slice of the isotropic one, chosen by the user)."""
+    from ... import degrade
+    from ...io import as_dataarray
+
+    if deployable != "isotropic":
+        return None
+    up = degrade.upsample_linear(np.asarray(stack.values, dtype=np.float32), factor, axis=0)
+    vs = dict(stack.attrs.get("voxel_size") or {})
+    if vs.get("z") is not None:
+        vs["z"] = vs["z"] / factor
+    return as_dataarray(up, "ZYX", vs)
+
+
 def package_request(trained, sample: Path, deployable: str, *, workdir: Path) -> PackageRequest:
     """The package request of one deployable of a trained IsoNet run
     (``methods._base.Trained``).

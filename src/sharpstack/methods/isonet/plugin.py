@@ -167,7 +167,8 @@ class IsoNet(Method):
         Option("seed", "seed", int, "Random seed (default 0)."),
         Option("jobs", "jobs", int, "Trainings at once, in worker processes (default: 2 on a "
                "CPU with at least 2 cores per --threads, else 1; results do not depend on it)."),
-        Option("quiet", "quiet", bool, "No log line per training and volume."),
+        Option("quiet", "quiet", bool, "No log line per training and volume.",
+               default=False),
     )
     bench_threads = 1
     """One torch thread per job: on a shared 2-core machine, 2 threads made each training
@@ -247,6 +248,11 @@ class IsoNet(Method):
         from .package import package_request
 
         return package_request(trained, sample, deployable, workdir=workdir)
+
+    def consumer_input(self, trained: Trained, stack, deployable: str):
+        from .package import consumer_input
+
+        return consumer_input(trained.model.config.factor, stack, deployable)
 
     def synthesize(self, options: IsoNetSynth) -> SynthResult:
         return synthesize(options)

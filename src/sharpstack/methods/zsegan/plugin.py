@@ -105,8 +105,8 @@ class ZSEGAN(Method):
         Option("ndf", "ndf", int, "Discriminator filters (default 16; notebook 32)."),
         Option("sections", "sections", int, "Sections per adversarial term and step (default "
                "4; notebook 1)."),
-        Option("residual", "residual", bool, "Residual generators, x + net(x) (the default)."),
-        Option("no-residual", "no_residual", bool, "The notebook's plain generators."),
+        Option("residual", "residual", bool, "Residual generators, x + net(x); "
+               "--no-residual: the notebook's plain generators.", default=True),
         Option("upsample", "upsample", str, "Decoder upsampling: transposed (notebook) or "
                "resize (default)."),
         Option("epochs", "epochs", int, "Epochs (default 40; the notebook: 200)."),
@@ -124,10 +124,10 @@ class ZSEGAN(Method):
         Option("infocus-match", "extra.infocus_match", str, "none (default, notebook) or "
                "focal: map the in-focus images onto the focal planes' histogram."),
         Option("vertical-set", "use_vertical", bool, "Use the notebook's vertical sections "
-               "for D_S."),
+               "for D_S.", default=False),
         Option("device", "device", str, "cpu or cuda; default GPU if present."),
         Option("seed", "seed", int, "Random seed (default 0)."),
-        Option("resume", "resume", bool, "Continue OUT/run."),
+        Option("resume", "resume", bool, "Continue OUT/run.", default=False),
     )
     bench_threads = 2
 
@@ -218,8 +218,4 @@ class ZSEGAN(Method):
             if v is not None and v not in choices:
                 raise InputError(f"--{key.replace('_', '-')} must be one of "
                                  f"{', '.join(choices)}; got {v!r}")
-        if options.pop("no_residual", False):
-            if options.get("residual"):
-                raise InputError("give --residual or --no-residual, not both")
-            options["residual"] = False
         return run_zsegan_bench(out_dir, progress=progress, extra=extra or None, **options)
