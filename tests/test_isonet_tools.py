@@ -45,3 +45,105 @@ def test_card_template_states_the_defaults_and_the_papers_values():
 
     card = resources.files("sharpstack.methods.isonet").joinpath("card.md").read_text("utf-8")
     assert "--lr 5e-3 --dropout 0.2" in card
+
+
+# ------------------------------------------------------------------ 2. non-integer factors
+def _tiny_stack(tmp_path, voxel, shape=(12, 48, 48), seed=0):
+    from sharpstack.io import as_dataarray, write_tiff
+
+    rng = np.random.default_rng(seed)
+    arr = (rng.random(shape) * 200 + 20).astype(np.uint16)
+    path = tmp_path / "stack.tif"
+    write_tiff(path, as_dataarray(arr, "ZYX", voxel))
+    return path
+
+
+TRAIN_TINY = ["--epochs", "1", "--steps-per-epoch", "1", "--patches", "16", "--patch-size", "32",
+              "--batch-size", "4", "--threads", "1"]
+
+
+def test_resampling_any_factor_keeps_the_integer_convention():
+    from sharpstack import degrade
+    from sharpstack.resample import exact_factor, subsample, upsample
+
+    x = np.random.default_rng(1).random((7, 3, 4)).astype(np.float32)
+    for f in (2, 3, 8):
+        assert np.array_equal(upsample(x, f), degrade.upsample_linear(x, f))
+        assert np.array_equal(subsample(x, f), degrade.subsample(x, f))
+    assert exact_factor(0.2 / 0.08) == 2.5 and exact_factor(3.0000000001) == 3
+    np.testing.assert_allclose(upsample(np.array([0., 5., 10.]), 2.5),
+                               [0, 2, 4, 6, 8, 10, 10, 10])
+    np.testing.assert_allclose(subsample(np.arange(11.), 2.5), [0, 2.5, 5, 7.5, 10])
+
+
+@pytest.mark.parametrize("factor", [2.5, 1.75, 4])
+def test_deployed_upsampling_matches_numpy_for_fractional_factors(factor):
+    import torch
+
+    from sharpstack.methods.isonet.isonet_arch import ZUpsampleLinear
+    from sharpstack.resample import upsample
+
+    x = np.random.default_rng(2).random((8, 3, 5)).astype(np.float32)
+    mod = ZUpsampleLinear(factor)
+    got = mod(torch.from_numpy(x)[None, None])[0, 0].numpy()
+    assert mod.ratio() == factor
+    np.testing.assert_allclose(got, upsample(x, factor), atol=1e-6)
+    assert got.shape[0] == int(np.ceil(8 * factor))
+
+
+def test_fractional_training_pairs_sample_at_the_true_step():
+    """A linear ramp along the axial direction is exactly restored by linear resampling at any
+    step, so without blur and noise the degraded slice equals the original (up to the held
+    tail); a ramp squared is not, and its error pattern repeats every 5 rows for f = 2.5."""
+    from sharpstack.methods.isonet.fractional import degrade_lateral_any
+
+    rows = np.arange(40, dtype=np.float32)[:, None] * np.ones((1, 8), np.float32)
+    one = np.ones((1, 1), np.float32)
+    out = degrade_lateral_any(rows, one, 2.5, axis=0)
+    assert out.shape == rows.shape
+    np.testing.assert_allclose(out[:38], rows[:38], atol=1e-4)
+    sq = rows ** 2
+    err = degrade_lateral_any(sq, one, 2.5, axis=0) - sq
+    assert np.allclose(err[0::5], 0, atol=1e-3) and np.allclose(err[5:30], err[0:25], atol=1e-3)
+    assert err[1, 0] > 0.1  # between samples: interpolated, not a copy of the original
+
+
+def test_train_takes_a_ratio_of_2_5_exactly_from_the_calibration(tmp_path):
+    from sharpstack.methods.isonet.package import isonet_axes
+    from sharpstack.workflows import load_run
+
+    stack = _tiny_stack(tmp_path, {"z": 0.2, "y": 0.08, "x": 0.08})
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["train", "isonet", str(stack), str(run), *TRAIN_TINY])
+    assert res.exit_code == 0, res.output
+    model = load_run(run).model
+    assert model.config.factor == 2.5
+    assert "factor 2.5" in res.output and "warning" not in res.output
+    z = isonet_axes(model, deployable="upsample")[0]
+    assert z.step % 2 == 0 and z.in_scale == 2.5 and z.halo % 5 == 0
+    import torch
+
+    mod = model.deploy(upsample=True)
+    out = mod(torch.zeros(1, 1, z.min, 16, 16))
+    assert out.shape[2] == z.min * 2.5
+
+
+def test_a_factor_the_upsample_network_cannot_take_is_announced_before_training(tmp_path):
+    stack = _tiny_stack(tmp_path, {"z": 0.284, "y": 0.127, "x": 0.127})
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["train", "isonet", str(stack), str(run), *TRAIN_TINY])
+    assert res.exit_code == 0, res.output
+    text = _plain(res.output)
+    assert "factor 2.23622 is used exactly" in text and "upsample z by 9/4" in text
+    assert text.index("warning") < text.index("trained 1 epochs")
+
+
+@pytest.mark.parametrize("args", [["--factor", "1"], ["--voxel-size", "5,5,5"],
+                                  ["--factor", "1.2"]])
+def test_isotropic_sampling_is_refused_the_same_way(tmp_path, args):
+    stack = _tiny_stack(tmp_path, {"z": 0.5, "y": 0.1, "x": 0.1})
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["train", "isonet", str(stack), str(run), *TRAIN_TINY, *args])
+    assert res.exit_code == 2, res.output
+    assert "already (nearly) isotropic" in res.output and "Traceback" not in res.output
+    assert not run.exists() or not (run / "model.pt").exists()

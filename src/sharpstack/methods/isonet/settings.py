@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ... import psf as psfmod
 from ...errors import InputError
+from ...resample import exact_factor
 from ...training import EarlyStopping, LearningRate, LoopSettings, LrSchedule
 
 __all__ = ["IsoNetConfig", "PsfSpec", "IsoNetSettings"]
@@ -34,8 +35,9 @@ class IsoNetConfig(LoopSettings, LrSchedule, EarlyStopping):
     psf_mode: Literal["full", "split", "none"] = "split"
     """Lateral blur for the training pairs: rotated PSF (``full``), its anisotropic part
     (``split``), or no blur at all (``none``: the SRCNN baseline that ignores the PSF)."""
-    factor: int = Field(ge=1, le=32)
-    """Axial subsampling factor: z spacing / lateral pixel size."""
+    factor: int | float = Field(ge=1, le=32)
+    """Axial subsampling factor: z spacing / lateral pixel size, any real >= 1.5 (2.5 for
+    0.2 um z / 0.08 um xy, used exactly; an integer one stays an int)."""
     patch_size: int = Field(64, ge=16, le=512)
     n_patches: int = Field(2048, ge=8)
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -51,6 +53,11 @@ class IsoNetConfig(LoopSettings, LrSchedule, EarlyStopping):
     poisson_peak: float | None = Field(None, gt=0)
     """Optional extra Poisson noise on the degraded patches (photons at the maximum)."""
     gauss_sigma: float = Field(0.0, ge=0)
+
+    @field_validator("factor")
+    @classmethod
+    def _exact_factor(cls, v):
+        return v if v is None else exact_factor(v)
 
     @field_validator("patch_size")
     @classmethod
@@ -149,7 +156,7 @@ class IsoNetSettings(IsoNetConfig):
     which must both be known (from the file or ``--voxel-size``).
     """
 
-    factor: int | None = Field(None, ge=1, le=32)
+    factor: int | float | None = Field(None, ge=1, le=32)
     psf: PsfSpec = Field(default_factory=PsfSpec)
 
     def config(self) -> IsoNetConfig:
