@@ -147,3 +147,62 @@ def test_isotropic_sampling_is_refused_the_same_way(tmp_path, args):
     assert res.exit_code == 2, res.output
     assert "already (nearly) isotropic" in res.output and "Traceback" not in res.output
     assert not run.exists() or not (run / "model.pt").exists()
+
+
+# ------------------------------------------------------------------ 3. resample, predict --resample
+def test_resample_command_streams_and_writes_the_isotropic_calibration(tmp_path):
+    from sharpstack.io import read_stack
+    from sharpstack.resample import resample_file, resample_to_isotropic, upsample
+
+    src = _tiny_stack(tmp_path, {"z": 0.2, "y": 0.08, "x": 0.08}, shape=(9, 20, 24))
+    out = tmp_path / "iso.tif"
+    res = runner.invoke(app, ["resample", str(src), str(out)])
+    assert res.exit_code == 0, res.output
+    assert "z x2.5: (9, 20, 24) -> (23, 20, 24)" in res.output
+    got = read_stack(out)
+    assert got.shape == (23, 20, 24) and got.dtype == np.uint16
+    assert got.attrs["voxel_size"] == pytest.approx({"z": 0.08, "y": 0.08, "x": 0.08}, rel=1e-4)
+    raw = np.asarray(read_stack(src).values)
+    np.testing.assert_array_equal(got.values, np.rint(upsample(raw, 2.5)).astype(np.uint16))
+    # slab by slab (3 output slices at a time) == in one go == another format
+    small = resample_file(src, tmp_path / "slabs.tif", slab=3)
+    assert small["factor"] == 2.5
+    np.testing.assert_array_equal(read_stack(tmp_path / "slabs.tif").values, got.values)
+    resample_file(src, tmp_path / "iso.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "iso.npy"), got.values)
+    np.testing.assert_array_equal(resample_to_isotropic(read_stack(src)).values, got.values)
+
+
+def test_resample_refuses_an_isotropic_stack_and_keeps_outputs(tmp_path):
+    src = _tiny_stack(tmp_path, {"z": 5, "y": 5, "x": 5})
+    res = runner.invoke(app, ["resample", str(src), str(tmp_path / "o.tif")])
+    assert res.exit_code == 2 and "already (nearly) isotropic" in res.output
+    assert not (tmp_path / "o.tif").exists()
+    (tmp_path / "o.tif").write_bytes(b"keep")
+    res = runner.invoke(app, ["resample", str(src), str(tmp_path / "o.tif"), "--factor", "2"])
+    assert res.exit_code == 2 and "--overwrite" in res.output
+    assert (tmp_path / "o.tif").read_bytes() == b"keep"
+
+
+def test_predict_warns_on_a_raw_stack_and_resample_equals_resampling_first(
+        package_isotropic, synth_data, tmp_path):
+    from sharpstack.io import read_stack
+
+    raw = str(synth_data["paths"]["anisotropic"])  # z 1.6 um, xy 0.2 um
+    warned = runner.invoke(app, ["predict", str(package_isotropic), raw,
+                                 str(tmp_path / "bad.tif"), "--no-check"])
+    assert warned.exit_code == 0, warned.output
+    text = _plain(warned.output)
+    assert "expects a stack resampled to isotropic voxels" in text and "--resample" in text
+    res = runner.invoke(app, ["predict", str(package_isotropic), raw, str(tmp_path / "a.tif"),
+                              "--no-check", "--resample"])
+    assert res.exit_code == 0, res.output
+    assert "expects a stack resampled" not in _plain(res.output)
+    assert runner.invoke(app, ["resample", raw, str(tmp_path / "iso.tif")]).exit_code == 0
+    res = runner.invoke(app, ["predict", str(package_isotropic), str(tmp_path / "iso.tif"),
+                              str(tmp_path / "b.tif"), "--no-check"])
+    assert res.exit_code == 0 and "expects a stack resampled" not in _plain(res.output)
+    a, b = read_stack(tmp_path / "a.tif"), read_stack(tmp_path / "b.tif")
+    assert a.shape == (64, 64, 64)
+    np.testing.assert_allclose(a.values, b.values, atol=1e-5)
+    assert a.attrs["voxel_size"]["z"] == pytest.approx(0.2, rel=1e-4)
