@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 
 from sharpstack.cli import app
 
+from .conftest import SHARED_DATA, needs_shared_data
+
 runner = CliRunner()
 
 
@@ -206,3 +208,87 @@ def test_predict_warns_on_a_raw_stack_and_resample_equals_resampling_first(
     assert a.shape == (64, 64, 64)
     np.testing.assert_allclose(a.values, b.values, atol=1e-5)
     assert a.attrs["voxel_size"]["z"] == pytest.approx(0.2, rel=1e-4)
+
+
+# ------------------------------------------------------------------ 4. PSF from beads
+SIG_XY, SIG_Z, DXY, DZ = 0.15, 0.45, 0.1, 0.25  # um: sigma on an anisotropic grid
+
+
+def _bead_stack(seed=0):
+    """Gaussian beads (sigma 0.15 um lateral, 0.45 um axial) on a 0.25 um z / 0.1 um xy grid,
+    background 20, Poisson noise: 4 isolated, a close pair, one at the border, one
+    saturated."""
+    rng = np.random.default_rng(seed)
+    shape = (40, 96, 96)
+    z, y, x = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij")
+    img = np.full(shape, 20.0)
+    isolated = [(14.3, 20.4, 22.7), (25.6, 22.2, 70.1), (20.2, 70.7, 24.4), (18.8, 60.3, 60.5)]
+    pair = [(22.0, 45.0, 45.0), (22.5, 45.0, 50.5)]
+    border = [(20.0, 3.0, 80.0)]
+    saturated = [(12.0, 80.0, 45.0)]
+    for (cz, cy, cx), amp in ([(c, 600.0) for c in isolated + pair + border]
+                              + [(c, 5000.0) for c in saturated]):
+        img += amp * np.exp(-0.5 * (((z - cz) * DZ / SIG_Z) ** 2
+                                    + (((y - cy) ** 2 + (x - cx) ** 2) * DXY ** 2 / SIG_XY ** 2)))
+    noisy = np.clip(rng.poisson(img), 0, 4095).astype(np.uint16)
+    noisy[noisy >= 4095] = 65535  # the saturated bead clips at the dtype's maximum
+    return noisy, isolated
+
+
+def test_psf_from_synthetic_beads_recovers_the_fwhm_and_skips_bad_beads():
+    from sharpstack.beads import FWHM_PER_SIGMA, measure_psf
+
+    stack, isolated = _bead_stack()
+    m = measure_psf(stack, {"z": DZ, "y": DXY, "x": DXY})
+    assert m.n_beads == 4
+    assert m.rejected == {"at the border": 1, "too close to another": 2, "saturated": 1}
+    used = sorted(m.centres)
+    for got, want in zip(used, sorted(isolated)):
+        np.testing.assert_allclose(got, want, atol=0.25)  # sub-voxel centres
+    truth = {"x": SIG_XY, "y": SIG_XY, "z": SIG_Z}
+    for ax in "xyz":
+        assert m.fwhm_um[ax] == pytest.approx(truth[ax] * FWHM_PER_SIGMA, rel=0.10), ax
+        assert m.sigma_um[ax] == pytest.approx(truth[ax], rel=0.10), ax
+    # the isotropic grid at the lateral pixel size, centred, sum 1, what --psf-file takes
+    assert m.pixel_um == pytest.approx(DXY) and all(s % 2 == 1 for s in m.psf.shape)
+    assert np.unravel_index(np.argmax(m.psf), m.psf.shape) == tuple(s // 2 for s in m.psf.shape)
+    assert m.psf.sum() == pytest.approx(1.0, abs=1e-5) and m.psf.min() >= 0
+
+
+def test_psf_command_writes_a_calibrated_psf_that_training_accepts(tmp_path):
+    from sharpstack.io import as_dataarray, read_stack, write_tiff
+    from sharpstack.methods.isonet.settings import PsfSpec
+
+    stack, _ = _bead_stack()
+    src = tmp_path / "beads.tif"
+    write_tiff(src, as_dataarray(stack, "ZYX", {"z": DZ, "y": DXY, "x": DXY}))
+    res = runner.invoke(app, ["psf", str(src), str(tmp_path / "psf.tif")])
+    assert res.exit_code == 0, res.output
+    assert "beads used: 4" in res.output and "FWHM x 0.3" in res.output
+    psf = read_stack(tmp_path / "psf.tif")
+    assert psf.attrs["voxel_size"] == pytest.approx({"z": DXY, "y": DXY, "x": DXY}, rel=1e-4)
+    assert (tmp_path / "psf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    h = PsfSpec(kind="file", path=str(tmp_path / "psf.tif")).build()
+    assert h.shape == psf.shape and h.sum() == pytest.approx(1.0, abs=1e-5)
+    # no bead: a clear message, nothing written
+    flat = tmp_path / "flat.tif"
+    write_tiff(flat, as_dataarray(np.random.default_rng(0).poisson(20, (20, 32, 32))
+                                  .astype(np.uint16), "ZYX", {"z": DZ, "y": DXY, "x": DXY}))
+    res = runner.invoke(app, ["psf", str(flat), str(tmp_path / "none.tif"),
+                              "--threshold", "500"])
+    assert res.exit_code == 2 and "no bead above the threshold" in res.output
+    assert not (tmp_path / "none.tif").exists()
+
+
+@needs_shared_data
+def test_psf_of_the_real_bead_stack_is_sensible(tmp_path):
+    from sharpstack.beads import psf_file
+
+    m, paths = psf_file(SHARED_DATA / "beads" / "Bead_Image1_crop.tif", tmp_path / "psf.tif")
+    assert m.n_beads >= 3
+    # a high-NA widefield bead: lateral FWHM 0.1-0.4 um, axial 2-6x the lateral
+    for ax in "xy":
+        assert 0.1 < m.fwhm_um[ax] < 0.4, m.fwhm_um
+    lateral = (m.fwhm_um["x"] + m.fwhm_um["y"]) / 2
+    assert 2 < m.fwhm_um["z"] / lateral < 6, m.fwhm_um
+    assert paths["png"].is_file()

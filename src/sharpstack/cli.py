@@ -436,6 +436,34 @@ def resample_cmd(
     typer.echo(f"written: {res['path']}")
 
 
+@app.command("psf")
+@_friendly
+def psf_cmd(
+    beads: Annotated[Path, typer.Argument(help="Bead stack (ZYX) on the microscope's grid, calibrated (or --voxel-size).")],
+    output: Annotated[Path, typer.Argument(help="The PSF: ZYX on an isotropic grid at the lateral pixel size, sum 1, calibrated (.tif, .ome.tif, .npy, .ome.zarr); `train ... --psf file --psf-file` takes it.")],
+    png: Annotated[Optional[Path], typer.Option(help="Orthogonal views of the PSF (default: OUTPUT with .png).")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Minimum bead peak above the background, in the stack's units (default: median + 8 robust std, at least 10% of the brightest).")] = None,
+    radius: Annotated[Optional[str], typer.Option(help="Crop half-sizes Z,XY (slices, lateral pixels); default twice the brightest bead's FWHM.")] = None,
+    voxel_size: Annotated[Optional[str], typer.Option(help="Voxel size Z,Y,X in micrometres: overrides or completes the file's calibration.")] = None,
+    overwrite: _OVERWRITE = False,
+):
+    """Measure the PSF from a bead stack: background removed, isolated beads found, centred
+    to sub-voxel precision, averaged, resampled to isotropic voxels; prints the beads used and
+    the FWHM and Gaussian sigma along x, y, z."""
+    from .beads import psf_file
+
+    r = _parse_ints(radius, None, "--radius")
+    if r is not None and len(r) != 2:
+        raise SharpstackError(f"--radius takes two numbers, Z,XY (e.g. 8,16); got {radius!r}")
+    m, paths = psf_file(beads, output, png=png, voxel_size=_voxel_size(voxel_size),
+                        threshold=threshold, radius=r, overwrite=overwrite)
+    typer.echo(m.describe())
+    for note in m.notes:
+        typer.secho(f"warning: {note}", err=True, fg=typer.colors.YELLOW)
+    typer.echo(f"written: {paths['psf']} (ZYX {m.psf.shape}, voxel {m.pixel_um:.4g} um) and "
+               f"{paths['png']}")
+
+
 @app.command()
 @_friendly
 def demo(
