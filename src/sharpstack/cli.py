@@ -393,7 +393,7 @@ def predict(
     trust_code: Annotated[bool, typer.Option("--trust-code", help="Allow pytorch_state_dict weights whose architecture is code from the package (never chosen otherwise).")] = False,
     check: Annotated[bool, typer.Option("--check/--no-check", help="Self-check first: the package's own test input through the same runner, weights and windows must reproduce its test output; otherwise stop before any output and say whether the weights or the windows are at fault. --no-check skips it.")] = True,
     voxel_size: Annotated[Optional[str], typer.Option(help="Voxel size of the input, Z,Y,X in micrometres (unit optional: 0.96,0.24,0.24um; or z=0.96 for one axis): overrides or completes the file's calibration; the output's follows the model's scaling.")] = None,
-    resample: Annotated[bool, typer.Option("--resample", help="Resample the input along z to isotropic voxels first (z interpolated to the pixel size, by the calibration's z/xy ratio), as `sharpstack resample` does: for packages that expect isotropic voxels (e.g. an IsoNet `isotropic` package given a raw stack).")] = False,
+    resample: Annotated[bool, typer.Option("--resample", help="Resample the input along z to isotropic voxels first (z interpolated to the pixel size, by the calibration's z/xy ratio), as `sharpstack resample` does: for packages that expect isotropic voxels (an isotropic-reconstruction package that keeps the z size, given a raw stack).")] = False,
 ):
     """Run a packaged model on a stack, tiled with its halo, streamed into the output; keeps the
     calibration right. Prints the whole-stack statistics used for normalisation."""
@@ -425,7 +425,7 @@ def resample_cmd(
 ):
     """Resample a z-stack to isotropic voxels: z linearly interpolated to the lateral pixel
     size, calibration written (Fiji shows the new z spacing). The input of packages that
-    expect isotropic voxels (e.g. IsoNet's `isotropic` package in Fiji)."""
+    expect isotropic voxels (e.g. an isotropic-reconstruction package in Fiji)."""
     from .resample import resample_file
 
     res = resample_file(input, output, factor=factor, voxel_size=_voxel_size(voxel_size),
