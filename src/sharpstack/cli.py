@@ -445,6 +445,7 @@ def predict(
     scene: _SCENE = None,
     channel: _CHANNEL = None,
     time: _TIME = None,
+    resample: Annotated[bool, typer.Option("--resample/--no-resample", help="Resample the input along z to isotropic voxels first (z interpolated to the pixel size, by the calibration's z/xy ratio), as `sharpstack resample` does: for packages that expect isotropic voxels (an isotropic-reconstruction package that keeps the z size, given a raw stack).")] = False,
 ):
     """Run a packaged model on a stack, tiled with its halo, streamed into the output; keeps the
     calibration right. Prints the whole-stack statistics used for normalisation."""
@@ -461,9 +462,59 @@ def predict(
                        device=device, threads=threads, batch=batch, planes=planes,
                        trust_code=trust_code, overwrite=overwrite, resume=resume,
                        scheduler=scheduler, voxel_size=_voxel_size(voxel_size), check=check,
-                       workers=workers, progress=True,
+                       workers=workers, progress=True, resample=resample,
                        log=lambda m: typer.echo(m, err=True))
     typer.echo(f"written: {out}")
+
+
+@app.command("resample")
+@_friendly
+def resample_cmd(
+    input: Annotated[Path, typer.Argument(help="Anisotropic z-stack (TIFF, OME-Zarr, .npy), axes ZYX.")],
+    output: Annotated[Path, typer.Argument(help="Resampled stack: .tif (ImageJ, written slab by slab), .ome.tif, .ome.zarr or .npy.")],
+    factor: Annotated[Optional[float], typer.Option(help="z spacing / pixel size (any number >= 1.5, e.g. 2.5); default from the calibration.")] = None,
+    voxel_size: Annotated[Optional[str], typer.Option(help="Voxel size Z,Y,X in micrometres: overrides or completes the file's calibration.")] = None,
+    overwrite: _OVERWRITE = False,
+):
+    """Resample a z-stack to isotropic voxels: z linearly interpolated to the lateral pixel
+    size, calibration written (Fiji shows the new z spacing). The input of packages that
+    expect isotropic voxels (e.g. an isotropic-reconstruction package in Fiji)."""
+    from .resample import resample_file
+
+    res = resample_file(input, output, factor=factor, voxel_size=_voxel_size(voxel_size),
+                        overwrite=overwrite)
+    vs = res["voxel_size"]
+    typer.echo(f"z x{res['factor']:g}: {res['shape_in']} -> {res['shape_out']} (ZYX), voxel "
+               f"size {','.join(f'{vs[a]:.4g}' for a in 'zyx' if a in vs)} um")
+    typer.echo(f"written: {res['path']}")
+
+
+@app.command("psf")
+@_friendly
+def psf_cmd(
+    beads: Annotated[Path, typer.Argument(help="Bead stack (ZYX) on the microscope's grid, calibrated (or --voxel-size).")],
+    output: Annotated[Path, typer.Argument(help="The PSF: ZYX on an isotropic grid at the lateral pixel size, sum 1, calibrated (.tif, .ome.tif, .npy, .ome.zarr); `train ... --psf file --psf-file` takes it.")],
+    png: Annotated[Optional[Path], typer.Option(help="Orthogonal views of the PSF (default: OUTPUT with .png).")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Minimum bead peak above the background, in the stack's units (default: median + 8 robust std, at least 10% of the brightest).")] = None,
+    radius: Annotated[Optional[str], typer.Option(help="Crop half-sizes Z,XY (slices, lateral pixels); default twice the brightest bead's FWHM.")] = None,
+    voxel_size: Annotated[Optional[str], typer.Option(help="Voxel size Z,Y,X in micrometres: overrides or completes the file's calibration.")] = None,
+    overwrite: _OVERWRITE = False,
+):
+    """Measure the PSF from a bead stack: background removed, isolated beads found, centred
+    to sub-voxel precision, averaged, resampled to isotropic voxels; prints the beads used and
+    the FWHM and Gaussian sigma along x, y, z."""
+    from .beads import psf_file
+
+    r = _parse_ints(radius, None, "--radius")
+    if r is not None and len(r) != 2:
+        raise SharpstackError(f"--radius takes two numbers, Z,XY (e.g. 8,16); got {radius!r}")
+    m, paths = psf_file(beads, output, png=png, voxel_size=_voxel_size(voxel_size),
+                        threshold=threshold, radius=r, overwrite=overwrite)
+    typer.echo(m.describe())
+    for note in m.notes:
+        typer.secho(f"warning: {note}", err=True, fg=typer.colors.YELLOW)
+    typer.echo(f"written: {paths['psf']} (ZYX {m.psf.shape}, voxel {m.pixel_um:.4g} um) and "
+               f"{paths['png']}")
 
 
 @app.command()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -127,7 +128,8 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
                  workers: int | None = None,
                  progress: Callable[[int, int], Any] | bool = False,
                  log: Callable[[str], Any] | None = None,
-                 voxel_size: Mapping[str, float] | None = None, check: bool = True) -> Path:
+                 voxel_size: Mapping[str, float] | None = None, check: bool = True,
+                 resample: bool = False) -> Path:
     """Run a model package on a stack file and stream the result into the output file.
 
     Parameters
@@ -159,6 +161,11 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
         (``tcp://host:8786``). See :func:`.dask_graph.predict_dask`.
     workers : int, optional
         Worker processes (or threads for ``"threads"``) for ``scheduler``.
+    resample : bool
+        Resample the input along z to isotropic voxels first (by its calibration's z/xy
+        ratio, :func:`sharpstack.resample.resample_to_isotropic`; in memory), for packages
+        that expect isotropic voxels. Without it, such a package given an input whose
+        calibration is anisotropic warns and names ``--resample``.
     voxel_size : dict, optional
         Micrometres per input axis (``--voxel-size``, see
         :func:`sharpstack.io.parse_voxel_size`): overrides or completes the file's
@@ -206,6 +213,16 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
     prepare_destination(dst, stack_file(src), overwrite=overwrite, resume=resume)
     descr = load_model(package)
     data = with_voxel_size(read_stack(src), voxel_size)
+    if resample:  # z interpolated to the pixel size first (sharpstack.resample)
+        from ..resample import resample_to_isotropic
+
+        data = resample_to_isotropic(data)
+    else:
+        from .isotropy import anisotropic_input_note
+
+        note = anisotropic_input_note(descr, data)
+        if note:
+            warnings.warn(note, stacklevel=2)
     job = prepare(descr, data, tile=tile, weight_format=weight_format, device=device,
                   threads=threads, batch=batch, planes=planes,
                   code_reason=state_dict_refusal(descr, trust_code))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import InputError
-from .acquisition import degrade_lateral
+from .fractional import degrade_lateral_any
 from .optics import lateral_kernel
 
 __all__ = ["lateral_kernel_for", "make_training_pairs"]
@@ -20,7 +20,7 @@ def lateral_kernel_for(psf: np.ndarray | None, mode: str) -> np.ndarray:
     return lateral_kernel(np.asarray(psf, dtype=np.float32), mode=mode, axis="y")
 
 
-def make_training_pairs(stack: np.ndarray, kernel: np.ndarray, factor: int, *,
+def make_training_pairs(stack: np.ndarray, kernel: np.ndarray, factor: float, *,
                         patch_size: int = 64, n_patches: int = 2048, seed: int = 0,
                         poisson_peak: float | None = None, gauss_sigma: float = 0.0,
                         axes: str = "ZYX") -> tuple[np.ndarray, np.ndarray]:
@@ -35,8 +35,8 @@ def make_training_pairs(stack: np.ndarray, kernel: np.ndarray, factor: int, *,
         The anisotropic stack, already normalised (float32).
     kernel : ndarray, shape (ky, kx)
         Lateral blur; rows are the axial direction (see :func:`lateral_kernel_for`).
-    factor : int
-        Axial subsampling factor.
+    factor : float
+        Axial subsampling factor, integer or not (:mod:`.fractional`).
 
     Returns
     -------
@@ -58,7 +58,7 @@ def make_training_pairs(stack: np.ndarray, kernel: np.ndarray, factor: int, *,
         for img in (stack[zi], stack[zi].T):
             img = np.ascontiguousarray(img, dtype=np.float32)
             images.append(img)
-            degraded.append(degrade_lateral(
+            degraded.append(degrade_lateral_any(
                 img, kernel, factor, axis=0, poisson_peak=poisson_peak,
                 gauss_sigma=gauss_sigma, rng=rng).astype(np.float32))
     # draw candidates uniformly, keep the ones with the most structure (CSBDeep filters empty

@@ -13,7 +13,7 @@ Networks (Weigert et al., MICCAI 2017, doi:10.1007/978-3-319-66185-8_15):
 Both map a 2D image ``(N, 1, H, W)`` to ``(N, 1, H, W)``; the anisotropic (axial) direction is
 ``H`` (rows). :class:`IsoNetDeploy` applies the 2D network to every xz and every yz plane of a
 ``(B, 1, Z, Y, X)`` stack and fuses the two views by the geometric mean of the clamped outputs
-(as CSBDeep does), optionally after upsampling z by an integer factor inside the module.
+(as CSBDeep does), optionally after upsampling z by the factor inside the module.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 __all__ = ["SRCNN2D", "UNet2D", "ZUpsampleLinear", "IsoNetDeploy", "build_network",
-           "receptive_radius"]
+           "receptive_radius", "fraction_of"]
 
 
 class SRCNN2D(nn.Module):
@@ -147,25 +147,31 @@ def receptive_radius(arch: str, **kwargs: Any) -> int:
 
 
 class ZUpsampleLinear(nn.Module):
-    """Linear upsampling along z by an integer ``factor``: output slice ``i`` sits at input
-    coordinate ``i / factor`` (so ``out[k*factor] == in[k]``); beyond the last input slice the
-    value is held constant. Same convention as ``sharpstack.degrade.upsample_linear``.
+    """Linear upsampling along z by ``factor``: output slice ``i`` sits at input coordinate
+    ``i / factor`` (so ``out[0] == in[0]``); beyond the last input slice the value is held
+    constant. Same convention as ``sharpstack.degrade.upsample_linear`` (integer factors) and
+    ``sharpstack.resample.upsample`` (any factor).
 
-    Implemented as a fixed transposed convolution (plus an edge pad) rather than
-    ``F.interpolate``, so that the exact sampling convention survives TorchScript and ONNX export
-    in old runtimes.
+    An integer factor ``f`` is a fixed transposed convolution with stride ``f`` (plus an edge
+    pad) rather than ``F.interpolate``, so that the exact sampling convention survives
+    TorchScript and ONNX export in old runtimes. A non-integer factor is realised as the
+    fraction ``p/q`` (``q <= 8``) nearest to it: upsampling by ``p``, then every ``q``-th
+    slice; ``ratio()`` gives the factor actually applied (exact for 2.5 = 5/2, 1.75 = 7/4 ...).
 
-    Shapes: ``(B, C, Z, Y, X) -> (B, C, Z*factor, Y, X)``.
+    Shapes: ``(B, C, Z, Y, X) -> (B, C, ceil(Z*p/q), Y, X)``.
     """
 
-    def __init__(self, factor: int) -> None:
+    def __init__(self, factor: float) -> None:
         super().__init__()
-        f = int(factor)
-        if f < 1:
-            raise ValueError(f"factor must be a positive integer, got {factor}")
-        self.factor = f
+        p, q = fraction_of(factor)
+        self.factor = p
+        self.keep = q
+        f = p
         taps = torch.tensor([1.0 - abs(j) / f for j in range(-(f - 1), f)], dtype=torch.float32)
         self.register_buffer("weight", taps.reshape(1, 1, 2 * f - 1, 1, 1))
+
+    def ratio(self) -> float:
+        return self.factor / self.keep
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.factor == 1:
@@ -176,7 +182,24 @@ class ZUpsampleLinear(nn.Module):
         h = F.conv_transpose3d(h, self.weight, stride=(self.factor, 1, 1),
                                padding=(self.factor - 1, 0, 0))
         h = h[:, :, : z * self.factor]
+        if self.keep > 1:
+            h = h[:, :, :: self.keep]
+            return h.reshape(b, c, h.shape[2], y, xx)
         return h.reshape(b, c, z * self.factor, y, xx)
+
+
+def fraction_of(factor: float, max_denominator: int = 8) -> tuple[int, int]:
+    """``(p, q)``: the fraction with ``q <= max_denominator`` nearest to ``factor`` (>= 1),
+    e.g. ``2.5 -> (5, 2)``, ``4 -> (4, 1)``."""
+    f = float(factor)
+    if not f >= 1:
+        raise ValueError(f"factor must be >= 1, got {factor}")
+    best = (int(round(f)), 1)
+    for q in range(1, max_denominator + 1):
+        p = int(round(f * q))
+        if abs(p / q - f) < abs(best[0] / best[1] - f) - 1e-12:
+            best = (p, q)
+    return best
 
 
 class IsoNetDeploy(nn.Module):
@@ -186,8 +209,9 @@ class IsoNetDeploy(nn.Module):
     ----------
     arch, arch_kwargs
         The 2D network (see :func:`build_network`).
-    factor : int
-        Axial subsampling factor of the data.
+    factor : float
+        Axial subsampling factor of the data (a non-integer one as the nearest ``p/q``,
+        ``q <= 8``, see :class:`ZUpsampleLinear`).
     upsample : bool
         ``False``: input already resampled to isotropic voxels, output the same shape.
         ``True``: raw anisotropic input; z is upsampled by ``factor`` inside the module.
@@ -197,7 +221,7 @@ class IsoNetDeploy(nn.Module):
     Shapes: ``(B, 1, Z, Y, X) -> (B, 1, Z, Y, X)`` or ``(B, 1, Z*factor, Y, X)``.
     """
 
-    def __init__(self, arch: str = "unet", arch_kwargs: dict | None = None, factor: int = 1,
+    def __init__(self, arch: str = "unet", arch_kwargs: dict | None = None, factor: float = 1,
                  upsample: bool = False, fuse: str = "geometric") -> None:
         super().__init__()
         if fuse not in ("geometric", "mean"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ...export.package import AxisSpec, PackageRequest
+from .isonet_arch import fraction_of
 from .task import IsoNetModel, restore
 
 __all__ = ["isonet_axes", "card_fields", "package_request", "DEPLOYABLES"]
@@ -52,10 +54,14 @@ def isonet_axes(model: IsoNetModel, *, deployable: str) -> list[AxisSpec]:
         return lat
     if deployable == "isotropic":
         return [AxisSpec(id="z", min=lat_min, step=lat_step, halo=halo)] + lat
-    f = cfg.factor
-    # input z slices n must give n*f a multiple of mult
-    z_step = mult // math.gcd(mult, f)
-    z_halo = (int(math.ceil(radius / f)) + 1) * f  # output slices; +1 input slice: interpolation
+    # the module upsamples z by p/q (q = 1 for an integer factor, see ZUpsampleLinear)
+    p, q = fraction_of(cfg.factor)
+    f = Fraction(p, q)
+    # input z slices n: a multiple of q (n*p/q whole), and n*p/q a multiple of mult
+    z_step = q * (mult // math.gcd(mult, p))
+    # output halo: whole groups of q input slices (p output slices) covering the receptive
+    # field plus one input slice for the interpolation
+    z_halo = int(math.ceil((radius / f + 1) / q)) * p
     z_min = z_step * int(math.ceil((2 * z_halo + 1) / (f * z_step)))
     return [AxisSpec(id="z", min=z_min, step=z_step, halo=z_halo,
                      in_scale=float(f), out_scale=1.0)] + lat
@@ -67,13 +73,16 @@ def card_fields(model: IsoNetModel, *, deployable: str, halo: int, psf_text: str
     version, quality and runtimes)."""
     cfg = model.config
     f = cfg.factor
-    resample = (f"Resample z to isotropic voxels first (Fiji: Image > Scale with z scale {f} "
-                "and bilinear interpolation, or Image > Adjust > Size).")
+    resample = (f"Resample z to isotropic voxels first: `sharpstack resample raw.tif iso.tif` "
+                f"(or `sharpstack predict --resample`), or in Fiji Image > Scale with z scale "
+                f"{f} and bilinear interpolation.")
     if deployable == "upsample":
+        p, q = fraction_of(f)
+        done = f"{f}" if q == 1 or abs(p / q - f) <= 1e-6 * f else f"{p}/{q} = {p / q:.4g}"
         deploy_text = ("this package takes the raw anisotropic stack and returns it with "
-                       f"{f}x more z slices (z is upsampled inside the network).")
+                       f"{done}x more z slices (z is upsampled inside the network).")
         input_text = f"Give the stack as acquired; its z spacing should be {f}x its pixel size."
-        output_text = f"{f}x the input's z slices; z spacing divided by {f}."
+        output_text = f"{done}x the input's z slices; z spacing divided by {done}."
         dij = ("Not supported: deepImageJ computes the output size without the z scale; use "
                "the `isotropic` package of the same model in Fiji.")
         ilastik = "Not supported (ilastik needs the output shaped like the input); use the `isotropic` package."
@@ -133,17 +142,17 @@ def _test_input_from(stack: np.ndarray, axes: list[AxisSpec]) -> np.ndarray:
     return stack[tuple(sl)]
 
 
-def consumer_input(factor: int, stack, deployable: str):
+def consumer_input(factor: float, stack, deployable: str):
     """The stack the ``isotropic`` package takes, made from a raw anisotropic ``stack`` (a ZYX
     DataArray): z interpolated linearly by ``factor`` (as the package's test input is), z
     spacing divided by it; None for the other deployables (``upsample`` takes the raw stack;
     ``slice2d`` one axial slice of the isotropic one, chosen by the user)."""
-    from ... import degrade
     from ...io import as_dataarray
+    from ...resample import upsample
 
     if deployable != "isotropic":
         return None
-    up = degrade.upsample_linear(np.asarray(stack.values, dtype=np.float32), factor, axis=0)
+    up = upsample(np.asarray(stack.values, dtype=np.float32), factor, axis=0)
     vs = dict(stack.attrs.get("voxel_size") or {})
     if vs.get("z") is not None:
         vs["z"] = vs["z"] / factor
@@ -163,7 +172,7 @@ def package_request(trained, sample: Path, deployable: str, *, workdir: Path) ->
     from ...errors import InputError
     from ...export.covers import orthoviews_png
     from ...io import check_finite, read_stack
-    from .acquisition import upsample_linear
+    from ...resample import upsample
 
     if deployable not in DEPLOYABLES:
         raise InputError(f"deployable must be one of {', '.join(DEPLOYABLES)}; got {deployable!r}")
@@ -176,7 +185,7 @@ def package_request(trained, sample: Path, deployable: str, *, workdir: Path) ->
     raw = np.asarray(data.values, dtype=np.float32)
     cfg = model.config
     f = cfg.factor
-    up = upsample_linear(raw, f, axis=0)
+    up = upsample(raw, f, axis=0)
     axes = isonet_axes(model, deployable=deployable)
     if deployable == "upsample":
         test_input = _test_input_from(raw, axes)

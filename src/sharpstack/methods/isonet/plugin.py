@@ -54,26 +54,52 @@ def _photons(value: float) -> float | None:
 
 _PSF_OPTIONS = (
     Option("psf", "psf.kind", str, "PSF of the microscope: gaussian, confocal, lightsheet or file."),
-    Option("sigma-xy", "psf.sigma_xy", float, "Gaussian PSF lateral sigma (pixels)."),
-    Option("sigma-z", "psf.sigma_z", float, "Gaussian PSF axial sigma (pixels)."),
+    Option("sigma-xy", "psf.sigma_xy", float, "Gaussian PSF lateral sigma, in lateral pixels."),
+    Option("sigma-z", "psf.sigma_z", float, "Gaussian PSF axial sigma, in lateral pixels (not "
+           "z slices: sigma_z in um / the pixel size in um)."),
     Option("na", "psf.na", float, "Detection NA (confocal/light-sheet)."),
     Option("na-illum", "psf.na_illum", float, "Illumination NA (light-sheet)."),
 )
 
 
-def _factor_from(data, factor: int | None) -> int:
-    """IsoNet's factor: given, or z spacing / lateral pixel size from known sizes only."""
-    if factor:
-        return int(factor)
-    from ...io import require_voxel_size
+def _factor_from(data, factor: float | None) -> int | float:
+    """IsoNet's factor: given, or z spacing / lateral pixel size from known sizes only; used
+    exactly (2.5 stays 2.5). Below 1.5 the stack is (nearly) isotropic: refused the same way
+    whether the factor was given or came from the voxel size."""
+    from ...resample import MIN_FACTOR, exact_factor, isotropic_factor
 
-    vs = require_voxel_size(data, "zyx", purpose="IsoNet's axial factor (z spacing / pixel "
-                            "size)", alternative="give the factor with --factor N")
-    f = vs["z"] / ((vs["y"] + vs["x"]) / 2)
-    if f < 1.5:
-        raise InputError(f"z spacing / pixel size = {f:.2f}: the stack is already (nearly) "
-                         "isotropic; IsoNet needs a factor >= 2 (check --voxel-size)")
-    return int(round(f))
+    if factor is not None:
+        f, source = exact_factor(factor, what="--factor"), f"--factor {factor:g}"
+    else:
+        from ...io import require_voxel_size
+
+        vs = require_voxel_size(data, "zyx", purpose="IsoNet's axial factor (z spacing / "
+                                "pixel size)", alternative="give the factor with --factor F")
+        f = isotropic_factor(vs)
+        source = (f"voxel size {vs['z']:g},{vs['y']:g},{vs['x']:g} um: z spacing / pixel "
+                  f"size = {f:g}")
+    if f < MIN_FACTOR:
+        raise InputError(f"{source}: the stack is already (nearly) isotropic (factor < "
+                         f"{MIN_FACTOR}), so IsoNet has no axial resolution to restore; give "
+                         "an anisotropic stack (z spacing at least 1.5x the pixel size), or "
+                         "correct --voxel-size / --factor")
+    return f
+
+
+def factor_notice(factor: float) -> str | None:
+    """What the ``upsample`` package does with a factor its integer-stride network cannot take
+    exactly (None when it can): said at the start of training."""
+    from .isonet_arch import fraction_of
+
+    p, q = fraction_of(factor)
+    if abs(p / q - factor) <= 1e-6 * factor:
+        return None
+    return (f"factor {factor:g} is used exactly for training, by the `isotropic` package "
+            f"and by `sharpstack resample`; the `upsample` package (z upsampled inside the "
+            f"network) can only realise fractions p/q with q <= 8 and will upsample z by "
+            f"{p}/{q} = {p / q:.4g} (its output z spacing = input z spacing / {p / q:.4g}). "
+            f"For exact isotropic voxels export --deployable isotropic and give it a stack "
+            f"from `sharpstack resample`.")
 
 
 def _parse_datasets(values) -> tuple[str, ...]:
@@ -90,8 +116,8 @@ class IsoNet(Method):
     settings_model = IsoNetSettings
     inputs = (Input("stack", "Anisotropic stack (TIFF, OME-Zarr, .npy) with axes ZYX."),)
     options = (
-        Option("factor", "factor", int, "z spacing / pixel size; default from the file's "
-               "calibration (or --voxel-size)."),
+        Option("factor", "factor", float, "z spacing / pixel size, any number >= 1.5, used "
+               "exactly (e.g. 2.5); default from the file's calibration (or --voxel-size)."),
         *_PSF_OPTIONS,
         Option("psf-file", "psf.path", str, "Measured PSF (ZYX, isotropic grid) for --psf file."),
         Option("wavelength", "psf.wavelength_um", float, "Emission wavelength (micrometres)."),
@@ -103,11 +129,12 @@ class IsoNet(Method):
         Option("arch", "arch", str, "unet (IsoNet-2) or srcnn (IsoNet-1)."),
         Option("patches", "n_patches", int, "Number of training patches."),
         Option("patch-size", "patch_size", int, "Patch size (multiple of 16)."),
-        Option("dropout", "dropout", float, "Dropout after every convolution (the paper: 0.2; "
-               "0 restores 2 dB better after short trainings, see README Table 1)."),
+        Option("dropout", "dropout", float, "Dropout after every convolution (the paper: 0.2, "
+               "--dropout 0.2; the default 0 restores ~2 dB better, see README Table 1)."),
         *loop_options(IsoNetSettings, epochs="Epochs (the paper: 100).",
                       steps_per_epoch="Batches per epoch (default: all patches once).",
-                      lr="Adam learning rate (the paper: 5e-3).",
+                      lr="Adam learning rate (the paper: 5e-3, --lr 5e-3; the default 1e-3 "
+                         "restores ~0.5 dB better in the demo, see README).",
                       lr_schedule="constant (the paper) or cosine."),
     )
     deployables = (
@@ -199,6 +226,11 @@ class IsoNet(Method):
         check_finite(data, str(stack_path))
         check_not_constant(data, f"the training stack {stack_path}")
         factor = _factor_from(data, settings.factor)
+        notice = factor_notice(factor)
+        if notice:
+            import warnings
+
+            warnings.warn(notice, stacklevel=2)
         psf_spec = settings.psf
         if psf_spec.needs_pixel and psf_spec.pixel_um is None and settings.psf_mode != "none":
             from ...io import require_voxel_size

@@ -17,8 +17,8 @@ import torch
 
 from ...errors import InputError
 from ...normalize import PercentileNormalizer
+from ...resample import upsample
 from ...training import TrainResult, TrainTask, fit
-from .acquisition import upsample_linear
 from .data import lateral_kernel_for, make_training_pairs
 from .isonet_arch import IsoNetDeploy, build_network, receptive_radius
 from .settings import IsoNetConfig
@@ -146,7 +146,7 @@ def train_isonet(stack: np.ndarray, psf: np.ndarray | None, config: IsoNetConfig
                        result=result)
 
 
-def restore(model: IsoNetModel | torch.nn.Module, stack: np.ndarray, *, factor: int,
+def restore(model: IsoNetModel | torch.nn.Module, stack: np.ndarray, *, factor: float,
             upsampled: bool = False, normalizer: PercentileNormalizer | None = None,
             chunk: int = 16, fuse: str = "geometric") -> np.ndarray:
     """Restore a whole stack in-process (for benchmarks; users run the package instead).
@@ -163,7 +163,7 @@ def restore(model: IsoNetModel | torch.nn.Module, stack: np.ndarray, *, factor: 
     normalizer = normalizer or PercentileNormalizer()
     x = normalizer.before(np.asarray(stack))
     if not upsampled:
-        x = upsample_linear(x, factor, axis=0)
+        x = upsample(x, factor, axis=0)
     z, y, w = x.shape
     mult = 2 ** int(getattr(net, "depth", 0))  # U-Net sizes: multiples of 2**depth
     pad = [(0, (-s) % mult) for s in x.shape]
