@@ -1,7 +1,7 @@
 """Resampling along one axis by any factor, integer or not, and stacks resampled to isotropic
 voxels (``sharpstack resample``).
 
-One sampling convention everywhere (the one of :func:`sharpstack.methods.isonet.acquisition.upsample_linear`,
+One sampling convention everywhere (the one of the linear upsampling of the training-pair code,
 which these functions reproduce exactly for an integer factor): upsampling by ``f`` puts
 output sample ``i`` at input coordinate ``i / f`` (so ``output[0] == input[0]``), holds the
 last input value beyond the last input sample, and gives ``ceil(n * f)`` samples;
@@ -84,7 +84,7 @@ def upsample(arr: np.ndarray, factor: float, axis: int = 0) -> np.ndarray:
 
     Output ``i`` sits at input coordinate ``i / factor``; ``ceil(n * factor)`` samples;
     the last input value is held beyond the last input sample. For an integer factor this is
-    :func:`sharpstack.methods.isonet.acquisition.upsample_linear`, value for value.
+    the linear upsampling of the training-pair code, value for value.
 
     >>> upsample(np.array([0., 5., 10.]), 2.5)
     array([ 0.,  2.,  4.,  6.,  8., 10., 10., 10.], dtype=float32)

@@ -46,9 +46,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from .errors import InputError
 from .io import write_file_atomic
+from .precision import PRECISIONS, autocast_models, resolve_precision, to_channels_last
 
 __all__ = ["LoopSettings", "LrSchedule", "EarlyStopping", "Epochs", "Steps", "BatchSize",
-           "LearningRate", "Patience", "Seed", "TrainConfig", "TrainTask", "TrainData", "TrainResult", "fit", "seed_everything",
+           "LearningRate", "Patience", "Seed", "Precision", "TrainConfig", "TrainTask", "TrainData", "TrainResult", "fit", "seed_everything",
            "pick_device", "atomic_torch_save", "load_checkpoint", "RESUMABLE_KEYS"]
 
 RESUMABLE_KEYS = frozenset({"epochs", "patience", "device", "min_delta"})
@@ -71,6 +72,9 @@ class TrainConfig:
     """``constant``, or ``cosine``: each epoch's learning rate is the initial one times
     0.5 (1 + cos(pi (epoch - 1) / epochs)), derived from the epoch number so that a resumed
     run follows the same schedule."""
+    precision: str = "fp32"
+    """``auto``, ``fp32``, ``bf16`` or ``fp16`` (:mod:`sharpstack.precision`). The library
+    default is float32; the settings models (the CLI) default to ``auto``."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -81,6 +85,9 @@ class TrainConfig:
             raise InputError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise InputError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                             f"{self.precision!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,6 +104,9 @@ LearningRate = Annotated[float, Field(gt=0.0, le=1.0, description="Initial Adam 
 Patience = Annotated[int | None, Field(ge=1, le=100_000, description=(
     "Stop after this many epochs without a better validation loss (None: never)."))]
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1, description="Seed of weights, data and batches.")]
+Precision = Annotated[Literal["auto", "fp32", "bf16", "fp16"], Field(description=(
+    "Number format of training: auto (bf16 autocast + channels-last on CPUs with native bf16 "
+    "and on GPUs, fp32 elsewhere), fp32, bf16, or fp16 (CUDA). Weights stay float32."))]
 
 
 class LoopSettings(BaseModel):
@@ -113,6 +123,7 @@ class LoopSettings(BaseModel):
     seed: Seed = 0
     device: str | None = Field(None, description=(
         "torch device (default: CUDA if present, else CPU)."))
+    precision: Precision = "auto"
 
     def train_config(self, **overrides: Any) -> TrainConfig:
         """The :class:`TrainConfig` of this run: every loop field the settings have (the
@@ -153,6 +164,28 @@ class TrainTask:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (called on ``resume``)."""
+
+    scaler: torch.amp.GradScaler | None = None
+    """Set by the loop under ``precision="fp16"``; :meth:`backward` and
+    :meth:`optimizer_step` use it."""
+
+    def fp32_modules(self) -> list[nn.Module]:
+        """Submodules that must run in float32 under reduced precision (autocast off, float32
+        inputs), e.g. a VQ codebook updated by an EMA. Default: none."""
+        return []
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()``, with loss scaling under float16. Steps call this (and
+        :meth:`optimizer_step`) instead of ``loss.backward()`` / ``optimizer.step()``."""
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """``optimizer.step()``; under float16 it skips steps whose gradients overflowed."""
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+            self._scaled = True
+        else:
+            optimizer.step()
 
     def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         raise NotImplementedError
@@ -385,8 +418,12 @@ def fit(task: TrainTask, data: tuple[torch.Tensor, ...] | TrainData, config: Tra
     seed_everything(config.seed)
     td = _as_train_data(data, config)
     record = json.loads(json.dumps(dict(config_record or {}), default=str))
+    numerics = resolve_precision(config.precision, device)
     for m in task.models.values():
         m.to(device)
+        if numerics.channels_last:
+            to_channels_last(m)
+    task.scaler = torch.amp.GradScaler(device.type) if numerics.scale_loss else None
     plain_models = dict(task.models)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -434,6 +471,8 @@ def fit(task: TrainTask, data: tuple[torch.Tensor, ...] | TrainData, config: Tra
                              f"({first}); resume with the run's architecture settings, or "
                              f"train into a new folder") from None
         task.load_state_dict(ckpt.get("task", {}))
+        if task.scaler is not None and ckpt.get("scaler"):
+            task.scaler.load_state_dict(ckpt["scaler"])
         history = ckpt["history"]
         best_val, best_epoch = ckpt["best_val"], ckpt["best_epoch"]
         bad_epochs, start_epoch = ckpt["bad_epochs"], ckpt["epoch"] + 1
@@ -467,7 +506,11 @@ def fit(task: TrainTask, data: tuple[torch.Tensor, ...] | TrainData, config: Tra
         nb = 0
         for batch in _batches(td.train, order, config.batch_size, device, td.workers,
                               rank, world):
-            logs = task.train_step(batch, optimizers)
+            with autocast_models(plain_models.values(), task.fp32_modules(), numerics, device):
+                logs = task.train_step(batch, optimizers)
+            if task.scaler is not None and getattr(task, "_scaled", False):
+                task.scaler.update()
+                task._scaled = False
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             nb += 1
@@ -483,7 +526,10 @@ def fit(task: TrainTask, data: tuple[torch.Tensor, ...] | TrainData, config: Tra
         with torch.no_grad():
             for batch in _batches(td.val, np.arange(len(td.val)), config.batch_size, device,
                                   td.workers):
-                for k, v in task.val_step(batch).items():
+                with autocast_models(plain_models.values(), task.fp32_modules(), numerics,
+                                     device):
+                    vlogs = task.val_step(batch)
+                for k, v in vlogs.items():
                     vsums[k] = vsums.get(k, 0.0) + float(v)
                 nvb += 1
         val_logs = {f"val_{k}": v / max(nvb, 1) for k, v in vsums.items()}
@@ -509,8 +555,9 @@ def fit(task: TrainTask, data: tuple[torch.Tensor, ...] | TrainData, config: Tra
                 "history": history, "best_val": best_val, "best_epoch": best_epoch,
                 "bad_epochs": bad_epochs, "epoch": epoch, "best_state": best_state,
                 "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                "scaler": task.scaler.state_dict() if task.scaler is not None else {},
             }, out / "last.pt")
-            log = {"config": {**asdict(config), **record},
+            log = {"config": {**asdict(config), **record, "numerics": numerics.name},
                    "best_epoch": best_epoch, "best_val_loss": best_val, "history": history}
             _atomic_write_text(out / "history.json", json.dumps(log, indent=2, default=str))
             plot_history(history, out / "loss_curve.png")
@@ -525,6 +572,11 @@ def fit(task: TrainTask, data: tuple[torch.Tensor, ...] | TrainData, config: Tra
     task.models = plain_models
     for k, m in task.models.items():
         m.load_state_dict(best_state[k])
+        if numerics.channels_last:  # hand back the layout every consumer expects
+            for t in list(m.parameters()) + list(m.buffers()):
+                t.data = t.data.contiguous()
         m.eval()
+    task.scaler = None
     return TrainResult(history=history, best_epoch=best_epoch, best_val_loss=best_val,
-                       stopped_early=stopped, out_dir=out, seconds=time.perf_counter() - t0)
+                       stopped_early=stopped, out_dir=out, seconds=time.perf_counter() - t0,
+                       extra={"numerics": numerics.name})

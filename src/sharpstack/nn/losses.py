@@ -65,10 +65,13 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, *, data_range: float = 1.0,
         raise ValueError(f"images of {tuple(pred.shape[2:])} are smaller than the SSIM window "
                          f"({g.numel()} px)")
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mu_x, mu_y = _blur(pred, g), _blur(target, g)
-    sxx = _blur(pred * pred, g) - mu_x ** 2
-    syy = _blur(target * target, g) - mu_y ** 2
-    sxy = _blur(pred * target, g) - mu_x * mu_y
+    # float32 with autocast off: E[x^2] - E[x]^2 cancels catastrophically in bf16/fp16
+    pred, target = pred.float(), target.float()
+    with torch.autocast(pred.device.type, enabled=False):
+        mu_x, mu_y = _blur(pred, g), _blur(target, g)
+        sxx = _blur(pred * pred, g) - mu_x ** 2
+        syy = _blur(target * target, g) - mu_y ** 2
+        sxy = _blur(pred * target, g) - mu_x * mu_y
     # the unbiased covariance of scikit-image differs by n/(n-1) ~ 1.0 for these windows
     smap = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1)
                                                         * (sxx + syy + c2))

@@ -437,6 +437,8 @@ class Options:
     weight_format: str = "torchscript"
     threads: int | None = None
     batch: int | None = None  # units (windows, or planes of a 2D model) per forward call
+    memory_budget: int = 0  # bytes one window may use (see .budget); 0: not computed
+    bytes_per_voxel: int = 0  # estimated network bytes per input voxel (see .budget)
 
 
 class Runner:

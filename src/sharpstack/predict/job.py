@@ -10,6 +10,7 @@ share.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import xarray as xr
 from ..errors import InputError
 from .engine import Options
 from .model import Layout, Model, Processing, attach_attrs, digest, layout_of, processing_of
+from .budget import bytes_per_voxel, halo_in, memory_budget, memory_tile, window_cost
 from .stats import describe_stats, measure_stats
 from .tiling import SPACE, Plan
 from .tiling import plan as plan_windows
@@ -76,7 +78,7 @@ def state_dict_refusal(package: Any, trust_code: bool) -> str | None:
 
 def prepare(descr: Any, data: xr.DataArray, *, tile: Any, weight_format: str | None,
             device: str | None, threads: int | None, batch: int | None, planes: bool,
-            code_reason: str | None = None) -> Job:
+            code_reason: str | None = None, memory: float | None = None) -> Job:
     from .engine import choose_format, resolve_device
 
     model = digest(descr)
@@ -94,6 +96,10 @@ def prepare(descr: Any, data: xr.DataArray, *, tile: Any, weight_format: str | N
             raise InputError(f"{layout.source} has {sizes[d]} pixel along {d!r}, too small for "
                              f"model {model.name!r} (at least {g.min}, or 2 to pad from); "
                              f"give a larger stack")
+    budget = memory_budget(memory)
+    bpv = bytes_per_voxel(descr)
+    if tile is None:  # the largest window that fits the memory budget (see .budget)
+        tile = memory_tile(model.space, sizes, layout.loop_z, budget, bpv)
     plan = plan_windows(model.space, sizes, tile, layout.loop_z)
     proc = processing_of(model)
     dev = resolve_device(device)
@@ -102,7 +108,8 @@ def prepare(descr: Any, data: xr.DataArray, *, tile: Any, weight_format: str | N
                          f"{batch!r}")
     fmt = choose_format(model.descr, model.name, weight_format, dev, code_reason)
     options = Options(device=dev, weight_format=fmt, threads=threads,
-                      batch=None if batch is None else int(batch))
+                      batch=None if batch is None else int(batch), memory_budget=budget,
+                      bytes_per_voxel=bpv)
     out: dict[str, tuple[int, int]] = {}
     if model.out_channels is not None and model.out_channels > 1:
         out["c"] = (model.out_channels, model.out_channels)
@@ -223,15 +230,34 @@ def execute(job: Job, data: Any, sink: Any, progress: Any, name: str, *,
     post_whole(job, sink, name)
 
 
+def window_overhead(job: Job) -> tuple[float, int]:
+    """(voxels computed over all windows / input voxels, estimated bytes of one window): the
+    halo's (and padding's) share of the work, and the per-window memory cost."""
+    computed = 0
+    for w in job.plan.windows():
+        computed += math.prod(w[d].size for d in job.plan.axes)
+    total = math.prod(job.sizes[d] for d in job.plan.axes)
+    first = next(job.plan.windows())
+    space = job.model.space
+    one = window_cost({d: g for d, g in space.items()},
+                      {d: first[d].size - (2 * halo_in(space[d]) if d in space else 0)
+                       for d in job.plan.axes}, job.options.bytes_per_voxel,
+                      job.layout.loop_z)
+    return computed / max(total, 1), one
+
+
 def describe_job(job: Job, data: Any) -> str:
     w = next(job.plan.windows())
     shape = "x".join(str(w[d].size) for d in job.plan.axes)
     axes = ",".join(job.plan.axes)
     opts = job.options
+    ratio, one = window_overhead(job)
     return (f"{len(job.plan)} window(s) of {shape} ({axes}) with halo, output "
             f"{'x'.join(map(str, job.out_shape))} ({','.join(job.out_dims)}) in chunks of "
             f"{'x'.join(map(str, job.out_chunks))}; {opts.weight_format} weights on "
-            f"{opts.device}")
+            f"{opts.device}; halo and padding add {100 * (ratio - 1):.0f}% to the voxels "
+            f"computed; about {one / 2**30:.2f} GB per window (memory budget "
+            f"{opts.memory_budget / 2**30:.2f} GB; --memory)")
 
 
 def split_axes(job: Job) -> list[str]:

@@ -33,7 +33,8 @@ def predict_array(package: Any, data: xr.DataArray, *, tile: Mapping[str, int] |
                   threads: int | None = None, batch: int | None = None, planes: bool = True,
                   trust_code: bool = False,
                   progress: Callable[[int, int], Any] | bool = False,
-                  log: Callable[[str], Any] | None = None, check: bool = True) -> xr.DataArray:
+                  log: Callable[[str], Any] | None = None, check: bool = True,
+                  memory: float | None = None) -> xr.DataArray:
     """Run a bioimage.io model package on a stack in memory, tiled with the package's halo.
 
     Parameters
@@ -50,8 +51,9 @@ def predict_array(package: Any, data: xr.DataArray, *, tile: Mapping[str, int] |
         Requested window size in input pixels, halo included: one int for every tiled axis
         or a dict such as ``{"z": 32, "y": 128, "x": 128}``. Rounded down to a size the
         model accepts (and up when smaller than twice the halo). For a 2D model run plane
-        by plane, ``z`` is the number of planes per window. Default :data:`.tiling.DEFAULT_TILE`
-        (64 along z, 256 along y and x).
+        by plane, ``z`` is the number of planes per window. Default: the largest window that
+        fits the memory budget (``memory``), the whole stack when it fits (see
+        :mod:`.budget`).
     weight_format : str, optional
         Weights to run (``"torchscript"``, ``"onnx"``, ``"pytorch_state_dict"``, ...).
         Default: the first present in ``WEIGHT_FORMAT_PRIORITY[device]`` (ONNX Runtime on a
@@ -80,6 +82,9 @@ def predict_array(package: Any, data: xr.DataArray, *, tile: Mapping[str, int] |
         same runner, weights and windows must reproduce its test output, else
         :class:`PackageError` says whether the weights or the windows are at fault and
         nothing is predicted. Default on.
+    memory : float, optional
+        GB one window may use when ``tile`` is not given (default: a quarter of the memory
+        available now, at most 4 GB).
 
     Returns
     -------
@@ -113,7 +118,7 @@ def predict_array(package: Any, data: xr.DataArray, *, tile: Mapping[str, int] |
     descr = load_model(package)
     job = prepare(descr, data, tile=tile, weight_format=weight_format,
                   device=device, threads=threads, batch=batch, planes=planes,
-                  code_reason=state_dict_refusal(descr, trust_code))
+                  code_reason=state_dict_refusal(descr, trust_code), memory=memory)
     if check:
         self_test(descr, job.options.weight_format, trust_code, log, split=split_axes(job),
                   tile=tile, device=device, threads=threads, batch=batch)
@@ -129,7 +134,7 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
                  progress: Callable[[int, int], Any] | bool = False,
                  log: Callable[[str], Any] | None = None,
                  voxel_size: Mapping[str, float] | None = None, check: bool = True,
-                 resample: bool = False) -> Path:
+                 resample: bool = False, memory: float | None = None) -> Path:
     """Run a model package on a stack file and stream the result into the output file.
 
     Parameters
@@ -145,7 +150,7 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
         model; float64 is stored as float32, bool as uint8), ``.ome.tif``, ``.npy``. Each
         finished window is written straight into it (memory-mapped for TIFF and ``.npy``),
         under a temporary name beside it; renamed into place when complete.
-    tile, weight_format, device, threads, batch, planes, trust_code, progress, log
+    tile, weight_format, device, threads, batch, planes, trust_code, progress, log, memory
         See :func:`predict_array`.
     overwrite : bool
         Replace an existing output (kept until the new one is complete). Checked before any
@@ -225,7 +230,7 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
             warnings.warn(note, stacklevel=2)
     job = prepare(descr, data, tile=tile, weight_format=weight_format, device=device,
                   threads=threads, batch=batch, planes=planes,
-                  code_reason=state_dict_refusal(descr, trust_code))
+                  code_reason=state_dict_refusal(descr, trust_code), memory=memory)
     if check:
         self_test(descr, job.options.weight_format, trust_code, log, split=split_axes(job),
                   tile=tile, device=device, threads=threads, batch=batch)

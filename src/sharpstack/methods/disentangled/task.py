@@ -131,8 +131,8 @@ class ManifoldTask(_DisentangledTask):
                             + code_distance(b2[n:], ba, cfg.distance).mean())
             loss = loss + beta * cfg.w_consistency * l_cons
             logs["cons"] = float(l_cons.detach())
-        loss.backward()
-        opt.step()
+        self.backward(loss)
+        self.optimizer_step(opt)
         self.step += 1
         logs["loss"] = float(loss.detach())
         return logs
@@ -171,8 +171,8 @@ class MLVAETask(_DisentangledTask):
         kl_i = 0.5 * torch.sum(mu_g ** 2 + var_g - torch.log(var_g) - 1.0)
         kl = (kl_b + kl_i) / float(x.numel())
         loss = l_rec + cfg.kl_weight * kl
-        loss.backward()
-        opt.step()
+        self.backward(loss)
+        self.optimizer_step(opt)
         self.step += 1
         return {"loss": float(loss.detach()), "rec": float(l_rec.detach()),
                 "kl": float(kl.detach())}

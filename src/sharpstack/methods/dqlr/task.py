@@ -78,14 +78,19 @@ class DQLRTask(TrainTask):
         net = self.models["net"]
         return (net.module if hasattr(net, "module") else net).quantizer
 
+    def fp32_modules(self):
+        """The VQ codebook (nearest-code search and EMA update) stays float32: bf16 distances
+        pick wrong codes and bf16 running averages stall."""
+        return [self._quantizer()] if self.config.quantize else []
+
     def train_step(self, batch, optimizers):
         (clip,) = batch
         restarts0 = int(self._quantizer().restarts)
         opt = optimizers["adam"]
         opt.zero_grad(set_to_none=True)
         loss, logs = self._forward(clip)
-        loss.backward()
-        opt.step()
+        self.backward(loss)
+        self.optimizer_step(opt)
         if self.config.quantize:
             logs["restarts"] = float(int(self._quantizer().restarts) - restarts0)
         return {"loss": float(loss.detach()), **logs}

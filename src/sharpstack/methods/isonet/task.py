@@ -66,8 +66,8 @@ class IsoNetTask(TrainTask):
         opt = optimizers["adam"]
         opt.zero_grad(set_to_none=True)
         loss = negative_psnr_loss(self.models["net"](x), y)
-        loss.backward()
-        opt.step()
+        self.backward(loss)
+        self.optimizer_step(opt)
         return {"loss": float(loss.detach())}
 
     @torch.no_grad()

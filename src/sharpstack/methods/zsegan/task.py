@@ -219,8 +219,8 @@ class ZSEGANTask(TrainTask):
             loss = loss + cfg.lambda_identity * idt
         opt_g = optimizers["G"]
         opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_g.step()
+        self.backward(loss)
+        self.optimizer_step(opt_g)
         # ---- discriminators (fakes through the pools)
         self._requires_grad((ds, db), True)
         hs_q, w_hq = self.pools["S_h"].query(hs, w_h)
@@ -235,8 +235,8 @@ class ZSEGANTask(TrainTask):
         d_b = 0.5 * ((a_r * _lsq(db(xr), 1.0)).mean() + (a_q * _lsq(db(rb_q), 0.0)).mean())
         opt_d = optimizers["D"]
         opt_d.zero_grad(set_to_none=True)
-        (d_s + d_b).backward()
-        opt_d.step()
+        self.backward(d_s + d_b)
+        self.optimizer_step(opt_d)
         return {"loss": float(loss.detach()), "g_adv_s": float(g_s.detach()),
                 "g_adv_b": float(g_b.detach()), "cycle": float(cyc.detach()),
                 "identity": float(idt.detach()), "d_s": float(d_s.detach()),
