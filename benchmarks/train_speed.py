@@ -2,8 +2,9 @@
 
 For each method, one run on one machine: the demo's data and recipe (``sharpstack demo
 <m>``'s synthetic protocol and settings), trained for the same number of steps once with
-``--precision fp32`` and once with ``--precision auto`` (bf16 autocast + channels-last on CPUs
-with native bf16 and on GPUs), same seed. Prints per method and setting:
+``--precision fp32``, once with ``--precision auto`` (float32 channels-last on CPUs without
+AMX; bf16 autocast + channels-last on AMX CPUs and GPUs) and once with ``--precision bf16``,
+same seed (``--precisions`` picks others). Prints per method and setting:
 
 - training steps per second (training batches only: the loop's per-epoch time minus nothing,
   over a budget where validation is a small share; the validation share is printed too);
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", default=list(MEASURES))
     ap.add_argument("--steps", type=int, default=200, help="training steps per run")
     ap.add_argument("--epochs", type=int, default=4, help="epochs the steps are split into")
-    ap.add_argument("--precisions", nargs="+", default=["fp32", "auto"])
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "auto", "bf16"])
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: temp)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -105,10 +106,11 @@ def main(argv=None) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    from sharpstack.precision import cpu_has_native_bf16
+    from sharpstack.precision import cpu_has_amx, cpu_has_native_bf16
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU native bf16: "
-          f"{cpu_has_native_bf16()}, CUDA: {torch.cuda.is_available()}", flush=True)
+          f"{cpu_has_native_bf16()}, AMX: {cpu_has_amx()}, CUDA: {torch.cuda.is_available()}",
+          flush=True)
     work = a.work or Path(tempfile.mkdtemp(prefix="train_speed_"))
     results = {}
     try:
@@ -117,16 +119,19 @@ def main(argv=None) -> int:
     finally:
         if a.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    base, other = a.precisions[0], a.precisions[-1]
-    print(f"\n| method | steps | {base} steps/s | {other} steps/s | speed-up | "
-          f"measure | {base} | {other} |")
-    print("|---|---|---|---|---|---|---|---|")
+    base = a.precisions[0]
+    head = " | ".join(f"{p} steps/s" for p in a.precisions)
+    vals = " | ".join(a.precisions)
+    print(f"\n| method | steps | {head} | speed-up vs {base} | measure | {vals} |")
+    print("|---|---|" + "---|" * (2 * len(a.precisions) + 1))
+    fmt = (lambda v: f"{v:.3f}" if isinstance(v, float) else str(v))
     for name, rows in results.items():
-        b, o = rows[base], rows[other]
-        fmt = (lambda v: f"{v:.3f}" if isinstance(v, float) else str(v))
-        print(f"| {name} | {b['steps']} | {b['steps_per_s']:.2f} | {o['steps_per_s']:.2f} | "
-              f"{o['steps_per_s'] / b['steps_per_s']:.2f}x | {b['measure']} | "
-              f"{fmt(b['value'])} | {fmt(o['value'])} |")
+        b = rows[base]
+        sps = " | ".join(f"{rows[p]['steps_per_s']:.2f}" for p in a.precisions)
+        ups = ", ".join(f"{p} {rows[p]['steps_per_s'] / b['steps_per_s']:.2f}x"
+                        for p in a.precisions[1:])
+        qs = " | ".join(fmt(rows[p]["value"]) for p in a.precisions)
+        print(f"| {name} | {b['steps']} | {sps} | {ups} | {b['measure']} | {qs} |")
     if a.json:
         a.json.write_text(json.dumps(results, indent=2, default=str))
     return 0

@@ -24,11 +24,16 @@ def test_resolve_precision_per_device(monkeypatch):
     assert resolve_precision("fp32", CPU).dtype is None
     bf = resolve_precision("bf16", CPU)
     assert bf.dtype == torch.bfloat16 and bf.channels_last and not bf.scale_loss
-    monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(prec, "cpu_has_amx", lambda: True)
     assert resolve_precision("auto", CPU).name == "bf16"
+    monkeypatch.setattr(prec, "cpu_has_amx", lambda: False)
+    auto = resolve_precision("auto", CPU)  # without AMX: float32, channels-last
+    assert auto.dtype is None and auto.channels_last and not auto.reduced
+    assert not resolve_precision("fp32", CPU).channels_last
     monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda: False)
-    auto = resolve_precision("auto", CPU)  # emulated bf16 is slower: float32
-    assert auto.name == "fp32" and auto.dtype is None and not auto.channels_last
+    with pytest.raises(InputError, match="no native bf16"):
+        resolve_precision("bf16", CPU)
+    monkeypatch.undo()
     with pytest.raises(InputError, match="fp16 needs a CUDA GPU.*bf16"):
         resolve_precision("fp16", CPU)
     with pytest.raises(InputError, match="precision must be one of"):

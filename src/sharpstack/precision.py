@@ -9,8 +9,11 @@
 - ``fp16``: autocast in float16 with a ``torch.amp.GradScaler`` (CUDA only; float16 needs loss
   scaling and CPUs gain nothing from it).
 - ``auto`` (the default): ``bf16`` on CUDA GPUs that support it (else ``fp16``) and on CPUs
-  with native bf16 instructions (AVX-512 BF16 or AMX), ``fp32`` on other CPUs (emulated bf16
-  is slower than float32).
+  with AMX tiles; on other CPUs float32 in channels-last memory format. Measured with
+  ``benchmarks/train_speed.py`` on a 2-core Xeon with AVX-512 BF16 but no AMX: channels-last
+  float32 trains a 2D U-Net 1.2x faster than NCHW, while bf16 autocast is slower for two of
+  the four methods' reduced recipes (0.7-0.8x) and faster for the two others (1.1-1.3x, the
+  README's table); there ``--precision bf16`` is the explicit choice.
 
 What stays float32 whatever the setting: every network output is cast back to float32 before
 the method's losses see it (:func:`autocast_models`), so losses, metrics, normalisation
@@ -32,19 +35,27 @@ from torch import nn
 
 from .errors import InputError
 
-__all__ = ["PRECISIONS", "Numerics", "resolve_precision", "cpu_has_native_bf16",
+__all__ = ["PRECISIONS", "Numerics", "resolve_precision", "cpu_has_native_bf16", "cpu_has_amx",
            "autocast_models", "to_channels_last"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def cpu_has_native_bf16() -> bool:
-    """True where the CPU computes bf16 natively (AVX-512 BF16 or AMX), so bf16 autocast is
-    faster than float32; emulated bf16 on older CPUs is slower."""
+    """True where the CPU computes bf16 natively (AVX-512 BF16 or AMX); emulated bf16 on
+    older CPUs is much slower than float32."""
     # torch exposes the CPU's features only through these functions of torch.cpu
     checks = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported",
                                                      "_is_amx_tile_supported")]
     return any(bool(c()) for c in checks if c is not None)
+
+
+def cpu_has_amx() -> bool:
+    """True where the CPU has AMX tiles (Sapphire Rapids and later), whose bf16 matrix units
+    make bf16 convolutions several times faster than float32; AVX-512 BF16 alone did not
+    speed up the methods' 2D networks (see the module doc)."""
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(check()) if check is not None else False
 
 
 @dataclass(frozen=True)
@@ -74,8 +85,10 @@ def resolve_precision(precision: str, device: torch.device) -> Numerics:
     if precision == "auto":
         if cuda:
             choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        elif device.type == "cpu":
-            choice = "bf16" if cpu_has_native_bf16() else "fp32"
+        elif device.type == "cpu" and cpu_has_amx():
+            choice = "bf16"
+        elif device.type == "cpu":  # float32, in the faster channels-last layout
+            return Numerics("fp32-channels-last", None, True, False, precision)
         else:  # mps and others: float32, the format every backend trains in
             choice = "fp32"
     if choice == "fp32":
@@ -85,6 +98,9 @@ def resolve_precision(precision: str, device: torch.device) -> Numerics:
                          "slower than float32); use --precision bf16 or auto on a CPU")
     if choice == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         raise InputError("this GPU does not support bf16; use --precision fp16 or auto")
+    if choice == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        raise InputError("this CPU has no native bf16 (AVX-512 BF16 or AMX), so bf16 training "
+                         "would be slower than float32; use --precision auto or fp32")
     if choice == "bf16" and device.type not in ("cpu", "cuda"):
         raise InputError(f"--precision bf16 is supported on CPUs and CUDA GPUs, not on "
                          f"{device.type}; use --precision fp32")

@@ -105,8 +105,9 @@ Patience = Annotated[int | None, Field(ge=1, le=100_000, description=(
     "Stop after this many epochs without a better validation loss (None: never)."))]
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1, description="Seed of weights, data and batches.")]
 Precision = Annotated[Literal["auto", "fp32", "bf16", "fp16"], Field(description=(
-    "Number format of training: auto (bf16 autocast + channels-last on CPUs with native bf16 "
-    "and on GPUs, fp32 elsewhere), fp32, bf16, or fp16 (CUDA). Weights stay float32."))]
+    "Number format of training: auto (bf16 autocast + channels-last on GPUs and AMX CPUs, "
+    "float32 channels-last on other CPUs), fp32, bf16, or fp16 (CUDA). Weights stay "
+    "float32."))]
 
 
 class LoopSettings(BaseModel):

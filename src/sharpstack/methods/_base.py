@@ -102,8 +102,9 @@ LOOP_OPTIONS: tuple[Option, ...] = (
     Option("seed", "seed", int, "Random seed."),
     Option("device", "device", str, "cpu, cuda, cuda:1 ...; default: GPU if present."),
     Option("precision", "precision", str, "auto, fp32, bf16 or fp16: auto trains in bf16 "
-           "autocast + channels-last on CPUs with native bf16 and on GPUs, else fp32; "
-           "weights and packages stay float32."),
+           "autocast + channels-last on GPUs and AMX CPUs, in float32 channels-last on other "
+           "CPUs; bf16 on a CPU with AVX-512 BF16 helps some networks (see the README); weights "
+           "and packages stay float32."),
 )
 """The CLI options of the generic loop's settings (:class:`~sharpstack.training.LoopSettings`,
 ``LrSchedule``, ``EarlyStopping``), declared once for every method's ``train`` command."""
