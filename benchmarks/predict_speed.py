@@ -279,6 +279,23 @@ def main() -> None:
             same = np.array_equal(read_stack(out).values, mem.values)
             row(f"sharpstack predict_file (streamed, OME-Zarr -> OME-Zarr), {fmt} weights", dt,
                 f"(identical to in memory: {same})")
+        # default windows (sized to the memory budget) against one window and against the
+        # old fixed default (64x256x256); the self-check is left out of the three timings
+        from sharpstack.predict.tiling import DEFAULT_TILE
+
+        win = {}
+        for label, tile in (("default windows (memory-sized)", None),
+                            ("one window", 1 << 30),
+                            ("old fixed default windows 64x256x256", dict(DEFAULT_TILE))):
+            logs: list[str] = []
+            predict_array(pkg, stack, tile=tile, threads=args.threads, check=False)  # warm
+            dt, _ = _clock(lambda: predict_array(pkg, stack, tile=tile, threads=args.threads,
+                                                 check=False, log=logs.append), repeat=2)
+            win[label] = dt
+            row(f"sharpstack predict_array, {label}", dt, f"({logs[0].split(';')[0]})")
+        res["default_over_one_window"] = win["default windows (memory-sized)"] / win["one window"]
+        print(f"  default windows / one window: {res['default_over_one_window']:.2f}x the time "
+              f"(target <= 1.10)", flush=True)
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                           dashboard_address=None) as cluster:
             out = work / "dask.ome.zarr"

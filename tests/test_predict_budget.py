@@ -23,7 +23,9 @@ SIZES = {"z": 64, "y": 256, "x": 256}
 
 def test_the_whole_stack_is_one_window_when_it_fits():
     bpv = 1000
-    cost = window_cost(SPACE, SIZES, bpv, False)
+    cost = window_cost(SPACE, SIZES, bpv, False, SIZES)
+    # a whole axis costs its smallest valid length (no halo: reflection only)
+    assert cost == 64 * 256 * 256 * (bpv + 4) + 64 * 256 * 256 * 4
     req = memory_tile(SPACE, SIZES, False, cost, bpv)
     assert req == {"z": WHOLE, "y": WHOLE, "x": WHOLE}
     p = plan(SPACE, SIZES, req, False)
@@ -33,10 +35,10 @@ def test_the_whole_stack_is_one_window_when_it_fits():
 @pytest.mark.parametrize("fraction", [0.6, 0.2, 0.05, 0.01])
 def test_smaller_budgets_give_smaller_windows_within_the_budget(fraction):
     bpv = 1000
-    budget = int(fraction * window_cost(SPACE, SIZES, bpv, False))
+    budget = int(fraction * window_cost(SPACE, SIZES, bpv, False, SIZES))
     req = memory_tile(SPACE, SIZES, False, budget, bpv)
     kept = {a: req[a] - 16 if req[a] != WHOLE else SIZES[a] for a in "zyx"}
-    assert window_cost(SPACE, kept, bpv, False) <= budget
+    assert window_cost(SPACE, kept, bpv, False, SIZES) <= budget
     assert any(v != WHOLE for v in req.values())
     p = plan(SPACE, SIZES, req, False)
     assert len(p) > 1
@@ -62,7 +64,7 @@ def test_planes_of_a_2d_model_are_cut_first_when_they_are_the_longest():
 
 def test_memory_option_is_checked():
     assert memory_budget(2) == 2 << 30
-    assert 0 < memory_budget(None) <= 4 << 30
+    assert 0 < memory_budget(None) <= 8 << 30
     for bad in (0, -1.0, float("nan"), True, "4"):
         with pytest.raises(InputError, match="memory must be a positive number of GB"):
             memory_budget(bad)
@@ -72,7 +74,7 @@ def test_bytes_per_voxel_grows_with_the_network(package_isotropic):
     descr = load_model(package_isotropic)
     bpv = bytes_per_voxel(descr)
     # the tiny test U-Net (base 4, depth 2): 4+8+16+8+4+1 = 41 conv output channels
-    assert bpv == int(3.0 * 4 * 41)
+    assert bpv == int(1.0 * 4 * 41)
 
 
 def test_default_windows_fit_the_budget_and_agree_with_one_window(package_isotropic):
@@ -86,7 +88,8 @@ def test_default_windows_fit_the_budget_and_agree_with_one_window(package_isotro
     assert "1 window(s)" in logs[0] and "GB per window" in logs[0]
     # a budget of a fifth of one whole-stack window: several windows, the same output
     bpv = bytes_per_voxel(descr)
-    one = window_cost(model.space, dict(stack.sizes), bpv, False)
+    sizes = dict(stack.sizes)
+    one = window_cost(model.space, sizes, bpv, False, sizes)
     logs.clear()
     tiled = predict_array(package_isotropic, stack, memory=one / 5 / 2**30, log=logs.append,
                           check=False)
@@ -95,3 +98,13 @@ def test_default_windows_fit_the_budget_and_agree_with_one_window(package_isotro
     scale = float(np.abs(whole.values).max())
     assert float(np.abs(tiled.values - whole.values).max()) <= 1e-4 * scale
     assert (stack.values == np.random.default_rng(0).random(shape, dtype=np.float32)).all()
+
+
+def test_a_window_never_exceeds_the_voxel_cap():
+    from sharpstack.predict.budget import MAX_WINDOW_VOXELS
+
+    space = {a: AxisGeom(a, min=8, step=8) for a in "zyx"}
+    sizes = {"z": 2048, "y": 4096, "x": 4096}  # 2**35 voxels, a cheap network, a big budget
+    req = memory_tile(space, sizes, False, 1 << 50, 4)
+    assert np.prod([req[a] if req[a] != WHOLE else sizes[a] for a in "zyx"]) \
+        <= MAX_WINDOW_VOXELS

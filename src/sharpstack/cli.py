@@ -429,7 +429,7 @@ def predict(
     input: Annotated[Path, typer.Argument(help="Input stack (TIFF, OME-Zarr, .npy, HDF5 as file.h5 or file.h5:/dataset, CZI, ND2, LIF); OME-Zarr, HDF5 and large TIFFs are read window by window.")],
     output: Annotated[Path, typer.Argument(help="Output, streamed window by window: .ome.zarr (chunked like the windows; resumable), .tif (ImageJ TIFF), .ome.tif, .npy.")],
     tile: Annotated[Optional[str], typer.Option(help="Window size Z,Y,X (or one number), halo included, rounded to sizes the package accepts; default: the largest window that fits --memory (the whole stack when it fits). For a 2D model run plane by plane, Z is planes per window.")] = None,
-    memory: Annotated[Optional[float], typer.Option(help="GB one window may use when --tile is not given; default: a quarter of the memory available now, at most 4.")] = None,
+    memory: Annotated[Optional[float], typer.Option(help="GB one window may use when --tile is not given; default: half the memory available now, at most 8.")] = None,
     weight_format: Annotated[Optional[str], typer.Option(help="torchscript, onnx or pytorch_state_dict; default: the fastest present for the device (ONNX Runtime on a CPU, TorchScript on a GPU).")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N; default: the GPU when torch sees one.")] = None,
     batch: Annotated[Optional[int], typer.Option(help="Windows (or planes of a 2D model) per forward call, when the package allows a batch; default: about 4 M voxels per call (16 M on a GPU).")] = None,

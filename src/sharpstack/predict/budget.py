@@ -8,7 +8,8 @@ otherwise the largest that does (the longest axis halved until it fits), so a st
 than memory still streams with a bounded footprint.
 
 The budget is ``memory`` bytes (``--memory`` in GB on the command line), by default
-:data:`DEFAULT_FRACTION` of the memory available now, at most :data:`DEFAULT_CAP`. A window's
+:data:`DEFAULT_FRACTION` of the memory available now, at most :data:`DEFAULT_CAP`; a window
+never holds more than :data:`MAX_WINDOW_VOXELS`. A window's
 cost is estimated from the package: its input voxels (halo included) times the bytes a voxel
 costs in the network (:func:`bytes_per_voxel`: the channels of all convolution layers, in
 float32, times :data:`ACTIVATION_FACTOR`, measured on the four methods' packages), plus the
@@ -27,18 +28,23 @@ from typing import Any
 from ..errors import InputError
 from .tiling import SPACE, AxisGeom
 
-__all__ = ["DEFAULT_FRACTION", "DEFAULT_CAP", "ACTIVATION_FACTOR", "available_memory",
+__all__ = ["DEFAULT_FRACTION", "DEFAULT_CAP", "MAX_WINDOW_VOXELS", "ACTIVATION_FACTOR", "available_memory",
            "bytes_per_voxel", "halo_in", "memory_budget", "memory_tile", "window_cost"]
 
-DEFAULT_FRACTION = 0.25
+DEFAULT_FRACTION = 0.5
 """Share of the available memory one window may use by default."""
-DEFAULT_CAP = 4 << 30
-"""At most this many bytes by default (4 GiB): beyond it windows are large enough that the
+DEFAULT_CAP = 8 << 30
+"""At most this many bytes by default (8 GiB): beyond it windows are large enough that the
 per-window overhead is negligible, and a larger footprint only crowds the machine."""
-ACTIVATION_FACTOR = 3.0
-"""Peak bytes per voxel / (4 bytes x the sum of the convolution layers' output channels),
-measured with ``ru_maxrss`` on one-window predictions of the four methods' demo packages
-(ONNX Runtime, 2 threads): IsoNet 'isotropic' 1.3-2.6, DQLR 0.7; the largest, rounded up."""
+MAX_WINDOW_VOXELS = 1 << 27
+"""At most this many input voxels per window (128 Mi: 512 MB in float32), whatever the
+budget: a window is also an OME-Zarr output chunk, and compressors refuse chunks over 2 GB;
+a cheap network gains nothing from larger windows."""
+ACTIVATION_FACTOR = 1.0
+"""Peak bytes per window voxel / (4 bytes x the sum of the convolution layers' output
+channels), measured with ``ru_maxrss`` on one-window predictions of demo packages (ONNX
+Runtime, 2 threads): the 3D isotropic-restoration U-Net 0.99 (3.3 GB for an 80x256x256
+window), the depth-recurrent 2D network 0.66; the largest."""
 _FALLBACK_BPV = 2048
 """Bytes per voxel when the weights tell nothing (no convolution found)."""
 
@@ -123,16 +129,21 @@ def halo_in(g: AxisGeom) -> int:
 
 
 def window_cost(space: Mapping[str, AxisGeom], lengths: Mapping[str, int], bpv: int,
-                loop_z: bool) -> int:
-    """Bytes of one window whose kept input lengths are ``lengths`` (halo added here): the
-    network's activations plus the float32 input and output."""
+                loop_z: bool, sizes: Mapping[str, int] | None = None) -> int:
+    """Bytes of one window whose kept input lengths are ``lengths``: the network's
+    activations plus the float32 input and output. Along an axis cut into windows the halo
+    is added on both sides; along an axis the window covers whole (``lengths`` reaching
+    ``sizes``) the window is the smallest valid length, padded by reflection only."""
     vox, scale = 1, Fraction(1)
     for a, n in lengths.items():
         g = space.get(a)
         if g is None:  # planes of a 2D model: no halo, not scaled
             vox *= n
             continue
-        vox *= n + 2 * halo_in(g)
+        if sizes is not None and n >= sizes[a]:
+            vox *= g.smallest_valid(sizes[a]) or sizes[a]
+        else:
+            vox *= n + 2 * halo_in(g)
         scale *= g.scale if g.scale is not None else Fraction(1)
     return int(vox * (bpv + 4) + vox * float(scale) * 4)
 
@@ -147,7 +158,8 @@ def memory_tile(space: Mapping[str, AxisGeom], sizes: Mapping[str, int], loop_z:
         axes = ["z"] + axes
     lengths = {a: int(sizes[a]) for a in axes}
     floor = {a: 1 if a not in space else max(space[a].min, 16) for a in axes}
-    while window_cost(space, lengths, bpv, loop_z) > budget:
+    while (window_cost(space, lengths, bpv, loop_z, sizes) > budget
+           or math.prod(lengths.values()) > MAX_WINDOW_VOXELS):
         can = [a for a in axes if lengths[a] > floor[a]
                and not (a in space and (space[a].scale is None or space[a].blocks))]
         if not can:

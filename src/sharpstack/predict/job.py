@@ -239,10 +239,12 @@ def window_overhead(job: Job) -> tuple[float, int]:
     total = math.prod(job.sizes[d] for d in job.plan.axes)
     first = next(job.plan.windows())
     space = job.model.space
-    one = window_cost({d: g for d, g in space.items()},
-                      {d: first[d].size - (2 * halo_in(space[d]) if d in space else 0)
-                       for d in job.plan.axes}, job.options.bytes_per_voxel,
-                      job.layout.loop_z)
+    one = window_cost(space, {d: first[d].size - (2 * halo_in(space[d]) if d in space
+                                                   and len(job.plan.axes[d]) > 1 else 0)
+                              for d in job.plan.axes}, job.options.bytes_per_voxel,
+                      job.layout.loop_z,
+                      {d: first[d].size if len(job.plan.axes[d]) == 1 else job.sizes[d] + 1
+                       for d in job.plan.axes})
     return computed / max(total, 1), one
 
 

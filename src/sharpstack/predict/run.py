@@ -83,8 +83,8 @@ def predict_array(package: Any, data: xr.DataArray, *, tile: Mapping[str, int] |
         :class:`PackageError` says whether the weights or the windows are at fault and
         nothing is predicted. Default on.
     memory : float, optional
-        GB one window may use when ``tile`` is not given (default: a quarter of the memory
-        available now, at most 4 GB).
+        GB one window may use when ``tile`` is not given (default: half the memory
+        available now, at most 8 GB).
 
     Returns
     -------
