@@ -98,6 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=4, help="epochs the steps are split into")
     ap.add_argument("--precisions", nargs="+", default=["fp32", "auto", "bf16"])
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0, help="training seed (the data stay the demo's)")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: temp)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     a = ap.parse_args(argv)
@@ -115,7 +116,7 @@ def main(argv=None) -> int:
     results = {}
     try:
         for name in a.methods:
-            results[name] = run_method(name, a.steps, a.epochs, work, a.precisions)
+            results[name] = run_method(name, a.steps, a.epochs, work, a.precisions, a.seed)
     finally:
         if a.work is None:
             shutil.rmtree(work, ignore_errors=True)
