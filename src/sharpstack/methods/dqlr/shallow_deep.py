@@ -9,8 +9,9 @@ the stack's own depth degradation is measured and applied to shallow clips:
 1. :func:`estimate_depth_model` measures per slice, on the normalised stack ordered from
    shallow to deep,
 
-   - the signal level ``a(z)``: mean intensity above the background (blur conserves it, so
-     it measures attenuation only), smoothed by a log-linear fit over z;
+   - the signal level ``a(z)``: mean intensity above the slice's background (the 5th
+     percentile of the slice smoothed by 2 px; blur conserves the mean, so it measures
+     attenuation only), smoothed by a log-linear fit over z;
    - the noise level ``n(z)``: standard deviation of the white noise floor of the slice's
      power spectrum (the power at radial frequencies above 0.4 cycles/px, where a confocal
      slice at Nyquist sampling has no signal left);
@@ -124,7 +125,11 @@ def estimate_depth_model(stack: np.ndarray, *, shallow_fraction: float = 1 / 3,
                          f"{a.shape}")
     z = a.shape[0]
     n_sh = int(min(z, max(min_shallow, round(shallow_fraction * z), 1)))
-    bg = float(np.percentile(a, 1.0))
+    # signal above each slice's own background (5th percentile of the slice smoothed by
+    # 2 px): out-of-focus haze that lifts the background of deep slices does not count
+    from scipy.ndimage import gaussian_filter
+
+    bg = np.array([np.percentile(gaussian_filter(a[k], 2.0), 5.0) for k in range(z)])
     raw_sig = np.maximum(a.reshape(z, -1).mean(1) - bg, 1e-6).astype(np.float64)
     noise_p = np.array([_noise_power(a[k]) for k in range(z)])
     specs = np.stack([radial_spectrum(a[k])[1] for k in range(z)])
