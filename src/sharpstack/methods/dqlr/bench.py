@@ -16,8 +16,11 @@ shallowest slice's PSF, without attenuation or noise):
      the oracle width ``sqrt(sigma_xy(z)^2 - sigma_xy(0)^2)`` (what separates a slice from
      the ground truth) and the oracle iteration count (best whole-stack PSNR against the
      ground truth among ``rl_iterations``): an upper bound on this baseline;
-   - ``novq``: DQLR without quantisation (the paper's ablation), the same budget;
-   - ``dqlr``: DQLR;
+   - ``novq`` (optional, ``variants``): the paper's DQLR without quantisation (its
+     ablation), the same budget;
+   - ``paper``: DQLR trained as in the paper (``pairs="self"``: the acquired slices are the
+     targets);
+   - ``dqlr``: DQLR with the default shallow-to-deep pairs;
 
 3. per depth third (shallow, middle, deep): PSNR and SSIM against the ground truth (CARE
    protocol: percentile-normalised target, affinely fitted prediction; SSIM 2D per slice),
@@ -36,7 +39,7 @@ constant Gaussian PSF (``real_sigma`` px, ``real_rl_iterations`` iterations): th
 Outputs in ``out_dir``: ``table.md`` (the tables below), ``results.json``, ``synthetic.csv``,
 ``real_per_slice.csv``, ``deep_slices.png`` (deep slices side by side: input, deconvolution,
 no-VQ, DQLR, and the ground truth on synthetic data), ``codebook.png`` (perplexity per epoch
-of every DQLR training) and ``fm_per_depth.png``.
+of every DQLR training) and ``contrast_per_depth.png``.
 
 Nothing here prints; progress goes to an optional callback or a tqdm bar.
 """
@@ -56,6 +59,8 @@ from ...bench._jobs import job_executor
 from ...errors import InputError
 from .dqlr_arch import DQLRNet
 from .evaluate import DEPTH_BINS, depth_bins, mean_gradient, score_depth_bins
+from .figures import real_figure
+from .realmeasures import band_power, foreground_contrast, grid_peak, signal_band
 from .settings import DQLRConfig
 from .synth import synthetic_depth_stack
 from .task import DQLRModel, restore, train_dqlr
@@ -63,9 +68,13 @@ from .task import DQLRModel, restore, train_dqlr
 __all__ = ["COLUMNS", "COLUMN_TITLES", "REAL_STACKS", "reduced_settings", "run_dqlr_bench",
            "format_tables", "real_depth_profile"]
 
-COLUMNS = ("input", "deconv", "novq", "dqlr")
+COLUMNS = ("input", "deconv", "novq", "paper", "dqlr")
 COLUMN_TITLES = {"input": "input", "deconv": "Gaussian deconv. (RL)",
-                 "novq": "DQLR without VQ", "dqlr": "DQLR"}
+                 "novq": "paper DQLR without VQ", "paper": "paper DQLR (self pairs)",
+                 "dqlr": "DQLR (shallow-to-deep)"}
+VARIANTS = {"novq": {"quantize": False, "pairs": "self"}, "paper": {"pairs": "self"},
+            "dqlr": {}}
+"""Settings of every trained column over the common ones."""
 REAL_STACKS = ("1135_mini_raw.tif", "sample_ovule_raw.tif")
 _DEFAULT_REAL_DATA = Path(__file__).resolve().parents[4].parent / "shared" / "data"
 
@@ -83,11 +92,11 @@ def reduced_settings(**overrides: Any) -> dict[str, Any]:
     return s
 
 
-def _train_job(stacks, names, settings: dict[str, Any], quantize: bool) -> dict[str, Any]:
+def _train_job(stacks, names, settings: dict[str, Any], variant: str) -> dict[str, Any]:
     """Train one network (in this process or a worker); plain values and tensors back."""
 
     t0 = time.perf_counter()
-    cfg = DQLRConfig(**{**settings, "quantize": quantize})
+    cfg = DQLRConfig(**{**settings, **VARIANTS[variant]})
     m = train_dqlr(stacks, cfg, names=names)
     r = m.result
     return {"state": {k: v.detach().cpu() for k, v in m.net.state_dict().items()},
@@ -95,11 +104,11 @@ def _train_job(stacks, names, settings: dict[str, Any], quantize: bool) -> dict[
             "stopped": r.stopped_early, "seconds": time.perf_counter() - t0}
 
 
-def _model_from(job: dict[str, Any], settings: dict[str, Any], quantize: bool):
+def _model_from(job: dict[str, Any], settings: dict[str, Any], variant: str):
     from ...normalize import PercentileNormalizer
     from ...training import TrainResult
 
-    cfg = DQLRConfig(**{**settings, "quantize": quantize})
+    cfg = DQLRConfig(**{**settings, **VARIANTS[variant]})
     net = DQLRNet(**cfg.net_kwargs())
     net.load_state_dict(job["state"])
     net.eval()
@@ -110,14 +119,22 @@ def _model_from(job: dict[str, Any], settings: dict[str, Any], quantize: bool):
                      result=res)
 
 
-def real_depth_profile(stack: np.ndarray) -> dict[str, list[float]]:
-    """Per-slice FM, mean gradient magnitude and contrast (std) of a stack (as given)."""
+def real_depth_profile(stack: np.ndarray, band: tuple[float, float] | None = None
+                       ) -> dict[str, list[float]]:
+    """Per-slice measures of a stack (as given): FM, mean gradient magnitude, contrast
+    (std), and the two that noise does not fool: foreground contrast (99th - 50th
+    percentile after a 1-px smoothing) and, with ``band``, the power in that band above the
+    slice's noise floor (:mod:`.realmeasures`)."""
     from ...metrics import focus_measure
 
     a = np.asarray(stack, dtype=np.float32)
-    return {"fm": [focus_measure(a[z]) for z in range(a.shape[0])],
-            "grad": [mean_gradient(a[z]) for z in range(a.shape[0])],
-            "contrast": [float(a[z].std()) for z in range(a.shape[0])]}
+    out = {"fm": [focus_measure(a[z]) for z in range(a.shape[0])],
+           "grad": [mean_gradient(a[z]) for z in range(a.shape[0])],
+           "contrast": [float(a[z].std()) for z in range(a.shape[0])],
+           "fg_contrast": foreground_contrast(a).tolist()}
+    if band is not None:
+        out["band_power"] = band_power(a, band).tolist()
+    return out
 
 
 def _ratio(values: Sequence[float], bins: dict[str, slice]) -> float:
@@ -143,6 +160,7 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
                    real_sigma: float = 1.0, real_rl_iterations: int = 10,
                    threads: int | None = None, jobs: int = 1, device: str | None = None,
                    seed: int = 0, progress: bool = False,
+                   variants: Sequence[str] = ("paper", "dqlr"),
                    on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the DQLR benchmark and write its tables, CSVs and figures into ``out_dir``.
 
@@ -171,6 +189,7 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
         every training is seeded, so the results do not depend on it.
     device : torch device for training and restoration.
     seed : base seed (phantoms, noise, training).
+    variants : trained columns among ``novq``, ``paper``, ``dqlr`` (:data:`VARIANTS`).
     """
     import torch
 
@@ -179,6 +198,11 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
     from .baseline import richardson_lucy_slicewise_best
 
     kinds = tuple(kinds)
+    bad = [v for v in tuple(variants) if v not in VARIANTS]
+    if bad or not tuple(variants):
+        raise InputError(f"unknown or no DQLR variants {bad}; choose among {list(VARIANTS)}")
+    variants = tuple(v for v in COLUMNS if v in tuple(variants))
+    columns = ("input", "deconv", *variants)
     for k in kinds:
         if k not in ("membranes", "nuclei"):
             raise InputError(f"unknown phantom kind {k!r}; use membranes or nuclei")
@@ -194,7 +218,7 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
     cfg = reduced_settings(**(settings or {}))
     cfg.update(epochs=int(epochs), steps_per_epoch=max(1, int(steps) // int(epochs)),
                seed=int(seed), device=device)
-    n_tasks = 2 * len(kinds) + (2 if real else 0)
+    n_tasks = len(variants) * (len(kinds) + (1 if real else 0))
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -208,6 +232,7 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
 
     norm = PercentileNormalizer(cfg.get("pmin", 1.0), cfg.get("pmax", 99.8))
     results: dict[str, Any] = {"settings": cfg, "synthetic": {}, "real": {},
+                               "columns": list(columns),
                                "seconds": {}, "protocol": {},
                                "run": {"jobs": int(jobs),
                                        "torch_threads": torch.get_num_threads()}}
@@ -236,8 +261,8 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
             stacks = [d.degraded for d in train]
             names = [f"{kind}-{d.seed}" for d in train]
             datasets.append({"key": kind, "test": test, "futures": {
-                name: executor.submit(_train_job, stacks, names, cfg, q)
-                for q, name in ((False, "novq"), (True, "dqlr"))}})
+                name: executor.submit(_train_job, stacks, names, cfg, name)
+                for name in variants}})
         if real:
             from ...io import read_stack
 
@@ -249,8 +274,8 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
                                  "folder (real_data) or run without the real stacks")
             raw = [np.asarray(read_stack(p).values, dtype=np.float32) for p in paths]
             datasets.append({"key": "real", "paths": paths, "raw": raw, "futures": {
-                name: executor.submit(_train_job, raw, list(REAL_STACKS), cfg, q)
-                for q, name in ((False, "novq"), (True, "dqlr"))}})
+                name: executor.submit(_train_job, raw, list(REAL_STACKS), cfg, name)
+                for name in variants}})
 
         for ds in datasets:
             key = ds["key"]
@@ -260,10 +285,11 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
                 say(f"{key}: training {name}")
                 job = fut.result()
                 results["seconds"][f"{key}_{name}_train"] = job["seconds"]
-                models[name] = _model_from(job, cfg, name == "dqlr")
+                models[name] = _model_from(job, cfg, name)
                 if bar is not None:
                     bar.update(1)
-            usage[key] = _usage(models["dqlr"])
+            usage[key] = _usage(models[[v for v in variants if v != "novq"][-1]]
+                                if any(v != "novq" for v in variants) else models["novq"])
             say(f"{key}: scoring")
             if key != "real":
                 test = ds["test"]
@@ -280,7 +306,7 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
                                              "codebook": usage[key]["final"]}
                 z = int(round(0.9 * (test.gt.shape[0] - 1)))
                 panels.append((f"{key} (slice {z})",
-                               [(COLUMN_TITLES[c], cols[c][z]) for c in COLUMNS]
+                               [(COLUMN_TITLES[c], cols[c][z]) for c in columns]
                                + [("ground truth", gt_norm[z])]))
             else:
                 for p, stack in zip(ds["paths"], ds["raw"]):
@@ -292,17 +318,23 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
                     for name, m in models.items():
                         cols[name] = restore(m, stack, device=device)
                     bins = depth_bins(stack.shape[0])
-                    prof = {c: real_depth_profile(cols[c]) for c in COLUMNS}
+                    band = signal_band(xin)
+                    prof = {c: real_depth_profile(cols[c], band) for c in columns}
                     ratios = {c: {k: _ratio(v, bins) for k, v in prof[c].items()}
-                              for c in COLUMNS}
+                              for c in columns}
                     means = {c: {f"{k}_{b}": float(np.mean(np.asarray(v)[bins[b]]))
                                  for k, v in prof[c].items() for b in DEPTH_BINS}
-                             for c in COLUMNS}
+                             for c in columns}
+                    grid = {c: grid_peak(cols[c], 2 ** int(cfg.get("n_down", 2)))
+                            for c in columns}
+                    real_figure(p.name, {COLUMN_TITLES[c]: cols[c] for c in columns},
+                                out / f"real_{p.stem}.png")
                     results["real"][p.name] = {"shape": list(stack.shape), "per_slice": prof,
-                                               "deep_over_shallow": ratios, "bin_means": means}
+                                               "deep_over_shallow": ratios, "bin_means": means,
+                                               "band": list(band), "grid_peak": grid}
                     z = int(round(0.9 * (stack.shape[0] - 1)))
                     panels.append((f"{p.name} (slice {z})",
-                                   [(COLUMN_TITLES[c], cols[c][z]) for c in COLUMNS]))
+                                   [(COLUMN_TITLES[c], cols[c][z]) for c in columns]))
                 results["real_codebook"] = usage["real"]["final"]
             results["seconds"][f"{key}_scoring"] = time.perf_counter() - t0
     finally:
@@ -323,7 +355,7 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
     _deep_slices_png(panels, out / "deep_slices.png")
     _codebook_png(usage, out / "codebook.png")
     if results["real"]:
-        _fm_png(results["real"], out / "fm_per_depth.png")
+        _fm_png(results["real"], out / "contrast_per_depth.png")
     results["table"] = text
     return results
 
@@ -336,6 +368,7 @@ def format_tables(results: dict[str, Any]) -> str:
     """Markdown tables of a :func:`run_dqlr_bench` result."""
 
     cfg = results["settings"]
+    cols = tuple(results.get("columns", COLUMNS))
     steps = cfg["epochs"] * cfg["steps_per_epoch"]
     lines = [f"DQLR benchmark: every network {cfg['epochs']} epochs x {cfg['steps_per_epoch']} "
              f"batches of {cfg['batch_size']} clips ({steps} steps, patch {cfg['patch_size']}, "
@@ -356,34 +389,48 @@ def format_tables(results: dict[str, Any]) -> str:
                   f"oracle iterations {r['rl_iterations']}.", "",
                   "| column | " + " | ".join(f"{b} PSNR | {b} SSIM" for b in DEPTH_BINS) + " |",
                   "|---|" + "---|---|" * len(DEPTH_BINS)]
-        for c in COLUMNS:
+        for c in cols:
             lines.append(f"| {COLUMN_TITLES[c]} | " + " | ".join(
                 f"{s[c][f'psnr_{b}']:.2f} | {s[c][f'ssim_{b}']:.3f}" for b in DEPTH_BINS) + " |")
         lines += ["", "Sharpness per depth third (normalised units): mean gradient magnitude / "
                       "FM.", "",
                   "| column | " + " | ".join(f"{b} grad | {b} FM" for b in DEPTH_BINS) + " |",
                   "|---|" + "---|---|" * len(DEPTH_BINS)]
-        for c in (*COLUMNS, "gt"):
+        for c in (*cols, "gt"):
             lines.append(f"| {COLUMN_TITLES.get(c, 'ground truth')} | " + " | ".join(
                 f"{s[c][f'grad_{b}']:.4f} | {s[c][f'fm_{b}']:.3f}" for b in DEPTH_BINS) + " |")
-        d, n, dc, i = (s[c]["psnr_deep"] for c in ("dqlr", "novq", "deconv", "input"))
-        lines += ["", f"Deep third: DQLR {d - i:+.2f} dB over the input, {d - dc:+.2f} dB over "
-                      f"the deconvolution, {d - n:+.2f} dB over the ablation; gradient DQLR/"
-                      f"no-VQ {s['dqlr']['grad_deep'] / s['novq']['grad_deep']:.3f}, FM DQLR/"
-                      f"no-VQ {s['dqlr']['fm_deep'] / s['novq']['fm_deep']:.3f}.", ""]
+        if "dqlr" not in s:
+            continue
+        d, dc, i = (s[c]["psnr_deep"] for c in ("dqlr", "deconv", "input"))
+        sd, sdc = s["dqlr"]["ssim_deep"], s["deconv"]["ssim_deep"]
+        msg = (f"Deep third: DQLR {d - i:+.2f} dB over the input, {d - dc:+.2f} dB "
+               f"(SSIM {sd - sdc:+.3f}) over the deconvolution")
+        for c in ("paper", "novq"):
+            if c in s:
+                msg += (f", {d - s[c]['psnr_deep']:+.2f} dB (SSIM "
+                        f"{sd - s[c]['ssim_deep']:+.3f}) over {COLUMN_TITLES[c]}")
+        lines += ["", msg + ".", ""]
     if results["real"]:
         lines += ["### Real confocal stacks (no GT): deep/shallow ratio (deepest third / "
                   "shallowest third)", "",
-                  "| stack | measure | " + " | ".join(COLUMN_TITLES[c] for c in COLUMNS) + " |",
-                  "|---|---|" + "---|" * len(COLUMNS)]
+                  "| stack | measure | " + " | ".join(COLUMN_TITLES[c] for c in cols) + " |",
+                  "|---|---|" + "---|" * len(cols)]
         for name, r in results["real"].items():
-            for k, title in (("fm", "FM"), ("grad", "gradient"), ("contrast", "contrast (std)")):
+            for k, title in (("fg_contrast", "foreground contrast (p99 - p50)"),
+                             ("band_power", "band power above noise"),
+                             ("fm", "FM"), ("grad", "gradient"), ("contrast", "contrast (std)")):
+                if k not in r["deep_over_shallow"]["input"]:
+                    continue
                 lines.append(f"| {name} | {title} | " + " | ".join(
-                    f"{r['deep_over_shallow'][c][k]:.3f}" for c in COLUMNS) + " |")
+                    f"{r['deep_over_shallow'][c][k]:.3f}" for c in cols) + " |")
+            if "grid_peak" in r:
+                lines.append(f"| {name} | grid peak (spectrum at the latent period / "
+                             f"neighbours) | " + " | ".join(
+                                 f"{r['grid_peak'][c]:.2f}" for c in cols) + " |")
         lines += ["", "Mean FM per depth third:", "",
                   "| stack | column | shallow | middle | deep |", "|---|---|---|---|---|"]
         for name, r in results["real"].items():
-            for c in COLUMNS:
+            for c in cols:
                 lines.append(f"| {name} | {COLUMN_TITLES[c]} | " + " | ".join(
                     f"{r['bin_means'][c][f'fm_{b}']:.3f}" for b in DEPTH_BINS) + " |")
         lines.append("")
@@ -498,11 +545,11 @@ def _fm_png(real: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(real), figsize=(5 * len(real), 3.5), dpi=100,
                              squeeze=False)
     for ax, (name, r) in zip(axes[0], real.items()):
-        for c in COLUMNS:
-            ax.plot(r["per_slice"][c]["fm"], label=COLUMN_TITLES[c])
+        for c in r["per_slice"]:
+            ax.plot(r["per_slice"][c]["fg_contrast"], label=COLUMN_TITLES[c])
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("slice (depth)")
-        ax.set_ylabel("FM")
+        ax.set_ylabel("foreground contrast (p99 - p50)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -136,7 +136,10 @@ class DQLRClips(Dataset):
 
 
 def make_datasets(stacks: Sequence[np.ndarray], config: DQLRConfig) -> TrainData:
-    """Training and validation clips from normalised stacks (:func:`prepare_stacks`).
+    """Training and validation clips from normalised stacks (:func:`prepare_stacks`):
+    :class:`DQLRClips` (``pairs="self"``, the paper's) or
+    :class:`~.shallow_deep.ShallowDeepClips` (``pairs="shallow_to_deep"``, pairs of a
+    shallow clip degraded to a deeper depth and the clip itself).
 
     Validation uses the last rows of every stack (``max(patch, val_fraction * Y)`` rows) and
     training the rest, so no validation pixel is trained on. When a stack is too small for
@@ -164,6 +167,21 @@ def make_datasets(stacks: Sequence[np.ndarray], config: DQLRConfig) -> TrainData
             f"a {h}-row stack cannot hold both a training patch and a validation strip of "
             f"{p} px; use --patch-size {max(16, (h // 2) // 2 ** config.n_down * 2 ** config.n_down)} "
             f"or give several stacks (the last one then validates)")
+    if config.pairs == "shallow_to_deep":
+        from .shallow_deep import ShallowDeepClips, estimate_depth_model
+
+        t = config.window + config.n_predict
+        models = {id(s): estimate_depth_model(s, shallow_fraction=config.shallow_fraction,
+                                              min_shallow=t) for s in stacks}
+        train = ShallowDeepClips(train_stacks, [models[id(s)] for s in train_stacks],
+                                 length=config.n_clips, rows=train_rows, seed=config.seed,
+                                 augment=config.augment, axial_ratio=config.axial_ratio,
+                                 **common)
+        val = ShallowDeepClips(val_stacks, [models[id(s)] for s in val_stacks],
+                               length=config.val_clips, rows=val_rows,
+                               seed=config.seed + 1_000_003, augment=False,
+                               axial_ratio=config.axial_ratio, **common)
+        return TrainData(train=train, val=val)
     train = DQLRClips(train_stacks, length=config.n_clips, rows=train_rows, seed=config.seed,
                       augment=config.augment, **common)
     val = DQLRClips(val_stacks, length=config.val_clips, rows=val_rows,

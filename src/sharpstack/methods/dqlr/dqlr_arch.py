@@ -88,18 +88,25 @@ class Encoder(nn.Module):
 
 
 class Generator(nn.Module):
-    """Generator ``G``: conv3x3, residual blocks, ``n_down`` x (nearest upsampling x2, conv3x3,
+    """Generator ``G``: conv3x3, residual blocks, ``n_down`` x (upsampling x2, conv3x3,
     ReLU), conv3x3 to one channel (linear output: normalised intensities).
 
-    Nearest upsampling + convolution instead of VQ-VAE's transposed convolutions, which leave
-    checkerboard artefacts (Odena et al. 2016) that would read as false sharpness.
+    Resize-convolution (Odena et al. 2016) instead of VQ-VAE's transposed convolutions.
+    ``upsample="bilinear"`` (default) interpolates the codes before each convolution;
+    ``"nearest"`` (the first sharpstack version) copies every code into a 2x2 block: with
+    quantised codes, whose neighbours jump from one codeword to another, the block edges
+    fall on a fixed grid of ``2**n_down`` px and the ReLU decoder turns them into a
+    periodic texture (a peak at 1/``2**n_down`` cycles/px in the output spectrum).
 
     Shapes: ``(N, code_dim, h, w) -> (N, 1, h * 2**n_down, w * 2**n_down)``.
     """
 
     def __init__(self, hidden: int = 128, n_down: int = 2, res_blocks: int = 2,
-                 res_hidden: int = 32, code_dim: int = 64) -> None:
+                 res_hidden: int = 32, code_dim: int = 64, upsample: str = "bilinear") -> None:
         super().__init__()
+        if upsample not in ("bilinear", "nearest"):
+            raise ValueError(f"upsample must be 'bilinear' or 'nearest', got {upsample!r}")
+        self.mode = str(upsample)
         ch = _level_channels(hidden, n_down)
         self.head = nn.Conv2d(code_dim, ch[-1], 3, padding=1)
         self.res = nn.Sequential(*[ResBlock(ch[-1], res_hidden) for _ in range(res_blocks)])
@@ -110,8 +117,12 @@ class Generator(nn.Module):
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.res(self.head(q)))
         for conv in self.ups:
-            # integer-factor nearest upsampling: ONNX Resize (opset >= 11), exact in tiles
-            h = F.relu(conv(F.interpolate(h, scale_factor=2.0, mode="nearest")))
+            # integer-factor resize: ONNX Resize (opset >= 11), exact in tiles with the halo
+            if self.mode == "nearest":
+                h = F.interpolate(h, scale_factor=2.0, mode="nearest")
+            else:
+                h = F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)
+            h = F.relu(conv(h))
         return self.tail(h)
 
 
@@ -292,6 +303,8 @@ class DQLRNet(nn.Module):
         ``False`` is the ablation: the same network with ``Q`` bypassed.
     decay, eps, commitment, restart_threshold : float
         See :class:`EMAQuantizer`.
+    upsample : {"bilinear", "nearest"}
+        Resize of the generator (see :class:`Generator`; "nearest" leaves a grid texture).
 
     The code of a slice is ``y = x + P(h)``: the slice's own latent ``x`` plus a 1x1
     projection of the recurrent state that has seen the previous slices of the window.
@@ -301,7 +314,7 @@ class DQLRNet(nn.Module):
                  res_hidden: int = 32, code_dim: int = 64, num_codes: int = 128,
                  rnn_cell: str = "lstm", rnn_hidden: int = 64, quantize: bool = True,
                  decay: float = 0.99, eps: float = 1e-5, commitment: float = 0.25,
-                 restart_threshold: float = 1.0) -> None:
+                 restart_threshold: float = 1.0, upsample: str = "bilinear") -> None:
         super().__init__()
         self.n_down = int(n_down)
         self.quantize = bool(quantize)
@@ -311,7 +324,7 @@ class DQLRNet(nn.Module):
         self.proj = nn.Conv2d(rnn_hidden, code_dim, 1)
         self.quantizer = EMAQuantizer(num_codes, code_dim, decay, eps, commitment,
                                       restart_threshold)
-        self.generator = Generator(hidden, n_down, res_blocks, res_hidden, code_dim)
+        self.generator = Generator(hidden, n_down, res_blocks, res_hidden, code_dim, upsample)
 
     def step(self, x: torch.Tensor, state):
         """One recurrent step: ``(code, state)`` from input latent ``x``."""
@@ -468,9 +481,10 @@ def receptive_field(net_kwargs: dict | None = None, window: int = 3,
     per_step = 1 if cell == "lstm" else 2
     r += (int(window) + int(ensemble_predictions)) * per_step * jump
     r += jump + res_blocks * jump  # generator head and residual blocks
+    up = 2 if kw.get("upsample", "bilinear") == "bilinear" else 1
     for _ in range(n_down):
         jump //= 2
-        r += jump + jump  # nearest upsampling offset + conv3x3
+        r += up * jump + jump  # upsampling reach (bilinear: 2 fine px) + conv3x3
     r += 1  # tail conv3x3
     return int(r), int(window) - 1 + int(ensemble_predictions)
 

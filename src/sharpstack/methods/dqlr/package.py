@@ -73,7 +73,8 @@ def test_input_from(stack: np.ndarray, axes: list[AxisSpec], *, lateral: int = 1
 
 
 def card_fields(model: DQLRModel, *, axes: list[AxisSpec], training_data: str,
-                codebook: dict[str, float] | None = None) -> dict[str, Any]:
+                codebook: dict[str, float] | None = None,
+                depth_model: dict[str, float] | None = None) -> dict[str, Any]:
     """The fields of ``card.md`` (beside this module) that are DQLR's own (the exporter fills
     name, description, version, quality and runtimes)."""
     cfg = model.config
@@ -96,8 +97,25 @@ def card_fields(model: DQLRModel, *, axes: list[AxisSpec], training_data: str,
     else:
         output_text = (f"the reconstruction of each slice from the window of {cfg.window} "
                        f"slices ending at it")
+    if cfg.pairs == "shallow_to_deep":
+        pairs_text = (
+            f"shallow-to-deep pairs: the depth degradation of every training stack was "
+            f"measured (signal level, extra lateral blur and noise per slice, from the "
+            f"slice means and power spectra), clips from the shallowest "
+            f"{cfg.shallow_fraction:.0%} of a stack were degraded to the measured look of a "
+            f"random deeper depth (lateral blur, {cfg.axial_ratio:g} x that along z, "
+            f"attenuation, Gaussian noise up to the deep noise level) and the network learned "
+            f"to return the clip as acquired")
+        if depth_model:
+            pairs_text += (f"; measured: signal at the deepest slice "
+                           f"{depth_model.get('signal_deep', float('nan')):.2f} x the shallow "
+                           f"one, extra blur sigma {depth_model.get('sigma_deep_px', 0.0):.2f}"
+                           f" px")
+    else:
+        pairs_text = ("the paper's self-reconstruction: the targets are the acquired slices "
+                      "themselves")
     return dict(
-        output_text=output_text, window=cfg.window, z_halo=z.halo, z_min=z.min, lat_halo=y.halo, lat_min=y.min,
+        pairs_text=pairs_text, upsample=cfg.upsample, output_text=output_text, window=cfg.window, z_halo=z.halo, z_min=z.min, lat_halo=y.halo, lat_min=y.min,
         lat_step=y.step, direction=direction, pmin=cfg.pmin, pmax=cfg.pmax,
         net_kwargs=json.dumps(cfg.net_kwargs()), hidden=cfg.hidden, n_down=cfg.n_down,
         down_factor=2 ** cfg.n_down, res_blocks=cfg.res_blocks, code_dim=cfg.code_dim,
@@ -158,7 +176,8 @@ def package_request(trained, sample: Path, deployable: str, *, workdir: Path) ->
         normalizer=model.normalizer,
         card_template=resources.files(__package__).joinpath("card.md").read_text("utf-8"),
         card_fields=card_fields(model, axes=axes, training_data=training_data,
-                                codebook=trained.record.get("codebook")),
+                                codebook=trained.record.get("codebook"),
+                                depth_model=trained.record.get("depth_model")),
         covers=[cover],
         tags=["dqlr", "deblurring", "denoising", "restoration", "vector-quantization",
               "confocal", "fluorescence-light-microscopy", "pytorch", "sharpstack", "3d"],

@@ -86,6 +86,15 @@ class DQLR(Method):
         Option("deep-first", "depth_increases_with_z", bool, "--deep-first: the LAST slice "
                "is the shallowest (depth grows towards slice 0); --no-deep-first: slice 0 is "
                "the shallowest (depth_increases_with_z).", parse=lambda v: not v),
+        Option("pairs", "pairs", str, "Training pairs: shallow_to_deep (default: shallow "
+               "clips degraded to the measured look of deeper slices, the clip itself the "
+               "target) or self (the paper: reproduce the acquired slices)."),
+        Option("shallow-fraction", "shallow_fraction", float, "shallow_to_deep: fraction of "
+               "the stack (shallow end) the clean clips come from (default 1/3)."),
+        Option("axial-ratio", "axial_ratio", float, "shallow_to_deep: extra axial blur "
+               "(slices) per px of extra lateral blur (default 1)."),
+        Option("upsample", "upsample", str, "Generator resize: bilinear (default) or nearest "
+               "(the first version; leaves a texture on the latent grid)."),
         Option("quantize", "quantize", bool, "Vector-quantise the latent codes (the paper); "
                "--no-quantize trains the paper's ablation without quantisation."),
         Option("codes", "num_codes", int, "Codebook size k (the paper: 128)."),
@@ -161,6 +170,9 @@ class DQLR(Method):
                "cosine)."),
         Option("codes", "settings.num_codes", int, "Codebook size (default 128)."),
         Option("window", "settings.window", int, "Recurrence window (default 3)."),
+        Option("variant", "variants", list[str], "Trained columns: paper (the paper's self "
+               "pairs), dqlr (shallow-to-deep), novq (paper without quantisation); repeat or "
+               "comma-separate (default paper,dqlr).", parse=_parse_kinds),
         Option("jobs", "jobs", int, "Trainings at once in worker processes (default 1; 2 "
                "with --threads 1 uses a 2-core CPU best; results do not depend on it)."),
         Option("device", "device", str, "cpu or cuda; default GPU if present."),
@@ -191,6 +203,9 @@ class DQLR(Method):
             "voxel_size": dict(stacks[0].attrs.get("voxel_size") or {}),
             "codebook": model.codebook_usage(),
         }
+        if model.depth_models:  # the depth degradation measured on the first stack
+            record["depth_model"] = model.depth_models[0]
+            record["depth_models"] = model.depth_models
         return Trained(settings=settings, model=model, result=model.result, record=record,
                        tensors={"net": model.net.state_dict()})
 

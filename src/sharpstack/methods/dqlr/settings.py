@@ -57,6 +57,18 @@ class DQLRConfig(LoopSettings, LrSchedule, EarlyStopping):
     rnn_cell: Literal["lstm", "gru"] = Field("lstm", description=(
         "Recurrent cell: ConvLSTM (the later variant) or ConvGRU, 3x3 convolutions."))
     rnn_hidden: int = Field(64, ge=2, le=1024, description="Hidden channels of the recurrent cell.")
+    pairs: Literal["shallow_to_deep", "self"] = Field("shallow_to_deep", description=(
+        "Training pairs: shallow_to_deep (default) degrades shallow clips to the measured "
+        "look of deeper slices (blur, attenuation, noise) and learns to undo it; self is the "
+        "paper's: the network reproduces the acquired slices."))
+    shallow_fraction: float = Field(1 / 3, gt=0.0, le=1.0, description=(
+        "shallow_to_deep: fraction of the stack (from the shallow end) the clean clips come "
+        "from, and the reference of the depth model."))
+    axial_ratio: float = Field(1.0, ge=0.0, le=10.0, description=(
+        "shallow_to_deep: extra axial blur (slices) per px of extra lateral blur."))
+    upsample: Literal["bilinear", "nearest"] = Field("bilinear", description=(
+        "Generator resize: bilinear (default) or nearest (the first version, which leaves "
+        "a texture on the latent grid)."))
     quantize: bool = Field(True, description=(
         "Vector-quantise the codes (DQLR); False is the paper's no-quantisation ablation."))
     decay: float = Field(0.99, gt=0.0, lt=1.0, description="EMA decay of the codebook.")
@@ -103,7 +115,7 @@ class DQLRConfig(LoopSettings, LrSchedule, EarlyStopping):
                 "num_codes": self.num_codes, "rnn_cell": self.rnn_cell,
                 "rnn_hidden": self.rnn_hidden, "quantize": self.quantize,
                 "decay": self.decay, "eps": self.eps, "commitment": self.commitment,
-                "restart_threshold": self.restart_threshold}
+                "restart_threshold": self.restart_threshold, "upsample": self.upsample}
 
 
 def min_slices(config: DQLRConfig) -> int:

@@ -61,12 +61,15 @@ class DQLRTask(TrainTask):
     def make_optimizers(self):
         return {"adam": torch.optim.Adam(self.models["net"].parameters(), lr=self.config.lr)}
 
-    def _forward(self, clip: torch.Tensor):
+    def _forward(self, batch):
+        """``batch``: ``(clip,)`` (the paper: the clip is its own target) or ``(degraded,
+        target)`` (shallow-to-deep pairs)."""
         cfg = self.config
         net = self.models["net"]
         fwd = net.module.forward_clip if hasattr(net, "module") else net.forward_clip
+        clip, target = (batch[0], batch[0]) if len(batch) == 1 else (batch[0], batch[1])
         out, commit, codes = fwd(clip, cfg.window)
-        target = clip[:, :, cfg.window - 1:]
+        target = target[:, :, cfg.window - 1:]
         loss, logs = dqlr_loss(out, target, commit, lambda_ssim=cfg.lambda_ssim,
                                lambda_vq=cfg.lambda_vq, sigma=cfg.ssim_sigma)
         if codes is not None:
@@ -84,11 +87,10 @@ class DQLRTask(TrainTask):
         return [self._quantizer()] if self.config.quantize else []
 
     def train_step(self, batch, optimizers):
-        (clip,) = batch
         restarts0 = int(self._quantizer().restarts)
         opt = optimizers["adam"]
         opt.zero_grad(set_to_none=True)
-        loss, logs = self._forward(clip)
+        loss, logs = self._forward(batch)
         self.backward(loss)
         self.optimizer_step(opt)
         if self.config.quantize:
@@ -97,8 +99,7 @@ class DQLRTask(TrainTask):
 
     @torch.no_grad()
     def val_step(self, batch):
-        (clip,) = batch
-        loss, logs = self._forward(clip)
+        loss, logs = self._forward(batch)
         return {"loss": float(loss), **logs}
 
 
@@ -115,6 +116,7 @@ class DQLRModel:
     normalizer: PercentileNormalizer
     result: TrainResult
     training_stacks: list[str] = field(default_factory=list)
+    depth_models: list[dict[str, float]] = field(default_factory=list)
 
     def deploy_kwargs(self) -> dict[str, Any]:
         return {"net_kwargs": self.config.net_kwargs(), "window": self.config.window,
@@ -169,9 +171,16 @@ def train_dqlr(stacks: Sequence[Any] | np.ndarray, config: DQLRConfig, *, axes: 
     task = DQLRTask(net, config)
     result = fit(task, data, config.train_config(), out_dir=out_dir, resume=resume,
                  progress=progress, config_record=record or {"dqlr": config.model_dump()})
+    depth = []
+    if config.pairs == "shallow_to_deep":
+        from .shallow_deep import estimate_depth_model
+
+        t = config.window + config.n_predict
+        depth = [estimate_depth_model(s, shallow_fraction=config.shallow_fraction,
+                                      min_shallow=t).summary() for s in norm_stacks]
     return DQLRModel(net=task.models["net"], config=config,
                      normalizer=PercentileNormalizer(config.pmin, config.pmax), result=result,
-                     training_stacks=list(names or []))
+                     training_stacks=list(names or []), depth_models=depth)
 
 
 def restore(model: DQLRModel | DQLRDeploy, stack: np.ndarray, *,
