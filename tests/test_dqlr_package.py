@@ -202,3 +202,25 @@ def test_default_windows_match_one_window_and_the_sample_output(dq_package):
     not multiples of the step) == one window; the sample input reproduces the sample output."""
     shapes = assert_windows_agree(dq_package)
     assert min(shapes["large"][-2:]) > 256
+
+
+def test_a_run_recorded_before_the_bilinear_generator_loads_as_it_was_trained(dq_run,
+                                                                              tmp_path):
+    """A run folder whose settings predate ``upsample`` (and ``pairs``) was trained with the
+    nearest-neighbour generator: reading it back must rebuild that network, not today's
+    default (the same weights through another upsampling give another output, silently)."""
+    import json
+    import shutil
+
+    from sharpstack.workflows import load_run
+
+    old = tmp_path / "old_run"
+    shutil.copytree(dq_run, old)
+    info = json.loads((old / "run.json").read_text())
+    assert info["settings"]["upsample"] == "bilinear"  # today's runs record it
+    for key in ("upsample", "pairs"):
+        info["settings"].pop(key)
+    (old / "run.json").write_text(json.dumps(info))
+    settings = load_run(old).trained.settings
+    assert settings.upsample == "nearest" and settings.pairs == "self"
+    assert load_run(dq_run).trained.settings.upsample == "bilinear"

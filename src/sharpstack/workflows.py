@@ -226,7 +226,8 @@ def load_run(path: str | Path) -> LoadedRun:
         raise InputError(f"{p} holds an unfinished training (no final model); continue it with "
                          f"`sharpstack train {info.get('method')} ... --resume` or train again")
     method = get_method(str(info["method"]))
-    settings = settings_from(method.settings_model, {}, base=info["settings"],
+    settings = settings_from(method.settings_model, {},
+                             base={**method.recorded_before, **info["settings"]},
                              what=f"settings recorded in {p / 'run.json'}")
     try:
         tensors = torch.load(p / "model.pt", map_location="cpu", weights_only=True)
@@ -330,7 +331,7 @@ def train_run(method: str | Method, inputs: Sequence[str | Path], out_dir: str |
         if info["method"] != m.name:
             raise InputError(f"cannot resume {out} with {m.name}: it is a {info['method']} run; "
                              f"use `sharpstack train {info['method']} ... --resume`")
-        base = info["settings"]
+        base = {**m.recorded_before, **info["settings"]}
     else:
         existing = [out / n for n in ("model.pt", "last.pt")]
         if (out / "run.json").exists() and (out / "model.pt").exists():

@@ -200,6 +200,11 @@ class Method:
     summary: ClassVar[str]
     """One line: what it restores (CLI help)."""
     citations: ClassVar[tuple[dict[str, str], ...]] = ()
+    recorded_before: ClassVar[dict[str, Any]] = {}
+    """Settings added after runs were recorded, with the value that runs recorded without
+    them were trained with (their behaviour before the setting existed): a run folder read
+    back (``load_run``, ``--resume``) takes these for absent keys, not today's defaults, so
+    an old run is never silently rebuilt as another network."""
     settings_model: ClassVar[type[BaseModel]]
     inputs: ClassVar[tuple[Input, ...]]
     options: ClassVar[tuple[Option, ...]] = ()

@@ -75,6 +75,9 @@ class DQLR(Method):
                  {"text": "van den Oord, Vinyals & Kavukcuoglu. Neural discrete representation "
                           "learning. NeurIPS 2017.", "doi": "10.48550/arXiv.1711.00937"})
     settings_model = DQLRConfig
+    # runs recorded before the bilinear generator existed were trained with nearest upsampling
+    # (and, before shallow-to-deep pairs, on the paper's self-reconstruction pairs)
+    recorded_before = {"upsample": "nearest", "pairs": "self"}
     inputs = (Input("stacks", "One z-stack (TIFF, OME-Zarr, .npy; axes ZYX) or a folder of "
                     "z-stacks of the same kind.", kind="file_or_folder"),)
     options = (
