@@ -207,7 +207,7 @@ def test_spot_measures_recover_fwhm_and_background_noise():
     clean = blur(vol, gaussian_psf(2.0, 5.0), mode="constant") * 1000 + 10
     f = spot_fwhm(clean, centres, radius=(15, 8))
     assert f["x"] == pytest.approx(2.3548 * 2, rel=0.05)
-    assert f["z"] == pytest.approx(2.3548 * 5, rel=0.05) and f["n_z"] == 2
+    assert f["z"] == pytest.approx(2.3548 * 5, rel=0.05) and f["n"] == 2
     noisy = clean + np.random.default_rng(0).normal(0, 2.0, clean.shape)
     mask = background_mask(clean.shape, centres, (15.0, 6.0), planes=range(0, 64, 4))
     assert background_std(noisy, mask) == pytest.approx(2.0, rel=0.05)
