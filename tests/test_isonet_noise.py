@@ -212,3 +212,15 @@ def test_spot_measures_recover_fwhm_and_background_noise():
     mask = background_mask(clean.shape, centres, (15.0, 6.0), planes=range(0, 64, 4))
     assert background_std(noisy, mask) == pytest.approx(2.0, rel=0.05)
     assert not mask[20, 20, 20] and mask[:, :, :].sum() > 0 and not mask[1].any()
+
+
+def test_bench_offers_the_real_data_benchmark_and_checks_its_arguments(tmp_path):
+    from sharpstack.errors import InputError
+    from sharpstack.methods.isonet.realbench import run_isonet_real
+
+    res = runner.invoke(app, ["bench", "isonet", "--help"], terminal_width=200)
+    assert res.exit_code == 0 and "--real" in res.output and "--pairs" in res.output
+    with pytest.raises(InputError, match="unknown IsoNet variant"):
+        run_isonet_real(tmp_path, variants=("noisy",))
+    with pytest.raises(InputError, match="unknown real-data set"):
+        run_isonet_real(tmp_path, datasets=("yeast",))
