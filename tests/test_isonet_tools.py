@@ -120,7 +120,7 @@ def test_train_takes_a_ratio_of_2_5_exactly_from_the_calibration(tmp_path):
     assert res.exit_code == 0, res.output
     model = load_run(run).model
     assert model.config.factor == 2.5
-    assert "factor 2.5" in res.output and "warning" not in res.output
+    assert "factor 2.5" in res.output and "is used exactly for training" not in res.output
     z = isonet_axes(model, deployable="upsample")[0]
     assert z.step % 2 == 0 and z.in_scale == 2.5 and z.halo % 5 == 0
     import torch

@@ -115,8 +115,14 @@ def card_fields(model: IsoNetModel, *, deployable: str, halo: int, psf_text: str
     psf_mode_text = {"full": "the PSF rotated into the lateral plane",
                      "split": "only the anisotropic part h_split of the PSF, h_rot = h_iso * h_split",
                      "none": "no PSF (SRCNN baseline)"}[cfg.psf_mode]
+    pairs_text = ("the paper's: the noisy lateral slice as target, its blurred and subsampled "
+                  "copy as input" if cfg.pairs == "paper" else
+                  "noise-aware: the stack's noise fitted from the stack (var = a * mean + b), "
+                  "inputs given noise of that model, targets "
+                  + ("denoised by non-local means" if cfg.noise_target == "denoised" else
+                     "the noisy slices with Noise2Void blind spots (loss on those only)"))
     return dict(
-        deploy_text=deploy_text,
+        deploy_text=deploy_text, pairs_text=pairs_text,
         factor=f, axes=axes, input_text=input_text, pmin=cfg.pmin, pmax=cfg.pmax,
         output_text=output_text, halo=halo, arch_text=arch_text,
         arch_kwargs=json.dumps(cfg.arch_kwargs()), psf_text=psf_text, psf_mode=cfg.psf_mode,

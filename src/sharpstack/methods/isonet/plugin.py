@@ -102,6 +102,17 @@ def factor_notice(factor: float) -> str | None:
             f"from `sharpstack resample`.")
 
 
+def default_psf_notice(spec) -> str:
+    """What the default PSF assumes (said in the training log when no PSF was given)."""
+    return (f"no PSF given: the default is used, a Gaussian with sigma_xy = {spec.sigma_xy:g} "
+            f"and sigma_z = {spec.sigma_z:g} lateral pixels (FWHM {2.3548 * spec.sigma_xy:.1f}"
+            f" px lateral, {2.3548 * spec.sigma_z:.1f} px axial: z resolution "
+            f"{spec.sigma_z / spec.sigma_xy:g}x worse than lateral). If your microscope "
+            "differs, measure it: `sharpstack psf beads.tif psf.tif`, then --psf file "
+            "--psf-file psf.tif (or give --sigma-xy/--sigma-z, or --psf confocal/lightsheet "
+            "with --na)")
+
+
 def _parse_datasets(values) -> tuple[str, ...]:
     return tuple(d.strip() for v in values for d in str(v).split(",") if d.strip())
 
@@ -119,7 +130,14 @@ class IsoNet(Method):
         Option("factor", "factor", float, "z spacing / pixel size, any number >= 1.5, used "
                "exactly (e.g. 2.5); default from the file's calibration (or --voxel-size)."),
         *_PSF_OPTIONS,
-        Option("psf-file", "psf.path", str, "Measured PSF (ZYX, isotropic grid) for --psf file."),
+        Option("psf-file", "psf.path", str, "Measured PSF (ZYX) for --psf file, on any grid: "
+               "with its calibration it is resampled to isotropic voxels of the stack's pixel "
+               "size (e.g. the output of `sharpstack psf beads.tif psf.tif`)."),
+        Option("pairs", "pairs", str, "Training pairs: noise-aware (default: the stack's own "
+               "noise model, inputs as noisy as real axial planes, denoised targets) or paper "
+               "(the paper's; Table 1 protocol; amplifies noise on real stacks)."),
+        Option("noise-target", "noise_target", str, "Target of the noise-aware pairs: "
+               "denoised (non-local means) or masked (Noise2Void blind spots)."),
         Option("wavelength", "psf.wavelength_um", float, "Emission wavelength (micrometres)."),
         Option("immersion", "psf.n_immersion", float, "Refractive index of the immersion medium."),
         Option("pixel", "psf.pixel_um", float, "Lateral pixel size (micrometres) the PSF is "
@@ -194,6 +212,13 @@ class IsoNet(Method):
         Option("seed", "seed", int, "Random seed (default 0)."),
         Option("jobs", "jobs", int, "Trainings at once, in worker processes (default: 2 on a "
                "CPU with at least 2 cores per --threads, else 1; results do not depend on it)."),
+        Option("pairs", "isonet.pairs", str, "IsoNet training pairs of every network: "
+               "noise-aware (default) or paper (the paper's)."),
+        Option("real", "real", bool, "Instead of Table 1: the real-data benchmark on spot "
+               "stacks (the shared bead stack and synthetic spots with widefield-like noise): "
+               "spot FWHM z/x and background noise of the input, IsoNet (paper and "
+               "noise-aware pairs) and Richardson-Lucy; writes real.md and orthogonal views.",
+               default=False),
         Option("quiet", "quiet", bool, "No log line per training and volume.",
                default=False),
     )
@@ -232,14 +257,27 @@ class IsoNet(Method):
 
             warnings.warn(notice, stacklevel=2)
         psf_spec = settings.psf
+        psf_given = bool(psf_spec.model_fields_set) or "psf" in settings.model_fields_set
         if psf_spec.needs_pixel and psf_spec.pixel_um is None and settings.psf_mode != "none":
             from ...io import require_voxel_size
 
             px = require_voxel_size(data, "x", purpose=f"the {psf_spec.kind} PSF (sampled in "
                                     "micrometres)", alternative="--pixel UM")["x"]
             psf_spec = psf_spec.model_copy(update={"pixel_um": px})
+        if psf_spec.kind == "file" and psf_spec.pixel_um is None:
+            px = (data.attrs.get("voxel_size") or {}).get("x")
+            if px:
+                psf_spec = psf_spec.model_copy(update={"pixel_um": float(px)})
         settings = settings.model_copy(update={"factor": factor, "psf": psf_spec})
-        h = psf_spec.build() if settings.psf_mode != "none" else None
+        h = None
+        if settings.psf_mode != "none":
+            import warnings
+
+            h, notes = psf_spec.build_noted()
+            if not psf_given:
+                notes.append(default_psf_notice(psf_spec))
+            for note in notes:
+                warnings.warn(note, stacklevel=2)
         model = train_isonet(np.asarray(data.values), h, settings.config(), out_dir=out_dir,
                              resume=resume, progress=progress,
                              record={"isonet": settings.model_dump(mode="json"),
@@ -252,6 +290,9 @@ class IsoNet(Method):
             "training_data": (f"{Path(stack_path).name}, shape {tuple(data.shape)}, voxel size "
                               f"{describe_voxel_size(data)}, factor {factor}"),
             "voxel_size": dict(data.attrs.get("voxel_size") or {}),
+            "pairs": settings.pairs,
+            "noise_model": ({"a": model.noise.a, "b": model.noise.b,
+                             "units": "normalised intensities"} if model.noise else None),
         }
         tensors = {"net": model.net.state_dict()}
         if h is not None:
@@ -334,5 +375,15 @@ class IsoNet(Method):
             options["jobs"] = (1 if str(device).startswith("cuda") else
                                max(1, min(2, (os.cpu_count() or 1) // torch.get_num_threads())))
         on_step = None if options.pop("quiet", False) or not progress else stderr_log()
+        if options.pop("real", False):
+            from .realbench import run_isonet_real
+
+            kw = {k: options[k] for k in ("epochs", "steps_per_epoch", "seed", "device")
+                  if options.get(k) is not None}
+            kw.update({k: isonet[k] for k in ("batch_size", "n_patches", "patch_size")
+                       if k in isonet})
+            if options.get("datasets"):
+                kw["datasets"] = options["datasets"]
+            return run_isonet_real(out_dir, on_step=on_step, **kw)
         return run_isonet_table1(out_dir, progress=progress, on_step=on_step,
                                  isonet=isonet or None, **options)

@@ -51,8 +51,16 @@ class IsoNetConfig(LoopSettings, LrSchedule, EarlyStopping):
     augment: bool = True
     pmin: float = Field(1.0, ge=0, lt=100)
     pmax: float = Field(99.8, gt=1, le=100)
+    pairs: Literal["noise-aware", "paper"] = "noise-aware"
+    """Training pairs: ``noise-aware`` (default: the stack's own noise model fitted from the
+    stack, inputs as noisy as its axial planes, targets whose noise the network cannot
+    predict; :mod:`.noise_pairs`) or ``paper`` (noisy lateral slice as target, its blurred
+    copy as input: the paper's, for the Table 1 protocol; amplifies noise on real stacks)."""
+    noise_target: Literal["denoised", "masked"] = "denoised"
+    """Target of the noise-aware pairs: the slice denoised (non-local means) or the noisy
+    slice with a Noise2Void blind spot (loss on masked pixels only)."""
     poisson_peak: float | None = Field(None, gt=0)
-    """Optional extra Poisson noise on the degraded patches (photons at the maximum)."""
+    """Paper pairs only: extra Poisson noise on the degraded patches (photons at the max)."""
     gauss_sigma: float = Field(0.0, ge=0)
 
     @field_validator("factor")
@@ -87,7 +95,8 @@ class PsfSpec(BaseModel):
 
     ``kind``: ``gaussian`` (``sigma_xy``, ``sigma_z`` in lateral pixels), ``confocal`` (NA,
     wavelength, immersion index), ``lightsheet`` (detection and illumination NA) or ``file``
-    (a TIFF/npy PSF already on an isotropic grid with the lateral pixel size). ``pixel_um``
+    (a TIFF/npy PSF on any grid: with its calibration it is resampled to isotropic voxels of
+    the lateral pixel size, :mod:`.psf_file`; without, taken to be on that grid). ``pixel_um``
     (the lateral pixel size the optical PSFs are sampled with) defaults to the training
     stack's calibration; an uncalibrated stack then needs it given.
     """
@@ -116,16 +125,19 @@ class PsfSpec(BaseModel):
 
     def build(self) -> np.ndarray:
         """The PSF as a normalised ZYX array on an isotropic grid of the lateral pixel size."""
+        return self.build_noted()[0]
+
+    def build_noted(self) -> tuple[np.ndarray, list[str]]:
+        """:meth:`build` plus notes for the training log (how a PSF file was resampled)."""
+        if self.kind == "file":
+            from .psf_file import load_psf_file
+
+            return load_psf_file(str(self.path), self.pixel_um)
+        return self._build(), []
+
+    def _build(self) -> np.ndarray:
         if self.kind == "gaussian":
             return psfmod.gaussian_psf(self.sigma_xy, self.sigma_z)
-        if self.kind == "file":
-            from ...io import read_stack
-
-            arr = np.asarray(read_stack(self.path), dtype=np.float32)
-            if arr.ndim != 3 or not np.isfinite(arr).all() or arr.sum() <= 0:
-                raise InputError(f"PSF file {self.path} must be a finite, non-empty 3D (ZYX) "
-                                 "stack; check --psf-file")
-            return arr / arr.sum()
         if self.pixel_um is None:
             raise InputError(f"the {self.kind} PSF is sampled in micrometres and needs the "
                              "lateral pixel size: pass --pixel UM (or --voxel-size Z,Y,X)")

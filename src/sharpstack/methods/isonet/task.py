@@ -21,6 +21,8 @@ from ...resample import upsample
 from ...training import TrainResult, TrainTask, fit
 from .data import lateral_kernel_for, make_training_pairs
 from .isonet_arch import IsoNetDeploy, build_network, receptive_radius
+from .noise import NoiseModel, estimate_noise
+from .noise_pairs import make_noise_aware_pairs
 from .settings import IsoNetConfig
 
 __all__ = ["negative_psnr_loss", "IsoNetTask", "IsoNetModel", "train_isonet", "restore"]
@@ -33,12 +35,20 @@ def _is_symmetric(k: np.ndarray, tol: float = 1e-3) -> tuple[bool, bool]:
 
 
 def negative_psnr_loss(pred: torch.Tensor, target: torch.Tensor,
-                       data_range: float = 1.0) -> torch.Tensor:
+                       data_range: float = 1.0, mask: torch.Tensor | None = None
+                       ) -> torch.Tensor:
     """The paper's loss: minus the PSNR per patch, averaged over the batch (dB).
 
-    ``-PSNR = 10 log10(MSE / range²)``; a tiny epsilon keeps a perfect patch finite.
+    ``-PSNR = 10 log10(MSE / range²)``; a tiny epsilon keeps a perfect patch finite. With a
+    ``mask`` (1 = counted, same shape), the MSE of a patch is over its masked pixels only
+    (the Noise2Void blind spots of :mod:`.noise_pairs`).
     """
-    mse = torch.mean((pred - target) ** 2, dim=tuple(range(1, pred.ndim)))
+    dims = tuple(range(1, pred.ndim))
+    if mask is None:
+        mse = torch.mean((pred - target) ** 2, dim=dims)
+    else:
+        mse = (torch.sum(mask * (pred - target) ** 2, dim=dims)
+               / torch.clamp(torch.sum(mask, dim=dims), min=1.0))
     return torch.mean(10.0 * torch.log10(mse / data_range**2 + 1e-10))
 
 
@@ -53,27 +63,31 @@ class IsoNetTask(TrainTask):
     def make_optimizers(self):
         return {"adam": torch.optim.Adam(self.models["net"].parameters(), lr=self.lr)}
 
-    def _augment(self, x: torch.Tensor, y: torch.Tensor):
+    def _augment(self, *tensors: torch.Tensor):
         # flips only along the directions in which the blur kernel is symmetric, so that the
         # augmented pair is still a valid (degraded, original) pair
         for dim, ok in ((2, self.flips[0]), (3, self.flips[1])):
             if ok and bool(torch.rand(()) < 0.5):
-                x, y = torch.flip(x, dims=(dim,)), torch.flip(y, dims=(dim,))
-        return x, y
+                tensors = tuple(torch.flip(t, dims=(dim,)) for t in tensors)
+        return tensors
+
+    @staticmethod
+    def _loss(net, batch) -> torch.Tensor:
+        x, y, *m = batch  # (input, target) or (input, target, blind-spot mask)
+        return negative_psnr_loss(net(x), y, mask=m[0] if m else None)
 
     def train_step(self, batch, optimizers):
-        x, y = self._augment(*batch)
+        batch = self._augment(*batch)
         opt = optimizers["adam"]
         opt.zero_grad(set_to_none=True)
-        loss = negative_psnr_loss(self.models["net"](x), y)
+        loss = self._loss(self.models["net"], batch)
         self.backward(loss)
         self.optimizer_step(opt)
         return {"loss": float(loss.detach())}
 
     @torch.no_grad()
     def val_step(self, batch):
-        x, y = batch
-        return {"loss": float(negative_psnr_loss(self.models["net"](x), y))}
+        return {"loss": float(self._loss(self.models["net"], batch))}
 
 
 @dataclass
@@ -84,6 +98,8 @@ class IsoNetModel:
     config: IsoNetConfig
     normalizer: PercentileNormalizer
     result: TrainResult
+    noise: NoiseModel | None = None
+    """The stack's noise model (normalised units) the noise-aware pairs used."""
 
     def deploy(self, *, upsample: bool, fuse: str = "geometric") -> IsoNetDeploy:
         """The exported 3D module (see DESIGN.md: same-shape or z-upsampling deployable)."""
@@ -132,18 +148,27 @@ def train_isonet(stack: np.ndarray, psf: np.ndarray | None, config: IsoNetConfig
     normalizer = PercentileNormalizer(config.pmin, config.pmax)
     norm = normalizer.before(arr)
     kernel = lateral_kernel_for(psf, config.psf_mode)
-    X, Y = make_training_pairs(norm, kernel, config.factor, patch_size=config.patch_size,
-                               n_patches=config.n_patches, seed=config.seed,
-                               poisson_peak=config.poisson_peak, gauss_sigma=config.gauss_sigma)
+    noise = None
+    if config.pairs == "noise-aware":
+        noise = estimate_noise(norm)
+        pairs = make_noise_aware_pairs(norm, kernel, config.factor, noise,
+                                       target=config.noise_target,
+                                       patch_size=config.patch_size,
+                                       n_patches=config.n_patches, seed=config.seed)
+    else:
+        pairs = make_training_pairs(norm, kernel, config.factor, patch_size=config.patch_size,
+                                    n_patches=config.n_patches, seed=config.seed,
+                                    poisson_peak=config.poisson_peak,
+                                    gauss_sigma=config.gauss_sigma)
     torch.manual_seed(config.seed)
     net = build_network(config.arch, **config.arch_kwargs())
     flips = _is_symmetric(kernel) if config.augment else (False, False)
     task = IsoNetTask(net, config.lr, flips)
-    result = fit(task, (torch.from_numpy(X), torch.from_numpy(Y)), config.train_config(),
+    result = fit(task, tuple(torch.from_numpy(a) for a in pairs), config.train_config(),
                  out_dir=out_dir, resume=resume, progress=progress,
                  config_record=record or {"isonet": config.model_dump()})
     return IsoNetModel(net=task.models["net"], config=config, normalizer=normalizer,
-                       result=result)
+                       result=result, noise=noise)
 
 
 def restore(model: IsoNetModel | torch.nn.Module, stack: np.ndarray, *, factor: float,
