@@ -65,7 +65,7 @@ TRAIN_TINY = ["--epochs", "1", "--steps-per-epoch", "1", "--patches", "16", "--p
 
 
 def test_resampling_any_factor_keeps_the_integer_convention():
-    from sharpstack import degrade
+    from sharpstack.methods.isonet import acquisition as degrade
     from sharpstack.resample import exact_factor, subsample, upsample
 
     x = np.random.default_rng(1).random((7, 3, 4)).astype(np.float32)

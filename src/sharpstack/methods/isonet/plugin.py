@@ -125,6 +125,8 @@ class IsoNet(Method):
     summary = ("isotropic reconstruction of anisotropic z-stacks, self-supervised from the "
                "lateral slices of the stack itself")
     settings_model = IsoNetSettings
+    # runs recorded before the noise-aware pairs existed trained on the paper's pairs
+    recorded_before = {"pairs": "paper"}
     inputs = (Input("stack", "Anisotropic stack (TIFF, OME-Zarr, .npy) with axes ZYX."),)
     options = (
         Option("factor", "factor", float, "z spacing / pixel size, any number >= 1.5, used "
