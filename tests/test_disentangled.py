@@ -477,7 +477,7 @@ def test_paired_benchmark_on_a_tiny_series(tmp_path):
                           tile=32, models=("manifold1d",), rl_iterations=(1, 2),
                           config={**TINY, "epochs": 1})
     text = (tmp_path / "out" / "pairs.md").read_text()
-    assert "blurry input" in text and "Richardson-Lucy" in text and "ML-VAE score" in text
+    assert "blurry input" in text and "RL (fitted Gaussian PSF" in text and "ML-VAE score" in text
     assert (tmp_path / "out" / "pairs_dz-2.png").exists()
     # the known answer of the data: the input is worse two planes away than one
     assert res["baselines"]["blurry"][1][0] > res["baselines"]["blurry"][2][0]
