@@ -43,8 +43,8 @@ def _random_bn(module: torch.nn.Module, seed: int = 0) -> None:
 
 
 # ------------------------------------------------------------------------------ networks
-@pytest.mark.parametrize("variational", [False, True])
-def test_deploy_module_traces_and_exports_to_onnx(variational, tmp_path):
+@pytest.mark.parametrize("variational,skips", [(False, 0), (True, 0), (False, 3), (True, 2)])
+def test_deploy_module_traces_and_exports_to_onnx(variational, skips, tmp_path):
     import onnxruntime as ort
 
     from sharpstack.export.weights import export_onnx, export_torchscript
@@ -52,7 +52,7 @@ def test_deploy_module_traces_and_exports_to_onnx(variational, tmp_path):
 
     torch.manual_seed(0)
     m = DisentangledDeploy(channels=[4, 8], id_channels=6, blur_channels=3,
-                           variational=variational)
+                           variational=variational, skip_channels=skips)
     _random_bn(m)
     m.focus_code.copy_(torch.tensor([0.5, -1.0, 2.0]))
     m.eval()
@@ -68,12 +68,14 @@ def test_deploy_module_traces_and_exports_to_onnx(variational, tmp_path):
     np.testing.assert_allclose(onx, ref.numpy(), atol=1e-5)
 
 
-def test_receptive_radius_bounds_the_dependence():
+@pytest.mark.parametrize("skips", [0, 2])
+def test_receptive_radius_bounds_the_dependence(skips):
     from sharpstack.methods.disentangled.disentangled_arch import (DisentangledDeploy,
                                                                    receptive_radius)
 
     torch.manual_seed(1)
-    m = DisentangledDeploy(channels=[4, 8], id_channels=4, blur_channels=1).eval()
+    m = DisentangledDeploy(channels=[4, 8], id_channels=4, blur_channels=1,
+                           skip_channels=skips).eval()
     for bn in m.modules():  # keep every ReLU of the random network alive
         if isinstance(bn, torch.nn.BatchNorm2d):
             bn.running_mean.fill_(-1.0)
@@ -87,14 +89,16 @@ def test_receptive_radius_bounds_the_dependence():
     assert 0 < reach <= radius
 
 
-def test_deploy_is_fully_convolutional_tiled_equals_whole():
+@pytest.mark.parametrize("skips", [0, 3])
+def test_deploy_is_fully_convolutional_tiled_equals_whole(skips):
     """Tiles on the pooling grid, each with a halo >= the receptive radius, give exactly the
     whole image's result: the stored blur code does not depend on the input."""
     from sharpstack.methods.disentangled.disentangled_arch import (DisentangledDeploy,
                                                                    receptive_radius)
 
     torch.manual_seed(2)
-    m = DisentangledDeploy(channels=[4, 8], id_channels=4, blur_channels=2).eval()
+    m = DisentangledDeploy(channels=[4, 8], id_channels=4, blur_channels=2,
+                           skip_channels=skips).eval()
     _random_bn(m, 3)
     m.focus_code.copy_(torch.tensor([1.0, -0.5]))
     x = torch.rand(1, 1, 96, 128)
@@ -111,6 +115,41 @@ def test_deploy_is_fully_convolutional_tiled_equals_whole():
                 out[..., y0:y0 + 48, x0:x0 + 64] = t[..., y0 - ys:y0 - ys + 48,
                                                         x0 - xs:x0 - xs + 64]
     assert float((out - whole).abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("variational", [False, True])
+def test_skip_features_are_part_of_the_identity_code(variational):
+    """With skips, the packed identity code holds every identity feature map: unpacking it
+    gives them back exactly, decode(encode(x)) is what the deploy module computes with the
+    same blur code, and changing only the blur code changes the output (the decoder uses it
+    at every level) while the blur branch's weights never reach the identity code."""
+    from sharpstack.methods.disentangled.disentangled_arch import (DisentangledAE,
+                                                                   DisentangledDeploy)
+
+    torch.manual_seed(4)
+    ae = DisentangledAE(channels=[4, 8, 8], id_channels=5, blur_channels=1,
+                        variational=variational, skip_channels=3).eval()
+    _random_bn(ae, 5)
+    x = torch.rand(2, 1, 32, 40)
+    with torch.no_grad():
+        feats = ae.encoder.identity_features(x)
+        code, blur = ae.encode(x)
+        assert code.shape == (2, ae.code_channels, 4, 5)
+        assert ae.code_channels == 5 + 3 * (64 + 16 + 4)
+        bottom, skips = ae.unpack(code)
+        k = 2 if variational else 1
+        for a, b in zip(skips + [bottom], feats):
+            assert torch.equal(a, b[:, : b.shape[1] // k])
+        dep = DisentangledDeploy(channels=[4, 8, 8], id_channels=5, blur_channels=1,
+                                 variational=variational, skip_channels=3).eval()
+        dep.ae.load_state_dict(ae.state_dict())
+        dep.focus_code.fill_(0.7)
+        ref = ae.decode(code, torch.full((2, 1), 0.7))
+        assert torch.allclose(dep(x), ref, atol=1e-6)
+        assert float((ae.decode(code, torch.full((2, 1), -2.0)) - ref).abs().max()) > 1e-3
+        for p in ae.encoder.blur_head.parameters():
+            p.add_(1.0)
+        assert torch.equal(ae.encode(x)[0], code)
 
 
 # ------------------------------------------------------------------------------ losses
@@ -424,6 +463,39 @@ def test_benchmark_machinery_on_tiny_data(tiny_series, tmp_path):
     assert per["1"][1] > per["6"][1] and per["-1"][1] > per["-6"][1]
     assert res["datasets"]["real"]["rl_sigmas"][2] == 0.0  # the in-focus plane
     assert {c["check"] for c in res["checks"]} >= {"ML-VAE score: 1-D manifold > ML-VAE"}
+
+
+def test_paired_benchmark_on_a_tiny_series(tmp_path):
+    from sharpstack.io import as_dataarray, write_tiff
+    from sharpstack.methods.disentangled import synthetic_series
+    from sharpstack.methods.disentangled.pairs import run_pairs_bench
+
+    s, _ = synthetic_series(1, 160, dz_um=(-1.0, -0.5, 0.0, 0.5, 1.0), seed=2)
+    path = tmp_path / "pairs.tif"
+    write_tiff(path, as_dataarray(s.images[0], "ZYX"))
+    res = run_pairs_bench(tmp_path / "out", data=path, focus_plane=3, test_rows=48, gap=8,
+                          tile=32, models=("manifold1d",), rl_iterations=(1, 2),
+                          config={**TINY, "epochs": 1})
+    text = (tmp_path / "out" / "pairs.md").read_text()
+    assert "blurry input" in text and "RL (fitted Gaussian PSF" in text and "ML-VAE score" in text
+    assert (tmp_path / "out" / "pairs_dz-2.png").exists()
+    # the known answer of the data: the input is worse two planes away than one
+    assert res["baselines"]["blurry"][1][0] > res["baselines"]["blurry"][2][0]
+    assert res["rl_sigmas"][2] == 0.0
+    assert set(res["models"]["manifold1d"]["per_dz"]) == {1, 2}
+    with pytest.raises(InputError, match="unknown model"):
+        run_pairs_bench(tmp_path / "o2", data=path, focus_plane=3, models=("nope",))
+
+
+def test_gain_warning_names_both_numbers():
+    from sharpstack.methods.disentangled.evaluate import gain_warning
+
+    worse = {"psnr_input_db": 16.5, "psnr_deblurred_db": 15.0, "ssim_input": 0.4,
+             "ssim_deblurred": 0.45}
+    text = gain_warning(worse, "the demo's sample")
+    assert "does not beat" in text and "15.00 dB against 16.50 dB" in text
+    assert gain_warning({**worse, "psnr_deblurred_db": 17.0}, "x") is None
+    assert gain_warning(None, "x") is None
 
 
 # ------------------------------------------------------------------------------ demo, recipe

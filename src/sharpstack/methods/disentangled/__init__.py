@@ -10,6 +10,11 @@ Three models (``DisentangledConfig.variant``):
   delayed by an exponential ``beta`` schedule, a consistency loss, a contrastive loss (margin
   0.6) and a cross-reconstruction loss (thesis Eq. 4.5).
 - ``manifold1d``: the same with a one-dimensional blur code (the thesis's best model).
+
+Every variant runs on one of two networks (``DisentangledConfig.architecture``): ``skips``
+(the default) passes multi-scale identity features to the decoder as part of the identity
+code; ``thesis`` is the thesis's network, whose identity code at 1/8 resolution cannot
+reconstruct fine detail (kept for the ablation).
 - ``mlvae``: the ML-VAE baseline (Bouchacourt et al. 2018): Gaussian codes, the identity
   posterior of a group of images of one field accumulated as a product of Gaussians, KL terms
   for both codes (thesis Eq. 4.4).
@@ -30,7 +35,8 @@ tasks and :func:`train_disentangled`), ``model`` (the trained model, :func:`debl
 packages), ``package`` (the package request) with its card template ``card.md``, ``synth``
 (synthetic defocus series, the demo's data) with ``defocus`` (widefield defocus PSFs and the
 imaging of a series), ``evaluate`` (PSNR/SSIM for the card and the
-demo), ``bench`` (the thesis's tables) with ``bench_report`` (its tables and figures) and
+demo), ``bench`` (the thesis's tables) with ``bench_report`` (its tables and figures), ``pairs``
+(the real paired benchmark on one defocus series with its in-focus plane) and
 ``plugin`` (:class:`Disentangled`, the method interface). None of them writes files other than
 through the training loop's ``out_dir`` or the benchmark's output folder, and none parses CLI
 arguments (DESIGN.md).

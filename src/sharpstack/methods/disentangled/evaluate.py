@@ -11,7 +11,7 @@ from ...normalize import PercentileNormalizer
 from .._base import SynthResult, Trained
 from .model import DisentangledModel, deblur
 
-__all__ = ["score_pair", "evaluate", "score", "figure"]
+__all__ = ["score_pair", "evaluate", "score", "figure", "validation_gain", "gain_warning"]
 
 
 def score_pair(target: np.ndarray, image: np.ndarray) -> tuple[float, float]:
@@ -56,3 +56,37 @@ def figure(synth: SynthResult, restored) -> list[tuple[str, Any]]:
             ("deblurred (package)", np.asarray(restored)),
             ("in-focus plane",
              PercentileNormalizer().before(np.asarray(synth.references["sample_infocus"])))]
+
+
+def validation_gain(model: DisentangledModel, images: np.ndarray, focus: np.ndarray
+                    ) -> dict[str, float]:
+    """Mean PSNR and SSIM (CARE protocol) against the in-focus plane of every out-of-focus
+    plane of held-apart fields ``images`` ``(N, L, Y, X)`` (in focus at ``focus``), for the
+    blurry planes and for what the package computes from them: does the model beat its
+    input?"""
+    rows: dict[str, list[tuple[float, float]]] = {"in": [], "out": []}
+    for stack, f in zip(images, focus):
+        f = int(f)
+        for q in range(len(stack)):
+            if q != f:
+                rows["in"].append(score_pair(stack[f], stack[q]))
+                rows["out"].append(score_pair(stack[f], deblur(model, stack[q])))
+    m = {k: (float(np.mean([v[0] for v in r])), float(np.mean([v[1] for v in r])))
+         for k, r in rows.items()}
+    return {"psnr_input_db": m["in"][0], "psnr_deblurred_db": m["out"][0],
+            "ssim_input": m["in"][1], "ssim_deblurred": m["out"][1], "fields": len(images)}
+
+
+def gain_warning(gain: dict[str, float] | None, where: str) -> str | None:
+    """The warning to give when the model does not beat its blurry input (``None`` if it
+    does, or if nothing was measured)."""
+    if not gain or "psnr_input_db" not in gain:
+        return None
+    if gain["psnr_deblurred_db"] > gain["psnr_input_db"] and \
+            gain["ssim_deblurred"] > gain["ssim_input"]:
+        return None
+    return (f"this disentangled model does not beat its blurry input on {where}: PSNR "
+            f"{gain['psnr_deblurred_db']:.2f} dB against {gain['psnr_input_db']:.2f} dB of the "
+            f"input, SSIM {gain['ssim_deblurred']:.3f} against {gain['ssim_input']:.3f}; its "
+            f"output may be worse than the image it is given. Train longer (--epochs), on more "
+            f"fields, or with a larger network (--channels, --skip-channels)")

@@ -28,6 +28,7 @@ from ...errors import InputError
 from ...export.package import AxisSpec, PackageRequest
 from .data import is_shared_data
 from .disentangled_arch import DisentangledDeploy
+from .evaluate import gain_warning
 from .model import DisentangledModel, deblur
 
 __all__ = ["DEPLOYABLES", "TEST_SIZE", "disentangled_axes", "synthetic_test_input",
@@ -131,10 +132,39 @@ def card_fields(model: DisentangledModel, *, halo: int, min_size: int, training_
         batch=cfg.batch_size, patch=cfg.patch_size,
         best_epoch=model.result.best_epoch if model.result is not None else "?",
         training_data=training_data or "not recorded", test_input_text=test_input_text,
-        recon_dev=recon_dev, distance_text=distance_text,
+        recon_dev=recon_dev, distance_text=distance_text, arch_text=_ARCH_TEXT[
+            cfg.architecture].format(skip=cfg.skip_channels),
         beta_rate=cfg.beta_rate, beta_full=cfg.beta_full,
         beta_full_pct=round(100 * cfg.beta_full, 2), p_focus=cfg.p_focus,
         kl_weight=cfg.kl_weight)
+
+
+_ARCH_TEXT = {
+    "skips": ("Architecture `skips` (sharpstack's default, not the thesis's): the identity "
+              "branch has its own blocks, the blur branch its own (the thesis shares the first "
+              "blocks), and the identity features of every resolution ({skip} channels each, "
+              "a linear 1x1 head before each pooling) reach the decoder level of the same "
+              "resolution, which also receives the blur code again. These skip features are "
+              "part of the identity code: the contrastive, consistency and cross-"
+              "reconstruction losses act on them too, so blur cannot pass around the blur "
+              "code unpenalised. Why: the thesis's identity code at 1/8 resolution could not "
+              "reconstruct its own input (20-23 dB), so every output was capped below the "
+              "blurry input."),
+    "thesis": ("Architecture `thesis`: shared blocks, then one identity and one blur head "
+               "(the thesis's network; sharpstack's default adds multi-scale identity "
+               "features)."),
+}
+
+
+def _held_apart_text(gain: dict[str, Any] | None) -> str:
+    if not gain:
+        return "not measured (the run held no field apart)."
+    verdict = ("**it does not beat its input there: its output may be worse than the image "
+               "it is given**" if gain_warning(gain, "-") else "it beats its input there")
+    return (f"on the {gain['fields']} field(s) training held apart, every out-of-focus plane "
+            f"against its in-focus plane: PSNR {gain['psnr_input_db']:.2f} dB (input) -> "
+            f"{gain['psnr_deblurred_db']:.2f} dB (this model), SSIM {gain['ssim_input']:.3f} "
+            f"-> {gain['ssim_deblurred']:.3f}; {verdict}.")
 
 
 def package_request(trained, sample: Path, deployable: str, *, workdir: Path) -> PackageRequest:
@@ -151,6 +181,13 @@ def package_request(trained, sample: Path, deployable: str, *, workdir: Path) ->
         raise InputError(f"deployable must be one of {', '.join(DEPLOYABLES)}; got "
                          f"{deployable!r}")
     model: DisentangledModel = trained.model
+    gain = trained.record.get("held_apart_gain")
+    notice = gain_warning(gain, f"the {gain.get('fields') if gain else 0} field(s) its "
+                          f"training held apart")
+    if notice:
+        import warnings
+
+        warnings.warn(notice, stacklevel=2)
     data = read_stack(sample)
     dims = "".join(str(d) for d in data.dims).upper()
     if dims not in ("YX", "ZYX"):
@@ -190,8 +227,9 @@ def package_request(trained, sample: Path, deployable: str, *, workdir: Path) ->
         arch_callable=DisentangledDeploy.__name__, arch_kwargs=model.deploy_kwargs(),
         axes=axes, test_input=test_input, normalizer=model.normalizer,
         card_template=resources.files(__package__).joinpath("card.md").read_text("utf-8"),
-        card_fields=card_fields(model, halo=axes[0].halo, min_size=axes[0].min,
-                                training_data=training_data, test_input_text=text),
+        card_fields={**card_fields(model, halo=axes[0].halo, min_size=axes[0].min,
+                                   training_data=training_data, test_input_text=text),
+                     "held_apart": _held_apart_text(gain)},
         covers=[cover],
         tags=["deblurring", "defocus", "disentangled-representation", "autoencoder",
               "restoration", "pytorch", "sharpstack", "2d"],

@@ -18,7 +18,7 @@ from .._base import (Demo, Deployable, Input, Method, Option, SynthResult, Train
                      loop_options)
 from .data import is_shared_data, read_defocus_series
 from .disentangled_arch import DisentangledAE
-from .evaluate import evaluate, figure, score
+from .evaluate import evaluate, figure, gain_warning, score, validation_gain
 from .model import DisentangledModel
 from .settings import DisentangledSettings, DisentangledSynth
 from .synth import synthesize
@@ -59,6 +59,10 @@ class Disentangled(Method):
                "(default: the sharpest plane by the focus measure FM)."),
         Option("channels", "channels", str, "Channels per encoder block, e.g. 16,32,64 (the "
                "thesis: 64,128,256,512).", parse=_parse_ints),
+        Option("architecture", "architecture", str, "skips (default: multi-scale identity "
+               "features to the decoder) or thesis (the thesis's network, the ablation)."),
+        Option("skip-channels", "skip_channels", int, "Channels of the identity skip features "
+               "per resolution (architecture skips; default 8)."),
         Option("id-channels", "id_channels", int, "Channels of the identity code (thesis 512)."),
         Option("blur-channels", "blur_channels", int, "Length of the blur code (manifold, "
                "mlvae; default: id-channels)."),
@@ -137,6 +141,13 @@ class Disentangled(Method):
         Option("seed", "seed", int, "Random seed (default 0)."),
         Option("keep-runs", "keep_runs", bool, "Keep every training folder.",
                default=False),
+        Option("architecture", "architecture", str, "Network of every model: skips "
+               "(default, multi-scale identity features) or thesis (the thesis's network)."),
+        Option("pairs", "pairs", bool, "Instead of the thesis's tables: the real paired "
+               "benchmark (defocus_pairs: train on one part of the field, score deblurring "
+               "per |dz| against the in-focus plane on another, beside the blurry input and "
+               "Richardson-Lucy); --model takes manifold1d, thesis_manifold1d, mlvae, "
+               "manifold (default the first two).", default=False),
         Option("card", "card", str, "Instead of the benchmark: score the model that "
                "`sharpstack zoo RECIPE` built (in --built) on its held-out fields and write "
                "the quality JSON to the file --out (for `sharpstack export ... --quality`)."),
@@ -172,6 +183,14 @@ class Disentangled(Method):
                                    progress=progress)
         spacing = (f", plane spacing {series.plane_spacing:g} um" if series.plane_spacing
                    else "")
+        held = [series.names.index(n) for n in (model.split.get("test") or
+                                                 model.split.get("val") or [])]
+        gain = validation_gain(model, series.images[held], series.focus[held]) if held else None
+        notice = gain_warning(gain, f"its {len(held)} held-apart field(s)")
+        if notice:
+            import warnings
+
+            warnings.warn(notice, stacklevel=2)
         record = {
             "normalizer": {"pmin": model.normalizer.pmin, "pmax": model.normalizer.pmax,
                            "eps": model.normalizer.eps},
@@ -179,6 +198,7 @@ class Disentangled(Method):
             "focus_found": settings.focus_plane is None,
             "series_source": str(Path(src).resolve()),
             "shared_data": is_shared_data(src),
+            "held_apart_gain": gain,
             "training_data": (
                 f"{series.n_identities} defocus series of {series.n_planes} planes of "
                 f"{series.images.shape[2]}x{series.images.shape[3]} px from "
@@ -228,7 +248,16 @@ class Disentangled(Method):
         return evaluate(trained, synth)
 
     def score(self, synth: SynthResult, restored) -> dict[str, float]:
-        return score(synth, restored)
+        res = score(synth, restored)
+        notice = gain_warning({"psnr_input_db": res["psnr_input_db"],
+                               "psnr_deblurred_db": res["psnr_restored_db"],
+                               "ssim_input": res["ssim_input"],
+                               "ssim_deblurred": res["ssim_restored"]}, "the demo's sample")
+        if notice:
+            import warnings
+
+            warnings.warn(notice, stacklevel=2)
+        return res
 
     def figure(self, synth: SynthResult, restored) -> list[tuple[str, Any]]:
         return figure(synth, restored)
@@ -239,6 +268,25 @@ class Disentangled(Method):
         from .bench import card_quality, run_disentangled_bench
 
         card, built = options.pop("card", None), options.pop("built", None)
+        arch = options.pop("architecture", None)
+        if arch is not None:
+            if arch not in ("skips", "thesis"):
+                raise InputError(f"--architecture must be skips or thesis, got {arch!r}")
+            options["extra"] = {**options.get("extra", {}), "architecture": arch}
+        if options.pop("pairs", False):
+            from .pairs import run_pairs_bench
+
+            allowed = {"models", "epochs", "steps_per_epoch", "batch_size", "patch_size",
+                       "channels", "id_channels", "device", "seed", "extra"}
+            bad = sorted(set(options) - allowed)
+            if bad or card is not None:
+                raise InputError(f"--pairs does not take {', '.join(bad) or '--card'}")
+            models = options.pop("models", None) or ("manifold1d", "thesis_manifold1d")
+            cfg = {**options.pop("extra", {}), **options}
+            if "channels" in cfg:
+                cfg["channels"] = list(cfg["channels"])
+            return run_pairs_bench(out_dir, models=models, config=cfg,
+                                   on_step=stderr_log() if progress else None)
         if card is not None:
             if options:
                 raise InputError(f"--card scores a built zoo model; the benchmark's options "

@@ -43,6 +43,13 @@ class DisentangledConfig(LoopSettings, EarlyStopping):
         [16, 32, 64], min_length=1, max_length=6,
         description="channels of each encoder block (one 2x2 pooling each; the last entry is "
         "the identity and blur heads). Thesis: 64, 128, 256, 512")
+    architecture: Literal["skips", "thesis"] = Field(
+        "skips", description="skips: the identity branch also passes multi-scale features "
+        "(skip_channels per level) to the decoder, part of the identity code (sharpstack's "
+        "default: the thesis's network cannot reconstruct fine detail from a code at "
+        "1/2**len(channels) resolution); thesis: the thesis's network (the ablation)")
+    skip_channels: int = Field(8, ge=1, le=512, description="channels of the identity skip "
+                               "features at every resolution (architecture skips)")
     id_channels: int = Field(64, ge=1, le=2048, description="channels of the identity code "
                              "map (thesis 512)")
     blur_channels: int | None = Field(
@@ -139,7 +146,8 @@ class DisentangledConfig(LoopSettings, EarlyStopping):
         """JSON-serialisable kwargs of the network (used to rebuild it from a package)."""
         return {"channels": [int(c) for c in self.channels], "id_channels": self.id_channels,
                 "blur_channels": self.code_blur_channels,
-                "variational": self.variant == "mlvae"}
+                "variational": self.variant == "mlvae",
+                "skip_channels": self.skip_channels if self.architecture == "skips" else 0}
 
 
 class DisentangledSettings(DisentangledConfig):

@@ -156,8 +156,8 @@ class MLVAETask(_DisentangledTask):
         x = imgs.reshape((b * g,) + imgs.shape[2:])
         net = self.models["net"]
         opt = self._begin(optimizers)
-        idc, blur = net.encoder(x)
-        ci, cb = net.id_channels, net.blur_channels
+        idc, blur = net.encode_full(x)
+        ci, cb = net.code_channels, net.blur_channels
         mu_i, lv_i = idc[:, :ci], idc[:, ci:].clamp(-10.0, 10.0)
         mu_b, lv_b = blur[:, :cb], blur[:, cb:].clamp(-10.0, 10.0)
         mu_g, var_g = product_of_gaussians(mu_i.reshape((b, g) + mu_i.shape[1:]),
