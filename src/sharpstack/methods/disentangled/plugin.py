@@ -50,6 +50,8 @@ class Disentangled(Method):
                "trained on defocus series, decodes an image's identity with an in-focus blur "
                "code")
     settings_model = DisentangledSettings
+    # runs recorded before the identity skips existed are the thesis's network
+    recorded_before = {"architecture": "thesis"}
     inputs = (Input("series", "Defocus series: a folder of z-stacks (one field of view each, "
                     "ZYX, all the same shape) or one such stack.", kind="file_or_folder"),)
     options = (
