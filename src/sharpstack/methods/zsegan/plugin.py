@@ -61,6 +61,14 @@ class ZSEGAN(Method):
         Option("alpha-on-ds", "alpha_on_ds", bool, "Weight D_S's planes by alpha too."),
         Option("sections", "sections", int, "Sections per z-scan and step for each "
                "adversarial term."),
+        Option("warm-start-steps", "warm_start_steps", int, "Physics warm start: supervised "
+               "steps on z-scans synthesised from the in-focus images with the defocus model "
+               "fitted per plane on the training z-scans (default 300; 0: the paper's "
+               "recipe)."),
+        Option("warm-start-scans", "warm_start_scans", int, "Training z-scans the defocus "
+               "model is fitted on (default 16)."),
+        Option("synthetic-weight", "synthetic_weight", float, "Keep the synthetic-pair L1 "
+               "with this weight in the adversarial phase (default 0)."),
         Option("pool", "pool_size", int, "Image pool size."),
         Option("lr-d", "lr_d", float, "Discriminators' learning rate (default: --lr)."),
         Option("select", "select", str, "last or best (validation FM flatness + SSIM)."),
@@ -117,6 +125,10 @@ class ZSEGAN(Method):
                "0.5)."),
         Option("lambda-cycle", "lambda_cycle", float, "Cycle weight (default and the paper: "
                "10.5)."),
+        Option("warm-start-steps", "extra.warm_start_steps", int, "Physics warm start steps "
+               "(default 300; 0: the paper's recipe, the ablation row)."),
+        Option("synthetic-weight", "extra.synthetic_weight", float, "Synthetic-pair L1 kept "
+               "in the adversarial phase (default 0)."),
         Option("lr-d", "extra.lr_d", float, "Discriminators' learning rate (default: the "
                "generators' 2e-4)."),
         Option("d-norm", "extra.d_norm", str, "Normalisation inside the discriminators: "
@@ -155,7 +167,7 @@ class ZSEGAN(Method):
         record = {
             "normalizer": {"pmin": model.normalizer.pmin, "pmax": model.normalizer.pmax,
                            "eps": model.normalizer.eps},
-            "split": model.split, "zscans_dir": str(zdir.resolve()),
+            "split": model.split, "defocus": model.defocus, "zscans_dir": str(zdir.resolve()),
             "infocus_dir": str(fdir.resolve()),
             "training_data": (f"{len(zs)} z-scans {shape} (ZYX) from {zdir.name}/, "
                               f"{len(model.split['held_apart'])} held apart (seed "
@@ -182,7 +194,8 @@ class ZSEGAN(Method):
             nets[k] = net.eval()
         model = ZSEGANModel(G_S=nets["G_S"], G_B=nets["G_B"], config=settings,
                             normalizer=PercentileNormalizer(**record["normalizer"]),
-                            result=result, split=dict(record.get("split", {})))
+                            result=result, split=dict(record.get("split", {})),
+                            defocus=record.get("defocus"))
         return Trained(settings=settings, model=model, result=result, record=record,
                        tensors=tensors)
 
