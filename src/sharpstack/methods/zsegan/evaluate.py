@@ -84,17 +84,14 @@ def score(synth: SynthResult, restored) -> dict[str, float]:
 
 def warn_if_no_gain(s: dict[str, float]) -> list[str]:
     """Warn (and return the reasons) when a restoration is not better than its input: FM
-    no flatter over the planes, outer planes' PIQE not lower, or the focal plane changed
-    (SSIM below 0.85)."""
+    no flatter over the planes or the focal plane changed (SSIM below 0.85); a separate
+    warning when only the outer planes' PIQE got worse (texture partly synthetic)."""
     import warnings
 
     why = []
     if s["fm_max_min_restored"] >= s["fm_max_min_input"]:
         why.append(f"FM max/min over the planes {s['fm_max_min_input']:.2f} -> "
                    f"{s['fm_max_min_restored']:.2f} (not flatter)")
-    if s["piqe_outer_restored"] >= s["piqe_outer_input"]:
-        why.append(f"PIQE of the outer planes {s['piqe_outer_input']:.1f} -> "
-                   f"{s['piqe_outer_restored']:.1f} (not lower)")
     if s["ssim_focal_plane"] < 0.85:
         why.append(f"SSIM to the input at the focal plane {s['ssim_focal_plane']:.2f} < 0.85 "
                    "(the in-focus plane was changed)")
@@ -103,6 +100,12 @@ def warn_if_no_gain(s: dict[str, float]) -> list[str]:
                       + "; ".join(why) + ". Train longer (more --epochs / --steps) or keep "
                       "the physics warm start on (--warm-start-steps); do not use this "
                       "output in place of the input", stacklevel=2)
+    if s["piqe_outer_restored"] >= s["piqe_outer_input"]:
+        note = (f"PIQE of the outer planes {s['piqe_outer_input']:.1f} -> "
+                f"{s['piqe_outer_restored']:.1f} (not lower)")
+        why.append(note)
+        warnings.warn(f"ZSE-GAN: {note}: far from focus the output's texture is partly "
+                      "synthetic; compare with the input before measuring", stacklevel=2)
     return why
 
 
