@@ -23,7 +23,8 @@ from sharpstack.methods.zsegan.zsegan_arch import (PatchDiscriminator2D, ResnetG
 
 # tiny settings: seconds per run on one CPU thread
 TINY = dict(n_planes=29, crop=16, ngf=2, n_res=1, ndf=4, d_layers=3, sections=2,
-            epochs=2, steps_per_epoch=2, val_count=1, calib_crops=4, pool_size=3)
+            epochs=2, steps_per_epoch=2, val_count=1, calib_crops=4, pool_size=3,
+            warm_start_steps=0)  # the paper's recipe; the warm start has its own tests
 
 
 def _randomise_norms(net):
@@ -414,3 +415,98 @@ def test_killed_training_resumes_with_optimisers_and_pools(data, tmp_path):
             torch.testing.assert_close(st["exp_avg"], c_r["optimizers"][opt]["state"][sid]["exp_avg"])
     with pytest.raises(InputError, match="other settings"):
         train_zsegan(zs, fs, ZSEGANConfig(**{**TINY, "ngf": 3}), out_dir=broken, resume=True)
+
+
+# ---------------------------------------------------------------------- physics warm start
+def test_defocus_fit_recovers_the_blur_gain_and_noise_of_a_known_scan():
+    import scipy.ndimage as ndi
+
+    from sharpstack.methods.zsegan.warmstart import defocus_kernel, fit_defocus_model
+
+    rng = np.random.default_rng(0)
+    radii = np.abs(np.arange(9) - 4) * 1.0            # disk radius 4, 3, ..., 0, ..., 4 px
+    sigmas = np.where(radii > 0, 0.5, 0.0)
+    stacks = []
+    for i in range(3):
+        f = ndi.gaussian_filter(rng.random((48, 48)), 1.0)
+        f = (f - f.min()) / (f.max() - f.min())
+        st = []
+        for r, s in zip(radii, sigmas):
+            p = ndi.convolve(f, defocus_kernel(r, s), mode="reflect") if r else f.copy()
+            if r:
+                p = 0.8 * p + 0.05 + rng.normal(0, 0.02, p.shape)
+            st.append(p)
+        stacks.append(np.array(st))
+    m = fit_defocus_model(stacks, 4)
+    assert m.radius[4] == 0 and m.gain[4] == 1
+    np.testing.assert_allclose(m.radius[[0, 1, 7, 8]], [4, 3, 3, 4], atol=0.5)
+    np.testing.assert_allclose(m.gain[[0, 8]], 0.8, atol=0.05)
+    np.testing.assert_allclose(m.offset[[0, 8]], 0.05, atol=0.01)
+    np.testing.assert_allclose(m.noise[[0, 8]], 0.02, atol=0.006)
+    # the disk family explains the disk blur better than the best Gaussian
+    assert m.explained[0] > m.explained_gaussian[0]
+    rec = m.to_record()
+    assert type(m).from_record(rec).to_record() == rec
+
+
+def test_synthetic_zscans_keep_the_focal_plane_and_blur_the_others():
+    from sharpstack.methods.zsegan.warmstart import (DefocusModel, ZScanSynthesizer,
+                                                    synthesize_zscans)
+
+    z = 5
+    m = DefocusModel(focal=2, radius=np.array([3.0, 1.0, 0, 1.0, 3.0]),
+                     sigma=np.array([1.0, 0.5, 0, 0.5, 1.0]), gain=np.ones(z),
+                     offset=np.zeros(z), noise=np.zeros(z), explained=np.ones(z),
+                     explained_gaussian=np.ones(z), gaussian_sigma=np.zeros(z))
+    y = torch.rand(3, 16, 16) * 2 - 1
+    x = synthesize_zscans(y, ZScanSynthesizer(m))
+    assert x.shape == (3, 1, z, 16, 16)
+    torch.testing.assert_close(x[:, 0, 2], y)
+    grad = [float(x[:, 0, k].diff(dim=-1).abs().mean()) for k in range(z)]
+    assert grad[0] < grad[1] < grad[2] and grad[4] < grad[3] < grad[2]
+    torch.testing.assert_close(x[:, 0, 0].mean(), y.mean(), atol=0.02, rtol=0)
+
+
+def test_warm_start_trains_on_synthetic_pairs_records_the_fit_and_resumes(data, tmp_path):
+    zs, fs = data
+    cfg = ZSEGANConfig(**{**TINY, "warm_start_steps": 3})
+    straight = train_zsegan(zs, fs, cfg, out_dir=tmp_path / "s")
+    h = straight.result.history
+    assert h[0]["train_synthetic"] > 0 and h[0]["train_d_s"] == 0  # epoch 1: warm start only
+    assert h[1]["train_d_s"] > 0                                    # epoch 2: adversarial too
+    assert straight.defocus is not None and len(straight.defocus["radius"]) == 29
+    assert straight.defocus["radius"][14] == 0
+    broken = tmp_path / "b"
+    train_zsegan(zs, fs, ZSEGANConfig(**{**cfg.model_dump(), "epochs": 1}), out_dir=broken)
+    assert torch.load(broken / "last.pt", weights_only=True)["task"]["step"] == 2
+    resumed = train_zsegan(zs, fs, cfg, out_dir=broken, resume=True)
+    for (n, u), v in zip(straight.G_S.state_dict().items(),
+                         resumed.G_S.state_dict().values()):
+        torch.testing.assert_close(u, v, msg=n)
+
+
+def test_warm_start_teaches_g_s_to_sharpen_synthetic_scans():
+    from sharpstack.methods.zsegan.warmstart import (DefocusModel, ZScanSynthesizer,
+                                                    synthesize_zscans)
+
+    torch.manual_seed(0)
+    z = 29
+    r = np.abs(np.arange(z) - 14) / 14 * 3.0
+    m = DefocusModel(focal=14, radius=r, sigma=np.where(r > 0, 0.5, 0.0), gain=np.ones(z),
+                     offset=np.zeros(z), noise=np.zeros(z), explained=np.ones(z),
+                     explained_gaussian=np.ones(z), gaussian_sigma=np.zeros(z))
+    cfg = ZSEGANConfig(**{**TINY, "warm_start_steps": 40, "residual": True, "ngf": 4,
+                          "lr": 2e-3})
+    task = ZSEGANTask(cfg, torch.zeros(1, 1, 29, 16, 16), m)
+    opts = task.make_optimizers()
+    fields = [torch.from_numpy(zscan((29, 16, 16), seed=50 + i, return_field=True)[1])
+              for i in range(4)]
+    ys = torch.stack([2 * (f - f.min()) / (f.max() - f.min()) - 1 for f in fields]).float()
+    x = synthesize_zscans(ys[:1], ZScanSynthesizer(m))
+    err0 = float((x[0, 0] - ys[0]).abs().mean())
+    for _ in range(40):
+        task.train_step((x, ys[:, None], ys[:, None, :, :1]), opts)
+    with torch.no_grad():
+        out = task.models["G_S"](x)
+    assert float((out[0, 0] - ys[0]).abs().mean()) < 0.8 * err0
+    assert task.models["D_S"].body[0].weight.grad is None  # discriminators wait

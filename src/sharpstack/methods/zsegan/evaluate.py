@@ -12,7 +12,7 @@ from ...normalize import PercentileNormalizer
 from .._base import SynthResult, Trained
 from .model import ZSEGANModel, restore
 
-__all__ = ["zscan_scores", "sample_array", "evaluate", "score", "figure"]
+__all__ = ["zscan_scores", "sample_array", "evaluate", "score", "figure", "warn_if_no_gain"]
 
 
 def zscan_scores(x01: np.ndarray, y01: np.ndarray, focal: int) -> dict[str, float]:
@@ -77,7 +77,36 @@ def score(synth: SynthResult, restored) -> dict[str, float]:
     norm = PercentileNormalizer()
     x01 = np.clip(norm.before(x), 0, 1)
     y = np.asarray(restored, dtype=np.float32)
-    return zscan_scores(x01, y, (x.shape[0] - 1) // 2)
+    s = zscan_scores(x01, y, (x.shape[0] - 1) // 2)
+    warn_if_no_gain(s)
+    return s
+
+
+def warn_if_no_gain(s: dict[str, float]) -> list[str]:
+    """Warn (and return the reasons) when a restoration is not better than its input: FM
+    no flatter over the planes or the focal plane changed (SSIM below 0.85); a separate
+    warning when only the outer planes' PIQE got worse (texture partly synthetic)."""
+    import warnings
+
+    why = []
+    if s["fm_max_min_restored"] >= s["fm_max_min_input"]:
+        why.append(f"FM max/min over the planes {s['fm_max_min_input']:.2f} -> "
+                   f"{s['fm_max_min_restored']:.2f} (not flatter)")
+    if s["ssim_focal_plane"] < 0.85:
+        why.append(f"SSIM to the input at the focal plane {s['ssim_focal_plane']:.2f} < 0.85 "
+                   "(the in-focus plane was changed)")
+    if why:
+        warnings.warn("the ZSE-GAN model does not beat its input on this z-scan: "
+                      + "; ".join(why) + ". Train longer (more --epochs / --steps) or keep "
+                      "the physics warm start on (--warm-start-steps); do not use this "
+                      "output in place of the input", stacklevel=2)
+    if s["piqe_outer_restored"] >= s["piqe_outer_input"]:
+        note = (f"PIQE of the outer planes {s['piqe_outer_input']:.1f} -> "
+                f"{s['piqe_outer_restored']:.1f} (not lower)")
+        why.append(note)
+        warnings.warn(f"ZSE-GAN: {note}: far from focus the output's texture is partly "
+                      "synthetic; compare with the input before measuring", stacklevel=2)
+    return why
 
 
 def figure(synth: SynthResult, restored) -> list[tuple[str, Any]]:

@@ -38,6 +38,9 @@ class ZSEGANModel:
     normalizer: PercentileNormalizer
     result: TrainResult
     split: dict[str, list[str]] = field(default_factory=dict)
+    defocus: dict[str, Any] | None = None
+    """The per-plane defocus model of the physics warm start
+    (:meth:`.warmstart.DefocusModel.to_record`), or None (the paper's recipe)."""
 
     def deploy(self) -> ZSEGANDeploy:
         """The exported module: G_S alone, [0, 1] in and out, same shape (DESIGN.md)."""
@@ -135,13 +138,21 @@ def train_zsegan(zscans: Sequence[np.ndarray], infocus: Sequence[np.ndarray],
         a = int(rng.integers(0, x_train.shape[-2] - c + 1))
         b = int(rng.integers(0, x_train.shape[-1] - c + 1))
         calib.append(x_train[i, :, :, a:a + c, b:b + c])
-    task = ZSEGANTask(cfg, torch.stack(calib))
+    defocus = None
+    if cfg.warm_start_steps > 0 or cfg.synthetic_weight > 0:
+        from .warmstart import fit_defocus_model
+
+        fit_on = [((x_train[i, 0] + 1) / 2).clamp(0, 1).numpy()
+                  for i in range(min(cfg.warm_start_scans, len(x_train)))]
+        defocus = fit_defocus_model(fit_on, cfg.focal_index)
+    task = ZSEGANTask(cfg, torch.stack(calib), defocus)
     data = TrainData(ZScanTrainSet(x_train, ys, vs, crop=c, sections=cfg.sections,
                                    augment=cfg.augment), ZScanValSet(x_val[:cfg.val_monitor]))
     split = {"train": [names[i] for i in train_idx], "held_apart": [names[i] for i in val_idx]}
     record = {"zsegan": cfg.model_dump(), "split": split,
               "vertical_source": "vertical set" if vs else "in-focus windows",
-              "n_infocus": len(ys)}
+              "n_infocus": len(ys),
+              "defocus": defocus.to_record() if defocus is not None else None}
     result = fit(task, data, cfg.train_config(), out_dir=out_dir, resume=resume,
                  progress=progress, config_record=record)
     if cfg.select == "last":
@@ -156,7 +167,8 @@ def train_zsegan(zscans: Sequence[np.ndarray], infocus: Sequence[np.ndarray],
     models = {k: copy.deepcopy(m).to(memory_format=torch.contiguous_format).eval()
               for k, m in task.models.items()}
     return ZSEGANModel(G_S=models["G_S"], G_B=models["G_B"], config=cfg, normalizer=norm,
-                       result=result, split=split)
+                       result=result, split=split,
+                       defocus=defocus.to_record() if defocus is not None else None)
 
 
 # ----------------------------------------------------------------------------------- restore

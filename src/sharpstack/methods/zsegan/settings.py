@@ -77,6 +77,20 @@ class ZSEGANConfig(LoopSettings):
     sections: int = Field(1, ge=1, le=256, description=(
         "Horizontal planes and vertical sections sampled per z-scan and step for each "
         "adversarial term (the notebook: 1)."))
+    warm_start_steps: int = Field(300, ge=0, le=10**7, description=(
+        "Physics warm start (not in the paper): steps of supervised pretraining of G_S "
+        "(synthetic z-scan -> in-focus image on every plane) and G_B (the reverse) on "
+        "z-scans synthesised from the in-focus crops with the per-plane defocus model "
+        "fitted on the training z-scans, before the adversarial + cycle training; 0 is "
+        "the paper's recipe."))
+    warm_start_scans: int = Field(16, ge=1, le=100000, description=(
+        "Training z-scans on which the per-plane defocus model is fitted."))
+    warm_start_crops: int = Field(1, ge=1, le=256, description=(
+        "Synthetic z-scans (made from that many of the step's in-focus crops) per warm-start "
+        "step and per synthetic term of the adversarial phase."))
+    synthetic_weight: float = Field(0.0, ge=0.0, le=1000.0, description=(
+        "Weight of the same supervised L1 on synthetic pairs kept during the adversarial "
+        "phase (0: the paper's losses only after the warm start)."))
     pool_size: int = Field(50, ge=0, le=10000, description="Image pool size (0: no pool).")
     lr_d: float | None = Field(None, gt=0.0, le=1.0, description=(
         "Discriminators' learning rate if other than lr (two time-scale update rule, Heusel "

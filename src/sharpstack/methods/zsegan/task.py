@@ -16,6 +16,7 @@ from ...errors import InputError
 from ...training import TrainTask
 from .data import vertical_sections
 from .settings import ZSEGANConfig
+from .warmstart import DefocusModel, ZScanSynthesizer
 from .zsegan_arch import PatchDiscriminator2D, ResnetGenerator3D, calibrate_norms
 
 __all__ = ["focal_coefficients", "cycle_weights", "ImagePool", "ZSEGANTask"]
@@ -133,14 +134,27 @@ class ZSEGANTask(TrainTask):
     """ZSE-GAN's step for the generic loop: one generator update (both generators, one
     Adam), then one discriminator update (both discriminators, one Adam) per batch.
 
+    With a fitted :class:`~.warmstart.DefocusModel` ``defocus``, the first
+    ``warm_start_steps`` steps are the physics warm start instead: both generators (one
+    Adam) learn the synthetic pairs made from the batch's in-focus crops (G_S: synthetic
+    z-scan -> the crop on every plane; G_B: the reverse) with an L1 loss; the discriminators
+    wait. ``synthetic_weight`` > 0 keeps that loss in the adversarial phase.
+
     ``val_step`` first refreshes the generators' stored normalisation statistics from
     ``calib`` (training crops) whenever training steps ran since the last refresh, so the
     validation metrics, the best/last snapshots and the checkpoints all hold the statistics
     that the exported generator uses.
     """
 
-    def __init__(self, config: ZSEGANConfig, calib: torch.Tensor) -> None:
+    def __init__(self, config: ZSEGANConfig, calib: torch.Tensor,
+                 defocus: DefocusModel | None = None) -> None:
         cfg = config
+        if defocus is None and (cfg.warm_start_steps > 0 or cfg.synthetic_weight > 0):
+            raise InputError("the physics warm start needs a fitted defocus model; set "
+                             "--warm-start-steps 0 and --synthetic-weight 0 for the paper's "
+                             "recipe")
+        self.synth = ZScanSynthesizer(defocus) if defocus is not None else None
+        self.step = 0
         self.cfg = cfg
         gk, dk = cfg.generator_kwargs(), cfg.discriminator_kwargs()
         self.models = {"G_S": ResnetGenerator3D(**gk).to(memory_format=_LAYOUT),
@@ -156,10 +170,13 @@ class ZSEGANTask(TrainTask):
 
     # ---- state beyond networks and optimisers (checkpointed by the loop)
     def state_dict(self) -> dict[str, Any]:
-        return {"pools": {k: p.state_dict() for k, p in self.pools.items()}}
+        return {"pools": {k: p.state_dict() for k, p in self.pools.items()},
+                "step": self.step}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         dev = next(self.models["G_S"].parameters()).device
+        # checkpoints from before the warm start existed continue adversarially
+        self.step = int(state.get("step", self.cfg.warm_start_steps))
         for k, st in (state.get("pools") or {}).items():
             self.pools[k].load_state_dict(st, dev)
 
@@ -186,8 +203,31 @@ class ZSEGANTask(TrainTask):
             for p in n.parameters():
                 p.requires_grad_(flag)
 
+    def _supervised(self, yh: torch.Tensor) -> torch.Tensor:
+        """L1 of both generators on synthetic pairs from in-focus crops ``yh`` (N, 1, c, c)."""
+        gs, gb = self.models["G_S"], self.models["G_B"]
+        yh = yh[:self.cfg.warm_start_crops]
+        xs = self.synth(yh[:, 0]).to(yh.dtype).contiguous(memory_format=_LAYOUT)
+        ys = yh[:, :, None].expand_as(xs).contiguous(memory_format=_LAYOUT)
+        return F.l1_loss(gs(xs), ys) + F.l1_loss(gb(ys), xs)
+
+    def _warm_step(self, batch, optimizers) -> dict[str, float]:
+        _, yh, _ = batch
+        yh = yh.reshape(-1, 1, *yh.shape[-2:])
+        loss = self._supervised(yh)
+        opt_g = optimizers["G"]
+        opt_g.zero_grad(set_to_none=True)
+        self.backward(loss)
+        self.optimizer_step(opt_g)
+        v = float(loss.detach())
+        return {"loss": v, "synthetic": v, "g_adv_s": 0.0, "g_adv_b": 0.0, "cycle": 0.0,
+                "identity": 0.0, "d_s": 0.0, "d_b": 0.0}
+
     def train_step(self, batch, optimizers):
         self._stale = True
+        self.step += 1
+        if self.step <= self.cfg.warm_start_steps:
+            return self._warm_step(batch, optimizers)
         cfg, m = self.cfg, self.models
         gs, gb, ds, db = m["G_S"], m["G_B"], m["D_S"], m["D_B"]
         x, yh, yv = batch
@@ -217,6 +257,10 @@ class ZSEGANTask(TrainTask):
         if cfg.lambda_identity > 0:
             idt = F.l1_loss(gb(x), x) + F.l1_loss(gs(y), y)
             loss = loss + cfg.lambda_identity * idt
+        syn = torch.zeros(())
+        if cfg.synthetic_weight > 0:
+            syn = self._supervised(yh)
+            loss = loss + cfg.synthetic_weight * syn
         opt_g = optimizers["G"]
         opt_g.zero_grad(set_to_none=True)
         self.backward(loss)
@@ -239,7 +283,7 @@ class ZSEGANTask(TrainTask):
         self.optimizer_step(opt_d)
         return {"loss": float(loss.detach()), "g_adv_s": float(g_s.detach()),
                 "g_adv_b": float(g_b.detach()), "cycle": float(cyc.detach()),
-                "identity": float(idt.detach()), "d_s": float(d_s.detach()),
+                "identity": float(idt.detach()), "synthetic": float(syn.detach()), "d_s": float(d_s.detach()),
                 "d_b": float(d_b.detach())}
 
     # ---- normalisation statistics and validation
