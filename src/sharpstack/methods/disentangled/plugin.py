@@ -149,7 +149,7 @@ class Disentangled(Method):
                "benchmark (defocus_pairs: train on one part of the field, score deblurring "
                "per |dz| against the in-focus plane on another, beside the blurry input and "
                "Richardson-Lucy); --model takes manifold1d, thesis_manifold1d, mlvae, "
-               "manifold (default the first two).", default=False),
+               "manifold (without it: the first two).", default=False),
         Option("card", "card", str, "Instead of the benchmark: score the model that "
                "`sharpstack zoo RECIPE` built (in --built) on its held-out fields and write "
                "the quality JSON to the file --out (for `sharpstack export ... --quality`)."),

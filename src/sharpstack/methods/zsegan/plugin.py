@@ -133,9 +133,10 @@ class ZSEGAN(Method):
         Option("lambda-cycle", "lambda_cycle", float, "Cycle weight (default and the paper: "
                "10.5)."),
         Option("warm-start-steps", "extra.warm_start_steps", int, "Physics warm start steps "
-               "(default 300; 0: the paper's recipe, the ablation row)."),
+               "(without it: the training settings' 300; 0: the paper's recipe, the ablation "
+               "row)."),
         Option("synthetic-weight", "extra.synthetic_weight", float, "Synthetic-pair L1 kept "
-               "in the adversarial phase (default 0)."),
+               "in the adversarial phase (without it: 0)."),
         Option("lr-d", "extra.lr_d", float, "Discriminators' learning rate (default: the "
                "generators' 2e-4)."),
         Option("d-norm", "extra.d_norm", str, "Normalisation inside the discriminators: "
