@@ -29,7 +29,7 @@ from ..errors import InputError
 from .tiling import SPACE, AxisGeom
 
 __all__ = ["DEFAULT_FRACTION", "DEFAULT_CAP", "MAX_WINDOW_VOXELS", "ACTIVATION_FACTOR", "available_memory",
-           "bytes_per_voxel", "halo_in", "memory_budget", "memory_tile", "window_cost"]
+           "bytes_per_voxel", "halo_in", "memory_budget", "memory_tile", "window_bytes", "window_cost"]
 
 DEFAULT_FRACTION = 0.5
 """Share of the available memory one window may use by default."""
@@ -137,17 +137,24 @@ def window_cost(space: Mapping[str, AxisGeom], lengths: Mapping[str, int], bpv: 
     activations plus the float32 input and output. Along an axis cut into windows the halo
     is added on both sides; along an axis the window covers whole (``lengths`` reaching
     ``sizes``) the window is the smallest valid length, padded by reflection only."""
-    vox, scale = 1, Fraction(1)
+    window = {}
     for a, n in lengths.items():
         g = space.get(a)
-        if g is None:  # planes of a 2D model: no halo, not scaled
-            vox *= n
-            continue
-        if sizes is not None and n >= sizes[a]:
-            vox *= g.smallest_valid(sizes[a]) or sizes[a]
+        if g is None:  # planes of a 2D model: no halo
+            window[a] = n
+        elif sizes is not None and n >= sizes[a]:
+            window[a] = g.smallest_valid(sizes[a]) or sizes[a]
         else:
-            vox *= n + 2 * halo_in(g)
-        scale *= g.scale if g.scale is not None else Fraction(1)
+            window[a] = n + 2 * halo_in(g)
+    return window_bytes(space, window, bpv)
+
+
+def window_bytes(space: Mapping[str, AxisGeom], window: Mapping[str, int], bpv: int) -> int:
+    """Bytes of one window of ``window`` input pixels per axis (halo and padding included):
+    the network's activations plus the float32 input and output."""
+    vox = math.prod(window.values())
+    scale = math.prod((space[a].scale or Fraction(1) for a in window if a in space),
+                      start=Fraction(1))
     return int(vox * (bpv + 4) + vox * float(scale) * 4)
 
 

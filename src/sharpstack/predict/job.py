@@ -22,7 +22,7 @@ import xarray as xr
 from ..errors import InputError
 from .engine import Options
 from .model import Layout, Model, Processing, attach_attrs, digest, layout_of, processing_of
-from .budget import bytes_per_voxel, halo_in, memory_budget, memory_tile, window_cost
+from .budget import bytes_per_voxel, memory_budget, memory_tile, window_bytes
 from .stats import describe_stats, measure_stats
 from .tiling import SPACE, Plan
 from .tiling import plan as plan_windows
@@ -233,18 +233,12 @@ def execute(job: Job, data: Any, sink: Any, progress: Any, name: str, *,
 def window_overhead(job: Job) -> tuple[float, int]:
     """(voxels computed over all windows / input voxels, estimated bytes of one window): the
     halo's (and padding's) share of the work, and the per-window memory cost."""
-    computed = 0
-    for w in job.plan.windows():
-        computed += math.prod(w[d].size for d in job.plan.axes)
-    total = math.prod(job.sizes[d] for d in job.plan.axes)
+    axes = list(job.plan.axes)
+    computed = math.prod(sum(w.size for w in job.plan.axes[d]) for d in axes)
+    total = math.prod(job.sizes[d] for d in axes)
     first = next(job.plan.windows())
-    space = job.model.space
-    one = window_cost(space, {d: first[d].size - (2 * halo_in(space[d]) if d in space
-                                                   and len(job.plan.axes[d]) > 1 else 0)
-                              for d in job.plan.axes}, job.options.bytes_per_voxel,
-                      job.layout.loop_z,
-                      {d: first[d].size if len(job.plan.axes[d]) == 1 else job.sizes[d] + 1
-                       for d in job.plan.axes})
+    one = window_bytes(job.model.space, {d: first[d].size for d in axes},
+                       job.options.bytes_per_voxel)
     return computed / max(total, 1), one
 
 
