@@ -70,8 +70,14 @@ def test_resampling_any_factor_keeps_the_integer_convention():
 
     x = np.random.default_rng(1).random((7, 3, 4)).astype(np.float32)
     for f in (2, 3, 8):
-        assert np.array_equal(upsample(x, f), degrade.upsample_linear(x, f))
-        assert np.array_equal(subsample(x, f), degrade.subsample(x, f))
+        up = upsample(x, f)
+        assert up.shape == (7 * f, 3, 4) and np.array_equal(up[::f], x)  # input samples kept
+        np.testing.assert_allclose(up[1], x[0] + (x[1] - x[0]) / f, rtol=1e-6)
+        assert np.array_equal(up[-f:], np.repeat(x[-1:], f, axis=0))  # last sample held
+        assert np.array_equal(subsample(x, f), x[::f])
+        # IsoNet's training pairs use the same functions
+        assert np.array_equal(degrade.upsample_linear(x, f), up)
+        assert np.array_equal(degrade.subsample(x, f), x[::f])
     assert exact_factor(0.2 / 0.08) == 2.5 and exact_factor(3.0000000001) == 3
     np.testing.assert_allclose(upsample(np.array([0., 5., 10.]), 2.5),
                                [0, 2, 4, 6, 8, 10, 10, 10])

@@ -23,7 +23,7 @@ SIZES = {"z": 64, "y": 256, "x": 256}
 
 def test_the_whole_stack_is_one_window_when_it_fits():
     bpv = 1000
-    cost = window_cost(SPACE, SIZES, bpv, False, SIZES)
+    cost = window_cost(SPACE, SIZES, bpv, SIZES)
     # a whole axis costs its smallest valid length (no halo: reflection only)
     assert cost == 64 * 256 * 256 * (bpv + 4) + 64 * 256 * 256 * 4
     req = memory_tile(SPACE, SIZES, False, cost, bpv)
@@ -35,10 +35,10 @@ def test_the_whole_stack_is_one_window_when_it_fits():
 @pytest.mark.parametrize("fraction", [0.6, 0.2, 0.05, 0.01])
 def test_smaller_budgets_give_smaller_windows_within_the_budget(fraction):
     bpv = 1000
-    budget = int(fraction * window_cost(SPACE, SIZES, bpv, False, SIZES))
+    budget = int(fraction * window_cost(SPACE, SIZES, bpv, SIZES))
     req = memory_tile(SPACE, SIZES, False, budget, bpv)
     kept = {a: req[a] - 16 if req[a] != WHOLE else SIZES[a] for a in "zyx"}
-    assert window_cost(SPACE, kept, bpv, False, SIZES) <= budget
+    assert window_cost(SPACE, kept, bpv, SIZES) <= budget
     assert any(v != WHOLE for v in req.values())
     p = plan(SPACE, SIZES, req, False)
     assert len(p) > 1
@@ -57,7 +57,7 @@ def test_planes_of_a_2d_model_are_cut_first_when_they_are_the_longest():
     space = {a: AxisGeom(a, min=8, step=8, halo=4) for a in "yx"}
     sizes = {"z": 400, "y": 64, "x": 64}
     bpv = 100
-    budget = window_cost(space, {"z": 50, "y": 64, "x": 64}, bpv, True)
+    budget = window_cost(space, {"z": 50, "y": 64, "x": 64}, bpv)
     req = memory_tile(space, sizes, True, budget, bpv)
     assert req["y"] == WHOLE and req["x"] == WHOLE and req["z"] == 50
 
@@ -89,7 +89,7 @@ def test_default_windows_fit_the_budget_and_agree_with_one_window(package_isotro
     # a budget of a fifth of one whole-stack window: several windows, the same output
     bpv = bytes_per_voxel(descr)
     sizes = dict(stack.sizes)
-    one = window_cost(model.space, sizes, bpv, False, sizes)
+    one = window_cost(model.space, sizes, bpv, sizes)
     logs.clear()
     tiled = predict_array(package_isotropic, stack, memory=one / 5 / 2**30, log=logs.append,
                           check=False)

@@ -132,7 +132,7 @@ def halo_in(g: AxisGeom) -> int:
 
 
 def window_cost(space: Mapping[str, AxisGeom], lengths: Mapping[str, int], bpv: int,
-                loop_z: bool, sizes: Mapping[str, int] | None = None) -> int:
+                sizes: Mapping[str, int] | None = None) -> int:
     """Bytes of one window whose kept input lengths are ``lengths``: the network's
     activations plus the float32 input and output. Along an axis cut into windows the halo
     is added on both sides; along an axis the window covers whole (``lengths`` reaching
@@ -168,7 +168,7 @@ def memory_tile(space: Mapping[str, AxisGeom], sizes: Mapping[str, int], loop_z:
         axes = ["z"] + axes
     lengths = {a: int(sizes[a]) for a in axes}
     floor = {a: 1 if a not in space else max(space[a].min, 16) for a in axes}
-    while (window_cost(space, lengths, bpv, loop_z, sizes) > budget
+    while (window_cost(space, lengths, bpv, sizes) > budget
            or math.prod(lengths.values()) > MAX_WINDOW_VOXELS):
         can = [a for a in axes if lengths[a] > floor[a]
                and not (a in space and (space[a].scale is None or space[a].blocks))]

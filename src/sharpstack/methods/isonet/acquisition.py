@@ -26,6 +26,7 @@ from typing import Literal
 
 import numpy as np
 
+from ... import resample
 from ...degrade import add_noise, as_float32
 from ...errors import InputError
 
@@ -113,11 +114,7 @@ def subsample(volume: np.ndarray, factor: int, axis: int = 0) -> np.ndarray:
         ``float32`` copy with ``ceil(n / factor)`` slices along ``axis``.
     """
     v = as_float32(volume, "volume")
-    f = _check_factor(factor)
-    ax = _check_axis(axis, v.ndim)
-    sl = [slice(None)] * v.ndim
-    sl[ax] = slice(0, None, f)
-    return np.ascontiguousarray(v[tuple(sl)])
+    return resample.subsample(v, _check_factor(factor), _check_axis(axis, v.ndim))
 
 
 def upsample_linear(stack: np.ndarray, factor: int, axis: int = 0) -> np.ndarray:
@@ -150,20 +147,10 @@ def upsample_linear(stack: np.ndarray, factor: int, axis: int = 0) -> np.ndarray
     s = as_float32(stack, "stack")
     f = _check_factor(factor)
     ax = _check_axis(axis, s.ndim)
-    n = s.shape[ax]
-    if n == 0:
+    if s.shape[ax] == 0:
         raise InputError("stack has no samples along the upsampling axis")
-    i = np.arange(n * f)
-    i0 = np.minimum(i // f, n - 1)
-    i1 = np.minimum(i0 + 1, n - 1)
-    w = ((i % f) / f).astype(np.float32)
-    w[i // f >= n - 1] = 0.0  # clamp: at and beyond the last sample
-    wshape = [1] * s.ndim
-    wshape[ax] = n * f
-    w = w.reshape(wshape)
-    a = np.take(s, i0, axis=ax)
-    b = np.take(s, i1, axis=ax)
-    return np.ascontiguousarray(a * (np.float32(1) - w) + b * w, dtype=np.float32)
+    # one implementation of the convention for integer and fractional factors
+    return resample.upsample(s, f, ax)
 
 
 def form_image(gt: np.ndarray, psf: np.ndarray, factor: int, *, poisson_peak: float | None = None,
