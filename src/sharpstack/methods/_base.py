@@ -260,8 +260,7 @@ class Method:
             request, claims=d.claims, cite=self.citations, name=name, authors=authors,
             license=license, quality=quality, attachments=attachments,
             runtimes_text=runtimes_text,
-            retrain=f"sharpstack train {self.name} YOUR_STACKS NEW_RUN/ (options: "
-                    f"sharpstack train {self.name} --help)")
+            retrain=f"sharpstack train {self.name} YOUR_STACKS NEW_RUN/")
 
     # ------------------------------------------------------------------ optional hooks
     def consumer_input(self, trained: Trained, stack: Any, deployable: str) -> Any | None:

@@ -366,8 +366,8 @@ def describe(d: Distance, recorded: Mapping[str, Any], measured: Mapping[str, An
                 np.log10(a[:half] / b[:half]))
         where = ("more power at fine scales (noise or texture)" if fine > 0 else
                  "less power at fine scales (smoother)")
-        parts.append(f"its power spectrum has another shape ({where}: RMS log10 ratio "
-                     f"{d.spectrum:.2f} over the bands, warns above {thresholds['spectrum']:g})")
+        parts.append(f"its power spectrum has another shape: {where}, RMS log10 ratio "
+                     f"{d.spectrum:.2f} over the bands (warns above {thresholds['spectrum']:g})")
     retrain = recorded.get("retrain") or "sharpstack train METHOD YOUR_STACKS NEW_RUN/"
     return ("the input does not look like the data this model was trained on: "
             + "; ".join(parts) + ". The model may invent structure that is not there: check "
