@@ -6,7 +6,9 @@ outputs as ``SizeReference`` (offset 0) with a halo covering the receptive field
 ONNX (opset 17, IR 8) and ``pytorch_state_dict`` weights; ``scale_range`` with both percentiles
 written; test output produced by bioimageio.core's own pipeline from the test input; a sample
 TIFF identical to the test input; ``documentation`` and ``covers`` rewritten as plain strings
-(deepImageJ and QuPath cannot read the ``{source, sha256}`` form); no ``config`` section.
+(deepImageJ and QuPath cannot read the ``{source, sha256}`` form); no ``config`` section (the
+training data's statistics after normalisation, which ``predict`` compares an input with, are a
+data-only attachment ``training_stats.json`` instead: see :mod:`sharpstack.predict.distribution`).
 
 Nothing is written at the destination unless ``bioimageio.core.test_model`` passes for every
 weight format (offline); the zip (or folder) is written to a temporary name and renamed.
