@@ -447,6 +447,7 @@ def predict(
     channel: _CHANNEL = None,
     time: _TIME = None,
     resample: Annotated[bool, typer.Option("--resample/--no-resample", help="Resample the input along z to isotropic voxels first (z interpolated to the pixel size, by the calibration's z/xy ratio), as `sharpstack resample` does: for packages that expect isotropic voxels (an isotropic-reconstruction package that keeps the z size, given a raw stack).")] = False,
+    distribution_check: Annotated[bool, typer.Option("--distribution-check/--no-distribution-check", help="Compare the input with the training data's statistics the package records (intensity histogram after normalisation, noise level, power spectrum) and warn when it is far from them: the model may invent structure. --no-distribution-check skips it.")] = True,
 ):
     """Run a packaged model on a stack, tiled with its halo, streamed into the output; keeps the
     calibration right. Prints the whole-stack statistics used for normalisation."""
@@ -464,6 +465,7 @@ def predict(
                        trust_code=trust_code, overwrite=overwrite, resume=resume,
                        scheduler=scheduler, voxel_size=_voxel_size(voxel_size), check=check,
                        workers=workers, progress=True, resample=resample, memory=memory,
+                       distribution_check=distribution_check,
                        log=lambda m: typer.echo(m, err=True))
     typer.echo(f"written: {out}")
 

@@ -6,7 +6,9 @@ outputs as ``SizeReference`` (offset 0) with a halo covering the receptive field
 ONNX (opset 17, IR 8) and ``pytorch_state_dict`` weights; ``scale_range`` with both percentiles
 written; test output produced by bioimageio.core's own pipeline from the test input; a sample
 TIFF identical to the test input; ``documentation`` and ``covers`` rewritten as plain strings
-(deepImageJ and QuPath cannot read the ``{source, sha256}`` form); no ``config`` section.
+(deepImageJ and QuPath cannot read the ``{source, sha256}`` form); no ``config`` section (the
+training data's statistics after normalisation, which ``predict`` compares an input with, are a
+data-only attachment ``training_stats.json`` instead: see :mod:`sharpstack.predict.distribution`).
 
 Nothing is written at the destination unless ``bioimageio.core.test_model`` passes for every
 weight format (offline); the zip (or folder) is written to a temporary name and renamed.
@@ -14,6 +16,7 @@ weight format (offline); the zip (or folder) is written to a temporary name and 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import zipfile
@@ -29,6 +32,7 @@ import yaml
 from .._files import clean_stale, replace_atomically, temp_dir
 from ..errors import OutputExistsError, PackageError
 from ..normalize import PercentileNormalizer
+from ..predict.distribution import STATS_FILE, training_statistics
 from .finite_output import non_finite_output
 from .weights import ONNX_OPSET, export_onnx, export_state_dict, export_torchscript
 
@@ -79,6 +83,10 @@ class PackageSpec:
     training_data: str | None = None
     version: str = "0.1.0"
     attachments: list[Path] = field(default_factory=list)
+    training_stats: dict[str, Any] | None = None
+    """Statistics of the training data after the normalisation
+    (:func:`sharpstack.predict.distribution.training_statistics`), written as the data-only
+    attachment ``training_stats.json`` that ``predict`` compares an input with; None: none."""
     batch_size: int | None = 1
     claims: tuple[str, ...] = ("bioimageio",)
     """Consumers this package must be compatible with (``sharpstack check``): the export fails
@@ -155,7 +163,8 @@ def _descr_unchecked(spec: PackageSpec, files: Mapping[str, Path], test_output: 
         covers=[m.FileDescr(source=files[f"cover{i}"]) for i in range(len(spec.covers))],
         inputs=[inp], outputs=[out], weights=weights,
         attachments=[m.FileDescr(source=files[f"attachment{i}"])
-                     for i in range(len(spec.attachments))],
+                     for i in range(len(spec.attachments))]
+        + ([m.FileDescr(source=files["training_stats"])] if "training_stats" in files else []),
         training_data=None,
     )
 
@@ -190,7 +199,14 @@ def _write_files(spec: PackageSpec, work: Path, say: Callable[[str], None]) -> d
         shutil.copyfile(c, files[f"cover{i}"])
     for i, a in enumerate(spec.attachments):
         files[f"attachment{i}"] = work / Path(a).name
+        if files[f"attachment{i}"].name == STATS_FILE:
+            raise PackageError(f"an attachment may not be named {STATS_FILE} (the exporter "
+                               "writes that file); rename it")
         shutil.copyfile(a, files[f"attachment{i}"])
+    if spec.training_stats is not None:  # data only: predict parses it as JSON
+        files["training_stats"] = work / STATS_FILE
+        files["training_stats"].write_text(json.dumps(spec.training_stats, indent=1),
+                                           encoding="utf-8")
     return files
 
 
@@ -430,19 +446,30 @@ class PackageRequest:
     training_data: str = ""
     quality_format: str = ".4g"
     """How the card's quality table writes floats (:func:`quality_table`)."""
+    stats_data: np.ndarray | None = None
+    """Raw data of the training kind, ``(..., Y, X)``, whose statistics after the package's
+    normalisation go into ``training_stats.json`` (see :attr:`PackageSpec.training_stats`):
+    the largest the method has at export (the training files are not kept with a run, so
+    this is the export's sample stack, not the training set itself). None: the test input."""
+    stats_source: str = ""
+    """What :attr:`stats_data` is, in words (recorded beside the statistics)."""
 
 
 def spec_from_request(request: PackageRequest, *, claims: Sequence[str] = ("bioimageio",),
                       cite: Sequence[Mapping[str, str]] = (), name: str | None = None,
                       authors: Sequence[Mapping[str, str]] | None = None, license: str = "MIT",
                       quality: Mapping[str, Any] | None = None,
-                      attachments: Sequence[Path] = (), runtimes_text: str = "") -> PackageSpec:
+                      attachments: Sequence[Path] = (), runtimes_text: str = "",
+                      retrain: str = "") -> PackageSpec:
     """The :class:`PackageSpec` of a method's :class:`PackageRequest`.
 
     ``name`` replaces the request's default name; ``authors`` default to
     :data:`DEFAULT_AUTHORS`; ``quality`` (measured figures) becomes the card's quality table;
     ``runtimes_text`` (Markdown) goes into the card; ``claims`` are the consumers the package
-    must pass ``sharpstack check`` for; ``cite`` the method's citations.
+    must pass ``sharpstack check`` for; ``cite`` the method's citations. The statistics of
+    the request's :attr:`~PackageRequest.stats_data` (or test input) after its normalisation
+    are recorded (``training_stats.json``); ``retrain`` is the command line that
+    ``predict``'s out-of-distribution warning suggests.
     """
     from .. import __version__
 
@@ -469,4 +496,19 @@ def spec_from_request(request: PackageRequest, *, claims: Sequence[str] = ("bioi
         cite=[dict(c) for c in cite], license=license, tags=list(request.tags),
         input_description=request.input_description,
         output_description=request.output_description, training_data=request.training_data,
-        attachments=list(attachments), claims=tuple(claims))
+        attachments=list(attachments), claims=tuple(claims),
+        training_stats=_training_stats(request, retrain))
+
+
+def _training_stats(request: PackageRequest, retrain: str) -> dict[str, Any]:
+    """``training_stats.json`` of a request: its stats data (or test input) normalised with
+    the package's own ``scale_range`` percentiles."""
+    n = request.normalizer
+    if request.stats_data is not None:
+        data, source = np.asarray(request.stats_data), request.stats_source or "export sample"
+    else:
+        data, source = np.asarray(request.test_input), "the package's test input"
+    if data.ndim < 2 or not np.isfinite(data).all():
+        raise ValueError(f"training statistics need a finite image (..., Y, X), got shape "
+                         f"{data.shape}")
+    return training_statistics(data, n.pmin, n.pmax, n.eps, source=source, retrain=retrain)

@@ -259,7 +259,8 @@ class Method:
         return spec_from_request(
             request, claims=d.claims, cite=self.citations, name=name, authors=authors,
             license=license, quality=quality, attachments=attachments,
-            runtimes_text=runtimes_text)
+            runtimes_text=runtimes_text,
+            retrain=f"sharpstack train {self.name} YOUR_STACKS NEW_RUN/")
 
     # ------------------------------------------------------------------ optional hooks
     def consumer_input(self, trained: Trained, stack: Any, deployable: str) -> Any | None:

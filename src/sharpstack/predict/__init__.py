@@ -37,6 +37,8 @@ The modules, each importing its siblings directly (never this ``__init__``):
 - :mod:`.sinks`: the outputs (memory, OME-Zarr, TIFF, ``.npy``), resume, destinations;
 - :mod:`.job`: a prepared prediction, run window by window into a sink;
 - :mod:`.selfcheck`: the self-check before a prediction;
+- :mod:`.distribution`: the input compared with the training statistics a package records
+  (``training_stats.json``), the out-of-distribution warning;
 - :mod:`.run`: :func:`predict_array` and :func:`predict_file`;
 - :mod:`.dask_graph`: the same windows as a Dask graph.
 

@@ -34,7 +34,8 @@ def predict_array(package: Any, data: xr.DataArray, *, tile: Mapping[str, int] |
                   trust_code: bool = False,
                   progress: Callable[[int, int], Any] | bool = False,
                   log: Callable[[str], Any] | None = None, check: bool = True,
-                  memory: float | None = None) -> xr.DataArray:
+                  memory: float | None = None, distribution_check: bool = True
+                  ) -> xr.DataArray:
     """Run a bioimage.io model package on a stack in memory, tiled with the package's halo.
 
     Parameters
@@ -85,6 +86,11 @@ def predict_array(package: Any, data: xr.DataArray, *, tile: Mapping[str, int] |
     memory : float, optional
         GB one window may use when ``tile`` is not given (default: half the memory
         available now, at most 8 GB).
+    distribution_check : bool
+        Compare the input with the training statistics the package records
+        (``training_stats.json``, :mod:`.distribution`) and warn when it is far from them
+        (the output is computed either way). Default on; a package without them predicts
+        as before.
 
     Returns
     -------
@@ -122,7 +128,19 @@ def predict_array(package: Any, data: xr.DataArray, *, tile: Mapping[str, int] |
     if check:
         self_test(descr, job.options.weight_format, trust_code, log, split=split_axes(job),
                   tile=tile, device=device, threads=threads, batch=batch)
-    return compute_in_memory(job, data, progress=progress, log=log)
+    out = compute_in_memory(job, data, progress=progress, log=log)
+    if distribution_check:
+        _warn_out_of_distribution(descr, data, job.stats, log)
+    return out
+
+
+def _warn_out_of_distribution(descr: Any, data: xr.DataArray, stats: Any,
+                              log: Callable[[str], Any] | None) -> None:
+    from .distribution import distribution_note
+
+    note = distribution_note(descr, data, stats, log=log)
+    if note:
+        warnings.warn(note, stacklevel=3)
 
 
 def predict_file(package: Any, input_path: str | os.PathLike, output_path: str | os.PathLike, *,
@@ -134,7 +152,8 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
                  progress: Callable[[int, int], Any] | bool = False,
                  log: Callable[[str], Any] | None = None,
                  voxel_size: Mapping[str, float] | None = None, check: bool = True,
-                 resample: bool = False, memory: float | None = None) -> Path:
+                 resample: bool = False, memory: float | None = None,
+                 distribution_check: bool = True) -> Path:
     """Run a model package on a stack file and stream the result into the output file.
 
     Parameters
@@ -151,7 +170,8 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
         finished window is written straight into it (memory-mapped for TIFF and ``.npy``),
         under a temporary name beside it; renamed into place when complete.
     tile, weight_format, device, threads, batch, planes, trust_code, progress, log, memory
-        See :func:`predict_array`.
+    distribution_check
+        See :func:`predict_array` (the warning comes before the windows run).
     overwrite : bool
         Replace an existing output (kept until the new one is complete). Checked before any
         computation.
@@ -257,6 +277,8 @@ def predict_file(package: Any, input_path: str | os.PathLike, output_path: str |
         log(describe_job(job, data))
         if job.stats:
             log("statistics of the whole input (exact):\n" + describe_stats(job.stats))
+    if distribution_check:
+        _warn_out_of_distribution(descr, data, job.stats, log)
     with signals_as_interrupts():
         if scheduler is not None:
             from .dask_graph import predict_dask

@@ -235,4 +235,6 @@ def package_request(trained, sample: Path, deployable: str, *, workdir: Path) ->
               "restoration", "pytorch", "sharpstack", "2d"],
         input_description="2D image (one channel), out of focus",
         output_description="deblurred image, normalised intensities",
-        training_data=training_data)
+        training_data=training_data,
+        stats_data=np.asarray(data.values, dtype=np.float32),
+        stats_source=f"{Path(sample).name} (the export sample), shape {tuple(data.shape)}")

@@ -184,7 +184,8 @@ def package_request(trained, sample: Path, deployable: str, *, workdir: Path) ->
         input_description="fluorescence z-stack, as acquired (one channel)",
         output_description="restored stack, normalised intensities (about 0 background, "
                            "1 bright structures)",
-        training_data=training_data, quality_format=".3f")
+        training_data=training_data, quality_format=".3f",
+        stats_data=raw, stats_source=f"{sample.name} (the export sample), shape {raw.shape}")
 
 
 def _cover(stack_in: np.ndarray, stack_out: np.ndarray, deep: int, path: Path) -> Path:

@@ -238,4 +238,7 @@ def package_request(trained, sample: Path, deployable: str, *, workdir: Path) ->
             "isotropic": "fluorescence stack resampled to isotropic voxels",
             "slice2d": "axial slice (rows = z) resampled to isotropic pixels"}[deployable],
         output_description="restored, normalised intensities",
-        training_data=training_data, quality_format=".2f")
+        training_data=training_data, quality_format=".2f",
+        # the statistics of the whole sample in the deployable's input form (slice2d: xz)
+        stats_data={"upsample": raw, "isotropic": up}.get(deployable, np.moveaxis(up, 1, 0)),
+        stats_source=f"{Path(sample).name} (the export sample), shape {raw.shape}")

@@ -175,4 +175,6 @@ def package_request(trained, sample: Path, deployable: str, *, workdir: Path) ->
               "restoration", "pytorch", "sharpstack", "3d"],
         input_description=f"z-scan of {n} focal planes (or k*{n}: k scans along z)",
         output_description="sharpened z-scan, normalised intensities in [0, 1]",
-        training_data=training_data)
+        training_data=training_data,
+        stats_data=np.asarray(data.values, dtype=np.float32),
+        stats_source=f"{Path(sample).name} (the export sample), shape {tuple(data.shape)}")
