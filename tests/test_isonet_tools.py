@@ -134,6 +134,43 @@ def test_train_takes_a_ratio_of_2_5_exactly_from_the_calibration(tmp_path):
     mod = model.deploy(upsample=True)
     out = mod(torch.zeros(1, 1, z.min, 16, 16))
     assert out.shape[2] == z.min * 2.5
+    # bioimageio names take letters, digits, _+- () only: no "x2.5" in the package's name
+    from sharpstack.methods.isonet.package import package_request
+
+    req = package_request(load_run(run).trained, stack, "upsample", workdir=tmp_path)
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+- ()")
+    assert set(req.name) <= allowed, req.name
+    assert "2.5x" in req.description
+
+
+@pytest.mark.parametrize("factor", [2, 3, 5, 7, 8, 2.5, 2.23777, 1.75])
+def test_the_upsample_package_runs_on_inputs_padded_by_its_halo(factor):
+    """bioimageio.core pads the input by the (input-side) halo on both sides by default: a
+    valid size plus twice the halo must be a valid size again (factor 3 and 9/4 failed)."""
+    from fractions import Fraction
+
+    import torch
+
+    from sharpstack.methods.isonet.isonet_arch import fraction_of
+    from sharpstack.methods.isonet.package import isonet_axes
+    from sharpstack.methods.isonet.settings import IsoNetConfig
+    from sharpstack.methods.isonet.isonet_arch import build_network
+    from sharpstack.methods.isonet.task import IsoNetModel
+
+    cfg = IsoNetConfig(factor=factor, depth=2, base=4)
+    net = build_network(cfg.arch, **cfg.arch_kwargs())
+    model = IsoNetModel(net=net, config=cfg, normalizer=None, result=None)
+    z = isonet_axes(model, deployable="upsample")[0]
+    p, q = fraction_of(factor)
+    h_in = Fraction(z.halo) * q / p
+    assert h_in.denominator == 1 and (2 * h_in) % z.step == 0
+    mod = model.deploy(upsample=True).eval()
+    with torch.no_grad():
+        for n in range(3):
+            size = z.min + n * z.step
+            for padded in (size, size + 2 * int(h_in)):
+                out = mod(torch.zeros(1, 1, padded, 8, 8))
+                assert out.shape[2] == Fraction(padded * p, q)
 
 
 def test_a_factor_the_upsample_network_cannot_take_is_announced_before_training(tmp_path):

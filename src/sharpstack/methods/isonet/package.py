@@ -60,8 +60,13 @@ def isonet_axes(model: IsoNetModel, *, deployable: str) -> list[AxisSpec]:
     # input z slices n: a multiple of q (n*p/q whole), and n*p/q a multiple of mult
     z_step = q * (mult // math.gcd(mult, p))
     # output halo: whole groups of q input slices (p output slices) covering the receptive
-    # field plus one input slice for the interpolation
-    z_halo = int(math.ceil((radius / f + 1) / q)) * p
+    # field plus one input slice for the interpolation. Runners that pad the input by the
+    # halo on both sides (bioimageio.core's default) must land on a valid size again, so the
+    # input halo is also a multiple of z_step / 2 (of z_step when it is odd): with factor 3 or
+    # 9/4 a halo of 13 or 20 input slices padded a valid stack to an invalid one
+    group = math.lcm(q, z_step // 2 if z_step % 2 == 0 else z_step)
+    h_in = int(math.ceil((radius / f + 1) / group)) * group
+    z_halo = int(h_in * f)
     z_min = z_step * int(math.ceil((2 * z_halo + 1) / (f * z_step)))
     return [AxisSpec(id="z", min=z_min, step=z_step, halo=z_halo,
                      in_scale=float(f), out_scale=1.0)] + lat
@@ -222,8 +227,11 @@ def package_request(trained, sample: Path, deployable: str, *, workdir: Path) ->
         module, callable_, kwargs = (model.deploy(upsample=upsample), "IsoNetDeploy",
                                      model.deploy_kwargs(upsample=upsample))
     training_data = trained.record.get("training_data", "")
+    # bioimageio names allow letters, digits, _+- () only: no decimal point, so a
+    # non-integer factor is said in the description alone
+    times = f" x{int(f)}" if float(f).is_integer() else ""
     return PackageRequest(
-        name=f"{kind} isotropic reconstruction x{cfg.factor}{suffix}", description=description,
+        name=f"{kind} isotropic reconstruction{times}{suffix}", description=description,
         module=module, arch_source=ARCH_SOURCE, arch_callable=callable_, arch_kwargs=kwargs,
         axes=axes, test_input=test_input, normalizer=model.normalizer,
         card_template=resources.files(__package__).joinpath("card.md").read_text("utf-8"),
