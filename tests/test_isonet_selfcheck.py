@@ -100,3 +100,24 @@ def _walk(obj):
     elif isinstance(obj, list):
         for v in obj:
             yield from _walk(v)
+
+
+def test_spot_widths_see_lateral_broadening_without_ground_truth():
+    from scipy import ndimage as ndi
+
+    from sharpstack.methods.isonet.selfcheck import spot_widths
+
+    rng = np.random.default_rng(0)
+    vol = np.zeros((64, 64, 64), np.float32)
+    for _ in range(12):
+        vol[tuple(rng.integers(10, 54, size=3))] = rng.uniform(0.5, 1.0)
+    psf = psfmod.gaussian_psf(1.5, 4.0)
+    up = ndi.gaussian_filter(vol, (4.0, 1.5, 1.5))
+    same = spot_widths(up, up, psf)
+    assert same["spots"] >= 5 and abs(same["spot_lateral_growth"]) < 1e-6
+    broad = spot_widths(up, ndi.gaussian_filter(vol, (1.5, 2.0, 2.0)), psf)
+    assert broad["spot_fwhm_z_restored"] < 0.6 * broad["spot_fwhm_z_input"]
+    assert 0.2 < broad["spot_lateral_growth"] < 0.45, broad
+    notice = gain_warning({"background_std_growth": -0.5, **broad})
+    assert notice and "broadens" in notice and "laterally" in notice
+    assert spot_widths(up, up, None) == {}  # no PSF: not measured
