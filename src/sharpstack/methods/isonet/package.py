@@ -24,6 +24,7 @@ import numpy as np
 from ...export.package import AxisSpec, PackageRequest
 from .isonet_arch import fraction_of
 from .task import IsoNetModel, restore
+from .selfcheck import gain_text, gain_warning
 
 __all__ = ["isonet_axes", "card_fields", "package_request", "DEPLOYABLES"]
 
@@ -73,7 +74,8 @@ def isonet_axes(model: IsoNetModel, *, deployable: str) -> list[AxisSpec]:
 
 
 def card_fields(model: IsoNetModel, *, deployable: str, halo: int, psf_text: str,
-                training_data: str) -> dict[str, Any]:
+                training_data: str, input_gain: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
     """The fields of ``card.md`` that are IsoNet's own (the exporter fills name, description,
     version, quality and runtimes)."""
     cfg = model.config
@@ -127,7 +129,7 @@ def card_fields(model: IsoNetModel, *, deployable: str, halo: int, psf_text: str
                   + ("denoised by non-local means" if cfg.noise_target == "denoised" else
                      "the noisy slices with Noise2Void blind spots (loss on those only)"))
     return dict(
-        deploy_text=deploy_text, pairs_text=pairs_text,
+        deploy_text=deploy_text, pairs_text=pairs_text, self_check=gain_text(input_gain),
         factor=f, axes=axes, input_text=input_text, pmin=cfg.pmin, pmax=cfg.pmax,
         output_text=output_text, halo=halo, arch_text=arch_text,
         arch_kwargs=json.dumps(cfg.arch_kwargs()), psf_text=psf_text, psf_mode=cfg.psf_mode,
@@ -227,6 +229,12 @@ def package_request(trained, sample: Path, deployable: str, *, workdir: Path) ->
         module, callable_, kwargs = (model.deploy(upsample=upsample), "IsoNetDeploy",
                                      model.deploy_kwargs(upsample=upsample))
     training_data = trained.record.get("training_data", "")
+    gain = trained.record.get("input_gain")
+    notice = gain_warning(gain)
+    if notice:
+        import warnings
+
+        warnings.warn(notice, stacklevel=2)
     # bioimageio names allow letters, digits, _+- () only: no decimal point, so a
     # non-integer factor is said in the description alone
     times = f" x{int(f)}" if float(f).is_integer() else ""
@@ -237,7 +245,7 @@ def package_request(trained, sample: Path, deployable: str, *, workdir: Path) ->
         card_template=resources.files(__package__).joinpath("card.md").read_text("utf-8"),
         card_fields=card_fields(model, deployable=deployable, halo=axes[-1].halo,
                                 psf_text=trained.record.get("psf_text", ""),
-                                training_data=training_data),
+                                training_data=training_data, input_gain=gain),
         covers=[cover],
         tags=["isotropic-reconstruction", "isonet", "fluorescence-light-microscopy",
               "restoration", "pytorch", "sharpstack", "2d" if deployable == "slice2d" else "3d"],

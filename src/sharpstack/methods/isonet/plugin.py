@@ -285,9 +285,19 @@ class IsoNet(Method):
                              record={"isonet": settings.model_dump(mode="json"),
                                      "data": {"shape": list(data.shape),
                                               "name": Path(stack_path).name}})
+        from .selfcheck import gain_warning, input_gain
+
+        # does the model beat its input on this stack? (said to the user, kept for the card)
+        gain = input_gain(model, np.asarray(data.values), h)
+        notice = gain_warning(gain)
+        if notice:
+            import warnings
+
+            warnings.warn(notice, stacklevel=2)
         record = {
             "normalizer": {"pmin": model.normalizer.pmin, "pmax": model.normalizer.pmax,
                            "eps": model.normalizer.eps},
+            "input_gain": gain,
             "psf_text": psf_spec.describe() if h is not None else "none (psf_mode none)",
             "training_data": (f"{Path(stack_path).name}, shape {tuple(data.shape)}, voxel size "
                               f"{describe_voxel_size(data)}, factor {factor}"),
