@@ -48,6 +48,10 @@ class DisentangledConfig(LoopSettings, EarlyStopping):
         "(skip_channels per level) to the decoder, part of the identity code (sharpstack's "
         "default: the thesis's network cannot reconstruct fine detail from a code at "
         "1/2**len(channels) resolution); thesis: the thesis's network (the ablation)")
+    residual: bool = Field(
+        True, description="manifold models: the decoder corrects the image whose identity it "
+        "decodes (input + correction, the identity when untrained; sharpstack's default, "
+        "issue 22); False: the thesis's decoder, which redraws the image from the codes")
     skip_channels: int = Field(8, ge=1, le=512, description="channels of the identity skip "
                                "features at every resolution (architecture skips)")
     id_channels: int = Field(64, ge=1, le=2048, description="channels of the identity code "
@@ -147,7 +151,8 @@ class DisentangledConfig(LoopSettings, EarlyStopping):
         return {"channels": [int(c) for c in self.channels], "id_channels": self.id_channels,
                 "blur_channels": self.code_blur_channels,
                 "variational": self.variant == "mlvae",
-                "skip_channels": self.skip_channels if self.architecture == "skips" else 0}
+                "skip_channels": self.skip_channels if self.architecture == "skips" else 0,
+                "residual": bool(self.residual and self.variant != "mlvae")}
 
 
 class DisentangledSettings(DisentangledConfig):

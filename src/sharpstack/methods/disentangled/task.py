@@ -68,8 +68,8 @@ class _DisentangledTask(TrainTask):
         net = self.models["net"]
         idc, blur = self._codes(torch.cat([blurry, focused]))
         n = blurry.shape[0]
-        deblurred = net.decode(idc[:n], blur[n:])
-        rec = net.decode(idc, blur)
+        deblurred = net.decode(idc[:n], blur[n:], base=blurry)
+        rec = net.decode(idc, blur, base=torch.cat([blurry, focused]))
         loss = float(self.recon(deblurred, focused))
         return {"loss": loss, "deblur": loss,
                 "rec": float(self.recon(rec, torch.cat([blurry, focused])))}
@@ -107,10 +107,11 @@ class ManifoldTask(_DisentangledTask):
         cons = beta > 0 and cfg.w_consistency > 0
         if cross or cons:
             out = net.decode(torch.cat([ia, ib, ic, ia, ib, ia, ic]),
-                             torch.cat([ba, bb, bc, bb, ba, bc, ba]))
+                             torch.cat([ba, bb, bc, bb, ba, bc, ba]),
+                             base=torch.cat([xa, xb, xc, xa, xb, xa, xc]))
             rec, swapped = out[: 3 * n], out[3 * n:]
         else:
-            rec, swapped = net.decode(idc, blur), None
+            rec, swapped = net.decode(idc, blur, base=torch.cat([xa, xb, xc])), None
         l_rec = self.recon(rec, torch.cat([xa, xb, xc]))
         loss = l_rec
         logs = {"rec": float(l_rec.detach()), "beta": beta}
@@ -165,7 +166,7 @@ class MLVAETask(_DisentangledTask):
         z_i = mu_g + torch.sqrt(var_g) * torch.randn_like(mu_g)
         z_b = mu_b + torch.exp(0.5 * lv_b) * torch.randn_like(mu_b)
         z_i = z_i[:, None].expand((b, g) + z_i.shape[1:]).reshape(mu_i.shape)
-        out = net.decode(z_i, z_b)
+        out = net.decode(z_i, z_b, base=x)
         l_rec = self.recon(out, x)
         kl_b = 0.5 * torch.sum(mu_b ** 2 + torch.exp(lv_b) - lv_b - 1.0)
         kl_i = 0.5 * torch.sum(mu_g ** 2 + var_g - torch.log(var_g) - 1.0)
