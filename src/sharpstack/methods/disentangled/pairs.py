@@ -41,7 +41,7 @@ PAIRS_FILE = "mitochondria_defocus_series.tif"
 PAIRS_MODELS: dict[str, dict[str, Any]] = {
     "manifold1d": {"variant": "manifold1d"},
     "thesis_manifold1d": {"variant": "manifold1d", "architecture": "thesis",
-                          "residual": False},
+                          "residual": False, "w_deblur": 0.0},
     "mlvae": {"variant": "mlvae"},
     "manifold": {"variant": "manifold"},
 }

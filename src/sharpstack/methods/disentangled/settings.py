@@ -83,6 +83,10 @@ class DisentangledConfig(LoopSettings, EarlyStopping):
     w_cross: float = Field(1.0, ge=0, le=1000, description="weight of the cross-"
                            "reconstruction loss (0: the 'without cross-reconstruction' "
                            "ablation)")
+    w_deblur: float = Field(4.0, ge=0, le=1000, description="weight of sharpstack's "
+                            "supervised deblurring term: L1 of D(I_a, B_focus) against the "
+                            "in-focus plane where a pair's partner is in focus (not delayed; "
+                            "0: the thesis's losses only)")
     recon_loss: Literal["ssim_l1", "vgg"] = Field(
         "ssim_l1", description="reconstruction loss gamma: ssim_l1 = alpha (1 - SSIM) + "
         "(1 - alpha) L1 (no downloads); vgg = VGG-16 perceptual loss from vgg_weights")
