@@ -136,8 +136,40 @@ def test_residual_is_the_default_of_the_manifold_models_only():
     assert DisentangledConfig().arch_kwargs()["residual"] is True
     assert DisentangledConfig(variant="mlvae").arch_kwargs()["residual"] is False
     assert DisentangledConfig(residual=False).arch_kwargs()["residual"] is False
-    # runs recorded before the option existed rebuild the decoder they were trained with
+    # runs recorded before the options existed rebuild the decoder and losses they had
     assert Disentangled.recorded_before["residual"] is False
+    assert Disentangled.recorded_before["w_deblur"] == 0.0
+    assert DisentangledConfig().w_deblur > 0
+
+
+def test_supervised_deblurring_term_acts_where_the_partner_is_in_focus():
+    """The supervised term is logged and changes the gradient only when a batch holds a pair
+    whose partner is its field's in-focus plane (dz 0) and whose first image is not."""
+    from sharpstack.methods.disentangled import DisentangledConfig
+    from sharpstack.methods.disentangled.disentangled_arch import DisentangledAE
+    from sharpstack.methods.disentangled.losses import recon_loss_for
+    from sharpstack.methods.disentangled.task import ManifoldTask
+
+    def logs_for(dz_b: int, w: float) -> tuple[dict, torch.Tensor]:
+        cfg = DisentangledConfig(channels=[4, 8], id_channels=4, patch_size=16, epochs=1,
+                                 steps_per_epoch=1, w_deblur=w)
+        torch.manual_seed(0)
+        net = DisentangledAE(**cfg.arch_kwargs())
+        task = ManifoldTask(net, cfg, recon_loss_for(cfg))
+        opts = task.make_optimizers()
+        g = torch.Generator().manual_seed(1)
+        imgs = torch.rand(2, 3, 1, 16, 16, generator=g)
+        dz = torch.tensor([[2, dz_b, 2], [1, dz_b, 1]])
+        out = task.train_step((imgs, dz), opts)
+        last = net.decoder.blocks[-1][-1].weight.detach().clone()
+        return out, last
+
+    with_focus, w1 = logs_for(0, 4.0)
+    no_focus, _ = logs_for(-1, 4.0)
+    off, w0 = logs_for(0, 0.0)
+    assert with_focus["deblur"] > 0
+    assert "deblur" not in no_focus and "deblur" not in off
+    assert not torch.equal(w1, w0)
 
 
 def test_decoding_a_residual_model_needs_its_base(tiny_model, tiny_series):

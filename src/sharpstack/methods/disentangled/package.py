@@ -105,6 +105,13 @@ def card_fields(model: DisentangledModel, *, halo: int, min_size: int, training_
                  f"{cfg.w_contrastive}", f"cross-reconstruction x {cfg.w_cross}"]
         loss_text = (f"L_rec + beta ({' + '.join(parts)}) (thesis Eq. 4.5; a weight 0 is an "
                      f"ablation).")
+        if cfg.w_deblur > 0:
+            loss_text += (f" Plus sharpstack's supervised deblurring term (not in the "
+                          f"thesis), {cfg.w_deblur} x L1(D(I_a, B_b), b) wherever the partner "
+                          f"b is the in-focus plane of a's field, not delayed by beta; the "
+                          f"best epoch is then chosen by this L1 on validation fields (the "
+                          f"SSIM of the reconstruction loss favours keeping the input's "
+                          f"noise).")
     if cfg.recon_loss == "vgg":
         recon_text = (f"VGG-16 perceptual loss (features {cfg.vgg_layers} of a user-supplied "
                       f"torchvision vgg16 state dict), as in the thesis.")
