@@ -90,6 +90,103 @@ def test_receptive_radius_bounds_the_dependence(skips):
 
 
 @pytest.mark.parametrize("skips", [0, 3])
+def test_residual_decoder_starts_as_the_identity_and_exports(skips, tmp_path):
+    """The residual decoder corrects its input: untrained it returns the input exactly, and
+    once its last convolution is non-zero the traced and ONNX graphs compute the same."""
+    import onnxruntime as ort
+
+    from sharpstack.export.weights import export_onnx, export_torchscript
+    from sharpstack.methods.disentangled.disentangled_arch import DisentangledDeploy
+
+    torch.manual_seed(0)
+    m = DisentangledDeploy(channels=[4, 8], id_channels=6, blur_channels=1,
+                           skip_channels=skips, residual=True)
+    _random_bn(m)
+    m.focus_code.copy_(torch.tensor([0.7]))
+    m.eval()
+    x = torch.rand(2, 1, 64, 40)
+    with torch.no_grad():
+        assert torch.equal(m(x), x)
+        last = m.ae.decoder.blocks[-1][-1]
+        last.weight.normal_(0, 0.1)
+        last.bias.fill_(0.05)
+        ref = m(x)
+    assert float((ref - x).abs().mean()) > 1e-3
+    export_torchscript(m, torch.rand(1, 1, 32, 48), tmp_path / "m.pt")
+    export_onnx(m, torch.rand(1, 1, 32, 48), tmp_path / "m.onnx", space_axes=2)
+    with torch.no_grad():
+        ts = torch.jit.load(str(tmp_path / "m.pt"))(x)
+    onx = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input": x.numpy()})[0]
+    assert torch.allclose(ref, ts, atol=1e-6)
+    np.testing.assert_allclose(onx, ref.numpy(), atol=1e-5)
+    # the codes do not see the base image: encode is that of the non-residual network
+    plain = DisentangledDeploy(channels=[4, 8], id_channels=6, blur_channels=1,
+                               skip_channels=skips)
+    plain.ae.encoder.load_state_dict(m.ae.encoder.state_dict())
+    plain.eval()
+    with torch.no_grad():
+        a, b = m.ae.encode(x), plain.ae.encode(x)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_residual_is_the_default_of_the_manifold_models_only():
+    from sharpstack.methods.disentangled import DisentangledConfig
+    from sharpstack.methods.disentangled.plugin import Disentangled
+
+    assert DisentangledConfig().arch_kwargs()["residual"] is True
+    assert DisentangledConfig(variant="mlvae").arch_kwargs()["residual"] is False
+    assert DisentangledConfig(residual=False).arch_kwargs()["residual"] is False
+    # runs recorded before the options existed rebuild the decoder and losses they had
+    assert Disentangled.recorded_before["residual"] is False
+    assert Disentangled.recorded_before["w_deblur"] == 0.0
+    assert DisentangledConfig().w_deblur > 0
+
+
+def test_supervised_deblurring_term_acts_where_the_partner_is_in_focus():
+    """The supervised term is logged and changes the gradient only when a batch holds a pair
+    whose partner is its field's in-focus plane (dz 0) and whose first image is not."""
+    from sharpstack.methods.disentangled import DisentangledConfig
+    from sharpstack.methods.disentangled.disentangled_arch import DisentangledAE
+    from sharpstack.methods.disentangled.losses import recon_loss_for
+    from sharpstack.methods.disentangled.task import ManifoldTask
+
+    def logs_for(dz_b: int, w: float) -> tuple[dict, torch.Tensor]:
+        cfg = DisentangledConfig(channels=[4, 8], id_channels=4, patch_size=16, epochs=1,
+                                 steps_per_epoch=1, w_deblur=w)
+        torch.manual_seed(0)
+        net = DisentangledAE(**cfg.arch_kwargs())
+        task = ManifoldTask(net, cfg, recon_loss_for(cfg))
+        opts = task.make_optimizers()
+        g = torch.Generator().manual_seed(1)
+        imgs = torch.rand(2, 3, 1, 16, 16, generator=g)
+        dz = torch.tensor([[2, dz_b, 2], [1, dz_b, 1]])
+        out = task.train_step((imgs, dz), opts)
+        last = net.decoder.blocks[-1][-1].weight.detach().clone()
+        return out, last
+
+    with_focus, w1 = logs_for(0, 4.0)
+    no_focus, _ = logs_for(-1, 4.0)
+    off, w0 = logs_for(0, 0.0)
+    assert with_focus["deblur"] > 0
+    assert "deblur" not in no_focus and "deblur" not in off
+    assert not torch.equal(w1, w0)
+
+
+def test_decoding_a_residual_model_needs_its_base(tiny_model, tiny_series):
+    from sharpstack.methods.disentangled import decode_codes, encode_images
+    from sharpstack.methods.disentangled.model import prepare_images
+
+    model, _ = tiny_model
+    series, _ = tiny_series
+    imgs = series.images[0, :2]
+    idc, blur = encode_images(model, imgs)
+    with pytest.raises(InputError, match="base"):
+        decode_codes(model, idc, blur)
+    out = decode_codes(model, idc, blur, base=prepare_images(model, imgs))
+    assert out.shape == imgs.shape and np.all(np.isfinite(out))
+
+
+@pytest.mark.parametrize("skips", [0, 3])
 def test_deploy_is_fully_convolutional_tiled_equals_whole(skips):
     """Tiles on the pooling grid, each with a halo >= the receptive radius, give exactly the
     whole image's result: the stored blur code does not depend on the input."""

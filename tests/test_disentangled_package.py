@@ -260,3 +260,33 @@ def test_default_windows_match_one_window_and_the_sample_output(package):
     not multiples of the step) == one window; the sample input reproduces the sample output."""
     shapes = assert_windows_agree(package)
     assert min(shapes["large"][-2:]) > 256
+
+
+def test_a_run_recorded_before_the_residual_decoder_loads_as_it_was_trained(synth, tmp_path):
+    """A run folder whose settings predate ``residual`` and ``w_deblur`` was trained with the
+    thesis's decoder and losses: reading it back must rebuild that decoder (today's default
+    has another layer shape and would add the input to the output)."""
+    import json
+    import shutil
+
+    import numpy as np
+
+    from sharpstack.methods.disentangled import deblur
+    from sharpstack.workflows import load_run
+
+    run = tmp_path / "run"
+    _ok(runner.invoke(app, ["train", "disentangled", str(synth / "series"), str(run),
+                            "--no-residual", "--w-deblur", "0"] + TINY_FLAGS))
+    old = tmp_path / "old_run"
+    shutil.copytree(run, old)
+    info = json.loads((old / "run.json").read_text())
+    assert info["settings"]["residual"] is False  # today's runs record it
+    for key in ("residual", "w_deblur"):
+        info["settings"].pop(key)
+    (old / "run.json").write_text(json.dumps(info))
+    loaded = load_run(old).trained
+    assert loaded.settings.residual is False and loaded.settings.w_deblur == 0
+    assert loaded.model.net.residual is False
+    img = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(deblur(loaded.model, img),
+                                  deblur(load_run(run).trained.model, img))

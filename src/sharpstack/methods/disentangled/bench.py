@@ -171,7 +171,7 @@ def _score(target: np.ndarray, image: np.ndarray) -> tuple[float, float]:
 def _evaluate_model(model, series, ids: Sequence[int], *, seed: int, partners: Sequence[int]
                     ) -> dict[str, Any]:
     """Reconstruction and deblurring scores of ``model`` on the fields ``ids``."""
-    from .model import deblur, decode_codes, encode_images
+    from .model import deblur, decode_codes, encode_images, prepare_images
 
     rng = np.random.default_rng(seed)
     focus_codes = {int(j): encode_images(model, series.images[j, int(series.focus[j])][None])[1]
@@ -182,10 +182,11 @@ def _evaluate_model(model, series, ids: Sequence[int], *, seed: int, partners: S
         stack = series.images[i]
         f = int(series.focus[i])
         idc, blur = encode_images(model, stack)
+        base = prepare_images(model, stack)
         idc_all.append(idc)
         blur_all.append(blur)
         lab_all += [int(i)] * len(stack)
-        rec = decode_codes(model, idc, blur)[:, : stack.shape[1], : stack.shape[2]]
+        rec = decode_codes(model, idc, blur, base=base)[:, : stack.shape[1], : stack.shape[2]]
         for q in range(len(stack)):
             p, s = _score(stack[q], rec[q])
             rec_p.append(p)
@@ -195,7 +196,7 @@ def _evaluate_model(model, series, ids: Sequence[int], *, seed: int, partners: S
             if q == f:
                 continue
             j = int(others[int(rng.integers(len(others)))])
-            thesis = decode_codes(model, idc[q:q + 1], focus_codes[j])[
+            thesis = decode_codes(model, idc[q:q + 1], focus_codes[j], base=base[q:q + 1])[
                 0, : stack.shape[1], : stack.shape[2]]
             pkg = deblur(model, stack[q])
             d = per_dz.setdefault(int(q - f), {"thesis": [], "package": []})

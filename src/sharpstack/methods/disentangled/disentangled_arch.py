@@ -36,6 +36,15 @@ contrastive, consistency and cross-reconstruction losses act on all of them and 
 pass around the blur code unpenalised. ``skip_channels = 0`` is the thesis's architecture
 (the identity code at 1/2^depth resolution only; kept for the ablation).
 
+``residual=True`` (sharpstack's default for the manifold models, issue 22) makes the decoder
+predict a correction of a *base image*: the image whose identity code is decoded (the input
+of the deploy module; in training, the image each identity code came from). The base enters
+the decoder's last block as one more channel and is added to its output, whose last
+convolution starts at zero, so the untrained network is the identity and training learns only
+what changes between defocus levels. The base is no part of either code (the codes and their
+losses are unchanged); it only lets the decoder keep the detail that the input still has
+instead of redrawing it through the bottleneck. ``residual=False`` is the thesis's decoder.
+
 ``variational=True`` makes every code a Gaussian (the heads output mean and log-variance, the
 ML-VAE baseline of Bouchacourt et al. 2018); the deploy module then uses the means.
 
@@ -170,21 +179,28 @@ class Decoder(nn.Module):
     """
 
     def __init__(self, channels: Sequence[int] = (16, 32, 64), id_channels: int = 64,
-                 blur_channels: int = 64, out_channels: int = 1, skip_channels: int = 0) -> None:
+                 blur_channels: int = 64, out_channels: int = 1, skip_channels: int = 0,
+                 residual: bool = False) -> None:
         super().__init__()
         ch = _check_channels(channels)[::-1]
         self.skip_channels = int(skip_channels)
+        self.residual = bool(residual)
         extra = self.skip_channels + int(blur_channels) if self.skip_channels > 0 else 0
         self.blocks = nn.ModuleList()
         cin = int(id_channels) + int(blur_channels)
         for i, c in enumerate(ch):
             last = i == len(ch) - 1
             second = (nn.Conv2d(c, out_channels, 3, padding=1) if last else ConvBNReLU(c, c))
-            self.blocks.append(nn.Sequential(ConvBNReLU(cin + extra, c), second))
+            if last and self.residual:  # the correction starts at zero: identity at init
+                nn.init.zeros_(second.weight)
+                nn.init.zeros_(second.bias)
+            base_in = out_channels if last and self.residual else 0
+            self.blocks.append(nn.Sequential(ConvBNReLU(cin + extra + base_in, c), second))
             cin = c
 
     def forward(self, identity: torch.Tensor, blur: torch.Tensor,
-                skips: list[torch.Tensor] | None = None) -> torch.Tensor:
+                skips: list[torch.Tensor] | None = None,
+                base: torch.Tensor | None = None) -> torch.Tensor:
         # the blur vector broadcast over the identity map by a product with ones (no size
         # arithmetic, so the traced graph and the ONNX graph work for any input size)
         b = blur[:, :, None, None] * torch.ones_like(identity[:, :1])
@@ -195,7 +211,12 @@ class Decoder(nn.Module):
             if skips is not None and self.skip_channels > 0:
                 s = skips[n - 1 - i]
                 h = torch.cat([h, s, blur[:, :, None, None] * torch.ones_like(s[:, :1])], dim=1)
-            h = blk(h)
+            if self.residual and i == n - 1:
+                if base is None:
+                    raise ValueError("a residual decoder needs the base image")
+                h = blk(torch.cat([h, base], dim=1)) + base
+            else:
+                h = blk(h)
         return h
 
 
@@ -210,9 +231,10 @@ class DisentangledAE(nn.Module):
 
     def __init__(self, channels: Sequence[int] = (16, 32, 64), id_channels: int = 64,
                  blur_channels: int = 64, variational: bool = False,
-                 skip_channels: int = 0) -> None:
+                 skip_channels: int = 0, residual: bool = False) -> None:
         super().__init__()
         self.depth = len(_check_channels(channels))
+        self.residual = bool(residual)
         self.variational = bool(variational)
         self.id_channels, self.blur_channels = int(id_channels), int(blur_channels)
         self.skip_channels = max(int(skip_channels), 0)
@@ -221,7 +243,7 @@ class DisentangledAE(nn.Module):
         self.encoder = Encoder(channels, id_channels, blur_channels, variational=variational,
                                skip_channels=self.skip_channels)
         self.decoder = Decoder(channels, id_channels, blur_channels,
-                               skip_channels=self.skip_channels)
+                               skip_channels=self.skip_channels, residual=self.residual)
 
     def pack(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """Identity features ``[skip_0, ..., code]`` -> one map at the code's resolution."""
@@ -256,12 +278,15 @@ class DisentangledAE(nn.Module):
             return idc[:, : self.code_channels], blur[:, : self.blur_channels]
         return idc, blur
 
-    def decode(self, identity: torch.Tensor, blur: torch.Tensor) -> torch.Tensor:
+    def decode(self, identity: torch.Tensor, blur: torch.Tensor,
+               base: torch.Tensor | None = None) -> torch.Tensor:
+        """Image from codes; ``base`` ``(N, 1, H, W)``: the image the identity code came from
+        (needed, and only used, by a residual decoder)."""
         code, skips = self.unpack(identity)
-        return self.decoder(code, blur, skips)
+        return self.decoder(code, blur, skips, base if self.residual else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(*self.encode(x))
+        return self.decode(*self.encode(x), base=x)
 
 
 class DisentangledDeploy(nn.Module):
@@ -272,15 +297,15 @@ class DisentangledDeploy(nn.Module):
     Fully convolutional: H and W any multiples of ``2**depth``.
 
     Shapes: ``(B, 1, H, W) -> (B, 1, H, W)``. The multi-scale identity features go to the
-    decoder directly (no packing in the exported graph).
+    decoder directly (no packing in the exported graph); a residual decoder corrects ``x``.
     """
 
     def __init__(self, channels: Sequence[int] = (16, 32, 64), id_channels: int = 64,
                  blur_channels: int = 64, variational: bool = False,
-                 skip_channels: int = 0) -> None:
+                 skip_channels: int = 0, residual: bool = False) -> None:
         super().__init__()
         self.ae = DisentangledAE(channels, id_channels, blur_channels, variational,
-                                 skip_channels)
+                                 skip_channels, residual)
         self.register_buffer("focus_code", torch.zeros(int(blur_channels)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -288,7 +313,8 @@ class DisentangledDeploy(nn.Module):
         if self.ae.variational:  # the means of every level
             feats = [f[:, : f.shape[1] // 2] for f in feats]
         skips = feats[:-1] if self.ae.skip_channels > 0 else None
-        return self.ae.decoder(feats[-1], self.focus_code[None, :], skips)
+        base = x if self.ae.residual else None
+        return self.ae.decoder(feats[-1], self.focus_code[None, :], skips, base)
 
 
 def build_network(**kwargs) -> DisentangledAE:

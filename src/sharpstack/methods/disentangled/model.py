@@ -19,7 +19,8 @@ from .data import normalise_images
 from .disentangled_arch import DisentangledAE, DisentangledDeploy, receptive_radius
 from .settings import DisentangledConfig
 
-__all__ = ["DisentangledModel", "encode_images", "decode_codes", "deblur", "reconstruct"]
+__all__ = ["DisentangledModel", "encode_images", "decode_codes", "prepare_images", "deblur",
+           "reconstruct"]
 
 
 @dataclass
@@ -95,18 +96,34 @@ def encode_images(model: DisentangledModel, images: np.ndarray, *, batch: int = 
     return np.concatenate(ids), np.concatenate(blurs)
 
 
+def prepare_images(model: DisentangledModel, images: np.ndarray) -> np.ndarray:
+    """2D images ``(M, Y, X)`` as the network sees them: each normalised with the model's
+    percentiles and padded to a multiple of the downsampling (the ``base`` of
+    :func:`decode_codes`)."""
+    x = normalise_images(np.asarray(images, dtype=np.float32), model.normalizer)
+    return _pad_to(x, model.multiple)[0]
+
+
 @torch.no_grad()
 def decode_codes(model: DisentangledModel, identity: np.ndarray, blur: np.ndarray, *,
-                 batch: int = 16) -> np.ndarray:
+                 base: np.ndarray | None = None, batch: int = 16) -> np.ndarray:
     """Decode identity maps ``(M, C_i, h, w)`` with blur codes ``(M, C_b)`` (or one ``(C_b,)``
-    for all) to normalised images ``(M, h * 2**depth, w * 2**depth)``."""
+    for all) to normalised images ``(M, h * 2**depth, w * 2**depth)``.
+
+    ``base``: the images ``(M, h * 2**depth, w * 2**depth)`` the identity codes came from
+    (:func:`prepare_images`), which a residual decoder corrects (needed by one)."""
     net = model.net.eval()
     dev = _device(net)
     idc = torch.as_tensor(np.asarray(identity, dtype=np.float32))
     bl = torch.as_tensor(np.asarray(blur, dtype=np.float32))
     if bl.ndim == 1:
         bl = bl[None].expand(len(idc), -1)
-    out = [net.decode(idc[s:s + batch].to(dev), bl[s:s + batch].to(dev))[:, 0].cpu().numpy()
+    if net.residual and base is None:
+        raise InputError("this model's decoder corrects the image the identity code came "
+                         "from: give base=prepare_images(model, images)")
+    bs = None if base is None else torch.as_tensor(np.asarray(base, dtype=np.float32))[:, None]
+    out = [net.decode(idc[s:s + batch].to(dev), bl[s:s + batch].to(dev),
+                      None if bs is None else bs[s:s + batch].to(dev))[:, 0].cpu().numpy()
            for s in range(0, len(idc), batch)]
     return np.concatenate(out)
 
@@ -148,4 +165,5 @@ def reconstruct(model: DisentangledModel, images: np.ndarray) -> np.ndarray:
     normalised output of the same shape."""
     x = np.asarray(images, dtype=np.float32)
     idc, bl = encode_images(model, x)
-    return decode_codes(model, idc, bl)[:, : x.shape[1], : x.shape[2]]
+    return decode_codes(model, idc, bl, base=prepare_images(model, x))[
+        :, : x.shape[1], : x.shape[2]]

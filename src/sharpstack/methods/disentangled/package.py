@@ -105,6 +105,13 @@ def card_fields(model: DisentangledModel, *, halo: int, min_size: int, training_
                  f"{cfg.w_contrastive}", f"cross-reconstruction x {cfg.w_cross}"]
         loss_text = (f"L_rec + beta ({' + '.join(parts)}) (thesis Eq. 4.5; a weight 0 is an "
                      f"ablation).")
+        if cfg.w_deblur > 0:
+            loss_text += (f" Plus sharpstack's supervised deblurring term (not in the "
+                          f"thesis), {cfg.w_deblur} x L1(D(I_a, B_b), b) wherever the partner "
+                          f"b is the in-focus plane of a's field, not delayed by beta; the "
+                          f"best epoch is then chosen by this L1 on validation fields (the "
+                          f"SSIM of the reconstruction loss favours keeping the input's "
+                          f"noise).")
     if cfg.recon_loss == "vgg":
         recon_text = (f"VGG-16 perceptual loss (features {cfg.vgg_layers} of a user-supplied "
                       f"torchvision vgg16 state dict), as in the thesis.")
@@ -133,7 +140,8 @@ def card_fields(model: DisentangledModel, *, halo: int, min_size: int, training_
         best_epoch=model.result.best_epoch if model.result is not None else "?",
         training_data=training_data or "not recorded", test_input_text=test_input_text,
         recon_dev=recon_dev, distance_text=distance_text, arch_text=_ARCH_TEXT[
-            cfg.architecture].format(skip=cfg.skip_channels),
+            cfg.architecture].format(skip=cfg.skip_channels) + " " + _RESIDUAL_TEXT[
+            bool(cfg.arch_kwargs()["residual"])],
         beta_rate=cfg.beta_rate, beta_full=cfg.beta_full,
         beta_full_pct=round(100 * cfg.beta_full, 2), p_focus=cfg.p_focus,
         kl_weight=cfg.kl_weight)
@@ -153,6 +161,18 @@ _ARCH_TEXT = {
     "thesis": ("Architecture `thesis`: shared blocks, then one identity and one blur head "
                "(the thesis's network; sharpstack's default adds multi-scale identity "
                "features)."),
+}
+
+
+_RESIDUAL_TEXT = {
+    True: ("Residual decoder (sharpstack's default, not the thesis's): the decoder's last "
+           "block also sees the input image and its output is added to it, with the last "
+           "convolution starting at zero, so the untrained network returns its input and "
+           "training learns the change from one defocus to another; the input is no part "
+           "of the identity or blur code. Why: the thesis's decoder redraws every image "
+           "through the codes and lost detail that the blurry input still had."),
+    False: ("The decoder redraws the image from the codes (the thesis's decoder; "
+            "sharpstack's default corrects the input instead)."),
 }
 
 

@@ -40,7 +40,8 @@ __all__ = ["PAIRS_MODELS", "PAIRS_FILE", "load_pairs", "run_pairs_bench"]
 PAIRS_FILE = "mitochondria_defocus_series.tif"
 PAIRS_MODELS: dict[str, dict[str, Any]] = {
     "manifold1d": {"variant": "manifold1d"},
-    "thesis_manifold1d": {"variant": "manifold1d", "architecture": "thesis"},
+    "thesis_manifold1d": {"variant": "manifold1d", "architecture": "thesis",
+                          "residual": False, "w_deblur": 0.0},
     "mlvae": {"variant": "mlvae"},
     "manifold": {"variant": "manifold"},
 }

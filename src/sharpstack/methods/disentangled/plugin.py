@@ -50,8 +50,9 @@ class Disentangled(Method):
                "trained on defocus series, decodes an image's identity with an in-focus blur "
                "code")
     settings_model = DisentangledSettings
-    # runs recorded before the identity skips existed are the thesis's network
-    recorded_before = {"architecture": "thesis"}
+    # runs recorded before the identity skips existed are the thesis's network; before the
+    # residual decoder, a decoder that redraws the image
+    recorded_before = {"architecture": "thesis", "residual": False, "w_deblur": 0.0}
     inputs = (Input("series", "Defocus series: a folder of z-stacks (one field of view each, "
                     "ZYX, all the same shape) or one such stack.", kind="file_or_folder"),)
     options = (
@@ -63,6 +64,8 @@ class Disentangled(Method):
                "thesis: 64,128,256,512).", parse=_parse_ints),
         Option("architecture", "architecture", str, "skips (default: multi-scale identity "
                "features to the decoder) or thesis (the thesis's network, the ablation)."),
+        Option("residual", "residual", bool, "--residual (default): the decoder corrects "
+               "its input (identity when untrained); --no-residual: the thesis's decoder."),
         Option("skip-channels", "skip_channels", int, "Channels of the identity skip features "
                "per resolution (architecture skips; default 8)."),
         Option("id-channels", "id_channels", int, "Channels of the identity code (thesis 512)."),
@@ -75,6 +78,8 @@ class Disentangled(Method):
         Option("w-consistency", "w_consistency", float, "Consistency-loss weight."),
         Option("w-contrastive", "w_contrastive", float, "Contrastive-loss weight (0: ablation)."),
         Option("w-cross", "w_cross", float, "Cross-reconstruction weight (0: ablation)."),
+        Option("w-deblur", "w_deblur", float, "Weight of the supervised deblurring term "
+               "(L1 against the in-focus plane; default 4; 0: the thesis's losses)."),
         Option("recon-loss", "recon_loss", str, "ssim_l1 (default, no downloads) or vgg."),
         Option("vgg-weights", "vgg_weights", str, "State dict of torchvision's vgg16 "
                "features for --recon-loss vgg."),

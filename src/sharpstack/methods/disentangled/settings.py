@@ -48,6 +48,10 @@ class DisentangledConfig(LoopSettings, EarlyStopping):
         "(skip_channels per level) to the decoder, part of the identity code (sharpstack's "
         "default: the thesis's network cannot reconstruct fine detail from a code at "
         "1/2**len(channels) resolution); thesis: the thesis's network (the ablation)")
+    residual: bool = Field(
+        True, description="manifold models: the decoder corrects the image whose identity it "
+        "decodes (input + correction, the identity when untrained; sharpstack's default, "
+        "issue 22); False: the thesis's decoder, which redraws the image from the codes")
     skip_channels: int = Field(8, ge=1, le=512, description="channels of the identity skip "
                                "features at every resolution (architecture skips)")
     id_channels: int = Field(64, ge=1, le=2048, description="channels of the identity code "
@@ -79,6 +83,10 @@ class DisentangledConfig(LoopSettings, EarlyStopping):
     w_cross: float = Field(1.0, ge=0, le=1000, description="weight of the cross-"
                            "reconstruction loss (0: the 'without cross-reconstruction' "
                            "ablation)")
+    w_deblur: float = Field(4.0, ge=0, le=1000, description="weight of sharpstack's "
+                            "supervised deblurring term: L1 of D(I_a, B_focus) against the "
+                            "in-focus plane where a pair's partner is in focus (not delayed; "
+                            "0: the thesis's losses only)")
     recon_loss: Literal["ssim_l1", "vgg"] = Field(
         "ssim_l1", description="reconstruction loss gamma: ssim_l1 = alpha (1 - SSIM) + "
         "(1 - alpha) L1 (no downloads); vgg = VGG-16 perceptual loss from vgg_weights")
@@ -147,7 +155,8 @@ class DisentangledConfig(LoopSettings, EarlyStopping):
         return {"channels": [int(c) for c in self.channels], "id_channels": self.id_channels,
                 "blur_channels": self.code_blur_channels,
                 "variational": self.variant == "mlvae",
-                "skip_channels": self.skip_channels if self.architecture == "skips" else 0}
+                "skip_channels": self.skip_channels if self.architecture == "skips" else 0,
+                "residual": bool(self.residual and self.variant != "mlvae")}
 
 
 class DisentangledSettings(DisentangledConfig):

@@ -68,9 +68,12 @@ class _DisentangledTask(TrainTask):
         net = self.models["net"]
         idc, blur = self._codes(torch.cat([blurry, focused]))
         n = blurry.shape[0]
-        deblurred = net.decode(idc[:n], blur[n:])
-        rec = net.decode(idc, blur)
-        loss = float(self.recon(deblurred, focused))
+        deblurred = net.decode(idc[:n], blur[n:], base=blurry)
+        rec = net.decode(idc, blur, base=torch.cat([blurry, focused]))
+        # with the supervised deblurring term, its L1 picks the best epoch: the SSIM of
+        # gamma favours outputs that keep the input's noise when the in-focus plane is noisy
+        loss = float(F.l1_loss(deblurred, focused) if self.cfg.w_deblur > 0
+                     else self.recon(deblurred, focused))
         return {"loss": loss, "deblur": loss,
                 "rec": float(self.recon(rec, torch.cat([blurry, focused])))}
 
@@ -90,6 +93,10 @@ class ManifoldTask(_DisentangledTask):
       codes apart up to the margin; for ``(a, c)`` the reverse.
     - ``L_cons`` (Eq. 4.6): re-encode ``D(I_a, B_b)``: its identity code must be ``I_a``;
       re-encode ``D(I_c, B_a)``: its blur code must be ``B_a``.
+    - sharpstack's supervised term (``w_deblur`` > 0, not in the thesis): where ``b`` is the
+      in-focus plane of ``a``'s field, ``w_deblur`` L1(``D(I_a, B_b)``, ``b``), undelayed:
+      the defocus series holds the sharp image, so the deploy path is trained on it
+      directly; L1 rather than gamma because SSIM rewards keeping the noise of the input.
     """
 
     def train_step(self, batch, optimizers):
@@ -107,10 +114,11 @@ class ManifoldTask(_DisentangledTask):
         cons = beta > 0 and cfg.w_consistency > 0
         if cross or cons:
             out = net.decode(torch.cat([ia, ib, ic, ia, ib, ia, ic]),
-                             torch.cat([ba, bb, bc, bb, ba, bc, ba]))
+                             torch.cat([ba, bb, bc, bb, ba, bc, ba]),
+                             base=torch.cat([xa, xb, xc, xa, xb, xa, xc]))
             rec, swapped = out[: 3 * n], out[3 * n:]
         else:
-            rec, swapped = net.decode(idc, blur), None
+            rec, swapped = net.decode(idc, blur, base=torch.cat([xa, xb, xc])), None
         l_rec = self.recon(rec, torch.cat([xa, xb, xc]))
         loss = l_rec
         logs = {"rec": float(l_rec.detach()), "beta": beta}
@@ -124,6 +132,17 @@ class ManifoldTask(_DisentangledTask):
                       + d(ba, bc) + F.relu(m - d(ia, ic))).mean()
             loss = loss + beta * cfg.w_contrastive * l_cont
             logs["cont"] = float(l_cont.detach())
+        if cfg.w_deblur > 0 and len(batch) > 1:
+            # supervised deblurring where the partner b is a's in-focus plane: the deploy
+            # path D(I_a, B_focus) against the in-focus image (L1, not delayed by beta)
+            dz = batch[1]
+            sel = (dz[:, 1] == 0) & (dz[:, 0] != 0)
+            if bool(sel.any()):
+                x_ab = (swapped[:n] if swapped is not None
+                        else net.decode(ia, bb, base=xa))
+                l_deb = F.l1_loss(x_ab[sel], xb[sel])
+                loss = loss + cfg.w_deblur * l_deb
+                logs["deblur"] = float(l_deb.detach())
         if cons:
             x_ab, x_ca = swapped[:n], swapped[3 * n:]
             i2, b2 = net.encode(torch.cat([x_ab, x_ca]))
@@ -165,7 +184,7 @@ class MLVAETask(_DisentangledTask):
         z_i = mu_g + torch.sqrt(var_g) * torch.randn_like(mu_g)
         z_b = mu_b + torch.exp(0.5 * lv_b) * torch.randn_like(mu_b)
         z_i = z_i[:, None].expand((b, g) + z_i.shape[1:]).reshape(mu_i.shape)
-        out = net.decode(z_i, z_b)
+        out = net.decode(z_i, z_b, base=x)
         l_rec = self.recon(out, x)
         kl_b = 0.5 * torch.sum(mu_b ** 2 + torch.exp(lv_b) - lv_b - 1.0)
         kl_i = 0.5 * torch.sum(mu_g ** 2 + var_g - torch.log(var_g) - 1.0)
