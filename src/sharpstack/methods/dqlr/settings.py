@@ -80,7 +80,10 @@ class DQLRConfig(LoopSettings, LrSchedule, EarlyStopping):
     restart_threshold: float = Field(1.0, ge=0.0, le=1e6, description=(
         "Codewords whose EMA usage (vectors per batch) falls below this are restarted at "
         "random code vectors of the batch (0: never)."))
-    lambda_ssim: float = Field(1.0, ge=0.0, le=1000.0, description="Weight lambda_s of 1 - SSIM.")
+    lambda_ssim: float | None = Field(None, ge=0.0, le=1000.0, description=(
+        "Weight lambda_s of 1 - SSIM. Default: 1 with pairs self (the paper), 0.3 with "
+        "shallow_to_deep (measured better: SSIM against a noisy target asks for its noise "
+        "texture, MSE averages the noise away)."))
     lambda_vq: float = Field(1.0, ge=0.0, le=1000.0, description="Weight lambda_q of the VQ loss.")
     ssim_sigma: float = Field(1.5, gt=0.0, le=10.0, description="Gaussian window sigma of the SSIM loss (px).")
     patch_size: int = Field(64, ge=16, le=1024, description=(
@@ -98,6 +101,8 @@ class DQLRConfig(LoopSettings, LrSchedule, EarlyStopping):
     def _check(self) -> DQLRConfig:
         if self.n_predict is None:
             self.n_predict = 2 if self.pairs == "self" else 0
+        if self.lambda_ssim is None:
+            self.lambda_ssim = 1.0 if self.pairs == "self" else 0.3
         m = 2 ** self.n_down
         if self.patch_size % m:
             raise ValueError(f"patch_size must be a multiple of 2**n_down = {m}, got "
