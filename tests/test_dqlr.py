@@ -209,8 +209,11 @@ def test_bad_training_input_gets_clear_errors():
     cfg = DQLRConfig(**TINY_CFG)
     with pytest.raises(InputError, match="2D image"):
         prepare_stacks([np.ones((32, 32))], cfg)
+    with pytest.raises(InputError, match="needs at least 3 consecutive slices"):
+        prepare_stacks([np.random.rand(2, 32, 32)], cfg)  # window 3, no predicted slices
+    paper = DQLRConfig(**{**TINY_CFG, "pairs": "self"})  # the paper's 2 predicted slices
     with pytest.raises(InputError, match="needs at least 5 consecutive slices"):
-        prepare_stacks([np.random.rand(4, 32, 32)], cfg)
+        prepare_stacks([np.random.rand(4, 32, 32)], paper)
     bad = np.random.rand(8, 32, 32)
     bad[3, 4, 5] = np.nan
     with pytest.raises(InputError, match="NaN"):
@@ -227,7 +230,7 @@ def test_clips_are_deterministic_and_split_by_rows():
     (norm,), _ = prepare_stacks([stack], cfg)
     data = make_datasets([norm], cfg)
     a, b = data.train[3][0], data.train[3][0]
-    assert a.shape == (1, 5, 16, 16) and torch.equal(a, b)
+    assert a.shape == (1, 3, 16, 16) and torch.equal(a, b)  # window 3, no predicted slices
     # validation rows (the last max(16, 10% of 48) = 16 rows) are never in a training clip
     assert data.train.rows == [(0, 32)] and data.val.rows == [(32, 48)]
     # clips starting above the top repeat the first slice, as the deploy module pads

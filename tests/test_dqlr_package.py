@@ -154,11 +154,12 @@ def test_train_on_a_2d_image_is_refused(tmp_path):
 
 def test_train_on_too_few_slices_is_refused(tmp_path):
     img = tmp_path / "thin.tif"
-    tifffile.imwrite(img, np.random.default_rng(0).random((4, 48, 48)).astype(np.float32),
+    # window 3 and, by default with shallow-to-deep pairs, no predicted slices: 3 needed
+    tifffile.imwrite(img, np.random.default_rng(0).random((2, 48, 48)).astype(np.float32),
                      imagej=True, metadata={"axes": "ZYX"})
     run = tmp_path / "run"
     _clean_failure(runner.invoke(app, ["train", "dqlr", str(img), str(run), *TRAIN_FLAGS]),
-                   "4 slice", "at least 5 consecutive slices", "--window")
+                   "2 slice", "at least 3 consecutive slices", "--window")
     assert not run.exists()
 
 

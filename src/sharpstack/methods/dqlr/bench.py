@@ -38,7 +38,9 @@ constant Gaussian PSF (``real_sigma`` px, ``real_rl_iterations`` iterations): th
 
 Outputs in ``out_dir``: ``table.md`` (the tables below), ``results.json``, ``synthetic.csv``,
 ``real_per_slice.csv``, ``deep_slices.png`` (deep slices side by side: input, deconvolution,
-no-VQ, DQLR, and the ground truth on synthetic data), ``codebook.png`` (perplexity per epoch
+no-VQ, DQLR, and the ground truth on synthetic data), ``synthetic_<kind>.png`` and
+``real_<stack>.png`` (shallow, middle and deep slices and an xz section per column),
+``codebook.png`` (perplexity per epoch
 of every DQLR training) and ``contrast_per_depth.png``.
 
 Nothing here prints; progress goes to an optional callback or a tqdm bar.
@@ -60,7 +62,8 @@ from ...errors import InputError
 from .dqlr_arch import DQLRNet
 from .evaluate import DEPTH_BINS, depth_bins, mean_gradient, score_depth_bins
 from .figures import real_figure
-from .realmeasures import band_power, foreground_contrast, grid_peak, signal_band
+from .realmeasures import (band_power, foreground_contrast, grid_peak, neighbour_ssim,
+                           signal_band)
 from .settings import DQLRConfig
 from .synth import synthetic_depth_stack
 from .task import DQLRModel, restore, train_dqlr
@@ -124,14 +127,16 @@ def real_depth_profile(stack: np.ndarray, band: tuple[float, float] | None = Non
     """Per-slice measures of a stack (as given): FM, mean gradient magnitude, contrast
     (std), and the two that noise does not fool: foreground contrast (99th - 50th
     percentile after a 1-px smoothing) and, with ``band``, the power in that band above the
-    slice's noise floor (:mod:`.realmeasures`)."""
+    slice's noise floor; and the SSIM of every slice with the one above it (structures
+    continue; noise lowers it, blur raises it; :mod:`.realmeasures`)."""
     from ...metrics import focus_measure
 
     a = np.asarray(stack, dtype=np.float32)
     out = {"fm": [focus_measure(a[z]) for z in range(a.shape[0])],
            "grad": [mean_gradient(a[z]) for z in range(a.shape[0])],
            "contrast": [float(a[z].std()) for z in range(a.shape[0])],
-           "fg_contrast": foreground_contrast(a).tolist()}
+           "fg_contrast": foreground_contrast(a).tolist(),
+           "neighbour_ssim": neighbour_ssim(a).tolist()}
     if band is not None:
         out["band_power"] = band_power(a, band).tolist()
     return out
@@ -139,7 +144,7 @@ def real_depth_profile(stack: np.ndarray, band: tuple[float, float] | None = Non
 
 def _ratio(values: Sequence[float], bins: dict[str, slice]) -> float:
     v = np.asarray(values, dtype=np.float64)
-    return float(v[bins["deep"]].mean() / v[bins["shallow"]].mean())
+    return float(np.nanmean(v[bins["deep"]]) / np.nanmean(v[bins["shallow"]]))
 
 
 def _usage(model) -> dict[str, Any]:
@@ -301,9 +306,17 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
                     cols[name] = restore(m, test.degraded, device=device)
                 gt_norm = norm.before(test.gt)
                 scores = score_depth_bins(test.gt, {**cols, "gt": gt_norm})
+                dbins = depth_bins(test.gt.shape[0])
+                for c, v in {**cols, "gt": gt_norm}.items():
+                    ns = neighbour_ssim(v)
+                    scores[c].update({f"nssim_{b}": float(np.nanmean(ns[dbins[b]]))
+                                      for b in DEPTH_BINS})
                 results["synthetic"][key] = {"scores": scores, "rl_iterations": rl.iterations,
                                              "rl_scores": rl.scores,
                                              "codebook": usage[key]["final"]}
+                real_figure(f"synthetic {key} (test stack, seed {seed})",
+                            {**{COLUMN_TITLES[c]: cols[c] for c in columns},
+                             "ground truth": gt_norm}, out / f"synthetic_{key}.png")
                 z = int(round(0.9 * (test.gt.shape[0] - 1)))
                 panels.append((f"{key} (slice {z})",
                                [(COLUMN_TITLES[c], cols[c][z]) for c in columns]
@@ -322,7 +335,7 @@ def run_dqlr_bench(out_dir: str | Path, *, steps: int = 1500, epochs: int = 20,
                     prof = {c: real_depth_profile(cols[c], band) for c in columns}
                     ratios = {c: {k: _ratio(v, bins) for k, v in prof[c].items()}
                               for c in columns}
-                    means = {c: {f"{k}_{b}": float(np.mean(np.asarray(v)[bins[b]]))
+                    means = {c: {f"{k}_{b}": float(np.nanmean(np.asarray(v)[bins[b]]))
                                  for k, v in prof[c].items() for b in DEPTH_BINS}
                              for c in columns}
                     grid = {c: grid_peak(cols[c], 2 ** int(cfg.get("n_down", 2)))
@@ -399,6 +412,13 @@ def format_tables(results: dict[str, Any]) -> str:
         for c in (*cols, "gt"):
             lines.append(f"| {COLUMN_TITLES.get(c, 'ground truth')} | " + " | ".join(
                 f"{s[c][f'grad_{b}']:.4f} | {s[c][f'fm_{b}']:.3f}" for b in DEPTH_BINS) + " |")
+        if "nssim_deep" in s["input"]:
+            lines += ["", "SSIM of every slice with the slice above (1 px smoothed; the "
+                          "ground truth's is what continuing structures give; noise lowers "
+                          "it, blur raises it), shallow / deep third: " + ", ".join(
+                              f"{COLUMN_TITLES.get(c, 'ground truth')} "
+                              f"{s[c]['nssim_shallow']:.3f} / {s[c]['nssim_deep']:.3f}"
+                              for c in (*cols, "gt")) + "."]
         if "dqlr" not in s:
             continue
         d, dc, i = (s[c]["psnr_deep"] for c in ("dqlr", "deconv", "input"))
@@ -418,6 +438,7 @@ def format_tables(results: dict[str, Any]) -> str:
         for name, r in results["real"].items():
             for k, title in (("fg_contrast", "foreground contrast (p99 - p50)"),
                              ("band_power", "band power above noise"),
+                             ("neighbour_ssim", "SSIM with the slice above (1 px smoothed)"),
                              ("fm", "FM"), ("grad", "gradient"), ("contrast", "contrast (std)")):
                 if k not in r["deep_over_shallow"]["input"]:
                     continue

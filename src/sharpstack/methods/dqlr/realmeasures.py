@@ -10,6 +10,11 @@ and the grid-artefact measure.
 - :func:`grid_peak`: how far the mean power spectrum along x and y at 1/``period`` and
   2/``period`` cycles/px stands above its neighbours (a texture on the latent grid of a
   ``period``-px code shows as such a peak);
+- :func:`neighbour_ssim`: per slice, the SSIM of the slice against the slice ``gap`` above
+  it (shallower), both smoothed by 1 px, the shallower one percentile-normalised and the
+  deeper one affinely fitted to it (attenuation does not count). Structures continue from
+  slice to slice, so noise lowers it; blur raises it (neighbours blurred alike look alike),
+  so it is read together with the contrast and band measures, never alone;
 - :func:`depth_ratio`: deepest third over shallowest third.
 """
 
@@ -21,7 +26,7 @@ from .evaluate import depth_bins
 from .shallow_deep import NOISE_BAND, radial_spectrum
 
 __all__ = ["foreground_contrast", "signal_band", "band_power", "grid_peak", "depth_ratio",
-           "axis_spectrum"]
+           "axis_spectrum", "neighbour_ssim"]
 
 
 def foreground_contrast(stack: np.ndarray) -> np.ndarray:
@@ -88,6 +93,22 @@ def grid_peak(stack: np.ndarray, period: int) -> float:
         nb = [j for j in (i - 2, i - 1, i + 1, i + 2) if 0 < j < len(p)]
         ratios.append(float(p[i] / (np.median(p[nb]) + 1e-30)))
     return max(ratios)
+
+
+def neighbour_ssim(stack: np.ndarray, gap: int = 1) -> np.ndarray:
+    """Per slice ``z``: SSIM (CARE protocol, :func:`sharpstack.metrics.ssim_normalized`) of
+    slice ``z`` against slice ``z - gap``, both smoothed by 1 px; NaN for the first ``gap``
+    slices."""
+    from scipy.ndimage import gaussian_filter
+
+    from ...metrics import ssim_normalized
+
+    a = np.asarray(stack, dtype=np.float32)
+    out = np.full(a.shape[0], np.nan)
+    sm = [gaussian_filter(a[z], 1.0) for z in range(a.shape[0])]
+    for z in range(int(gap), a.shape[0]):
+        out[z] = ssim_normalized(sm[z - gap], sm[z])
+    return out
 
 
 def depth_ratio(values, n_slices: int | None = None) -> float:
