@@ -473,6 +473,28 @@ def test_training_with_the_vgg_loss_runs(tiny_series, tmp_path):
         train_disentangled(series, cfg)
 
 
+def test_training_on_already_normalised_images(tiny_series):
+    """``normalized=True`` trains on the images as given (the pairs bench's tiles cut from a
+    region normalised as a whole): on pre-normalised images it matches the default per-image
+    normalisation, on raw ones it does not renormalise them."""
+    from sharpstack.methods.disentangled import DefocusSeries, DisentangledConfig, \
+        train_disentangled
+    from sharpstack.methods.disentangled.data import normalise_images
+    from sharpstack.normalize import PercentileNormalizer
+
+    series, _ = tiny_series
+    raw = DefocusSeries(series.images * 50.0 + 200.0, series.focus, series.names)
+    pre = DefocusSeries(normalise_images(raw.images, PercentileNormalizer()), raw.focus,
+                        raw.names)
+    cfg = DisentangledConfig(variant="manifold1d", **{**TINY, "epochs": 1,
+                                                      "steps_per_epoch": 2})
+    base = train_disentangled(raw, cfg).focus_code
+    same = train_disentangled(pre, cfg, normalized=True).focus_code
+    as_given = train_disentangled(raw, cfg, normalized=True).focus_code
+    assert np.allclose(same, base, atol=1e-3)
+    assert not np.allclose(as_given, base, atol=1e-2)
+
+
 # ------------------------------------------------------------------------------ training
 def test_tiny_training_records_split_and_resumes(tiny_model, tiny_series):
     import json
@@ -580,6 +602,9 @@ def test_paired_benchmark_on_a_tiny_series(tmp_path):
     assert res["baselines"]["blurry"][1][0] > res["baselines"]["blurry"][2][0]
     assert res["rl_sigmas"][2] == 0.0
     assert set(res["models"]["manifold1d"]["per_dz"]) == {1, 2}
+    assert "normalised per plane over the whole training region" in res["split"]
+    with pytest.raises(InputError, match="train_norm"):
+        run_pairs_bench(tmp_path / "o3", data=path, focus_plane=3, train_norm="sample")
     with pytest.raises(InputError, match="unknown model"):
         run_pairs_bench(tmp_path / "o2", data=path, focus_plane=3, models=("nope",))
 

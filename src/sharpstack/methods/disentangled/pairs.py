@@ -88,7 +88,7 @@ def _per_dz(rows: dict[int, tuple[float, float]]) -> dict[int, tuple[float, floa
 def run_pairs_bench(out_dir: str | Path, *, data: str | Path | None = None,
                     focus_plane: int = 8, test_rows: int = 384, gap: int = 16, tile: int = 96,
                     models: Sequence[str] = ("manifold1d", "thesis_manifold1d"),
-                    config: dict[str, Any] | None = None,
+                    config: dict[str, Any] | None = None, train_norm: str = "region",
                     rl_iterations: Sequence[int] = (1, 2, 3, 5, 8, 12, 20, 30, 50),
                     on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train on one part of a real defocus series, score deblurring on another.
@@ -107,6 +107,12 @@ def run_pairs_bench(out_dir: str | Path, *, data: str | Path | None = None,
         Keys of :data:`PAIRS_MODELS`.
     config : dict
         :class:`~.settings.DisentangledConfig` fields for every model (sizes, epochs, seed).
+    train_norm : ``"region"`` or ``"tile"``
+        How the training tiles are normalised: ``"region"`` (default), every plane of the
+        training region by its own percentiles over the whole region before it is cut, as the
+        scored region is normalised plane by plane as a whole when it is deblurred; ``"tile"``
+        (the bench before), every plane of every tile by its own percentiles (a background
+        tile's 99.8th percentile is then its noise).
     """
     from ...baselines import richardson_lucy_best
     from ...metrics import mlvae_score
@@ -119,6 +125,8 @@ def run_pairs_bench(out_dir: str | Path, *, data: str | Path | None = None,
     from .task import train_disentangled
 
     say = on_step or (lambda msg: None)
+    if train_norm not in ("region", "tile"):
+        raise InputError(f"train_norm must be region or tile, got {train_norm!r}")
     for m in models:
         if m not in PAIRS_MODELS:
             raise InputError(f"unknown model {m!r} for the paired benchmark; use "
@@ -135,7 +143,12 @@ def run_pairs_bench(out_dir: str | Path, *, data: str | Path | None = None,
     test = stack[:, :test_rows, :nx]
     train_region = stack[:, test_rows + gap:]
     stacks = _tiles(train_region, tile)
-    series = series_from_stacks(stacks, names=[f"tile {i + 1}" for i in range(len(stacks))],
+    pre = None
+    if train_norm == "region":
+        pn = PercentileNormalizer()  # the model's default percentiles (1, 99.8)
+        pre = np.stack([pn.before(p) for p in train_region])
+    series = series_from_stacks(_tiles(pre, tile) if pre is not None else stacks,
+                                names=[f"tile {i + 1}" for i in range(len(stacks))],
                                 focus=f, plane_spacing=0.1)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +158,8 @@ def run_pairs_bench(out_dir: str | Path, *, data: str | Path | None = None,
                 f"{stack.shape[1]}x{stack.shape[2]} px, in focus at plane {focus_plane}",
         "split": f"trained on rows {test_rows + gap}..{stack.shape[1]} "
                  f"({len(stacks)} tiles of {tile} px), scored on rows 0..{test_rows} x "
-                 f"columns 0..{nx}",
+                 f"columns 0..{nx}; training tiles normalised per "
+                 f"{'plane over the whole training region' if train_norm == 'region' else 'tile'}",
         "baselines": {}, "models": {}}
     target = test[f]
     planes = [q for q in range(len(test)) if q != f]
@@ -164,13 +178,15 @@ def run_pairs_bench(out_dir: str | Path, *, data: str | Path | None = None,
     res["rl_sigmas"] = [float(s) for s in sig]
     say(f"[pairs] baselines in {time.perf_counter() - t0:.0f} s")
     outputs: dict[str, dict[int, np.ndarray]] = {}
-    code_tiles = _tiles(test, min(64, tile))
+    # the codes of the scored region's tiles, normalised as the training tiles were
+    code_src = np.stack([pn.before(p) for p in test]) if pre is not None else test
+    code_tiles = _tiles(code_src, min(64, tile))
     for m in models:
         t1 = time.perf_counter()
         cfg = DisentangledConfig(**{"channels": [16, 32, 64], "id_channels": 64,
                                     "patch_size": 64, "p_focus": 0.5, "val_fraction": 0.15,
                                     **(config or {}), **PAIRS_MODELS[m]})
-        model = train_disentangled(series, cfg)
+        model = train_disentangled(series, cfg, normalized=pre is not None)
         secs = time.perf_counter() - t1
         outs = {q: deblur(model, test[q]) for q in planes}
         rows = {q - f: _score(target, outs[q]) for q in planes}
@@ -178,7 +194,7 @@ def run_pairs_bench(out_dir: str | Path, *, data: str | Path | None = None,
         rec_rows = [_score(test[q], rec[q]) for q in range(len(test))]
         idc, blur, lab = [], [], []
         for k, t in enumerate(code_tiles):
-            i, b = encode_images(model, t)
+            i, b = encode_images(model, t, normalized=pre is not None)
             idc.append(i.reshape(len(t), -1))
             blur.append(b)
             lab += [k] * len(t)

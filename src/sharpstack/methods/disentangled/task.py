@@ -197,16 +197,17 @@ class MLVAETask(_DisentangledTask):
                 "kl": float(kl.detach())}
 
 
-def _mean_focus_code(model: DisentangledModel, series: DefocusSeries, idx: Sequence[int]
-                     ) -> np.ndarray:
+def _mean_focus_code(model: DisentangledModel, series: DefocusSeries, idx: Sequence[int],
+                     normalized: bool = False) -> np.ndarray:
     imgs = series.images[list(idx), series.focus[list(idx)]]
-    _, blur = encode_images(model, imgs)
+    _, blur = encode_images(model, imgs, normalized=normalized)
     return blur.mean(axis=0).astype(np.float32)
 
 
 def train_disentangled(series: DefocusSeries, config: DisentangledConfig, *,
                        out_dir: str | Path | None = None, resume: bool = False,
-                       progress: bool = False, workers: int = 0) -> DisentangledModel:
+                       progress: bool = False, workers: int = 0,
+                       normalized: bool = False) -> DisentangledModel:
     """Train a disentangled-deblurring model on a defocus series.
 
     Identities are split by :func:`split_identities` (``config.val_fraction``,
@@ -223,6 +224,10 @@ def train_disentangled(series: DefocusSeries, config: DisentangledConfig, *,
         Passed to :func:`sharpstack.training.fit`.
     workers : int
         DataLoader worker processes building the groups.
+    normalized : bool
+        ``series.images`` are already normalised (e.g. tiles cut from a region normalised as a
+        whole, as it is scored): train on them as they are. Default: every image is
+        normalised by its own percentiles (as the package's preprocessing does per sample).
     """
     if not isinstance(series, DefocusSeries):
         raise TypeError("series must be a DefocusSeries (see read_defocus_series)")
@@ -237,7 +242,7 @@ def train_disentangled(series: DefocusSeries, config: DisentangledConfig, *,
     split = split_identities(series.n_identities, val_fraction=config.val_fraction,
                              test_fraction=config.test_fraction, seed=config.seed)
     normalizer = PercentileNormalizer(config.pmin, config.pmax)
-    norm = normalise_images(series.images, normalizer)
+    norm = series.images if normalized else normalise_images(series.images, normalizer)
     group = config.group_size if config.variant == "mlvae" else 2
     total = config.epochs * config.steps_per_epoch * config.batch_size
     train_ds = GroupDataset(norm, series.focus, split["train"], patch_size=config.patch_size,
@@ -265,5 +270,5 @@ def train_disentangled(series: DefocusSeries, config: DisentangledConfig, *,
     model = DisentangledModel(net=task.models["net"].eval(), config=config,
                               normalizer=normalizer, focus_code=np.zeros(0, np.float32),
                               split=names, result=result)
-    model.focus_code = _mean_focus_code(model, series, split["train"])
+    model.focus_code = _mean_focus_code(model, series, split["train"], normalized)
     return model
