@@ -26,7 +26,7 @@ def test_public_names():
                                     "psnr_normalized", "ssim", "ssim_normalized", "seg_score",
                                     "focus_measure", "piqe", "gradient_magnitude",
                                     "gradient_histogram", "mean_abs_gradient", "ssim_per_slice",
-                                    "mlvae_score"}
+                                    "mlvae_score", "laplacian_difference"}
 
 
 # ---------------------------------------------------------------- PSNR
@@ -211,3 +211,13 @@ def test_seg_errors():
         seg_score(gt - 1, gt)
     with pytest.raises(InputError, match="shape"):
         seg_score(gt, gt[:3])
+
+
+def test_laplacian_difference_ignores_smooth_structure_and_scales_with_noise():
+    yy, xx = np.mgrid[0:64, 0:64].astype(np.float64)
+    plane = 0.3 * xx + 0.2 * yy  # linear: the Laplacian difference is exactly zero
+    r = metrics.laplacian_difference(plane)
+    assert r.shape == (62, 62) and np.abs(r).max() < 1e-9
+    noise = np.random.default_rng(0).normal(0, 0.5, (256, 256))
+    sigma = np.sqrt(np.pi / 2) * np.abs(metrics.laplacian_difference(noise)).mean() / 6.0
+    assert abs(sigma - 0.5) < 0.02

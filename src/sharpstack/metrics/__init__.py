@@ -38,7 +38,8 @@ Modules: :mod:`.quality` (PSNR, SSIM, the CARE protocol), :mod:`.focus`, :mod:`.
 from __future__ import annotations
 
 from .disentanglement import mlvae_score
-from .focus import focus_measure, gradient_histogram, gradient_magnitude, mean_abs_gradient, piqe
+from .focus import (focus_measure, gradient_histogram, gradient_magnitude, laplacian_difference,
+                    mean_abs_gradient, piqe)
 from .quality import (fit_affine, normalize_percentile, psnr, psnr_normalized, ssim,
                       ssim_normalized, ssim_per_slice)
 from .seg import seg_score
@@ -58,4 +59,5 @@ __all__ = [
     "mean_abs_gradient",
     "gradient_histogram",
     "ssim_per_slice",
+    "laplacian_difference",
 ]

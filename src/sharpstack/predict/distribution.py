@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from ..metrics import laplacian_difference
+
 __all__ = ["STATS_FILE", "FORMAT", "THRESHOLDS", "Distance", "stack_statistics",
            "training_statistics", "input_statistics", "compare", "js_distance",
            "spectrum_distance", "parse_recorded", "read_recorded", "describe",
@@ -56,9 +58,6 @@ THRESHOLDS = {"histogram": 0.45, "noise_ratio": 3.0, "spectrum": 0.75}
 levels differ by more than a factor ``noise_ratio`` (either way), or the RMS log10 ratio of
 the spectra's bands exceeds ``spectrum`` (about a factor of 5.6 band to band). Measured on real and
 synthetic stacks: see the README's "Trust and safety" section."""
-
-_LAPLACE = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
-
 
 # --------------------------------------------------------------------------------------------
 # the statistics
@@ -87,11 +86,7 @@ def _noise(t: np.ndarray) -> float:
     """Immerkaer's estimate, made robust: sigma = 1.4826 * median|L * t| / 6."""
     if min(t.shape) < 3:
         return float("nan")
-    c = np.zeros((t.shape[0] - 2, t.shape[1] - 2))
-    for i in range(3):
-        for j in range(3):
-            c += _LAPLACE[i, j] * t[i:i + c.shape[0], j:j + c.shape[1]]
-    return float(1.4826 * np.median(np.abs(c)) / 6.0)
+    return float(1.4826 * np.median(np.abs(laplacian_difference(t))) / 6.0)
 
 
 def _radial_frequency(ty: int, tx: int) -> np.ndarray:

@@ -71,11 +71,9 @@ def defocus_kernel(radius: float, sigma: float, size: int | None = None) -> np.n
 def noise_std(img: np.ndarray) -> float:
     """Gaussian noise std of a 2D image (Immerkær 1996: the Laplacian-difference mask, whose
     response to smooth structure is zero)."""
-    import scipy.ndimage as ndi
+    from ...metrics import laplacian_difference
 
-    m = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
-    r = ndi.convolve(np.asarray(img, dtype=np.float64), m, mode="reflect")[1:-1, 1:-1]
-    return float(np.sqrt(np.pi / 2) * np.abs(r).mean() / 6.0)
+    return float(np.sqrt(np.pi / 2) * np.abs(laplacian_difference(img)).mean() / 6.0)
 
 
 @dataclass
