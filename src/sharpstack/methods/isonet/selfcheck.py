@@ -168,49 +168,43 @@ def input_gain(model: IsoNetModel, stack: np.ndarray, psf: np.ndarray | None, *,
     return gain
 
 
-def _failures(gain: dict[str, Any]) -> list[str]:
+def _failures(gain: dict[str, Any]) -> list[tuple[str, str]]:
+    """Each failed measure: what failed, and what the user can do about it."""
     bad = []
     if "psnr_input_db" in gain and \
             gain["psnr_restored_db"] < gain["psnr_input_db"] + MIN_GAIN_DB:
-        bad.append(f"on fresh lateral pairs degraded like its training inputs it restores "
-                   f"{gain['psnr_restored_db']:.2f} dB against {gain['psnr_input_db']:.2f} dB "
-                   f"of the degraded input (it must gain at least {MIN_GAIN_DB:g} dB)")
-    if "background_std_growth" in gain and gain["background_std_growth"] > MAX_NOISE_GROWTH:
-        bad.append(f"it raises the background noise std of the stack by "
-                   f"{gain['background_std_growth']:+.0%} (at most {MAX_NOISE_GROWTH:+.0%} "
-                   f"accepted): it turns noise into structure")
-    if "spot_lateral_growth" in gain and gain["spot_lateral_growth"] > MAX_LATERAL_GROWTH:
-        bad.append(f"it broadens the {gain['spots']} brightest spot-like objects of the "
-                   f"stack laterally: mean FWHM {gain['spot_fwhm_lateral_input']:.2f} -> "
-                   f"{gain['spot_fwhm_lateral_restored']:.2f} px "
-                   f"({gain['spot_lateral_growth']:+.0%}, at most "
-                   f"{MAX_LATERAL_GROWTH:+.0%} accepted)")
+        bad.append((f"on fresh lateral pairs degraded like its training inputs it restores "
+                    f"{gain['psnr_restored_db']:.2f} dB against {gain['psnr_input_db']:.2f} "
+                    f"dB of the degraded input (it must gain at least {MIN_GAIN_DB:g} dB)",
+                    "train longer (--epochs, --steps-per-epoch) and check the PSF "
+                    "(`sharpstack psf`) and the factor"))
+    if gain.get("background_std_growth", 0.0) > MAX_NOISE_GROWTH:
+        bad.append((f"it raises the background noise std of the stack by "
+                    f"{gain['background_std_growth']:+.0%} (at most {MAX_NOISE_GROWTH:+.0%} "
+                    f"accepted): it turns noise into structure",
+                    "keep the default noise-aware pairs (--pairs noise-aware) on noisy "
+                    "stacks"))
+    if gain.get("spot_lateral_growth", 0.0) > MAX_LATERAL_GROWTH:
+        bad.append((f"it broadens the {gain['spots']} brightest spot-like objects of the "
+                    f"stack laterally: mean FWHM {gain['spot_fwhm_lateral_input']:.2f} -> "
+                    f"{gain['spot_fwhm_lateral_restored']:.2f} px "
+                    f"({gain['spot_lateral_growth']:+.0%}, at most "
+                    f"{MAX_LATERAL_GROWTH:+.0%} accepted)",
+                    "on sparse sub-resolution spots IsoNet trades lateral for axial "
+                    "resolution (README, 'IsoNet on spot stacks'): measure lateral sizes on "
+                    "the raw stack, and compare with a deconvolution"))
     return bad
 
 
 def gain_warning(gain: dict[str, Any] | None) -> str | None:
     """The warning to give when the model does not beat its input (``None`` if it does, or
     if nothing was measured)."""
-    if not gain:
-        return None
-    bad = _failures(gain)
+    bad = _failures(gain) if gain else []
     if not bad:
         return None
-    hints = []
-    if "psnr_input_db" in gain and \
-            gain["psnr_restored_db"] < gain["psnr_input_db"] + MIN_GAIN_DB:
-        hints.append("train longer (--epochs, --steps-per-epoch) and check the PSF "
-                     "(`sharpstack psf`) and the factor")
-    if gain.get("background_std_growth", 0.0) > MAX_NOISE_GROWTH:
-        hints.append("keep the default noise-aware pairs (--pairs noise-aware) on noisy "
-                     "stacks")
-    if gain.get("spot_lateral_growth", 0.0) > MAX_LATERAL_GROWTH:
-        hints.append("on sparse sub-resolution spots IsoNet trades lateral for axial "
-                     "resolution (README, 'IsoNet on spot stacks'): measure lateral sizes on "
-                     "the raw stack, and compare with a deconvolution")
     return ("this IsoNet model does not beat its input on its training stack: "
-            + "; ".join(bad) + ". Its output may be worse than the stack it is given: "
-            + "; ".join(hints))
+            + "; ".join(b for b, _ in bad) + ". Its output may be worse than the stack it is "
+            "given: " + "; ".join(h for _, h in bad))
 
 
 def gain_text(gain: dict[str, Any] | None) -> str:
