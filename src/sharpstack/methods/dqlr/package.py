@@ -29,6 +29,7 @@ import numpy as np
 
 from ...errors import InputError
 from ...export.package import AxisSpec, PackageRequest
+from .selfcheck import gain_text, gain_warning
 from .task import DQLRModel, restore
 
 __all__ = ["DEPLOYABLES", "dqlr_axes", "card_fields", "package_request", "test_input_from"]
@@ -74,7 +75,8 @@ def test_input_from(stack: np.ndarray, axes: list[AxisSpec], *, lateral: int = 1
 
 def card_fields(model: DQLRModel, *, axes: list[AxisSpec], training_data: str,
                 codebook: dict[str, float] | None = None,
-                depth_model: dict[str, float] | None = None) -> dict[str, Any]:
+                depth_model: dict[str, float] | None = None,
+                input_gain: dict[str, Any] | None = None) -> dict[str, Any]:
     """The fields of ``card.md`` (beside this module) that are DQLR's own (the exporter fills
     name, description, version, quality and runtimes)."""
     cfg = model.config
@@ -115,7 +117,9 @@ def card_fields(model: DQLRModel, *, axes: list[AxisSpec], training_data: str,
         pairs_text = ("the paper's self-reconstruction: the targets are the acquired slices "
                       "themselves")
     return dict(
-        pairs_text=pairs_text, upsample=cfg.upsample, output_text=output_text, window=cfg.window, z_halo=z.halo, z_min=z.min, lat_halo=y.halo, lat_min=y.min,
+        pairs_text=pairs_text, self_check=gain_text(input_gain), upsample=cfg.upsample,
+        output_text=output_text, window=cfg.window, z_halo=z.halo, z_min=z.min,
+        lat_halo=y.halo, lat_min=y.min,
         lat_step=y.step, direction=direction, pmin=cfg.pmin, pmax=cfg.pmax,
         net_kwargs=json.dumps(cfg.net_kwargs()), hidden=cfg.hidden, n_down=cfg.n_down,
         down_factor=2 ** cfg.n_down, res_blocks=cfg.res_blocks, code_dim=cfg.code_dim,
@@ -165,6 +169,12 @@ def package_request(trained, sample: Path, deployable: str, *, workdir: Path) ->
     cover = _cover(shown_in, restored, deep, Path(workdir) / "cover.png")
     kind = "DQLR" if model.config.quantize else "DQLR without quantisation (ablation)"
     training_data = trained.record.get("training_data", "")
+    gain = trained.record.get("input_gain")
+    notice = gain_warning(gain)
+    if notice:
+        import warnings
+
+        warnings.warn(notice, stacklevel=2)
     return PackageRequest(
         name=f"{kind} deep z-stack enhancement",
         description=(
@@ -177,7 +187,8 @@ def package_request(trained, sample: Path, deployable: str, *, workdir: Path) ->
         card_template=resources.files(__package__).joinpath("card.md").read_text("utf-8"),
         card_fields=card_fields(model, axes=axes, training_data=training_data,
                                 codebook=trained.record.get("codebook"),
-                                depth_model=trained.record.get("depth_model")),
+                                depth_model=trained.record.get("depth_model"),
+                                input_gain=gain),
         covers=[cover],
         tags=["dqlr", "deblurring", "denoising", "restoration", "vector-quantization",
               "confocal", "fluorescence-light-microscopy", "pytorch", "sharpstack", "3d"],

@@ -197,11 +197,21 @@ class DQLR(Method):
                            record={"dqlr": settings.model_dump(mode="json"),
                                    "data": {"names": short,
                                             "shapes": [list(s.shape) for s in stacks]}})
+        from .selfcheck import gain_warning, input_gain
+
+        # does the model beat its input on its stacks? (said to the user, kept for the card)
+        gain = input_gain(model, [np.asarray(s.values) for s in stacks], short)
+        notice = gain_warning(gain)
+        if notice:
+            import warnings
+
+            warnings.warn(notice, stacklevel=2)
         desc = "; ".join(f"{n}, shape {tuple(s.shape)}, voxel size {describe_voxel_size(s)}"
                          for n, s in zip(short, stacks))
         record = {
             "normalizer": {"pmin": model.normalizer.pmin, "pmax": model.normalizer.pmax,
                            "eps": model.normalizer.eps},
+            "input_gain": gain,
             "training_data": f"{len(stacks)} stack(s): {desc}",
             "voxel_size": dict(stacks[0].attrs.get("voxel_size") or {}),
             "codebook": model.codebook_usage(),
