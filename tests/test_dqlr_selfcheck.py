@@ -44,7 +44,7 @@ def _warn(inp, out):
 def test_restoring_the_deep_slices_passes(scene):
     sharp, deep = scene
     row, notice = _warn(deep, sharp)
-    assert row["shallow_correlation"] > 0.9, row
+    assert row["shallow_correlation"] > 0.93, row
     assert row["sigma_deep_px"] > 1.0 and row["signal_deep"] < 0.9, row  # it degrades
     assert row["band_restored"] > 1.2 * row["band_input"], row
     assert row["contrast_restored"] > 1.2 * row["contrast_input"], row

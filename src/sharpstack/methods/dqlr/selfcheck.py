@@ -65,12 +65,15 @@ MIN_DEEP_SIGNAL = 0.95
 """Deep signal (relative to the shallow one) from which a stack counts as not attenuated
 with depth: the estimate scatters by about 5 % on stacks without attenuation (synthetic
 membranes: 0.96-1.12); the ovule stack measured 1.33, the 1135 stack 0.58."""
-MIN_SHALLOW_CORRELATION = 0.5
+MIN_SHALLOW_CORRELATION = 0.93
 """Least accepted correlation of the restoration with the input on the shallowest third
-(both smoothed by 2 px): the shallow slices are what DQLR is trained to return, so a model
-that restores them as something else has not learnt (an untrained network: 0.07, while its
-deep/shallow ratios come out near 1, all slices equally wrong); the input's own noise caps
-it (the noisy 1135 stack: 0.80 for a trained model, the ovule stack 0.996)."""
+(both smoothed by 2 px): the shallow slices are what DQLR is trained to return as acquired.
+Measured on the noisy 1135 stack: a 2-px smoothing keeps 0.988 and slice-wise
+Richardson-Lucy 0.995 (noise left after the 2-px smoothing cannot lower it below about 0.99
+there); the model of the README's real bench (both real stacks, 240 steps), visibly
+faithful, 0.957; the same training on that stack alone, which turns the noise into a ring
+and worm texture and loses a bright membrane, 0.797 (its deep/shallow ratios rise all the
+same: 0.847 and 0.974), and with the paper's pairs 0.907; an untrained network 0.07."""
 CROP = 128
 """Lateral size of the central crop measured (all slices): seconds on one thread."""
 MAX_STACKS = 4
@@ -166,7 +169,10 @@ def _failures(row: dict[str, Any]) -> list[tuple[str, str]]:
         bad.append((f"its shallowest slices, which it is trained to return as acquired, no "
                     f"longer resemble the input: correlation {row['shallow_correlation']:.2f} "
                     f"(2-px smoothing; at least {MIN_SHALLOW_CORRELATION:g} expected)",
-                    "train longer (--epochs, --steps-per-epoch; check that the loss falls)"))
+                    "it may be turning noise into texture: train on several stacks of the kind "
+                    "(give a folder; on the noisy 1135 stack adding the second real stack "
+                    "raised this correlation 0.80 -> 0.96) or longer (--epochs, "
+                    "--steps-per-epoch)"))
     for key, what in (("band", "band power above noise"),
                       ("contrast", "foreground contrast")):
         a, b = row[f"{key}_input"], row[f"{key}_restored"]
