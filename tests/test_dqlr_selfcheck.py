@@ -99,6 +99,11 @@ def test_a_stack_without_depth_degradation_has_nothing_to_restore():
 def test_nothing_measured_says_so():
     assert gain_warning(None) is None and gain_warning({"stacks": []}) is None
     assert "not measured" in gain_text(None)
+    flat = np.zeros((Z, N, N), np.float32)  # an empty crop: measured, nothing to compare
+    row = compare(flat, flat, period=4)
+    assert "shallow_correlation" not in row
+    assert "nothing to restore" in gain_warning({"stacks": [dict(row, name="s",
+                                                                  crop=[Z, N, N])]})
 
 
 def test_train_cli_warns_records_and_export_and_card_say_it(tmp_path, scene):

@@ -86,10 +86,12 @@ def _central(n: int, size: int) -> slice:
     return slice(start, start + size)
 
 
-def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Pearson correlation; ``None`` where either image is flat (nothing to compare)."""
     a = a.astype(np.float64) - a.mean()
     b = b.astype(np.float64) - b.mean()
-    return float((a * b).sum() / max(np.sqrt((a * a).sum() * (b * b).sum()), 1e-30))
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 1e-12 * a.size else None
 
 
 def compare(inp: np.ndarray, out: np.ndarray, *, period: int,
@@ -110,8 +112,8 @@ def compare(inp: np.ndarray, out: np.ndarray, *, period: int,
 
     band = signal_band(x)
     sh = depth_bins(x.shape[0])["shallow"]
-    return {"shallow_correlation": _correlation(gaussian_filter(x[sh], (0, 2, 2)),
-                                                gaussian_filter(y[sh], (0, 2, 2))),
+    corr = _correlation(gaussian_filter(x[sh], (0, 2, 2)), gaussian_filter(y[sh], (0, 2, 2)))
+    return {**({"shallow_correlation": corr} if corr is not None else {}),
             "band_input": depth_ratio(band_power(x, band)),
             "band_restored": depth_ratio(band_power(y, band)),
             "contrast_input": depth_ratio(foreground_contrast(x)),
@@ -216,9 +218,11 @@ def gain_text(gain: dict[str, Any] | None) -> str:
         parts.append(f"{r['name']} ({z}x{h}x{w} px, central crop): deep/shallow band power "
                      f"above noise {r['band_input']:.3f} (input) -> {r['band_restored']:.3f} "
                      f"(this model), foreground contrast {r['contrast_input']:.3f} -> "
-                     f"{r['contrast_restored']:.3f}, correlation with the input over the "
-                     f"shallowest third {r.get('shallow_correlation', float('nan')):.2f}, "
-                     f"grid peak {r['grid_input']:.2f} -> "
+                     f"{r['contrast_restored']:.3f}, "
+                     + (f"correlation with the input over the shallowest third "
+                        f"{r['shallow_correlation']:.2f}, " if "shallow_correlation" in r
+                        else "")
+                     + f"grid peak {r['grid_input']:.2f} -> "
                      f"{r['grid_restored']:.2f}; depth model: extra blur at the deepest "
                      f"slice {r['sigma_deep_px']:.2f} px, deep signal {r['signal_deep']:.2f} "
                      f"x the shallow one")
