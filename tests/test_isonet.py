@@ -49,6 +49,24 @@ def test_unet_predicts_residual():
     torch.testing.assert_close(net(x), x)
 
 
+def test_bias_free_unet_is_scale_equivariant_and_the_default():
+    """Without biases a dim and a bright copy of one input are restored alike (f(ax) = a f(x)
+    for a > 0); the paper's U-Net with biases is not. Bias-free is the default network."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 32, 32)
+    free, biased = UNet2D(bias=False).eval(), UNet2D(bias=True).eval()
+    assert not any(n.endswith("bias") for n, _ in free.named_parameters())
+    for p in biased.parameters():  # random biases large enough to matter
+        if p.dim() == 1:
+            torch.nn.init.uniform_(p, -0.5, 0.5)
+    with torch.no_grad():
+        torch.testing.assert_close(free(5.0 * x), 5.0 * free(x), rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(biased(5.0 * x), 5.0 * biased(x), rtol=1e-2, atol=1e-3)
+    cfg = IsoNetConfig(factor=4)
+    assert cfg.bias is False and cfg.arch_kwargs()["bias"] is False
+    assert IsoNetConfig(factor=4, bias=True).arch_kwargs()["bias"] is True
+
+
 @pytest.mark.parametrize("upsample", [False, True])
 def test_deploy_module_equals_in_process_restore(upsample):
     torch.manual_seed(0)

@@ -208,6 +208,9 @@ def test_spot_measures_recover_fwhm_and_background_noise():
     f = spot_fwhm(clean, centres, radius=(15, 8))
     assert f["x"] == pytest.approx(2.3548 * 2, rel=0.05)
     assert f["z"] == pytest.approx(2.3548 * 5, rel=0.05) and f["n"] == 2
+    # the mean spot's integrated intensity: 1000 per spot, most of it inside the crops
+    assert 0.9 * 1000 < f["flux"] <= 1000 * 1.01
+    assert f["peak"] == pytest.approx(1000 / ((2 * np.pi) ** 1.5 * 2 * 2 * 5), rel=0.1)
     noisy = clean + np.random.default_rng(0).normal(0, 2.0, clean.shape)
     mask = background_mask(clean.shape, centres, (15.0, 6.0), planes=range(0, 64, 4))
     assert background_std(noisy, mask) == pytest.approx(2.0, rel=0.05)

@@ -55,9 +55,10 @@ class SRCNN2D(nn.Module):
 
 
 class _Block(nn.Module):
-    def __init__(self, cin: int, cout: int, kernel: int, dropout: float) -> None:
+    def __init__(self, cin: int, cout: int, kernel: int, dropout: float,
+                 bias: bool = True) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2)
+        self.conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=bias)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,13 +81,18 @@ class UNet2D(nn.Module):
         Dropout after every convolution (0.2 in the paper).
     residual : bool
         Add the input to the output (IsoNet-2 predicts the residual).
+    bias : bool
+        Additive biases in the convolutions (the paper's). Without them (and with ReLU,
+        max-pooling and nearest upsampling, all positively homogeneous) the network is
+        scale-equivariant, ``f(a x) = a f(x)`` for ``a > 0`` (Mohan et al., ICLR 2020,
+        bias-free CNNs): a dim and a bright copy of one structure are restored alike.
 
     Shapes: ``(N, 1, H, W) -> (N, 1, H, W)``, H and W multiples of ``2**depth``.
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, base: int = 16,
                  depth: int = 2, kernel: int = 7, dropout: float = 0.2,
-                 residual: bool = True) -> None:
+                 residual: bool = True, bias: bool = True) -> None:
         super().__init__()
         self.depth = int(depth)
         self.residual = bool(residual)
@@ -94,13 +100,13 @@ class UNet2D(nn.Module):
         self.down = nn.ModuleList()
         cin = in_channels
         for c in chans[:-1]:
-            self.down.append(_Block(cin, c, kernel, dropout))
+            self.down.append(_Block(cin, c, kernel, dropout, bias))
             cin = c
-        self.bottom = _Block(chans[-2], chans[-1], kernel, dropout)
+        self.bottom = _Block(chans[-2], chans[-1], kernel, dropout, bias)
         self.up = nn.ModuleList()
         for i in reversed(range(depth)):
-            self.up.append(_Block(chans[i + 1] + chans[i], chans[i], kernel, dropout))
-        self.head = nn.Conv2d(chans[0], out_channels, 1)
+            self.up.append(_Block(chans[i + 1] + chans[i], chans[i], kernel, dropout, bias))
+        self.head = nn.Conv2d(chans[0], out_channels, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []

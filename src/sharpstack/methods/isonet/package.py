@@ -117,7 +117,11 @@ def card_fields(model: IsoNetModel, *, deployable: str, halo: int, psf_text: str
               "rows must be z)." if deployable == "slice2d" else
               "not supported: QuPath runs 2D models on image tiles and this model is 3D.")
     arch_text = ("IsoNet-2: 2D U-Net C16,7x7-M2-C32,7x7-M2-C64,7x7-U2-C32,7x7-U2-C16,7x7-C1,1x1 "
-                 "with skip connections, predicting the residual" if cfg.arch == "unet" else
+                 "with skip connections, predicting the residual"
+                 + ("; bias-free (no additive biases: scale-equivariant, so dim and bright "
+                    "structures are restored alike and a spot keeps its intensity; the "
+                    "paper's network has biases)" if not cfg.bias else
+                    "; with additive biases (the paper's)") if cfg.arch == "unet" else
                  "IsoNet-1: SRCNN-like C64,9x9-C32,5x5-C1,5x5-C1,1x1")
     psf_mode_text = {"full": "the PSF rotated into the lateral plane",
                      "split": "only the anisotropic part h_split of the PSF, h_rot = h_iso * h_split",

@@ -125,8 +125,9 @@ class IsoNet(Method):
     summary = ("isotropic reconstruction of anisotropic z-stacks, self-supervised from the "
                "lateral slices of the stack itself")
     settings_model = IsoNetSettings
-    # runs recorded before the noise-aware pairs existed trained on the paper's pairs
-    recorded_before = {"pairs": "paper"}
+    # runs recorded before the noise-aware pairs existed trained on the paper's pairs, and
+    # before the bias-free U-Net with the paper's convolutions
+    recorded_before = {"pairs": "paper", "bias": True}
     inputs = (Input("stack", "Anisotropic stack (TIFF, OME-Zarr, .npy) with axes ZYX."),)
     options = (
         Option("factor", "factor", float, "z spacing / pixel size, any number >= 1.5, used "
@@ -149,6 +150,9 @@ class IsoNet(Method):
         Option("arch", "arch", str, "unet (IsoNet-2) or srcnn (IsoNet-1)."),
         Option("patches", "n_patches", int, "Number of training patches."),
         Option("patch-size", "patch_size", int, "Patch size (multiple of 16)."),
+        Option("bias", "bias", bool, "--bias: the paper's U-Net, with additive biases "
+               "(default --no-bias: a bias-free U-Net that restores dim and bright structures "
+               "alike and keeps a spot's intensity; README, real-data benchmark)."),
         Option("dropout", "dropout", float, "Dropout after every convolution (the paper: 0.2, "
                "--dropout 0.2; the default 0 restores ~2 dB better, see README Table 1)."),
         *loop_options(IsoNetSettings, epochs="Epochs (the paper: 100).",

@@ -47,6 +47,13 @@ class IsoNetConfig(LoopSettings, LrSchedule, EarlyStopping):
     base: int = Field(16, ge=2)
     depth: int = Field(2, ge=1, le=4)
     kernel: int = Field(7, ge=1)
+    bias: bool = False
+    """Additive biases in the U-Net's convolutions. ``False`` (default): a bias-free U-Net,
+    scale-equivariant (``f(a x) = a f(x)``), so a dim and a bright spot are restored alike
+    and a spot keeps its integrated intensity; with biases (``True``, the paper's) the
+    network restores a spot the way it restored the lateral slices' structures of that
+    brightness: on sparse spots it kept ~65 % of their intensity and broadened them
+    laterally by 15 % (README, real-data benchmark)."""
     val_fraction: float = Field(0.1, gt=0, lt=1)
     augment: bool = True
     pmin: float = Field(1.0, ge=0, lt=100)
@@ -86,7 +93,7 @@ class IsoNetConfig(LoopSettings, LrSchedule, EarlyStopping):
         """JSON-serialisable kwargs of the 2D network (used to rebuild it from a package)."""
         if self.arch == "unet":
             return {"base": self.base, "depth": self.depth, "kernel": self.kernel,
-                    "dropout": self.dropout, "residual": True}
+                    "dropout": self.dropout, "residual": True, "bias": self.bias}
         return {"dropout": self.dropout, "residual": False}
 
 
