@@ -510,3 +510,48 @@ def test_warm_start_teaches_g_s_to_sharpen_synthetic_scans():
         out = task.models["G_S"](x)
     assert float((out[0, 0] - ys[0]).abs().mean()) < 0.8 * err0
     assert task.models["D_S"].body[0].weight.grad is None  # discriminators wait
+
+
+def test_residual_noise_is_what_the_defocus_model_leaves_and_reaches_the_synthetic_scans(
+        data):
+    from sharpstack.methods.zsegan.warmstart import (ZScanSynthesizer, defocus_kernel,
+                                                    fit_defocus_model, model_residuals,
+                                                    synthesize_zscans)
+
+    import dataclasses
+
+    import scipy.ndimage as ndi
+
+    zs, fs = data
+    st = [(s - s.min()) / (s.max() - s.min()) for s in zs]
+    m = fit_defocus_model(st, 14)
+    res = model_residuals(st, m)
+    assert res.shape == (len(st), *st[0].shape)
+    assert np.all(res[:, 14] == 0)
+    # plane 0 = gain * (h * focal) + offset + residual, exactly
+    pred = m.gain[0] * ndi.convolve(st[0][14], defocus_kernel(m.radius[0], m.sigma[0]),
+                                    mode="mirror") + m.offset[0]
+    np.testing.assert_allclose(pred + res[0, 0], st[0][0], atol=1e-4)
+    # the synthetic scan carries a (rotated / flipped) crop of one scan's residual
+    torch.manual_seed(0)
+    y = torch.zeros(2, 16, 16)
+    syn = ZScanSynthesizer(m, res)
+    x = (synthesize_zscans(y, syn)[:, 0] + 1) / 2                     # [0, 1]
+    quiet = ZScanSynthesizer(dataclasses.replace(m, noise=np.zeros(29)))
+    clean = (synthesize_zscans(y, quiet)[:, 0] + 1) / 2
+    added = (x - clean).numpy()
+    assert np.all(added[:, 14] == 0)
+    bank = [np.rot90(r, k, axes=(1, 2)) for r in res for k in range(4)]
+    bank += [b[:, :, ::-1] for b in bank]
+    found = 0
+    for a in added:
+        for b in bank:
+            for i in range(b.shape[1] - 15):
+                for j in range(b.shape[2] - 15):
+                    if np.allclose(a[0], b[0, i:i + 16, j:j + 16], atol=1e-5):
+                        found += np.allclose(a, b[:, i:i + 16, j:j + 16], atol=1e-5)
+    assert found >= 2
+    cfg = ZSEGANConfig(**{**TINY, "warm_start_noise": "residual", "warm_start_steps": 2,
+                          "epochs": 1})
+    model = train_zsegan(zs, fs, cfg)
+    assert model.result.history[0]["train_synthetic"] > 0

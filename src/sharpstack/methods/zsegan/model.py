@@ -138,14 +138,18 @@ def train_zsegan(zscans: Sequence[np.ndarray], infocus: Sequence[np.ndarray],
         a = int(rng.integers(0, x_train.shape[-2] - c + 1))
         b = int(rng.integers(0, x_train.shape[-1] - c + 1))
         calib.append(x_train[i, :, :, a:a + c, b:b + c])
-    defocus = None
+    defocus = residuals = None
     if cfg.warm_start_steps > 0 or cfg.synthetic_weight > 0:
         from .warmstart import fit_defocus_model
 
         fit_on = [((x_train[i, 0] + 1) / 2).clamp(0, 1).numpy()
                   for i in range(min(cfg.warm_start_scans, len(x_train)))]
         defocus = fit_defocus_model(fit_on, cfg.focal_index)
-    task = ZSEGANTask(cfg, torch.stack(calib), defocus)
+        if cfg.warm_start_noise == "residual":
+            from .warmstart import model_residuals
+
+            residuals = model_residuals(fit_on, defocus)
+    task = ZSEGANTask(cfg, torch.stack(calib), defocus, residuals)
     data = TrainData(ZScanTrainSet(x_train, ys, vs, crop=c, sections=cfg.sections,
                                    augment=cfg.augment), ZScanValSet(x_val[:cfg.val_monitor]))
     split = {"train": [names[i] for i in train_idx], "held_apart": [names[i] for i in val_idx]}

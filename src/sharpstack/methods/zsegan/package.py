@@ -80,6 +80,10 @@ def _variant_text(cfg, defocus: dict[str, Any] | None = None) -> str:
             f"adversarial + cycle training, which then corrects what the synthetic model "
             f"misses. Without it, the generators stay close to the identity within a CPU "
             f"budget. Fitted model: {DefocusModel.from_record(defocus).summary()}")
+    if cfg.warm_start_steps > 0 and defocus and cfg.warm_start_noise == "residual":
+        lines.append("- The synthetic z-scans carried crops of the real residual (what the "
+                     "fitted defocus model leaves unexplained on the training z-scans) "
+                     "instead of white noise.")
     if cfg.synthetic_weight > 0:
         lines.append(f"- The synthetic-pair L1 stays in the adversarial phase with weight "
                      f"{cfg.synthetic_weight}.")

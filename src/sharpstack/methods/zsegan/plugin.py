@@ -69,6 +69,9 @@ class ZSEGAN(Method):
                "recipe)."),
         Option("warm-start-scans", "warm_start_scans", int, "Training z-scans the defocus "
                "model is fitted on (default 16)."),
+        Option("warm-start-noise", "warm_start_noise", str, "white (default): white noise "
+               "of the fitted std in the synthetic z-scans; residual: crops of what the "
+               "defocus model leaves unexplained on the training z-scans."),
         Option("synthetic-weight", "synthetic_weight", float, "Keep the synthetic-pair L1 "
                "with this weight in the adversarial phase (default 0)."),
         Option("pool", "pool_size", int, "Image pool size."),
@@ -135,6 +138,8 @@ class ZSEGAN(Method):
         Option("warm-start-steps", "extra.warm_start_steps", int, "Physics warm start steps "
                "(without it: the training settings' 300; 0: the paper's recipe, the ablation "
                "row)."),
+        Option("warm-start-noise", "extra.warm_start_noise", str, "white (default) or "
+               "residual: what the synthetic z-scans carry besides the blurred image."),
         Option("synthetic-weight", "extra.synthetic_weight", float, "Synthetic-pair L1 kept "
                "in the adversarial phase (without it: 0)."),
         Option("lr-d", "extra.lr_d", float, "Discriminators' learning rate (default: the "
@@ -234,7 +239,8 @@ class ZSEGAN(Method):
                  if k.startswith("extra.")}
         for key, choices in (("upsample", ("transposed", "resize")),
                              ("d_norm", ("instance", "none")),
-                             ("infocus_match", ("none", "focal"))):
+                             ("infocus_match", ("none", "focal")),
+                             ("warm_start_noise", ("white", "residual"))):
             v = options.get(key, extra.get(key))
             if v is not None and v not in choices:
                 raise InputError(f"--{key.replace('_', '-')} must be one of "

@@ -88,6 +88,12 @@ class ZSEGANConfig(LoopSettings):
     warm_start_crops: int = Field(1, ge=1, le=256, description=(
         "Synthetic z-scans (made from that many of the step's in-focus crops) per warm-start "
         "step and per synthetic term of the adversarial phase."))
+    warm_start_noise: Literal["white", "residual"] = Field("white", description=(
+        "What the synthetic z-scans carry besides the blurred in-focus image: white noise "
+        "of the std fitted per plane, or random crops of the real residual, what the "
+        "defocus model leaves unexplained on the training z-scans (the part of the far "
+        "planes not correlated with the focal plane; a generator that never saw it "
+        "amplifies it into a mottled texture)."))
     synthetic_weight: float = Field(0.0, ge=0.0, le=1000.0, description=(
         "Weight of the same supervised L1 on synthetic pairs kept during the adversarial "
         "phase (0: the paper's losses only after the warm start)."))

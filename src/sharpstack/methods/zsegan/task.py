@@ -147,13 +147,13 @@ class ZSEGANTask(TrainTask):
     """
 
     def __init__(self, config: ZSEGANConfig, calib: torch.Tensor,
-                 defocus: DefocusModel | None = None) -> None:
+                 defocus: DefocusModel | None = None, residuals=None) -> None:
         cfg = config
         if defocus is None and (cfg.warm_start_steps > 0 or cfg.synthetic_weight > 0):
             raise InputError("the physics warm start needs a fitted defocus model; set "
                              "--warm-start-steps 0 and --synthetic-weight 0 for the paper's "
                              "recipe")
-        self.synth = ZScanSynthesizer(defocus) if defocus is not None else None
+        self.synth = ZScanSynthesizer(defocus, residuals) if defocus is not None else None
         self.step = 0
         self.cfg = cfg
         gk, dk = cfg.generator_kwargs(), cfg.discriminator_kwargs()

@@ -28,7 +28,7 @@ import torch
 from torch.nn import functional as F
 
 __all__ = ["DefocusModel", "defocus_kernel", "fit_defocus_model", "synthesize_zscans",
-           "noise_std"]
+           "noise_std", "model_residuals"]
 
 _RADII = np.round(np.arange(0.0, 8.01, 0.5), 2)
 _SIGMAS = np.round(np.arange(0.0, 5.01, 0.25), 2)
@@ -238,17 +238,59 @@ def fit_defocus_model(stacks: Sequence[np.ndarray], focal: int, *,
                         gaussian_sigma=np.array([cand[j][1] for j in best_g]))
 
 
+def model_residuals(stacks: Sequence[np.ndarray], model: DefocusModel) -> np.ndarray:
+    """What the defocus model does not explain: ``x_k - (gain_k (h_k * x_focal) + offset_k)``
+    for every plane of every z-scan in ``stacks`` (``(S, Z, Y, X)``, 0 at the focal plane).
+
+    On the paper's scans this residual, not white noise, dominates the far planes between
+    0.1 and 0.3 cycles/px (50x the fitted white-noise power at plane 1), where the inverse of
+    a 4.5 px Gaussian has its largest gain: a generator trained on white noise amplifies it.
+    """
+    kers = [defocus_kernel(r, s) for r, s in zip(model.radius, model.sigma)]
+    out = np.zeros((len(stacks), *np.shape(stacks[0])), dtype=np.float32)
+    for i, s_ in enumerate(stacks):
+        s_ = np.asarray(s_, dtype=np.float64)
+        for k in range(model.n_planes):
+            if k != model.focal:
+                out[i, k] = s_[k] - (model.gain[k] * _blur(s_[model.focal], kers[k])
+                                     + model.offset[k])
+    return out
+
+
 class ZScanSynthesizer:
     """Torch side of the model: in-focus crops -> synthetic z-scans, on the device of the
-    inputs; random noise from torch's global generator (checkpointed by the loop)."""
+    inputs; random noise from torch's global generator (checkpointed by the loop).
 
-    def __init__(self, model: DefocusModel) -> None:
+    With ``residuals`` (:func:`model_residuals` of training z-scans), each synthetic z-scan
+    carries a random lateral crop (same position in every plane, random flip / rotation) of
+    one real z-scan's residual instead of white noise of the fitted std."""
+
+    def __init__(self, model: DefocusModel, residuals: np.ndarray | None = None) -> None:
         k = torch.from_numpy(model.kernels()).float()
         self.weight = k[:, None]                               # (Z, 1, K, K)
         self.gain = torch.tensor(model.gain, dtype=torch.float32)
         self.offset = torch.tensor(model.offset, dtype=torch.float32)
         self.noise = torch.tensor(model.noise, dtype=torch.float32)
         self.focal = model.focal
+        self.residuals = (None if residuals is None
+                          else torch.from_numpy(np.asarray(residuals, dtype=np.float32)))
+
+    def residual_crops(self, n: int, c: int, device) -> torch.Tensor:
+        """``n`` random ``(Z, c, c)`` crops of the residual bank, flipped / rotated."""
+        bank = self.residuals
+        s, _, h, w = bank.shape
+        if min(h, w) < c:
+            raise ValueError(f"residual bank {h}x{w} smaller than the crop {c}")
+        out = []
+        for _ in range(n):
+            i = int(torch.randint(0, s, ()))
+            a, b = int(torch.randint(0, h - c + 1, ())), int(torch.randint(0, w - c + 1, ()))
+            r = bank[i, :, a:a + c, b:b + c]
+            r = torch.rot90(r, int(torch.randint(0, 4, ())), dims=(1, 2))
+            if bool(torch.randint(0, 2, ())):
+                r = torch.flip(r, dims=(2,))
+            out.append(r)
+        return torch.stack(out).to(device)
 
     def __call__(self, y: torch.Tensor) -> torch.Tensor:
         return synthesize_zscans(y, self)
@@ -256,8 +298,9 @@ class ZScanSynthesizer:
 
 def synthesize_zscans(y: torch.Tensor, syn: ZScanSynthesizer) -> torch.Tensor:
     """Synthetic z-scans ``(N, 1, Z, c, c)`` in [-1, 1] from in-focus crops ``y``
-    ``(N, c, c)`` in [-1, 1]: per plane ``gain (h * y01) + offset + noise``; the focal plane
-    is ``y`` itself."""
+    ``(N, c, c)`` in [-1, 1]: per plane ``gain (h * y01) + offset + noise`` (white noise of
+    the fitted std, or real residual crops when ``syn`` has a residual bank); the focal
+    plane is ``y`` itself."""
     dev = y.device
     y01 = (y.float() + 1.0) * 0.5
     kk = syn.weight.shape[-1] // 2
@@ -266,6 +309,9 @@ def synthesize_zscans(y: torch.Tensor, syn: ZScanSynthesizer) -> torch.Tensor:
     yp = F.pad(y01[:, None], (kk, kk, kk, kk), mode=mode)
     x = F.conv2d(yp, syn.weight.to(dev))                       # (N, Z, c, c)
     g, o, s = (t.to(dev)[None, :, None, None] for t in (syn.gain, syn.offset, syn.noise))
-    x = g * x + o + s * torch.randn_like(x)
+    if syn.residuals is not None:
+        x = g * x + o + syn.residual_crops(x.shape[0], x.shape[-1], dev).to(x.dtype)
+    else:
+        x = g * x + o + s * torch.randn_like(x)
     x[:, syn.focal] = y01
     return (2.0 * x - 1.0)[:, None]
