@@ -23,3 +23,14 @@ def clean_failure(res, *needles, code=2):
     low = res.output.lower()
     for n in needles:
         assert n.lower() in low, (n, res.output)
+
+
+def walk(obj):
+    """Every value of a JSON document (a run's run.json), depth first, the document first."""
+    yield obj
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from walk(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from walk(v)

@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 
 from sharpstack import phantoms
 from sharpstack.cli import app
+
+from ._cli import walk
 from sharpstack.methods.dqlr.depth import depth_blur, depth_profile
 from sharpstack.methods.dqlr.selfcheck import compare, gain_text, gain_warning
 
@@ -127,7 +129,7 @@ def test_train_cli_warns_records_and_export_and_card_say_it(tmp_path, scene):
     assert "warning: this DQLR model does not beat its input on its training stack" \
         in res.output
     info = json.loads((run / "run.json").read_text())
-    gain = next(v["input_gain"] for v in _walk(info) if isinstance(v, dict)
+    gain = next(v["input_gain"] for v in walk(info) if isinstance(v, dict)
                 and "input_gain" in v)
     (row,) = gain["stacks"]
     assert row["name"] == "stack.tif" and row["crop"] == [Z, N, N]
@@ -141,13 +143,3 @@ def test_train_cli_warns_records_and_export_and_card_say_it(tmp_path, scene):
     assert "does not beat its input there" in req.card_fields["self_check"]
     template_has = "{self_check}" in req.card_template
     assert template_has
-
-
-def _walk(obj):
-    yield obj
-    if isinstance(obj, dict):
-        for v in obj.values():
-            yield from _walk(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _walk(v)

@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 from sharpstack import phantoms
 from sharpstack import psf as psfmod
 from sharpstack.cli import app
+
+from ._cli import walk
 from sharpstack.methods.isonet import IsoNetConfig, acquisition, train_isonet
 from sharpstack.methods.isonet.selfcheck import gain_text, gain_warning, input_gain
 
@@ -82,7 +84,7 @@ def test_train_cli_warns_records_and_the_card_says_it(tmp_path):
     text = (tmp_path / "run" / "run.json").read_text()
     run = json.loads(text)
     assert '"input_gain"' in text
-    gain = next(v for v in _walk(run) if isinstance(v, dict) and "psnr_input_db" in v)
+    gain = next(v for v in walk(run) if isinstance(v, dict) and "psnr_input_db" in v)
     from types import SimpleNamespace
 
     model = IsoNetModel(net=None, config=IsoNetConfig(factor=4), normalizer=None,
@@ -90,16 +92,6 @@ def test_train_cli_warns_records_and_the_card_says_it(tmp_path):
     fields = card_fields(model, deployable="isotropic", halo=8, psf_text="", training_data="",
                          input_gain=gain)
     assert "does not beat its input there" in fields["self_check"]
-
-
-def _walk(obj):
-    yield obj
-    if isinstance(obj, dict):
-        for v in obj.values():
-            yield from _walk(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _walk(v)
 
 
 def test_spot_widths_see_lateral_broadening_without_ground_truth():
