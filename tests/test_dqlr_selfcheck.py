@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from sharpstack import phantoms
 from sharpstack.cli import app
-
-from ._cli import walk
 from sharpstack.methods.dqlr.depth import depth_blur, depth_profile
 from sharpstack.methods.dqlr.selfcheck import compare, gain_text, gain_warning
+
+from ._cli import walk
 
 runner = CliRunner()
 Z, N = 24, 64

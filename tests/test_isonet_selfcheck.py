@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 from sharpstack import phantoms
 from sharpstack import psf as psfmod
 from sharpstack.cli import app
-
-from ._cli import walk
 from sharpstack.methods.isonet import IsoNetConfig, acquisition, train_isonet
 from sharpstack.methods.isonet.selfcheck import gain_text, gain_warning, input_gain
+
+from ._cli import walk
 
 runner = CliRunner()
 
