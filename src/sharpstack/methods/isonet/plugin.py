@@ -150,9 +150,9 @@ class IsoNet(Method):
         Option("arch", "arch", str, "unet (IsoNet-2) or srcnn (IsoNet-1)."),
         Option("patches", "n_patches", int, "Number of training patches."),
         Option("patch-size", "patch_size", int, "Patch size (multiple of 16)."),
-        Option("bias", "bias", bool, "--bias: the paper's U-Net, with additive biases "
-               "(default --no-bias: a bias-free U-Net that restores dim and bright structures "
-               "alike and keeps a spot's intensity; README, real-data benchmark)."),
+        Option("bias", "bias", bool, "--bias: the paper's U-Net, with additive biases. "
+               "--no-bias, the default: a bias-free U-Net that restores dim and bright "
+               "structures alike and keeps a spot's intensity (README, real-data benchmark)."),
         Option("dropout", "dropout", float, "Dropout after every convolution (the paper: 0.2, "
                "--dropout 0.2; the default 0 restores ~2 dB better, see README Table 1)."),
         *loop_options(IsoNetSettings, epochs="Epochs (the paper: 100).",
@@ -224,8 +224,8 @@ class IsoNet(Method):
                "stacks (the shared bead stack and synthetic spots with widefield-like noise): "
                "spot FWHM z/x, background noise and spot intensity of the input, IsoNet "
                "(the paper's pairs and network, noise-aware pairs with the paper's network, "
-               "the default) and Richardson-Lucy (default 30 epochs x 25 batches, about 20 "
-               "min on one thread); writes real.md and orthogonal views.",
+               "the default) and Richardson-Lucy, 30 epochs x 25 batches unless given, about "
+               "20 min on one thread; writes real.md and orthogonal views.",
                default=False),
         Option("quiet", "quiet", bool, "No log line per training and volume.",
                default=False),
