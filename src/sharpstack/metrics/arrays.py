@@ -64,6 +64,16 @@ def check_data_range(data_range) -> float:
     return r
 
 
+def central_crop(a: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size`` x ``size`` part of ``a``'s last two axes (all of an axis shorter
+    than ``size``), contiguous: the crop a self-check measures on."""
+    def mid(n: int) -> slice:
+        m = min(n, size)
+        return slice((n - m) // 2, (n - m) // 2 + m)
+
+    return np.ascontiguousarray(a[..., mid(a.shape[-2]), mid(a.shape[-1])])
+
+
 def slabs(n: int, plane_size: int) -> Iterator[slice]:
     step = max(1, _SLAB_VOXELS // max(1, plane_size))
     for s in range(0, n, step):

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from ...metrics.arrays import central_crop
 from .realmeasures import band_power, depth_ratio, foreground_contrast, grid_peak, signal_band
 from .shallow_deep import estimate_depth_model
 from .task import DQLRModel, restore
@@ -78,12 +79,6 @@ CROP = 128
 """Lateral size of the central crop measured (all slices): seconds on one thread."""
 MAX_STACKS = 4
 """Training stacks measured at most (the first ones)."""
-
-
-def _central(n: int, size: int) -> slice:
-    size = min(n, size)
-    start = (n - size) // 2
-    return slice(start, start + size)
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -136,14 +131,13 @@ def input_gain(model: DQLRModel, stacks: Sequence[np.ndarray] | np.ndarray,
     rows = []
     for i, (s, name) in enumerate(list(zip(stacks, names))[:max_stacks]):
         a = np.asarray(s, dtype=np.float32)
-        z, h, w = a.shape
-        raw = np.ascontiguousarray(a[:, _central(h, crop), _central(w, crop)])
+        raw = central_crop(a, crop)
         inp, out = model.normalizer.before(raw), restore(model, raw)
         if not cfg.depth_increases_with_z:  # shallow to deep
             inp, out = inp[::-1], out[::-1]
         # the depth model fitted for training where there is one (the whole stack)
         depth = model.depth_models[i] if i < len(model.depth_models) else None
-        rows.append({"name": str(name), "crop": [int(z), int(raw.shape[1]), int(raw.shape[2])],
+        rows.append({"name": str(name), "crop": [int(d) for d in raw.shape],
                      **compare(inp, out, period=2 ** int(cfg.n_down), depth=depth,
                                shallow_fraction=cfg.shallow_fraction,
                                min_shallow=cfg.window + cfg.n_predict)})

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...metrics.arrays import central_crop
 from ...resample import upsample
 from .data import lateral_kernel_for, make_training_pairs
 from .noise import highpass
@@ -55,12 +56,6 @@ counts as noise-free: growth is measured against at least this much, so a clean 
 negligible noise does not turn a tiny change into a large ratio."""
 
 
-def _central(n: int, size: int) -> slice:
-    size = min(n, size)
-    start = (n - size) // 2
-    return slice(start, start + size)
-
-
 def _pair_psnr(model: IsoNetModel, norm: np.ndarray, kernel: np.ndarray, *, n_slices: int,
                n_patches: int, seed: int) -> dict[str, float]:
     cfg = model.config
@@ -69,8 +64,7 @@ def _pair_psnr(model: IsoNetModel, norm: np.ndarray, kernel: np.ndarray, *, n_sl
     if p < 16:
         return {}
     idx = np.unique(np.linspace(0, z - 1, min(z, n_slices)).round().astype(int))
-    sub = np.ascontiguousarray(norm[idx][:, _central(h, max(2 * p, 128)),
-                                         _central(w, max(2 * p, 128))])
+    sub = central_crop(norm[idx], max(2 * p, 128))
     if cfg.pairs == "noise-aware" and model.noise is not None:
         pairs = make_noise_aware_pairs(sub, kernel, cfg.factor, model.noise,
                                        target=cfg.noise_target, patch_size=p,
@@ -132,8 +126,8 @@ def _background_noise(model: IsoNetModel, stack: np.ndarray, *, crop: int,
     from scipy import ndimage as ndi
 
     f = model.config.factor
-    z, h, w = stack.shape
-    raw = np.ascontiguousarray(stack[:, _central(h, crop), _central(w, crop)], np.float32)
+    z = stack.shape[0]
+    raw = central_crop(stack, crop).astype(np.float32, copy=False)
     lo, hi = model.normalizer.stats(raw)
     up = upsample(model.normalizer.before(raw, lo, hi), f, axis=0)
     out = restore(model, raw, factor=f)[: up.shape[0]]
@@ -148,7 +142,7 @@ def _background_noise(model: IsoNetModel, stack: np.ndarray, *, crop: int,
     std_out = float(np.sqrt(np.mean(np.concatenate(vals["out"]) ** 2)))
     return {"background_std_input": std_in, "background_std_restored": std_out,
             "background_std_growth": (std_out - std_in) / max(std_in, NOISE_FLOOR),
-            "crop": [int(z), int(min(h, crop)), int(min(w, crop))],
+            "crop": [int(d) for d in raw.shape],
             **spot_widths(up, out, psf)}
 
 

@@ -147,7 +147,8 @@ class ZSEGANTask(TrainTask):
     """
 
     def __init__(self, config: ZSEGANConfig, calib: torch.Tensor,
-                 defocus: DefocusModel | None = None, residuals=None) -> None:
+                 defocus: DefocusModel | None = None,
+                 residuals: np.ndarray | None = None) -> None:
         cfg = config
         if defocus is None and (cfg.warm_start_steps > 0 or cfg.synthetic_weight > 0):
             raise InputError("the physics warm start needs a fitted defocus model; set "
