@@ -153,7 +153,12 @@ def test_synth_into_a_file_is_refused(tmp_path):
     f = tmp_path / "afile"
     f.write_bytes(b"keep")
     res = _cli("synth", "isonet", f, "--shape", "32", "--factor", "4")
-    assert res.exit_code != 0 and "Traceback" not in res.output
+    # a user mistake: exit 2 with a message naming the file, not an "unexpected error"
+    _clean_failure(res, "is a file, not a folder")
+    assert f.read_bytes() == b"keep"
+    # a folder below that file: the operating system refuses, the CLI says why in one line
+    res = _cli("synth", "isonet", f / "sub", "--shape", "32", "--factor", "4")
+    _clean_failure(res, "cannot write", str(f))
     assert f.read_bytes() == b"keep"
 
 

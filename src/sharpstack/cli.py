@@ -93,6 +93,14 @@ def _friendly(fn):
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
+        except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+            # a path the user named is in the way (a file where a folder must go, a folder
+            # that cannot be written): their mistake, so a message, not a crash log
+            where = f" {exc.filename}" if exc.filename else ""
+            typer.secho(f"error: cannot write{where}: {exc.strerror or exc}; choose another "
+                        "output path (a folder where a folder is expected) or fix its "
+                        "permissions", err=True, fg=typer.colors.RED)
+            raise typer.Exit(2) from None
         except Exception as exc:  # noqa: BLE001 - the last line of defence of the CLI
             if _DEBUG["on"]:
                 raise

@@ -113,8 +113,11 @@ def synthesize(method: str | Method, out_dir: str | Path, *, overwrite: bool = F
         raise InputError(f"{m.name} has no synthetic data protocol; train it on your own files")
     opts = settings_from(m.synth_model, options, options=m.synth_options,
                          what=f"{m.name} synth options")
-    synth = m.synthesize(opts)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file, not a folder; give a folder for the synthetic "
+                         f"data (it is created if missing)")
+    synth = m.synthesize(opts)
     names = _synth_names(synth)
     _refuse_existing([out / n for n in names.values()], overwrite)
     out.mkdir(parents=True, exist_ok=True)
