@@ -43,8 +43,10 @@ def _random_bn(module: torch.nn.Module, seed: int = 0) -> None:
 
 
 # ------------------------------------------------------------------------------ networks
-@pytest.mark.parametrize("variational,skips", [(False, 0), (True, 0), (False, 3), (True, 2)])
-def test_deploy_module_traces_and_exports_to_onnx(variational, skips, tmp_path):
+@pytest.mark.parametrize("variational,skips,bn", [(False, 0, True), (True, 0, True),
+                                                  (False, 3, True), (True, 2, True),
+                                                  (False, 3, False), (True, 0, False)])
+def test_deploy_module_traces_and_exports_to_onnx(variational, skips, bn, tmp_path):
     import onnxruntime as ort
 
     from sharpstack.export.weights import export_onnx, export_torchscript
@@ -52,7 +54,11 @@ def test_deploy_module_traces_and_exports_to_onnx(variational, skips, tmp_path):
 
     torch.manual_seed(0)
     m = DisentangledDeploy(channels=[4, 8], id_channels=6, blur_channels=3,
-                           variational=variational, skip_channels=skips)
+                           variational=variational, skip_channels=skips, batch_norm=bn)
+    # without batch norm every 3x3 convolution has a bias instead
+    norms = [x for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d)]
+    convs = [x for x in m.modules() if isinstance(x, torch.nn.Conv2d) and x.kernel_size == (3, 3)]
+    assert bool(norms) == bn and all((c.bias is None) == bn for c in convs[:-1])
     _random_bn(m)
     m.focus_code.copy_(torch.tensor([0.5, -1.0, 2.0]))
     m.eval()
@@ -529,6 +535,31 @@ def test_training_lowers_the_losses(tiny_series):
         assert hist[-1]["train_rec"] < hist[0]["train_rec"], variant
         if variant == "mlvae":
             assert "train_kl" in hist[-1]
+
+
+def test_training_without_batch_norm_builds_and_deploys_that_network(tiny_series):
+    """``batch_norm=False`` trains a network with biased convolutions and no batch norm; the
+    deploy module (rebuilt from the recorded kwargs, as a package is) computes what the
+    trained network computes, and the card names the normalisation."""
+    from sharpstack.methods.disentangled import DisentangledConfig, train_disentangled
+    from sharpstack.methods.disentangled.package import card_fields
+
+    series, _ = tiny_series
+    cfg = DisentangledConfig(variant="manifold1d", batch_norm=False,
+                             **{**TINY, "epochs": 1, "steps_per_epoch": 3})
+    assert cfg.arch_kwargs()["batch_norm"] is False
+    model = train_disentangled(series, cfg)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.net.modules())
+    dep = model.deploy()
+    x = torch.from_numpy(np.ascontiguousarray(series.images[0, :2, None, :48, :48]))
+    with torch.no_grad():
+        idc, _ = model.net.encode(x)
+        ref = model.net.decode(idc, torch.as_tensor(model.focus_code)[None].expand(2, -1),
+                               base=x)
+        assert torch.allclose(dep(x), ref, atol=1e-5)
+    fields = card_fields(model, halo=8, min_size=16, training_data="", test_input_text="")
+    assert "no batch norm" in fields["norm_text"]
+    assert "batch_norm" in fields["arch_kwargs"]
 
 
 def test_deblur_equals_the_deploy_module_and_handles_stacks(tiny_model, tiny_series):

@@ -8,7 +8,8 @@ Architecture (Ritsema, MSc thesis, University of Twente 2023, section 5.1.2), wi
 arguments: 3x3 convolutions with stride 1, each followed by batch normalisation and a ReLU;
 a *block* is two such convolutions and a 2x2 max pooling. ``depth - 1`` shared blocks, then the
 encoder splits into an identity head and a blur head of one block each (the thesis: three
-shared blocks and one block per head, 512 x 8 x 8 codes for a 128 x 128 input). The decoder
+shared blocks and one block per head, 512 x 8 x 8 codes for a 128 x 128 input;
+``batch_norm=False`` gives every convolution a bias instead of the batch norm). The decoder
 concatenates both codes and applies ``depth`` blocks of bilinear x2 upsampling and two
 convolutions; its last convolution is linear and gives the one-channel image.
 
@@ -67,15 +68,19 @@ __all__ = ["ConvBNReLU", "Encoder", "Decoder", "DisentangledAE", "DisentangledDe
 
 
 class ConvBNReLU(nn.Sequential):
-    """3x3 convolution (stride 1, zero padding 1), batch normalisation, ReLU."""
+    """3x3 convolution (stride 1, zero padding 1), batch normalisation, ReLU; without batch
+    norm (``batch_norm=False``) the convolution has a bias instead."""
 
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+    def __init__(self, cin: int, cout: int, batch_norm: bool = True) -> None:
+        if batch_norm:
+            super().__init__(nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                             nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+        else:
+            super().__init__(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True))
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(ConvBNReLU(cin, cout), ConvBNReLU(cout, cout), nn.MaxPool2d(2))
+def _block(cin: int, cout: int, bn: bool = True) -> nn.Sequential:
+    return nn.Sequential(ConvBNReLU(cin, cout, bn), ConvBNReLU(cout, cout, bn), nn.MaxPool2d(2))
 
 
 def _check_channels(channels: Sequence[int]) -> list[int]:
@@ -110,16 +115,17 @@ class Encoder(nn.Module):
 
     def __init__(self, channels: Sequence[int] = (16, 32, 64), id_channels: int = 64,
                  blur_channels: int = 64, in_channels: int = 1, variational: bool = False,
-                 skip_channels: int = 0) -> None:
+                 skip_channels: int = 0, batch_norm: bool = True) -> None:
         super().__init__()
         ch = _check_channels(channels)
+        bn = bool(batch_norm)
         k = 2 if variational else 1
         self.skip_channels = int(skip_channels)
         if self.skip_channels > 0:
             self.shared = nn.Sequential()
             convs, cin = [], int(in_channels)
             for c in ch:
-                convs.append(nn.Sequential(ConvBNReLU(cin, c), ConvBNReLU(c, c)))
+                convs.append(nn.Sequential(ConvBNReLU(cin, c, bn), ConvBNReLU(c, c, bn)))
                 cin = c
             self.id_convs = nn.ModuleList(convs)
             self.pool = nn.MaxPool2d(2)
@@ -127,17 +133,18 @@ class Encoder(nn.Module):
             self.id_head = nn.Conv2d(ch[-1], k * id_channels, 1)
             blocks, cin = [], int(in_channels)
             for c in ch:
-                blocks.append(_block(cin, c))
+                blocks.append(_block(cin, c, bn))
                 cin = c
             self.blur_head = nn.Sequential(*blocks, nn.Conv2d(ch[-1], k * blur_channels, 1))
             return
         layers, cin = [], int(in_channels)
         for c in ch[:-1]:
-            layers.append(_block(cin, c))
+            layers.append(_block(cin, c, bn))
             cin = c
         self.shared = nn.Sequential(*layers)
-        self.id_head = nn.Sequential(_block(cin, ch[-1]), nn.Conv2d(ch[-1], k * id_channels, 1))
-        self.blur_head = nn.Sequential(_block(cin, ch[-1]),
+        self.id_head = nn.Sequential(_block(cin, ch[-1], bn),
+                                     nn.Conv2d(ch[-1], k * id_channels, 1))
+        self.blur_head = nn.Sequential(_block(cin, ch[-1], bn),
                                        nn.Conv2d(ch[-1], k * blur_channels, 1))
 
     def identity_features(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -180,7 +187,7 @@ class Decoder(nn.Module):
 
     def __init__(self, channels: Sequence[int] = (16, 32, 64), id_channels: int = 64,
                  blur_channels: int = 64, out_channels: int = 1, skip_channels: int = 0,
-                 residual: bool = False) -> None:
+                 residual: bool = False, batch_norm: bool = True) -> None:
         super().__init__()
         ch = _check_channels(channels)[::-1]
         self.skip_channels = int(skip_channels)
@@ -190,12 +197,14 @@ class Decoder(nn.Module):
         cin = int(id_channels) + int(blur_channels)
         for i, c in enumerate(ch):
             last = i == len(ch) - 1
-            second = (nn.Conv2d(c, out_channels, 3, padding=1) if last else ConvBNReLU(c, c))
+            second = (nn.Conv2d(c, out_channels, 3, padding=1) if last
+                      else ConvBNReLU(c, c, batch_norm))
             if last and self.residual:  # the correction starts at zero: identity at init
                 nn.init.zeros_(second.weight)
                 nn.init.zeros_(second.bias)
             base_in = out_channels if last and self.residual else 0
-            self.blocks.append(nn.Sequential(ConvBNReLU(cin + extra + base_in, c), second))
+            self.blocks.append(nn.Sequential(ConvBNReLU(cin + extra + base_in, c, batch_norm),
+                                             second))
             cin = c
 
     def forward(self, identity: torch.Tensor, blur: torch.Tensor,
@@ -231,7 +240,8 @@ class DisentangledAE(nn.Module):
 
     def __init__(self, channels: Sequence[int] = (16, 32, 64), id_channels: int = 64,
                  blur_channels: int = 64, variational: bool = False,
-                 skip_channels: int = 0, residual: bool = False) -> None:
+                 skip_channels: int = 0, residual: bool = False,
+                 batch_norm: bool = True) -> None:
         super().__init__()
         self.depth = len(_check_channels(channels))
         self.residual = bool(residual)
@@ -241,9 +251,10 @@ class DisentangledAE(nn.Module):
         self.code_channels = self.id_channels + self.skip_channels * sum(
             4 ** (self.depth - lv) for lv in range(self.depth) if self.skip_channels)
         self.encoder = Encoder(channels, id_channels, blur_channels, variational=variational,
-                               skip_channels=self.skip_channels)
+                               skip_channels=self.skip_channels, batch_norm=batch_norm)
         self.decoder = Decoder(channels, id_channels, blur_channels,
-                               skip_channels=self.skip_channels, residual=self.residual)
+                               skip_channels=self.skip_channels, residual=self.residual,
+                               batch_norm=batch_norm)
 
     def pack(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """Identity features ``[skip_0, ..., code]`` -> one map at the code's resolution."""
@@ -302,10 +313,11 @@ class DisentangledDeploy(nn.Module):
 
     def __init__(self, channels: Sequence[int] = (16, 32, 64), id_channels: int = 64,
                  blur_channels: int = 64, variational: bool = False,
-                 skip_channels: int = 0, residual: bool = False) -> None:
+                 skip_channels: int = 0, residual: bool = False,
+                 batch_norm: bool = True) -> None:
         super().__init__()
         self.ae = DisentangledAE(channels, id_channels, blur_channels, variational,
-                                 skip_channels, residual)
+                                 skip_channels, residual, batch_norm)
         self.register_buffer("focus_code", torch.zeros(int(blur_channels)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

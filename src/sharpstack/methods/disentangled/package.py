@@ -134,7 +134,10 @@ def card_fields(model: DisentangledModel, *, halo: int, min_size: int, training_
         radius=model.receptive_radius(), channels=", ".join(str(c) for c in cfg.channels),
         id_channels=cfg.id_channels, blur_channels=cfg.code_blur_channels,
         arch_kwargs=json.dumps(cfg.arch_kwargs()), loss_text=loss_text,
-        recon_text=recon_text, lr=cfg.lr, lr_decay=cfg.lr_decay,
+        recon_text=recon_text, norm_text=(
+            "batch norm" if cfg.batch_norm else "a bias each (no batch norm, unlike the "
+            "thesis; `--no-batch-norm`)"),
+        lr=cfg.lr, lr_decay=cfg.lr_decay,
         lr_decay_every=cfg.lr_decay_every, epochs=len(hist), steps=cfg.steps_per_epoch,
         batch=cfg.batch_size, patch=cfg.patch_size,
         best_epoch=model.result.best_epoch if model.result is not None else "?",

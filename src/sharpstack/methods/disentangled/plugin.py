@@ -51,8 +51,10 @@ class Disentangled(Method):
                "code")
     settings_model = DisentangledSettings
     # runs recorded before the identity skips existed are the thesis's network; before the
-    # residual decoder, a decoder that redraws the image
-    recorded_before = {"architecture": "thesis", "residual": False, "w_deblur": 0.0}
+    # residual decoder, a decoder that redraws the image; before the batch_norm option, with
+    # batch norm (the thesis's)
+    recorded_before = {"architecture": "thesis", "residual": False, "w_deblur": 0.0,
+                       "batch_norm": True}
     inputs = (Input("series", "Defocus series: a folder of z-stacks (one field of view each, "
                     "ZYX, all the same shape) or one such stack.", kind="file_or_folder"),)
     options = (
@@ -66,6 +68,8 @@ class Disentangled(Method):
                "features to the decoder) or thesis (the thesis's network, the ablation)."),
         Option("residual", "residual", bool, "--residual (default): the decoder corrects "
                "its input (identity when untrained); --no-residual: the thesis's decoder."),
+        Option("batch-norm", "batch_norm", bool, "--batch-norm: batch normalisation after "
+               "every convolution (the thesis's); --no-batch-norm: convolutions with biases."),
         Option("skip-channels", "skip_channels", int, "Channels of the identity skip features "
                "per resolution (architecture skips; default 8)."),
         Option("id-channels", "id_channels", int, "Channels of the identity code (thesis 512)."),

@@ -52,6 +52,9 @@ class DisentangledConfig(LoopSettings, EarlyStopping):
         True, description="manifold models: the decoder corrects the image whose identity it "
         "decodes (input + correction, the identity when untrained; sharpstack's default, "
         "issue 22); False: the thesis's decoder, which redraws the image from the codes")
+    batch_norm: bool = Field(
+        True, description="batch normalisation after every 3x3 convolution (the thesis's); "
+        "False: convolutions with biases instead")
     skip_channels: int = Field(8, ge=1, le=512, description="channels of the identity skip "
                                "features at every resolution (architecture skips)")
     id_channels: int = Field(64, ge=1, le=2048, description="channels of the identity code "
@@ -156,7 +159,8 @@ class DisentangledConfig(LoopSettings, EarlyStopping):
                 "blur_channels": self.code_blur_channels,
                 "variational": self.variant == "mlvae",
                 "skip_channels": self.skip_channels if self.architecture == "skips" else 0,
-                "residual": bool(self.residual and self.variant != "mlvae")}
+                "residual": bool(self.residual and self.variant != "mlvae"),
+                "batch_norm": bool(self.batch_norm)}
 
 
 class DisentangledSettings(DisentangledConfig):
