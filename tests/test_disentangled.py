@@ -158,7 +158,7 @@ def test_supervised_deblurring_term_acts_where_the_partner_is_in_focus():
 
     def logs_for(dz_b: int, w: float) -> tuple[dict, torch.Tensor]:
         cfg = DisentangledConfig(channels=[4, 8], id_channels=4, patch_size=16, epochs=1,
-                                 steps_per_epoch=1, w_deblur=w)
+                                 steps_per_epoch=1, w_deblur=w, supervised=0.0)
         torch.manual_seed(0)
         net = DisentangledAE(**cfg.arch_kwargs())
         task = ManifoldTask(net, cfg, recon_loss_for(cfg))
@@ -514,8 +514,9 @@ def test_tiny_training_records_split_and_resumes(tiny_model, tiny_series):
     assert sorted(sum(model.split.values(), [])) == sorted(series.names)
     assert len(model.split["val"]) == 1 and not model.split["test"]
     assert model.focus_code.shape == (1,)
-    assert {"train_rec", "train_cross", "train_cont", "train_cons", "val_deblur"} \
-        <= set(log["history"][-1])
+    # the default recipe trains the deploy path alone (supervised = 1): no thesis losses
+    assert {"train_deblur", "val_deblur"} <= set(log["history"][-1])
+    assert "train_rec" not in log["history"][-1]
     more = DisentangledConfig(variant="manifold1d", **{**TINY, "epochs": 3})
     resumed = train_disentangled(series, more, out_dir=run, resume=True)
     assert [h["epoch"] for h in resumed.result.history] == [1, 2, 3]
@@ -529,10 +530,13 @@ def test_training_lowers_the_losses(tiny_series):
 
     series, _ = tiny_series
     for variant in ("manifold", "mlvae"):
-        cfg = DisentangledConfig(variant=variant, **{**TINY, "epochs": 3, "steps_per_epoch": 8,
-                                                     "lr": 3e-3, "group_size": 3})
+        cfg = DisentangledConfig(variant=variant, supervised=0.0,
+                                 **{**TINY, "epochs": 3, "steps_per_epoch": 8,
+                                    "lr": 3e-3, "group_size": 3})
         hist = train_disentangled(series, cfg).result.history
         assert hist[-1]["train_rec"] < hist[0]["train_rec"], variant
+        if variant == "manifold":
+            assert {"train_cross", "train_cont", "train_cons"} <= set(hist[-1])
         if variant == "mlvae":
             assert "train_kl" in hist[-1]
 
@@ -693,3 +697,57 @@ def test_shipped_recipes_train_what_the_card_describes():
             syn = DisentangledSynth(**r.data.synth)
             assert syn.size >= _min_lateral_size(r.training)
             assert r.training["patch_size"] <= syn.size
+
+
+def test_group_dataset_appends_the_in_focus_crop_of_the_first_image():
+    """``with_focus``: the last image of a group is the in-focus plane of the first image's
+    field, at the same crop and orientation (plane q of field i is a field-wide pattern plus
+    1000 q, so the difference of the two images is the constant 1000 (f - first))."""
+    from sharpstack.methods.disentangled import GroupDataset
+
+    rng = np.random.default_rng(0)
+    base = rng.random((4, 1, 40, 40)).astype(np.float32)
+    images = base + 1000.0 * np.arange(5, dtype=np.float32)[None, :, None, None]
+    focus = np.array([2, 1, 3, 2])
+    ds = GroupDataset(images, focus, [0, 1, 2, 3], patch_size=24, p_focus=0.0, length=12,
+                      seed=5, with_focus=True)
+    plain = GroupDataset(images, focus, [0, 1, 2, 3], patch_size=24, p_focus=0.0, length=12,
+                         seed=5)
+    for k in range(12):
+        imgs, dz, ident = ds[k]
+        assert imgs.shape == (4, 1, 24, 24)
+        assert int(dz[-1]) == 0 and int(ident[-1]) == int(ident[0])
+        diff = (imgs[-1] - imgs[0]).numpy()
+        np.testing.assert_allclose(diff, -1000.0 * float(dz[0]), atol=1e-2)
+        assert torch.equal(imgs[:3], plain[k][0])  # the groups themselves are unchanged
+
+
+def test_finetune_trains_the_deploy_path_alone_at_the_end():
+    """With ``supervised`` 0.5 of 4 steps, steps 1-2 are the thesis's (reconstruction logged),
+    steps 3-4 train only D(I_a, B_f) against the in-focus image f (the last of the group):
+    on one fixed batch that L1 falls, and the fine-tune step changes the decoder."""
+    from sharpstack.methods.disentangled import DisentangledConfig
+    from sharpstack.methods.disentangled.disentangled_arch import DisentangledAE
+    from sharpstack.methods.disentangled.losses import recon_loss_for
+    from sharpstack.methods.disentangled.task import ManifoldTask
+
+    cfg = DisentangledConfig(channels=[4, 8], id_channels=4, patch_size=16, epochs=1,
+                             steps_per_epoch=4, supervised=0.5, batch_norm=False, lr=3e-3)
+    torch.manual_seed(0)
+    net = DisentangledAE(**cfg.arch_kwargs())
+    task = ManifoldTask(net, cfg, recon_loss_for(cfg))
+    opts = task.make_optimizers()
+    g = torch.Generator().manual_seed(1)
+    sharp = torch.rand(2, 1, 1, 16, 16, generator=g)
+    blurry = torch.nn.functional.avg_pool2d(sharp[:, 0], 3, 1, 1)[:, None]
+    imgs = torch.cat([blurry, sharp, blurry.flip(0), sharp], dim=1)
+    dz = torch.tensor([[2, 0, 2, 0], [1, 0, 1, 0]])
+    logs = [task.train_step((imgs, dz), opts) for _ in range(2)]
+    assert all("rec" in lg for lg in logs)
+    before = net.decoder.blocks[-1][-1].weight.detach().clone()
+    ft = [task.train_step((imgs, dz), opts) for _ in range(2)]
+    assert all("rec" not in lg and "deblur" in lg for lg in ft)
+    assert not torch.equal(before, net.decoder.blocks[-1][-1].weight)
+    for _ in range(30):
+        ft.append(task._supervised_step((imgs, dz), opts))
+    assert ft[-1]["deblur"] < 0.97 * ft[0]["deblur"]

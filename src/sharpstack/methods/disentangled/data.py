@@ -278,15 +278,19 @@ class GroupDataset(Dataset):
     direction), an independent one to ``j``.
 
     With ``need_other=False`` a single identity is allowed (its own plane then stands in for
-    the partner; validation uses only the first two images).
+    the partner; validation uses only the first two images). With ``with_focus``, one more
+    image ends every group: the in-focus plane of ``i`` at the crop and orientation of the
+    others (the target of the deploy path's fine-tune).
 
-    Returns ``(images (G+1, 1, P, P) float32, defocus (G+1,) int64, identity (G+1,) int64)``.
+    Returns ``(images (N, 1, P, P) float32, defocus (N,) int64, identity (N,) int64)``,
+    ``N = G + 1`` (``G + 2`` with ``with_focus``).
     """
 
     def __init__(self, images: np.ndarray, focus: np.ndarray, identities: Sequence[int], *,
                  patch_size: int, group_size: int = 2, p_focus: float = 0.25,
                  length: int = 1000, seed: int = 0, augment: bool = True,
-                 force_focus: bool = False, need_other: bool = True) -> None:
+                 force_focus: bool = False, need_other: bool = True,
+                 with_focus: bool = False) -> None:
         self.images = images
         self.focus = np.asarray(focus, dtype=np.int64)
         self.ids = np.asarray(identities, dtype=np.int64)
@@ -297,6 +301,7 @@ class GroupDataset(Dataset):
         self.seed = int(seed)
         self.augment = bool(augment)
         self.force_focus = bool(force_focus)
+        self.with_focus = bool(with_focus)
         planes, ny, nx = images.shape[1:]
         if len(self.ids) < (2 if need_other else 1):
             raise InputError("training groups need at least 2 identities (the 'same blur, "
@@ -349,9 +354,14 @@ class GroupDataset(Dataset):
         ys2, xs2 = self._crop(rng)
         tf2 = self._transform(rng)
         group.append(tf2(self.images[j, int(self.focus[j]) + dz0, ys2, xs2]))
+        dz = [q - f for q in chosen] + [dz0]
+        ident = [i] * len(chosen) + [j]
+        if self.with_focus:
+            group.append(tf(self.images[i, f, ys, xs]))
+            dz.append(0)
+            ident.append(i)
         imgs = np.stack([np.ascontiguousarray(a) for a in group])[:, None].astype(np.float32)
-        dz = np.array([q - f for q in chosen] + [dz0], dtype=np.int64)
-        ident = np.array([i] * len(chosen) + [j], dtype=np.int64)
+        dz, ident = np.array(dz, dtype=np.int64), np.array(ident, dtype=np.int64)
         return torch.from_numpy(imgs), torch.from_numpy(dz), torch.from_numpy(ident)
 
 

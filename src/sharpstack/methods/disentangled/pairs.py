@@ -40,12 +40,15 @@ __all__ = ["PAIRS_MODELS", "PAIRS_FILE", "load_pairs", "run_pairs_bench"]
 PAIRS_FILE = "mitochondria_defocus_series.tif"
 PAIRS_MODELS: dict[str, dict[str, Any]] = {
     "manifold1d": {"variant": "manifold1d"},
+    "thesis_losses": {"variant": "manifold1d", "supervised": 0.0, "batch_norm": True},
     "thesis_manifold1d": {"variant": "manifold1d", "architecture": "thesis",
-                          "residual": False, "w_deblur": 0.0},
+                          "residual": False, "w_deblur": 0.0, "supervised": 0.0,
+                          "batch_norm": True},
     "mlvae": {"variant": "mlvae"},
     "manifold": {"variant": "manifold"},
 }
-LABELS = {"manifold1d": "1-D manifold (skips, default)",
+LABELS = {"manifold1d": "1-D manifold (default: skips, supervised)",
+          "thesis_losses": "1-D manifold (skips, thesis's losses + deblurring term)",
           "thesis_manifold1d": "1-D manifold (thesis network)",
           "mlvae": "ML-VAE (skips)", "manifold": "manifold (skips)"}
 

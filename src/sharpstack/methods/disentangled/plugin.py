@@ -52,9 +52,9 @@ class Disentangled(Method):
     settings_model = DisentangledSettings
     # runs recorded before the identity skips existed are the thesis's network; before the
     # residual decoder, a decoder that redraws the image; before the batch_norm option, with
-    # batch norm (the thesis's)
+    # batch norm (the thesis's); before the fine-tune, the thesis's losses to the end
     recorded_before = {"architecture": "thesis", "residual": False, "w_deblur": 0.0,
-                       "batch_norm": True}
+                       "batch_norm": True, "supervised": 0.0}
     inputs = (Input("series", "Defocus series: a folder of z-stacks (one field of view each, "
                     "ZYX, all the same shape) or one such stack.", kind="file_or_folder"),)
     options = (
@@ -69,7 +69,8 @@ class Disentangled(Method):
         Option("residual", "residual", bool, "--residual (default): the decoder corrects "
                "its input (identity when untrained); --no-residual: the thesis's decoder."),
         Option("batch-norm", "batch_norm", bool, "--batch-norm: batch normalisation after "
-               "every convolution (the thesis's); --no-batch-norm: convolutions with biases."),
+               "every convolution (the thesis's); --no-batch-norm (default): convolutions with "
+               "biases."),
         Option("skip-channels", "skip_channels", int, "Channels of the identity skip features "
                "per resolution (architecture skips; default 8)."),
         Option("id-channels", "id_channels", int, "Channels of the identity code (thesis 512)."),
@@ -84,6 +85,9 @@ class Disentangled(Method):
         Option("w-cross", "w_cross", float, "Cross-reconstruction weight (0: ablation)."),
         Option("w-deblur", "w_deblur", float, "Weight of the supervised deblurring term "
                "(L1 against the in-focus plane; default 4; 0: the thesis's losses)."),
+        Option("supervised", "supervised", float, "Fraction of the steps, at the end, that "
+               "train the deploy path alone on the in-focus planes (default 1: the whole "
+               "run; 0: the thesis's losses to the end)."),
         Option("recon-loss", "recon_loss", str, "ssim_l1 (default, no downloads) or vgg."),
         Option("vgg-weights", "vgg_weights", str, "State dict of torchvision's vgg16 "
                "features for --recon-loss vgg."),
@@ -133,7 +137,10 @@ class Disentangled(Method):
         Option("dataset", "datasets", list[str], "synthetic, real (repeat; default both).",
                parse=tuple),
         Option("model", "models", list[str], "mlvae, manifold, manifold1d, no_cross, "
-               "no_contrastive (repeat; default all five).", parse=tuple),
+               "no_contrastive (repeat; default all five; the thesis's losses); with "
+               "--pairs: manifold1d (the train command's recipe), thesis_losses, "
+               "thesis_manifold1d, mlvae, manifold (manifold1d and thesis_manifold1d unless "
+               "given).", parse=tuple),
         Option("epochs", "epochs", int, "Epochs per model (default 10; the thesis: 400)."),
         Option("steps", "steps_per_epoch", int, "Batches per epoch (default 45)."),
         Option("batch", "batch_size", int, "Groups per batch (default 8)."),

@@ -97,10 +97,37 @@ class ManifoldTask(_DisentangledTask):
       in-focus plane of ``a``'s field, ``w_deblur`` L1(``D(I_a, B_b)``, ``b``), undelayed:
       the defocus series holds the sharp image, so the deploy path is trained on it
       directly; L1 rather than gamma because SSIM rewards keeping the noise of the input.
+
+    sharpstack's fine-tune (``supervised`` > 0, not in the thesis): the last ``supervised`` of the
+    steps train the deploy path alone, L1(``D(I_a, B_f)``, ``f``) with ``f`` the in-focus
+    crop of ``a``'s field that ends every group, and no thesis losses. Why: the
+    reconstruction term asks ``D(I_x, B_x) = x`` for every plane, the deploy path asks
+    ``D(I_x, B_f)`` = the in-focus image, and when the blur codes of the two barely differ
+    (a 1-D code on planes a few hundred nanometres apart) the decoder settles between them,
+    at the identity; the thesis's phase shapes the codes, the fine-tune the deblurring.
     """
+
+    def __init__(self, net: DisentangledAE, config: DisentangledConfig, recon) -> None:
+        super().__init__(net, config, recon)
+        self.supervised_from = int(round(self.total * (1.0 - config.supervised)))
+
+    def _supervised_step(self, batch, optimizers):
+        imgs = batch[0]
+        xa, xf = imgs[:, 0], imgs[:, -1]
+        n = xa.shape[0]
+        net = self.models["net"]
+        opt = self._begin(optimizers)
+        idc, blur = net.encode(torch.cat([xa, xf]))
+        loss = F.l1_loss(net.decode(idc[:n], blur[n:], base=xa), xf)
+        self.backward(loss)
+        self.optimizer_step(opt)
+        self.step += 1
+        return {"loss": float(loss.detach()), "deblur": float(loss.detach())}
 
     def train_step(self, batch, optimizers):
         cfg = self.cfg
+        if cfg.supervised > 0 and self.step >= self.supervised_from:
+            return self._supervised_step(batch, optimizers)
         imgs = batch[0]
         xa, xb, xc = imgs[:, 0], imgs[:, 1], imgs[:, 2]
         n = xa.shape[0]
@@ -247,7 +274,8 @@ def train_disentangled(series: DefocusSeries, config: DisentangledConfig, *,
     total = config.epochs * config.steps_per_epoch * config.batch_size
     train_ds = GroupDataset(norm, series.focus, split["train"], patch_size=config.patch_size,
                             group_size=group, p_focus=config.p_focus, length=max(total, 1),
-                            seed=config.seed, augment=config.augment)
+                            seed=config.seed, augment=config.augment,
+                            with_focus=config.variant != "mlvae" and config.supervised > 0)
     # validation: (blurry, in-focus) pairs of the validation identities (no partner needed)
     val_ds = GroupDataset(norm, series.focus, split["val"], patch_size=config.patch_size,
                           group_size=2, length=config.val_items, seed=config.seed + 7919,
