@@ -42,6 +42,21 @@ def _random_bn(module: torch.nn.Module, seed: int = 0) -> None:
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
 
 
+def _tiny_manifold_task(**config):
+    """A seeded ManifoldTask on a 4-8 channel network, its optimisers and its network."""
+    from sharpstack.methods.disentangled import DisentangledConfig
+    from sharpstack.methods.disentangled.disentangled_arch import DisentangledAE
+    from sharpstack.methods.disentangled.losses import recon_loss_for
+    from sharpstack.methods.disentangled.task import ManifoldTask
+
+    cfg = DisentangledConfig(channels=[4, 8], id_channels=4, patch_size=16, epochs=1,
+                             **config)
+    torch.manual_seed(0)
+    net = DisentangledAE(**cfg.arch_kwargs())
+    task = ManifoldTask(net, cfg, recon_loss_for(cfg))
+    return task, task.make_optimizers(), net
+
+
 # ------------------------------------------------------------------------------ networks
 @pytest.mark.parametrize("variational,skips,bn", [(False, 0, True), (True, 0, True),
                                                   (False, 3, True), (True, 2, True),
@@ -151,18 +166,8 @@ def test_residual_is_the_default_of_the_manifold_models_only():
 def test_supervised_deblurring_term_acts_where_the_partner_is_in_focus():
     """The supervised term is logged and changes the gradient only when a batch holds a pair
     whose partner is its field's in-focus plane (dz 0) and whose first image is not."""
-    from sharpstack.methods.disentangled import DisentangledConfig
-    from sharpstack.methods.disentangled.disentangled_arch import DisentangledAE
-    from sharpstack.methods.disentangled.losses import recon_loss_for
-    from sharpstack.methods.disentangled.task import ManifoldTask
-
     def logs_for(dz_b: int, w: float) -> tuple[dict, torch.Tensor]:
-        cfg = DisentangledConfig(channels=[4, 8], id_channels=4, patch_size=16, epochs=1,
-                                 steps_per_epoch=1, w_deblur=w, supervised=0.0)
-        torch.manual_seed(0)
-        net = DisentangledAE(**cfg.arch_kwargs())
-        task = ManifoldTask(net, cfg, recon_loss_for(cfg))
-        opts = task.make_optimizers()
+        task, opts, net = _tiny_manifold_task(steps_per_epoch=1, w_deblur=w, supervised=0.0)
         g = torch.Generator().manual_seed(1)
         imgs = torch.rand(2, 3, 1, 16, 16, generator=g)
         dz = torch.tensor([[2, dz_b, 2], [1, dz_b, 1]])
@@ -722,21 +727,11 @@ def test_group_dataset_appends_the_in_focus_crop_of_the_first_image():
         assert torch.equal(imgs[:3], plain[k][0])  # the groups themselves are unchanged
 
 
-def test_finetune_trains_the_deploy_path_alone_at_the_end():
+def test_supervised_phase_trains_the_deploy_path_alone_at_the_end():
     """With ``supervised`` 0.5 of 4 steps, steps 1-2 are the thesis's (reconstruction logged),
     steps 3-4 train only D(I_a, B_f) against the in-focus image f (the last of the group):
-    on one fixed batch that L1 falls, and the fine-tune step changes the decoder."""
-    from sharpstack.methods.disentangled import DisentangledConfig
-    from sharpstack.methods.disentangled.disentangled_arch import DisentangledAE
-    from sharpstack.methods.disentangled.losses import recon_loss_for
-    from sharpstack.methods.disentangled.task import ManifoldTask
-
-    cfg = DisentangledConfig(channels=[4, 8], id_channels=4, patch_size=16, epochs=1,
-                             steps_per_epoch=4, supervised=0.5, batch_norm=False, lr=3e-3)
-    torch.manual_seed(0)
-    net = DisentangledAE(**cfg.arch_kwargs())
-    task = ManifoldTask(net, cfg, recon_loss_for(cfg))
-    opts = task.make_optimizers()
+    on one fixed batch that L1 falls, and the supervised step changes the decoder."""
+    task, opts, net = _tiny_manifold_task(steps_per_epoch=4, supervised=0.5, lr=3e-3)
     g = torch.Generator().manual_seed(1)
     sharp = torch.rand(2, 1, 1, 16, 16, generator=g)
     blurry = torch.nn.functional.avg_pool2d(sharp[:, 0], 3, 1, 1)[:, None]
