@@ -16,7 +16,8 @@ __all__ = ["LABELS", "MAIN", "THESIS", "gauss2d", "checks", "write_outputs", "fi
            "plot_vs_dz"]
 
 LABELS = {"mlvae": "ML-VAE", "manifold": "Manifold-based", "manifold1d": "1D manifold-based",
-          "no_cross": "No Cross Recon Loss", "no_contrastive": "No Contrastive Loss"}
+          "no_cross": "No Cross Recon Loss", "no_contrastive": "No Contrastive Loss",
+          "supervised1d": "1D manifold, supervised (sharpstack's default)"}
 MAIN = ("mlvae", "manifold", "manifold1d")
 
 #: the thesis's numbers (its own plant-cell data): (SSIM, PSNR)
