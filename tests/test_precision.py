@@ -20,6 +20,14 @@ from .conftest import TINY
 CPU = torch.device("cpu")
 
 
+@pytest.fixture(autouse=True)
+def _bf16_on_every_cpu(monkeypatch):
+    """bf16 autocast computes correctly on any CPU; sharpstack refuses it only for speed
+    where the CPU has no native bf16 (AVX-512 BF16 or AMX). The tests check the mechanics,
+    so they run on every CPU (the refusal itself is tested below)."""
+    monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda: True)
+
+
 def test_resolve_precision_per_device(monkeypatch):
     assert resolve_precision("fp32", CPU).dtype is None
     bf = resolve_precision("bf16", CPU)

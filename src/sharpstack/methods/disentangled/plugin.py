@@ -139,7 +139,7 @@ class Disentangled(Method):
                parse=tuple),
         Option("model", "models", list[str], "mlvae, manifold, manifold1d, no_cross, "
                "no_contrastive (the thesis's losses), supervised1d (the train command's "
-               "recipe) (repeat; default all six); with "
+               "recipe) (repeat; default all five thesis models); with "
                "--pairs: manifold1d (the train command's recipe), thesis_losses, "
                "thesis_manifold1d, mlvae, manifold (manifold1d and thesis_manifold1d unless "
                "given).", parse=tuple),
