@@ -280,7 +280,7 @@ class GroupDataset(Dataset):
     With ``need_other=False`` a single identity is allowed (its own plane then stands in for
     the partner; validation uses only the first two images). With ``with_focus``, one more
     image ends every group: the in-focus plane of ``i`` at the crop and orientation of the
-    others (the target of the deploy path's fine-tune).
+    others (the target of the supervised steps).
 
     Returns ``(images (N, 1, P, P) float32, defocus (N,) int64, identity (N,) int64)``,
     ``N = G + 1`` (``G + 2`` with ``with_focus``).

@@ -98,13 +98,13 @@ class ManifoldTask(_DisentangledTask):
       the defocus series holds the sharp image, so the deploy path is trained on it
       directly; L1 rather than gamma because SSIM rewards keeping the noise of the input.
 
-    sharpstack's fine-tune (``supervised`` > 0, not in the thesis): the last ``supervised`` of the
-    steps train the deploy path alone, L1(``D(I_a, B_f)``, ``f``) with ``f`` the in-focus
-    crop of ``a``'s field that ends every group, and no thesis losses. Why: the
-    reconstruction term asks ``D(I_x, B_x) = x`` for every plane, the deploy path asks
-    ``D(I_x, B_f)`` = the in-focus image, and when the blur codes of the two barely differ
-    (a 1-D code on planes a few hundred nanometres apart) the decoder settles between them,
-    at the identity; the thesis's phase shapes the codes, the fine-tune the deblurring.
+    sharpstack's supervised phase (``supervised`` > 0, not in the thesis): the last
+    ``supervised`` of the steps (all of them by default) train the deploy path alone,
+    L1(``D(I_a, B_f)``, ``f``) with ``f`` the in-focus crop of ``a``'s field that ends every
+    group, and no thesis losses. Why: the reconstruction term asks ``D(I_x, B_x) = x`` for
+    every plane, the deploy path asks ``D(I_x, B_f)`` = the in-focus image, and when the blur
+    codes of the two barely differ (a 1-D code on planes a few hundred nanometres apart) the
+    decoder settles between them, at the identity.
     """
 
     def __init__(self, net: DisentangledAE, config: DisentangledConfig, recon) -> None:
