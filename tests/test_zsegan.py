@@ -485,6 +485,44 @@ def test_warm_start_trains_on_synthetic_pairs_records_the_fit_and_resumes(data, 
         torch.testing.assert_close(u, v, msg=n)
 
 
+def test_adversarial_losses_default_to_anchored_after_a_warm_start():
+    from pydantic import ValidationError
+
+    warm = ZSEGANConfig(warm_start_steps=300)
+    assert (warm.adversarial, warm.synthetic_weight) == ("anchored", 10.0)
+    paper = ZSEGANConfig(warm_start_steps=0)
+    assert (paper.adversarial, paper.synthetic_weight) == ("paper", 0.0)
+    explicit = ZSEGANConfig(warm_start_steps=300, adversarial="paper")
+    assert explicit.synthetic_weight == 0.0
+    # a record stores the resolved values and reloads to the same settings
+    assert ZSEGANConfig(**warm.model_dump()) == warm
+    with pytest.raises(ValidationError, match="synthetic_weight > 0"):
+        ZSEGANConfig(warm_start_steps=300, adversarial="anchored", synthetic_weight=0)
+    # runs recorded before the option existed trained the paper's losses
+    from sharpstack.methods.zsegan.plugin import ZSEGAN
+
+    old = {"warm_start_steps": 300, "synthetic_weight": 0.0}
+    assert ZSEGANConfig(**{**ZSEGAN.recorded_before, **old}).adversarial == "paper"
+
+
+@pytest.mark.parametrize("adversarial", ["anchored", "paper"])
+def test_anchored_adversarial_step_ignores_the_cycle_and_identity_weights(data, adversarial):
+    zs, fs = data
+
+    def g_s_after(lambda_cycle, lambda_identity):
+        cfg = ZSEGANConfig(**{**TINY, "warm_start_steps": 1, "epochs": 1,
+                              "steps_per_epoch": 2, "adversarial": adversarial,
+                              "synthetic_weight": 1.0, "lambda_cycle": lambda_cycle,
+                              "lambda_identity": lambda_identity})
+        m = train_zsegan(zs, fs, cfg)
+        assert m.result.history[0]["train_d_s"] > 0  # the adversarial step ran
+        return m.G_S.state_dict()
+
+    a, b = g_s_after(10.5, 0.5), g_s_after(500.0, 50.0)
+    same = all(torch.equal(u, v) for u, v in zip(a.values(), b.values()))
+    assert same == (adversarial == "anchored")
+
+
 def test_warm_start_teaches_g_s_to_sharpen_synthetic_scans():
     from sharpstack.methods.zsegan.warmstart import (DefocusModel, ZScanSynthesizer,
                                                     synthesize_zscans)

@@ -138,7 +138,8 @@ class ZSEGANTask(TrainTask):
     ``warm_start_steps`` steps are the physics warm start instead: both generators (one
     Adam) learn the synthetic pairs made from the batch's in-focus crops (G_S: synthetic
     z-scan -> the crop on every plane; G_B: the reverse) with an L1 loss; the discriminators
-    wait. ``synthetic_weight`` > 0 keeps that loss in the adversarial phase.
+    wait. ``synthetic_weight`` > 0 keeps that loss in the adversarial phase; with
+    ``adversarial`` "anchored" it replaces the cycle and identity terms there.
 
     ``val_step`` first refreshes the generators' stored normalisation statistics from
     ``calib`` (training crops) whenever training steps ran since the last refresh, so the
@@ -253,9 +254,12 @@ class ZSEGANTask(TrainTask):
         a_b = alpha[kb].repeat(b)
         g_b = (a_b * _lsq(db(rb), 1.0)).mean()
         cyc = self._cycle(x, rec)
-        loss = g_s + g_b + cfg.lambda_cycle * cyc
+        # anchored: the synthetic L1 holds the generators to the physics in place of the
+        # cycle and identity terms, which pull them back to the identity (settings)
+        paper = cfg.adversarial == "paper"
+        loss = g_s + g_b + (cfg.lambda_cycle * cyc if paper else 0.0)
         idt = torch.zeros(())
-        if cfg.lambda_identity > 0:
+        if paper and cfg.lambda_identity > 0:
             idt = F.l1_loss(gb(x), x) + F.l1_loss(gs(y), y)
             loss = loss + cfg.lambda_identity * idt
         syn = torch.zeros(())
