@@ -489,9 +489,9 @@ def test_adversarial_losses_default_to_anchored_after_a_warm_start():
     from pydantic import ValidationError
 
     warm = ZSEGANConfig(warm_start_steps=300)
-    assert (warm.adversarial, warm.synthetic_weight) == ("anchored", 10.0)
+    assert (warm.adversarial, warm.synthetic_weight, warm.select) == ("anchored", 10.0, "best")
     paper = ZSEGANConfig(warm_start_steps=0)
-    assert (paper.adversarial, paper.synthetic_weight) == ("paper", 0.0)
+    assert (paper.adversarial, paper.synthetic_weight, paper.select) == ("paper", 0.0, "last")
     explicit = ZSEGANConfig(warm_start_steps=300, adversarial="paper")
     assert explicit.synthetic_weight == 0.0
     # a record stores the resolved values and reloads to the same settings
@@ -502,7 +502,25 @@ def test_adversarial_losses_default_to_anchored_after_a_warm_start():
     from sharpstack.methods.zsegan.plugin import ZSEGAN
 
     old = {"warm_start_steps": 300, "synthetic_weight": 0.0}
-    assert ZSEGANConfig(**{**ZSEGAN.recorded_before, **old}).adversarial == "paper"
+    reloaded = ZSEGANConfig(**{**ZSEGAN.recorded_before, **old})
+    assert (reloaded.adversarial, reloaded.select) == ("paper", "last")
+
+
+def test_anchored_training_keeps_the_best_validated_epoch(data, tmp_path):
+    zs, fs = data
+    # a large learning rate makes the validation criterion jump, so the best is not the last
+    cfg = ZSEGANConfig(**{**TINY, "warm_start_steps": 1, "epochs": 4, "steps_per_epoch": 1,
+                          "lr": 0.02})
+    assert cfg.select == "best"
+    m = train_zsegan(zs, fs, cfg, out_dir=tmp_path)
+    h = m.result.history
+    best = min(range(len(h)), key=lambda i: h[i]["val_loss"])
+    assert best + 1 < len(h)
+    assert m.result.best_epoch == best + 1
+    kept = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert kept["epoch"] == best + 1
+    for n, v in m.G_S.state_dict().items():
+        torch.testing.assert_close(v, kept["models"]["G_S"][n], msg=n)
 
 
 @pytest.mark.parametrize("adversarial", ["anchored", "paper"])

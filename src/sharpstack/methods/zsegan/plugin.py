@@ -31,7 +31,7 @@ class ZSEGAN(Method):
                "as sharp as the focal plane, learnt without 3D ground truth")
     settings_model = ZSEGANSettings
     # runs recorded before the physics warm start existed trained the paper's recipe
-    recorded_before = {"warm_start_steps": 0, "adversarial": "paper"}
+    recorded_before = {"warm_start_steps": 0, "adversarial": "paper", "select": "last"}
     inputs = (Input("zscans", "Folder of z-scans: one ZYX stack of N focal planes per file.",
                     kind="folder"),
               Input("infocus", "Folder of sharp in-focus 2D images (YX) of the same tissue.",
@@ -80,7 +80,8 @@ class ZSEGAN(Method):
                "L1 in the adversarial phase (default 10 anchored, 0 paper)."),
         Option("pool", "pool_size", int, "Image pool size."),
         Option("lr-d", "lr_d", float, "Discriminators' learning rate (default: --lr)."),
-        Option("select", "select", str, "last or best (validation FM flatness + SSIM)."),
+        Option("select", "select", str, "last or best (validation FM flatness + SSIM); "
+               "default best with the anchored adversarial phase, last with the paper's."),
         *loop_options(ZSEGANSettings, epochs="Epochs (the notebook: 200).",
                       batch_size="z-scans per batch.",
                       device="cpu, cuda, ...; default: GPU if present."),
