@@ -414,7 +414,11 @@ def run_zsegan_bench(out_dir: str | Path, *, progress: bool = False, crop: int |
                 f"{'residual' if cfg.residual else 'tanh'} generators, {cfg.upsample} "
                 "upsampling, "
                 f"{len(hist)} epochs x {cfg.steps_per_epoch or len(model.split['train'])} "
-                f"steps, {cfg.sections} section(s) per term, lambda_cycle {cfg.lambda_cycle}, "
+                f"steps ({cfg.warm_start_steps} of them the physics warm start), "
+                f"{cfg.sections} section(s) per term, "
+                + (f"anchored adversarial phase (synthetic-pair L1 x{cfg.synthetic_weight}, "
+                   "no cycle or identity terms), " if cfg.adversarial == "anchored"
+                   else f"lambda_cycle {cfg.lambda_cycle}, ") +
                 f"discriminator norm {cfg.d_norm}, in-focus intensities "
                 f"{'matched to the focal planes' if cfg.infocus_match == 'focal' else 'as normalised'}, "
                 f"Adam lr {cfg.lr} (discriminators {cfg.lr_d or cfg.lr}), "
@@ -423,9 +427,11 @@ def run_zsegan_bench(out_dir: str | Path, *, progress: bool = False, crop: int |
     protocol_text = (
         f"Data: the paper's {len(zs)} z-scans (29 planes, 128x128, from keerfish/ZSE-GAN), "
         f"{len(fs)} in-focus images; {len(held)} z-scans held apart (seed {cfg.seed}): "
-        f"{', '.join(held)}. Training: {protocol}; lambda_identity {cfg.lambda_identity}; "
+        f"{', '.join(held)}. Training: {protocol}; "
+        f"{'' if cfg.adversarial == 'anchored' else f'lambda_identity {cfg.lambda_identity}; '}"
         f"sharp vertical examples: {'the vertical set' if vert else 'in-focus windows'}; "
-        f"weights of the {cfg.select} epoch. Baseline RL: per-plane Gaussian widths fitted on "
+        f"weights of the {cfg.select} epoch "
+        f"({model.result.best_epoch if cfg.select == 'best' else len(hist)}). Baseline RL: per-plane Gaussian widths fitted on "
         f"{len(train01)} training scans ({', '.join(f'{s:g}' for s in sigmas)} px for planes "
         f"1..{len(sigmas)}), {rl_iterations} iterations. Wall time: training "
         f"{train_s:.0f} s, evaluation {eval_s:.0f} s.")
