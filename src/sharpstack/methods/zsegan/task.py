@@ -253,10 +253,11 @@ class ZSEGANTask(TrainTask):
         rb = rec[:, 0, kb].reshape(b * kk, 1, *rec.shape[-2:])
         a_b = alpha[kb].repeat(b)
         g_b = (a_b * _lsq(db(rb), 1.0)).mean()
-        cyc = self._cycle(x, rec)
         # anchored: the synthetic L1 holds the generators to the physics in place of the
-        # cycle and identity terms, which pull them back to the identity (settings)
+        # cycle and identity terms, which pull them back to the identity (settings); the
+        # cycle is then only logged, so it keeps no graph
         paper = cfg.adversarial == "paper"
+        cyc = self._cycle(x, rec if paper else rec.detach())
         loss = g_s + g_b + (cfg.lambda_cycle * cyc if paper else 0.0)
         idt = torch.zeros(())
         if paper and cfg.lambda_identity > 0:
