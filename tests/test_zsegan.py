@@ -611,3 +611,24 @@ def test_residual_noise_is_what_the_defocus_model_leaves_and_reaches_the_synthet
                           "epochs": 1})
     model = train_zsegan(zs, fs, cfg)
     assert model.result.history[0]["train_synthetic"] > 0
+
+
+def test_adversarial_lr_applies_after_the_warm_start_only():
+    from sharpstack.methods.zsegan.warmstart import DefocusModel
+
+    cfg = ZSEGANConfig(**{**TINY, "warm_start_steps": 2, "epochs": 1, "steps_per_epoch": 3,
+                          "lr": 1e-3, "lr_d": 4e-3, "adversarial_lr": 1e-4})
+    task = ZSEGANTask(cfg, torch.zeros(1, 1, 29, 16, 16), DefocusModel(
+        focal=14, radius=np.abs(np.arange(29) - 14) / 14.0, sigma=np.full(29, 0.5),
+        gain=np.ones(29), offset=np.zeros(29), noise=np.zeros(29), explained=np.ones(29),
+        explained_gaussian=np.ones(29), gaussian_sigma=np.zeros(29)))
+    opts = task.make_optimizers()
+    x = torch.rand(1, 1, 29, 16, 16) * 2 - 1
+    yh = torch.rand(1, TINY["sections"], 16, 16) * 2 - 1
+    yv = torch.rand(1, TINY["sections"], 29, 16) * 2 - 1
+    lrs = []
+    for _ in range(3):
+        task.train_step((x, yh, yv), opts)
+        lrs.append((opts["G"].param_groups[0]["lr"], opts["D"].param_groups[0]["lr"]))
+    assert lrs[:2] == [(1e-3, 4e-3)] * 2  # warm start: the configured rates
+    assert lrs[2] == pytest.approx((1e-4, 4e-4))  # adversarial: scaled, D keeps its ratio

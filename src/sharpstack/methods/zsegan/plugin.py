@@ -78,6 +78,8 @@ class ZSEGAN(Method):
                "identity (the default without a warm start)."),
         Option("synthetic-weight", "synthetic_weight", float, "Weight of the synthetic-pair "
                "L1 in the adversarial phase (default 10 anchored, 0 paper)."),
+        Option("adversarial-lr", "adversarial_lr", float, "Learning rate of the adversarial "
+               "phase (default: --lr; the discriminators keep their ratio to it)."),
         Option("pool", "pool_size", int, "Image pool size."),
         Option("lr-d", "lr_d", float, "Discriminators' learning rate (default: --lr)."),
         Option("select", "select", str, "last or best (validation FM flatness + SSIM); "
@@ -151,6 +153,8 @@ class ZSEGAN(Method):
                "identity; the default with --warm-start-steps 0)."),
         Option("synthetic-weight", "extra.synthetic_weight", float, "Synthetic-pair L1 in "
                "the adversarial phase (default 10 anchored, 0 paper)."),
+        Option("adversarial-lr", "extra.adversarial_lr", float, "Learning rate of the "
+               "adversarial phase (default: the warm start's)."),
         Option("lr-d", "extra.lr_d", float, "Discriminators' learning rate (default: the "
                "generators' 2e-4)."),
         Option("d-norm", "extra.d_norm", str, "Normalisation inside the discriminators: "

@@ -106,6 +106,10 @@ class ZSEGANConfig(LoopSettings):
     synthetic_weight: float | None = Field(None, ge=0.0, le=1000.0, description=(
         "Weight of the same supervised L1 on synthetic pairs kept during the adversarial "
         "phase (default 10 with adversarial anchored, 0 with the paper's losses)."))
+    adversarial_lr: float | None = Field(None, gt=0.0, le=1.0, description=(
+        "Learning rate of both optimisers in the adversarial phase, if other than lr (not "
+        "in the paper): after a warm start the generators only need to be corrected, and a "
+        "smaller step keeps the anchored phase from drifting away from the physics."))
     pool_size: int = Field(50, ge=0, le=10000, description="Image pool size (0: no pool).")
     lr_d: float | None = Field(None, gt=0.0, le=1.0, description=(
         "Discriminators' learning rate if other than lr (two time-scale update rule, Heusel "

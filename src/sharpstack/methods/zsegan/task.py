@@ -231,6 +231,12 @@ class ZSEGANTask(TrainTask):
         if self.step <= self.cfg.warm_start_steps:
             return self._warm_step(batch, optimizers)
         cfg, m = self.cfg, self.models
+        if cfg.adversarial_lr is not None:
+            # set on every step so that a resumed run (optimisers rebuilt) keeps it
+            for name, opt in optimizers.items():
+                lr = cfg.adversarial_lr * ((cfg.lr_d or cfg.lr) / cfg.lr if name == "D" else 1)
+                for g in opt.param_groups:
+                    g["lr"] = lr
         gs, gb, ds, db = m["G_S"], m["G_B"], m["D_S"], m["D_B"]
         x, yh, yv = batch
         x = x.contiguous(memory_format=_LAYOUT)
