@@ -170,15 +170,15 @@ def test_benchmark_machinery_on_tiny_data(tmp_path):
     root = tmp_path / "zse"
     for sub in ("zscans", "infocus"):
         (root / sub).mkdir(parents=True)
-    for i in range(3):
+    for i in range(4):
         write_tiff(root / "zscans" / f"s{i}.tif", as_dataarray(zscan((29, 32, 32), seed=i),
                                                                "ZYX"))
         write_tiff(root / "infocus" / f"f{i}.tif",
                    as_dataarray(zscan((29, 32, 32), seed=9 + i, return_field=True)[1], "YX"))
     res = run_zsegan_bench(tmp_path / "out", crop=16, ngf=2, n_res=1, ndf=4, sections=1,
-                           epochs=1, steps_per_epoch=2, val_count=1, rl_iterations=2,
+                           epochs=1, steps_per_epoch=2, val_count=2, rl_iterations=2,
                            data_dir=root, export=False, extra={"d_layers": 3, "calib_crops": 2,
-                                                 "pool_size": 2})
+                                                 "pool_size": 2, "val_monitor": 1})
     for f in ("tables.md", "per_plane.csv", "results.json", "cross_sections.png",
               "gradient_histograms.png", "fm_piqe.png"):
         assert (tmp_path / "out" / f).exists(), f
@@ -190,6 +190,11 @@ def test_benchmark_machinery_on_tiny_data(tmp_path):
     assert res["criteria"][0]["input"] != res["criteria"][0]["zsegan"]
     s = res["rl_sigmas"]
     assert s[14] == 0 and s[0] > 0 and s[28] > 0
+    # the held-apart scan that chose the kept epoch is left out of the unselected scores
+    held, u = res["split"]["held_apart"], res["unselected"]
+    assert u["scans"] == held[1:]
+    assert u["input"]["fm_max_min"] != pytest.approx(float(res["criteria"][0]["input"]))
+    assert "did not choose the kept epoch" in text
 
 
 def test_default_windows_match_one_window_and_the_sample_output(package):

@@ -190,6 +190,14 @@ def _tables(res: dict[str, Any]) -> str:
     for c in res["criteria"]:
         lines.append(f"| {c['name']} | {c['target']} | {c['input']} | {c['rl']} | "
                      f"{c['zsegan']} | {'yes' if c['met'] else 'no'} |")
+    u = res.get("unselected")
+    if u:
+        lines += ["", f"The same on the {len(u['scans'])} held-apart z-scans that did not "
+                  "choose the kept epoch (FM max/min, PIQE of planes 1-4 and 26-29, FM of "
+                  "vertical sections; input / RL / ZSE-GAN): "
+                  + "; ".join(f"{u['input'][k]:.3f} / {u['rl'][k]:.3f} / {u['zsegan'][k]:.3f}"
+                              for k in ("fm_max_min", "piqe_outer", "fm_vertical"))
+                  + f"; SSIM(x, y) at the focal plane {u['ssim_focal']:.3f}."]
     lines += ["", "## Table 3: FM and PIQE per plane (mean over the held-apart z-scans)", "",
               "Ours on the held-apart scans (x percentile-normalised to [0, 1]); the paper's "
               "values (449/1000 ROIs of its own split) beside them. FM's absolute scale "
@@ -409,6 +417,16 @@ def run_zsegan_bench(out_dir: str | Path, *, progress: bool = False, crop: int |
          "input": "1", "rl": f"{table1['x_vs_rl'][focal]:.3f}",
          "zsegan": f"{table1['x_vs_y'][focal]:.3f}", "met": table1["x_vs_y"][focal] >= 0.85},
     ]
+    # the first val_monitor held-apart scans chose the kept epoch (select best): the same
+    # criteria on the others alone are free of that selection
+    unselected = None
+    if cfg.select == "best" and len(held) > cfg.val_monitor:
+        part = {k: _mean_scores(v[cfg.val_monitor:]) for k, v in per.items()}
+        ss = float(np.mean([t[focal] for t in t1["x_vs_y"][cfg.val_monitor:]]))
+        unselected = {"scans": held[cfg.val_monitor:],
+                      **{k: {"fm_max_min": ratio(v["fm"]), "piqe_outer": outer(v["piqe"]),
+                             "fm_vertical": v["fm_v"]} for k, v in part.items()},
+                      "ssim_focal": ss}
     hist = model.result.history
     protocol = (f"crop {cfg.crop}, ngf {cfg.ngf}, {cfg.n_res} residual blocks, ndf {cfg.ndf}, "
                 f"{'residual' if cfg.residual else 'tanh'} generators, {cfg.upsample} "
@@ -443,6 +461,7 @@ def run_zsegan_bench(out_dir: str | Path, *, progress: bool = False, crop: int |
         f"the focal plane, FM max/min {gap_mean['fm_ratio_instance']:.3f} with instance "
         "statistics.")
     res = {"protocol": protocol, "protocol_text": protocol_text, "criteria": criteria,
+           "unselected": unselected,
            "instance_norm_gap": gap_mean,
            "scores": scores, "table1": table1, "rl_sigmas": sigmas.tolist(),
            "split": model.split, "settings": cfg.model_dump(mode="json"),
