@@ -436,7 +436,10 @@ def run_zsegan_bench(out_dir: str | Path, *, progress: bool = False, crop: int |
                 f"{cfg.sections} section(s) per term, "
                 + (f"anchored adversarial phase (synthetic-pair L1 x{cfg.synthetic_weight}, "
                    "no cycle or identity terms), " if cfg.adversarial == "anchored"
-                   else f"lambda_cycle {cfg.lambda_cycle}, ") +
+                   else f"lambda_cycle {cfg.lambda_cycle}, ")
+                + (f"focal-plane anchor x{cfg.focal_anchor}, " if cfg.focal_anchor > 0 else "")
+                + (f"adversarial-phase lr {cfg.adversarial_lr}, "
+                   if cfg.adversarial_lr is not None else "") +
                 f"discriminator norm {cfg.d_norm}, in-focus intensities "
                 f"{'matched to the focal planes' if cfg.infocus_match == 'focal' else 'as normalised'}, "
                 f"Adam lr {cfg.lr} (discriminators {cfg.lr_d or cfg.lr}), "

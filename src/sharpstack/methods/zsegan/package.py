@@ -89,6 +89,14 @@ def _variant_text(cfg, defocus: dict[str, Any] | None = None) -> str:
             f"generators back to the identity within 50 steps of the warm start (the real "
             f"far planes hold structure the fitted defocus model does not explain), while "
             f"the anchored phase kept flattening FM and lowered the outer planes' PIQE.")
+    if cfg.focal_anchor > 0:
+        lines.append(f"- Focal-plane anchor (not in the paper): L1 between G_S's output and "
+                     f"its input at the focal plane of the real training z-scans, weight "
+                     f"{cfg.focal_anchor}, in the adversarial phase; that plane is in focus "
+                     f"already, and without it the adversarial phase rewrote it in long runs.")
+    if cfg.adversarial_lr is not None:
+        lines.append(f"- Learning rate {cfg.adversarial_lr} in the adversarial phase "
+                     f"(warm start: {cfg.lr}).")
     if cfg.warm_start_steps > 0 and defocus and cfg.warm_start_noise == "residual":
         lines.append("- The synthetic z-scans carried crops of the real residual (what the "
                      "fitted defocus model leaves unexplained on the training z-scans) "

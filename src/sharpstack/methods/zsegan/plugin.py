@@ -78,6 +78,8 @@ class ZSEGAN(Method):
                "identity (the default without a warm start)."),
         Option("synthetic-weight", "synthetic_weight", float, "Weight of the synthetic-pair "
                "L1 in the adversarial phase (default 10 anchored, 0 paper)."),
+        Option("focal-anchor", "focal_anchor", float, "Weight of the L1 that keeps G_S's "
+               "focal plane equal to the real input's in the adversarial phase (0: off)."),
         Option("adversarial-lr", "adversarial_lr", float, "Learning rate of the adversarial "
                "phase (default: --lr; the discriminators keep their ratio to it)."),
         Option("pool", "pool_size", int, "Image pool size."),
@@ -153,6 +155,8 @@ class ZSEGAN(Method):
                "identity; the default with --warm-start-steps 0)."),
         Option("synthetic-weight", "extra.synthetic_weight", float, "Synthetic-pair L1 in "
                "the adversarial phase (default 10 anchored, 0 paper)."),
+        Option("focal-anchor", "extra.focal_anchor", float, "Focal-plane anchor weight in "
+               "the adversarial phase (0: off)."),
         Option("adversarial-lr", "extra.adversarial_lr", float, "Learning rate of the "
                "adversarial phase (default: the warm start's)."),
         Option("lr-d", "extra.lr_d", float, "Discriminators' learning rate (default: the "

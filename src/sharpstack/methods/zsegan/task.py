@@ -223,7 +223,7 @@ class ZSEGANTask(TrainTask):
         self.optimizer_step(opt_g)
         v = float(loss.detach())
         return {"loss": v, "synthetic": v, "g_adv_s": 0.0, "g_adv_b": 0.0, "cycle": 0.0,
-                "identity": 0.0, "d_s": 0.0, "d_b": 0.0}
+                "identity": 0.0, "focal": 0.0, "d_s": 0.0, "d_b": 0.0}
 
     def train_step(self, batch, optimizers):
         self._stale = True
@@ -269,6 +269,11 @@ class ZSEGANTask(TrainTask):
         if paper and cfg.lambda_identity > 0:
             idt = F.l1_loss(gb(x), x) + F.l1_loss(gs(y), y)
             loss = loss + cfg.lambda_identity * idt
+        foc = torch.zeros(())
+        if cfg.focal_anchor > 0:
+            f = cfg.focal_index
+            foc = F.l1_loss(y[:, :, f], x[:, :, f])
+            loss = loss + cfg.focal_anchor * foc
         syn = torch.zeros(())
         if cfg.synthetic_weight > 0:
             syn = self._supervised(yh)
@@ -295,7 +300,8 @@ class ZSEGANTask(TrainTask):
         self.optimizer_step(opt_d)
         return {"loss": float(loss.detach()), "g_adv_s": float(g_s.detach()),
                 "g_adv_b": float(g_b.detach()), "cycle": float(cyc.detach()),
-                "identity": float(idt.detach()), "synthetic": float(syn.detach()), "d_s": float(d_s.detach()),
+                "identity": float(idt.detach()), "synthetic": float(syn.detach()),
+                "focal": float(foc.detach()), "d_s": float(d_s.detach()),
                 "d_b": float(d_b.detach())}
 
     # ---- normalisation statistics and validation
