@@ -662,3 +662,39 @@ def test_focal_anchor_keeps_the_real_focal_plane():
     assert log_free == 0.0 and log_held > 0.0
     assert free > 0.01  # the adversarial steps did change the focal plane
     assert held < 0.3 * free
+
+
+def test_reblur_is_the_synthesizers_forward_model_and_fidelity_needs_it():
+    """The fidelity term's forward model: the true in-focus field on every plane, blurred
+    plane by plane, gives back the noise-free synthetic z-scan made from it; a step logs the
+    term; a task without a fitted defocus model refuses the term by name."""
+    from sharpstack.methods.zsegan.warmstart import (DefocusModel, ZScanSynthesizer,
+                                                    reblur_zscans, synthesize_zscans)
+
+    z = 29
+    r = np.abs(np.arange(z) - 14) / 14 * 3.0
+    m = DefocusModel(focal=14, radius=r, sigma=np.where(r > 0, 0.5, 0.0),
+                     gain=np.full(z, 0.9), offset=np.full(z, 0.05), noise=np.zeros(z),
+                     explained=np.ones(z), explained_gaussian=np.ones(z),
+                     gaussian_sigma=np.zeros(z))
+    syn = ZScanSynthesizer(m)
+    y = torch.rand(2, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    x = synthesize_zscans(y, syn)
+    same = y[:, None, None].expand(-1, 1, z, -1, -1)
+    assert torch.allclose(reblur_zscans(same, syn), x, atol=1e-5)
+    # a restoration that is off at the outer planes is seen by the forward model there
+    off = same.clone()
+    off[:, :, 0] = -off[:, :, 0]
+    d = (reblur_zscans(off, syn) - x).abs().mean(dim=(0, 1, 3, 4))
+    assert d[0] > 0.05 and float(d[1:].max()) < 1e-5
+
+    cfg = ZSEGANConfig(**{**TINY, "warm_start_steps": 0, "adversarial": "paper",
+                          "fidelity_weight": 1.0})
+    task = ZSEGANTask(cfg, torch.zeros(1, 1, 29, 16, 16), m)
+    g = torch.Generator().manual_seed(1)
+    batch = (torch.rand(1, 1, 29, 16, 16, generator=g) * 2 - 1,
+             torch.rand(1, TINY["sections"], 16, 16, generator=g) * 2 - 1,
+             torch.rand(1, TINY["sections"], 29, 16, generator=g) * 2 - 1)
+    assert task.train_step(batch, task.make_optimizers())["fidelity"] > 0
+    with pytest.raises(InputError, match="fidelity-weight"):
+        ZSEGANTask(cfg, torch.zeros(1, 1, 29, 16, 16))

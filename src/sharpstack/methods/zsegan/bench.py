@@ -437,6 +437,7 @@ def run_zsegan_bench(out_dir: str | Path, *, progress: bool = False, crop: int |
                 + (f"anchored adversarial phase (synthetic-pair L1 x{cfg.synthetic_weight}, "
                    "no cycle or identity terms), " if cfg.adversarial == "anchored"
                    else f"lambda_cycle {cfg.lambda_cycle}, ")
+                + (f"data fidelity x{cfg.fidelity_weight}, " if cfg.fidelity_weight > 0 else "")
                 + (f"focal-plane anchor x{cfg.focal_anchor}, " if cfg.focal_anchor > 0 else "")
                 + (f"adversarial-phase lr {cfg.adversarial_lr}, "
                    if cfg.adversarial_lr is not None else "") +

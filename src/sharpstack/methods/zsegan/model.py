@@ -139,7 +139,7 @@ def train_zsegan(zscans: Sequence[np.ndarray], infocus: Sequence[np.ndarray],
         b = int(rng.integers(0, x_train.shape[-1] - c + 1))
         calib.append(x_train[i, :, :, a:a + c, b:b + c])
     defocus = residuals = None
-    if cfg.warm_start_steps > 0 or cfg.synthetic_weight > 0:
+    if cfg.warm_start_steps > 0 or cfg.synthetic_weight > 0 or cfg.fidelity_weight > 0:
         from .warmstart import fit_defocus_model
 
         fit_on = [((x_train[i, 0] + 1) / 2).clamp(0, 1).numpy()

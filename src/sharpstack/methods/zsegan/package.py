@@ -89,6 +89,11 @@ def _variant_text(cfg, defocus: dict[str, Any] | None = None) -> str:
             f"generators back to the identity within 50 steps of the warm start (the real "
             f"far planes hold structure the fitted defocus model does not explain), while "
             f"the anchored phase kept flattening FM and lowered the outer planes' PIQE.")
+    if cfg.fidelity_weight > 0:
+        lines.append(f"- Data fidelity (not in the paper): in the adversarial phase G_S's "
+                     f"output, blurred plane by plane with the fitted defocus PSFs, was held "
+                     f"to the real z-scan it came from (L1, weight {cfg.fidelity_weight}), "
+                     f"so the adversarial terms only fill in what the blur removed.")
     if cfg.focal_anchor > 0:
         lines.append(f"- Focal-plane anchor (not in the paper): L1 between G_S's output and "
                      f"its input at the focal plane of the real training z-scans, weight "

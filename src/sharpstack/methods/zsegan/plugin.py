@@ -78,6 +78,9 @@ class ZSEGAN(Method):
                "identity (the default without a warm start)."),
         Option("synthetic-weight", "synthetic_weight", float, "Weight of the synthetic-pair "
                "L1 in the adversarial phase (default 10 anchored, 0 paper)."),
+        Option("fidelity-weight", "fidelity_weight", float, "Weight of the data-fidelity "
+               "L1 in the adversarial phase: G_S's output blurred with the fitted defocus "
+               "PSFs must give back the real z-scan (0: off)."),
         Option("focal-anchor", "focal_anchor", float, "Weight of the L1 that keeps G_S's "
                "focal plane equal to the real input's in the adversarial phase (0: off)."),
         Option("adversarial-lr", "adversarial_lr", float, "Learning rate of the adversarial "
@@ -155,6 +158,8 @@ class ZSEGAN(Method):
                "identity; the default with --warm-start-steps 0)."),
         Option("synthetic-weight", "extra.synthetic_weight", float, "Synthetic-pair L1 in "
                "the adversarial phase (default 10 anchored, 0 paper)."),
+        Option("fidelity-weight", "extra.fidelity_weight", float, "Data-fidelity weight "
+               "in the adversarial phase (0: off)."),
         Option("focal-anchor", "extra.focal_anchor", float, "Focal-plane anchor weight in "
                "the adversarial phase (0: off)."),
         Option("adversarial-lr", "extra.adversarial_lr", float, "Learning rate of the "

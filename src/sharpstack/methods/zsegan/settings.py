@@ -106,6 +106,12 @@ class ZSEGANConfig(LoopSettings):
     synthetic_weight: float | None = Field(None, ge=0.0, le=1000.0, description=(
         "Weight of the same supervised L1 on synthetic pairs kept during the adversarial "
         "phase (default 10 with adversarial anchored, 0 with the paper's losses)."))
+    fidelity_weight: float = Field(0.0, ge=0.0, le=1000.0, description=(
+        "Weight of a data-fidelity L1 in the adversarial phase (not in the paper): G_S's "
+        "output, blurred plane by plane with the fitted defocus PSFs, must give back the "
+        "real z-scan it came from (at the focal plane: the plane itself). It pins what the "
+        "microscope recorded and leaves to the adversarial terms only what the blur "
+        "removed. Needs the fitted defocus model (a warm start or synthetic_weight > 0)."))
     focal_anchor: float = Field(0.0, ge=0.0, le=1000.0, description=(
         "Weight of an L1 between G_S's output and its input at the focal plane of the real "
         "training z-scans, in the adversarial phase (not in the paper): that plane is in "

@@ -16,7 +16,7 @@ from ...errors import InputError
 from ...training import TrainTask
 from .data import vertical_sections
 from .settings import ZSEGANConfig
-from .warmstart import DefocusModel, ZScanSynthesizer
+from .warmstart import DefocusModel, ZScanSynthesizer, reblur_zscans
 from .zsegan_arch import PatchDiscriminator2D, ResnetGenerator3D, calibrate_norms
 
 __all__ = ["focal_coefficients", "cycle_weights", "ImagePool", "ZSEGANTask"]
@@ -151,10 +151,11 @@ class ZSEGANTask(TrainTask):
                  defocus: DefocusModel | None = None,
                  residuals: np.ndarray | None = None) -> None:
         cfg = config
-        if defocus is None and (cfg.warm_start_steps > 0 or cfg.synthetic_weight > 0):
+        if defocus is None and (cfg.warm_start_steps > 0 or cfg.synthetic_weight > 0
+                                or cfg.fidelity_weight > 0):
             raise InputError("the physics warm start needs a fitted defocus model; set "
-                             "--warm-start-steps 0 and --synthetic-weight 0 for the paper's "
-                             "recipe")
+                             "--warm-start-steps 0, --synthetic-weight 0 and "
+                             "--fidelity-weight 0 for the paper's recipe")
         self.synth = ZScanSynthesizer(defocus, residuals) if defocus is not None else None
         self.step = 0
         self.cfg = cfg
@@ -223,7 +224,7 @@ class ZSEGANTask(TrainTask):
         self.optimizer_step(opt_g)
         v = float(loss.detach())
         return {"loss": v, "synthetic": v, "g_adv_s": 0.0, "g_adv_b": 0.0, "cycle": 0.0,
-                "identity": 0.0, "focal": 0.0, "d_s": 0.0, "d_b": 0.0}
+                "identity": 0.0, "focal": 0.0, "fidelity": 0.0, "d_s": 0.0, "d_b": 0.0}
 
     def train_step(self, batch, optimizers):
         self._stale = True
@@ -274,6 +275,10 @@ class ZSEGANTask(TrainTask):
             f = cfg.focal_index
             foc = F.l1_loss(y[:, :, f], x[:, :, f])
             loss = loss + cfg.focal_anchor * foc
+        fid = torch.zeros(())
+        if cfg.fidelity_weight > 0:
+            fid = F.l1_loss(reblur_zscans(y, self.synth), x)
+            loss = loss + cfg.fidelity_weight * fid
         syn = torch.zeros(())
         if cfg.synthetic_weight > 0:
             syn = self._supervised(yh)
@@ -301,7 +306,8 @@ class ZSEGANTask(TrainTask):
         return {"loss": float(loss.detach()), "g_adv_s": float(g_s.detach()),
                 "g_adv_b": float(g_b.detach()), "cycle": float(cyc.detach()),
                 "identity": float(idt.detach()), "synthetic": float(syn.detach()),
-                "focal": float(foc.detach()), "d_s": float(d_s.detach()),
+                "focal": float(foc.detach()), "fidelity": float(fid.detach()),
+                "d_s": float(d_s.detach()),
                 "d_b": float(d_b.detach())}
 
     # ---- normalisation statistics and validation

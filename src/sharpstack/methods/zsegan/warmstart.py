@@ -296,6 +296,23 @@ class ZScanSynthesizer:
         return synthesize_zscans(y, self)
 
 
+def reblur_zscans(y: torch.Tensor, syn: ZScanSynthesizer) -> torch.Tensor:
+    """The fitted forward model applied plane by plane to restored z-scans ``y``
+    ``(N, 1, Z, c, c)`` in [-1, 1]: plane k blurred by plane k's PSF, with its gain and
+    offset, no noise (what the microscope would have recorded at plane k had the sample
+    been ``y``'s plane k). Same shape and range as ``y``; the focal plane is unchanged."""
+    dev = y.device
+    n, _, z, h, w = y.shape
+    y01 = (y.float()[:, 0] + 1.0) * 0.5                       # (N, Z, c, c)
+    kk = syn.weight.shape[-1] // 2
+    mode = "reflect" if kk < min(h, w) else "replicate"
+    x = F.conv2d(F.pad(y01, (kk, kk, kk, kk), mode=mode), syn.weight.to(dev), groups=z)
+    g, o = (t.to(dev)[None, :, None, None] for t in (syn.gain, syn.offset))
+    x = g * x + o
+    x[:, syn.focal] = y01[:, syn.focal]
+    return (2.0 * x - 1.0)[:, None]
+
+
 def synthesize_zscans(y: torch.Tensor, syn: ZScanSynthesizer) -> torch.Tensor:
     """Synthetic z-scans ``(N, 1, Z, c, c)`` in [-1, 1] from in-focus crops ``y``
     ``(N, c, c)`` in [-1, 1]: per plane ``gain (h * y01) + offset + noise`` (white noise of
