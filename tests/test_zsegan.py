@@ -489,9 +489,11 @@ def test_adversarial_losses_default_to_anchored_after_a_warm_start():
     from pydantic import ValidationError
 
     warm = ZSEGANConfig(warm_start_steps=300)
-    assert (warm.adversarial, warm.synthetic_weight, warm.select) == ("anchored", 10.0, "best")
+    assert (warm.adversarial, warm.synthetic_weight, warm.select, warm.fidelity_weight) == (
+        "anchored", 10.0, "best", 10.0)
     paper = ZSEGANConfig(warm_start_steps=0)
-    assert (paper.adversarial, paper.synthetic_weight, paper.select) == ("paper", 0.0, "last")
+    assert (paper.adversarial, paper.synthetic_weight, paper.select,
+            paper.fidelity_weight) == ("paper", 0.0, "last", 0.0)
     explicit = ZSEGANConfig(warm_start_steps=300, adversarial="paper")
     assert explicit.synthetic_weight == 0.0
     # a record stores the resolved values and reloads to the same settings
@@ -504,6 +506,10 @@ def test_adversarial_losses_default_to_anchored_after_a_warm_start():
     old = {"warm_start_steps": 300, "synthetic_weight": 0.0}
     reloaded = ZSEGANConfig(**{**ZSEGAN.recorded_before, **old})
     assert (reloaded.adversarial, reloaded.select) == ("paper", "last")
+    # anchored runs recorded before the fidelity term existed trained without it
+    old = {"warm_start_steps": 300, "adversarial": "anchored", "synthetic_weight": 10.0,
+           "select": "best"}
+    assert ZSEGANConfig(**{**ZSEGAN.recorded_before, **old}).fidelity_weight == 0.0
 
 
 def test_anchored_training_keeps_the_best_validated_epoch(data, tmp_path):
