@@ -515,8 +515,9 @@ def test_adversarial_losses_default_to_anchored_after_a_warm_start():
 def test_anchored_training_keeps_the_best_validated_epoch(data, tmp_path):
     zs, fs = data
     # a large learning rate makes the validation criterion jump, so the best is not the last
+    # (without the fidelity term, which steadies this tiny run)
     cfg = ZSEGANConfig(**{**TINY, "warm_start_steps": 1, "epochs": 4, "steps_per_epoch": 1,
-                          "lr": 0.02})
+                          "lr": 0.02, "fidelity_weight": 0.0})
     assert cfg.select == "best"
     m = train_zsegan(zs, fs, cfg, out_dir=tmp_path)
     h = m.result.history
