@@ -140,6 +140,10 @@ class ZSEGANTask(TrainTask):
     z-scan -> the crop on every plane; G_B: the reverse) with an L1 loss; the discriminators
     wait. ``synthetic_weight`` > 0 keeps that loss in the adversarial phase; with
     ``adversarial`` "anchored" it replaces the cycle and identity terms there.
+    ``fidelity_weight`` > 0 adds, in the adversarial phase, the L1 between the real z-scan
+    and G_S's output re-blurred plane by plane with the fitted PSFs
+    (:func:`~.warmstart.reblur_zscans`); ``focal_anchor`` > 0 the L1 between G_S's output
+    and its input at the focal plane; ``adversarial_lr`` sets both optimisers' rate there.
 
     ``val_step`` first refreshes the generators' stored normalisation statistics from
     ``calib`` (training crops) whenever training steps ran since the last refresh, so the
