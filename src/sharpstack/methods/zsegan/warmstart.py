@@ -296,19 +296,26 @@ class ZScanSynthesizer:
         return synthesize_zscans(y, self)
 
 
+def _blur_planes(y01: torch.Tensor, syn: ZScanSynthesizer) -> torch.Tensor:
+    """The fitted forward model without noise: ``gain_k (h_k * plane) + offset_k`` for every
+    plane k, from ``y01`` ``(N, 1, c, c)`` (one image for all planes) or ``(N, Z, c, c)``
+    (plane k from image k), in [0, 1]. Returns ``(N, Z, c, c)``."""
+    dev = y01.device
+    kk = syn.weight.shape[-1] // 2
+    mode = "reflect" if kk < min(y01.shape[-2:]) else "replicate"
+    x = F.conv2d(F.pad(y01, (kk, kk, kk, kk), mode=mode), syn.weight.to(dev),
+                 groups=y01.shape[1])
+    g, o = (t.to(dev)[None, :, None, None] for t in (syn.gain, syn.offset))
+    return g * x + o
+
+
 def reblur_zscans(y: torch.Tensor, syn: ZScanSynthesizer) -> torch.Tensor:
     """The fitted forward model applied plane by plane to restored z-scans ``y``
     ``(N, 1, Z, c, c)`` in [-1, 1]: plane k blurred by plane k's PSF, with its gain and
     offset, no noise (what the microscope would have recorded at plane k had the sample
     been ``y``'s plane k). Same shape and range as ``y``; the focal plane is unchanged."""
-    dev = y.device
-    n, _, z, h, w = y.shape
     y01 = (y.float()[:, 0] + 1.0) * 0.5                       # (N, Z, c, c)
-    kk = syn.weight.shape[-1] // 2
-    mode = "reflect" if kk < min(h, w) else "replicate"
-    x = F.conv2d(F.pad(y01, (kk, kk, kk, kk), mode=mode), syn.weight.to(dev), groups=z)
-    g, o = (t.to(dev)[None, :, None, None] for t in (syn.gain, syn.offset))
-    x = g * x + o
+    x = _blur_planes(y01, syn)
     x[:, syn.focal] = y01[:, syn.focal]
     return (2.0 * x - 1.0)[:, None]
 
@@ -320,15 +327,10 @@ def synthesize_zscans(y: torch.Tensor, syn: ZScanSynthesizer) -> torch.Tensor:
     plane is ``y`` itself."""
     dev = y.device
     y01 = (y.float() + 1.0) * 0.5
-    kk = syn.weight.shape[-1] // 2
-    c = min(y.shape[-2:])
-    mode = "reflect" if kk < c else "replicate"
-    yp = F.pad(y01[:, None], (kk, kk, kk, kk), mode=mode)
-    x = F.conv2d(yp, syn.weight.to(dev))                       # (N, Z, c, c)
-    g, o, s = (t.to(dev)[None, :, None, None] for t in (syn.gain, syn.offset, syn.noise))
+    x = _blur_planes(y01[:, None], syn)                        # (N, Z, c, c)
     if syn.residuals is not None:
-        x = g * x + o + syn.residual_crops(x.shape[0], x.shape[-1], dev).to(x.dtype)
+        x = x + syn.residual_crops(x.shape[0], x.shape[-1], dev).to(x.dtype)
     else:
-        x = g * x + o + s * torch.randn_like(x)
+        x = x + syn.noise.to(dev)[None, :, None, None] * torch.randn_like(x)
     x[:, syn.focal] = y01
     return (2.0 * x - 1.0)[:, None]
