@@ -151,11 +151,12 @@ def test_discriminator_norm_and_infocus_matching_reach_training(data, monkeypatc
     assert calls == [(len(fs), (len(zs) - 1, 32, 32))]  # the training scans' focal planes
 
 
-@pytest.mark.parametrize("upsample", ["transposed", "resize"])
+@pytest.mark.parametrize("upsample,z_padding", [("transposed", "zeros"),
+                                                 ("resize", "zeros"), ("resize", "replicate")])
 @pytest.mark.parametrize("n_res", [0, 2])
-def test_receptive_radius_bounds_the_true_support(n_res, upsample):
+def test_receptive_radius_bounds_the_true_support(n_res, upsample, z_padding):
     torch.manual_seed(0)
-    g = ResnetGenerator3D(ngf=4, n_res=n_res, upsample=upsample).eval()
+    g = ResnetGenerator3D(ngf=4, n_res=n_res, upsample=upsample, z_padding=z_padding).eval()
     _randomise_norms(g)
     n, reach = 96, 0
     for off in range(4):  # all phases of the stride-4 grid
@@ -168,6 +169,32 @@ def test_receptive_radius_bounds_the_true_support(n_res, upsample):
         reach = max(reach, int((torch.nonzero(d > 0) - c).abs().max()))
     r = receptive_radius(n_res=n_res, upsample=upsample)
     assert 0 < reach <= r and r - reach <= 2
+
+
+def test_replicate_z_padding_repeats_the_outer_planes_only():
+    """``z_padding="replicate"``: each convolution sees the first and last planes repeated
+    beyond the scan (zeros: mid-grey); the lateral padding and the parameters are those of
+    the zero-padded network, so a state dict moves between the two."""
+    from sharpstack.methods.zsegan.zsegan_arch import _Conv3d
+
+    torch.manual_seed(0)
+    rep, zero = _Conv3d(2, 3, 3, 1, 1, "replicate"), _Conv3d(2, 3, 3, 1, 1, "zeros")
+    zero.load_state_dict(rep.state_dict())
+    x = torch.rand(1, 2, 7, 6, 5)
+    ext = torch.cat([x[:, :, :1], x, x[:, :, -1:]], dim=2)  # planes repeated by hand
+    with torch.no_grad():
+        torch.testing.assert_close(rep(x), zero(ext)[:, :, 1:-1])
+        assert not torch.allclose(rep(x)[:, :, 0], zero(x)[:, :, 0])
+        torch.testing.assert_close(rep(x)[:, :, 1:-1], zero(x)[:, :, 1:-1])
+    a = ResnetGenerator3D(ngf=2, n_res=1, upsample="resize").eval()
+    b = ResnetGenerator3D(ngf=2, n_res=1, upsample="resize", z_padding="replicate").eval()
+    b.load_state_dict(a.state_dict())  # same parameters
+    x = torch.rand(1, 1, 29, 16, 16) * 2 - 1
+    with torch.no_grad():
+        d = (a(x) - b(x)).abs().amax(dim=(0, 1, 3, 4))
+    assert d[0] > 10 * d[14] and d[-1] > 10 * d[14]  # the change sits at the outer planes
+    with pytest.raises(ValueError, match="z_padding"):
+        ResnetGenerator3D(z_padding="reflect")
 
 
 def test_residual_generator_starts_as_the_identity():
@@ -196,13 +223,14 @@ def test_stored_instance_norm_train_eval_and_calibration():
     torch.testing.assert_close(norm(x[..., :2, :3]), want[..., :2, :3])
 
 
-def test_deploy_traces_and_exports_to_onnx_opset17(tmp_path):
+@pytest.mark.parametrize("z_padding", ["zeros", "replicate"])
+def test_deploy_traces_and_exports_to_onnx_opset17(tmp_path, z_padding):
     import onnxruntime as ort
 
     from sharpstack.export.weights import export_onnx, export_torchscript
 
     torch.manual_seed(0)
-    mod = ZSEGANDeploy({"ngf": 2, "n_res": 1}).eval()
+    mod = ZSEGANDeploy({"ngf": 2, "n_res": 1, "z_padding": z_padding}).eval()
     _randomise_norms(mod)
     ex = torch.rand(1, 1, 29, 32, 32)
     ts = export_torchscript(mod, ex, tmp_path / "m.pt")
@@ -221,9 +249,10 @@ def test_deploy_traces_and_exports_to_onnx_opset17(tmp_path):
     assert max(o.version for o in onnx.load(str(on)).opset_import) <= 17
 
 
-def test_tiles_with_the_halo_equal_the_whole_stack():
+@pytest.mark.parametrize("z_padding", ["zeros", "replicate"])
+def test_tiles_with_the_halo_equal_the_whole_stack(z_padding):
     torch.manual_seed(1)
-    mod = ZSEGANDeploy({"ngf": 2, "n_res": 1}).eval()
+    mod = ZSEGANDeploy({"ngf": 2, "n_res": 1, "z_padding": z_padding}).eval()
     _randomise_norms(mod)
     halo = receptive_radius(n_res=1)
     halo += (-halo) % 4

@@ -117,6 +117,10 @@ def _variant_text(cfg, defocus: dict[str, Any] | None = None) -> str:
         lines.append("- Decoder upsampling by nearest x2 + convolution instead of the "
                      "notebook's transposed convolutions (which leave checkerboard patterns "
                      "after short trainings).")
+    if cfg.z_padding == "replicate":
+        lines.append("- The generators' convolutions repeat the first and last focal planes "
+                     "as their z padding (the notebook pads with zeros, which the outermost "
+                     "planes see as mid-grey).")
     return "\n".join(lines)
 
 

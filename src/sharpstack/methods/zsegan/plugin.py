@@ -51,6 +51,8 @@ class ZSEGAN(Method):
         Option("residual", "residual", bool, "Generators output x + net(x) (not in the "
                "notebook; for short trainings)."),
         Option("upsample", "upsample", str, "transposed (notebook) or resize (nearest + conv)."),
+        Option("z-padding", "z_padding", str, "zeros (notebook) or replicate: padding of the "
+               "generators at the first and last focal planes."),
         Option("d-layers", "d_layers", int, "Stride-2 layers per PatchGAN (notebook 4)."),
         Option("d-norm", "d_norm", str, "instance (notebook) or none: normalisation inside "
                "the discriminators (none lets them see edge strength on small crops)."),
@@ -115,11 +117,12 @@ class ZSEGAN(Method):
         settings={"crop": 48, "ngf": 8, "n_res": 3, "ndf": 16, "sections": 4, "epochs": 8,
                   "steps_per_epoch": 50, "calib_crops": 16, "residual": True,
                   "upsample": "resize", "warm_start_steps": 200, "infocus_match": "focal",
-                  "d_norm": "none", "fidelity_weight": 0.0},
+                  "d_norm": "none", "fidelity_weight": 0.0, "z_padding": "replicate"},
         predict_with="zscan",
         about=("ZSE-GAN's generator G_S trained briefly on 12 of the paper's brain-section "
                "z-scans (29 planes, 128x128) and its in-focus images, reduced networks (8 "
-               "generator filters, 3 residual blocks, residual generators, 48x48 crops). "
+               "generator filters, 3 residual blocks, residual generators with the first and "
+               "last planes repeated as z padding, 48x48 crops). "
                "The first 200 of its 400 steps are the physics warm start: a defocus PSF per "
                "plane fitted on the training z-scans, z-scans synthesised from the in-focus "
                "images with it, G_S and G_B trained on these pairs. The other 200 are the "
@@ -144,6 +147,8 @@ class ZSEGAN(Method):
                "--no-residual: the notebook's plain generators.", default=True),
         Option("upsample", "upsample", str, "Decoder upsampling: transposed (notebook) or "
                "resize (default)."),
+        Option("z-padding", "extra.z_padding", str, "Generators' padding at the first and "
+               "last focal planes: zeros (notebook) or replicate (default)."),
         Option("epochs", "epochs", int, "Epochs (default 40; the notebook: 200)."),
         Option("steps", "steps_per_epoch", int, "Batches per epoch (default 64: one pass over "
                "the training z-scans)."),
@@ -264,6 +269,7 @@ class ZSEGAN(Method):
         extra = {k.split(".", 1)[1]: options.pop(k) for k in list(options)
                  if k.startswith("extra.")}
         for key, choices in (("upsample", ("transposed", "resize")),
+                             ("z_padding", ("zeros", "replicate")),
                              ("d_norm", ("instance", "none")),
                              ("infocus_match", ("none", "focal")),
                              ("warm_start_noise", ("white", "residual")),

@@ -48,6 +48,10 @@ class ZSEGANConfig(LoopSettings):
     upsample: Literal["transposed", "resize"] = Field("transposed", description=(
         "Decoder upsampling: stride-2 transposed convolutions (the notebook) or nearest x2 + "
         "convolution (no checkerboard artefacts)."))
+    z_padding: Literal["zeros", "replicate"] = Field("zeros", description=(
+        "Padding of the generators' convolutions at the first and last focal planes: zeros "
+        "(the notebook) or the outermost planes repeated (the outermost planes then see "
+        "defocused content beyond them rather than mid-grey)."))
     ndf: int = Field(32, ge=1, le=512, description="Discriminator filters of the first layer.")
     d_layers: int = Field(4, ge=1, le=6, description="Stride-2 layers of each PatchGAN.")
     d_norm: Literal["instance", "none"] = Field("instance", description=(
@@ -205,7 +209,7 @@ class ZSEGANConfig(LoopSettings):
         """JSON-serialisable kwargs of both generators (rebuilds them from a package)."""
         return {"ngf": self.ngf, "n_res": self.n_res, "n_planes": self.n_planes,
                 "first_kernel": self.first_kernel, "residual": self.residual,
-                "upsample": self.upsample}
+                "upsample": self.upsample, "z_padding": self.z_padding}
 
     def discriminator_kwargs(self) -> dict[str, Any]:
         return {"ndf": self.ndf, "n_layers": self.d_layers, "norm": self.d_norm}

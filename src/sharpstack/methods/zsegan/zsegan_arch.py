@@ -130,15 +130,40 @@ def final_z_kernel(n_planes: int) -> int:
     return up + 2 - n + 1
 
 
+def _triple(v: Any) -> tuple[int, int, int]:
+    return tuple(int(a) for a in v) if isinstance(v, (tuple, list)) else (int(v),) * 3
+
+
+class _Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` whose z border is padded with ``z_padding``: ``"zeros"`` (the
+    notebook) or ``"replicate"`` (the first and last planes repeated; the outermost focal
+    planes then see defocused content beyond them rather than mid-grey). The lateral
+    padding stays zeros either way, so tiling and the receptive radius are unchanged; the
+    parameters (``weight``, ``bias``) are those of ``nn.Conv3d``."""
+
+    def __init__(self, cin: int, cout: int, kernel: Any, stride: Any, padding: Any,
+                 z_padding: str = "zeros") -> None:
+        pz, py, px = _triple(padding)
+        if z_padding not in ("zeros", "replicate"):
+            raise ValueError(f"z_padding must be 'zeros' or 'replicate', got {z_padding!r}")
+        self.z_pad = 0 if z_padding == "zeros" else pz
+        super().__init__(cin, cout, kernel, stride, (pz - self.z_pad, py, px))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.z_pad:
+            x = F.pad(x, (0, 0, 0, 0, self.z_pad, self.z_pad), mode="replicate")
+        return super().forward(x)
+
+
 class _ConvNormAct(nn.Module):
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, padding: int,
-                 act: str, transposed: bool = False) -> None:
+                 act: str, transposed: bool = False, z_padding: str = "zeros") -> None:
         super().__init__()
         if transposed:
             self.conv: nn.Module = nn.ConvTranspose3d(cin, cout, kernel, stride, padding,
                                                       output_padding=stride - 1)
         else:
-            self.conv = nn.Conv3d(cin, cout, kernel, stride, padding)
+            self.conv = _Conv3d(cin, cout, kernel, stride, padding, z_padding)
         self.norm = StoredInstanceNorm3d(cout)
         self.act = nn.ReLU() if act == "relu" else nn.LeakyReLU(0.2)
 
@@ -151,9 +176,9 @@ class _UpConvNormAct(nn.Module):
     "Deconvolution and checkerboard artifacts"): the same shapes as the stride-2 transposed
     convolution, without its checkerboard pattern."""
 
-    def __init__(self, cin: int, cout: int) -> None:
+    def __init__(self, cin: int, cout: int, z_padding: str = "zeros") -> None:
         super().__init__()
-        self.conv = nn.Conv3d(cin, cout, 3, 1, 1)
+        self.conv = _Conv3d(cin, cout, 3, 1, 1, z_padding)
         self.norm = StoredInstanceNorm3d(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -164,11 +189,11 @@ class _UpConvNormAct(nn.Module):
 class _ResBlock(nn.Module):
     """conv-norm-LeakyReLU-conv-norm, plus the input, then LeakyReLU (reference notebook)."""
 
-    def __init__(self, c: int) -> None:
+    def __init__(self, c: int, z_padding: str = "zeros") -> None:
         super().__init__()
-        self.conv1 = nn.Conv3d(c, c, 3, 1, 1)
+        self.conv1 = _Conv3d(c, c, 3, 1, 1, z_padding)
         self.norm1 = StoredInstanceNorm3d(c)
-        self.conv2 = nn.Conv3d(c, c, 3, 1, 1)
+        self.conv2 = _Conv3d(c, c, 3, 1, 1, z_padding)
         self.norm2 = StoredInstanceNorm3d(c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -199,6 +224,10 @@ class ResnetGenerator3D(nn.Module):
     upsample : {"transposed", "resize"}
         Decoder upsampling: stride-2 transposed convolutions (the notebook) or nearest x2
         + convolution (no checkerboard artefacts).
+    z_padding : {"zeros", "replicate"}
+        Padding of the convolutions at the first and last focal planes: zeros (the
+        notebook) or the outermost planes repeated (a sharpstack option; the transposed
+        convolutions of ``upsample="transposed"`` keep zeros).
 
     Shapes: ``(B, 1, n_planes, Y, X) -> (B, 1, n_planes, Y, X)``, Y and X multiples of 4;
     output in [-1, 1] (tanh) unless ``residual``.
@@ -206,7 +235,7 @@ class ResnetGenerator3D(nn.Module):
 
     def __init__(self, ngf: int = 16, n_res: int = 6, n_planes: int = 29,
                  first_kernel: int = 5, residual: bool = False,
-                 upsample: str = "transposed") -> None:
+                 upsample: str = "transposed", z_padding: str = "zeros") -> None:
         super().__init__()
         if first_kernel % 2 == 0:
             raise ValueError(f"first_kernel must be odd, got {first_kernel}")
@@ -215,19 +244,20 @@ class ResnetGenerator3D(nn.Module):
         self.n_planes = int(n_planes)
         self.residual = bool(residual)
         kz = final_z_kernel(n_planes)
+        zp = z_padding
         self.enc = nn.Sequential(
-            _ConvNormAct(1, ngf, first_kernel, 1, first_kernel // 2, "relu"),
-            _ConvNormAct(ngf, 2 * ngf, 3, 2, 1, "relu"),
-            _ConvNormAct(2 * ngf, 4 * ngf, 3, 2, 1, "relu"))
-        self.res = nn.Sequential(*[_ResBlock(4 * ngf) for _ in range(int(n_res))])
+            _ConvNormAct(1, ngf, first_kernel, 1, first_kernel // 2, "relu", z_padding=zp),
+            _ConvNormAct(ngf, 2 * ngf, 3, 2, 1, "relu", z_padding=zp),
+            _ConvNormAct(2 * ngf, 4 * ngf, 3, 2, 1, "relu", z_padding=zp))
+        self.res = nn.Sequential(*[_ResBlock(4 * ngf, zp) for _ in range(int(n_res))])
         if upsample == "transposed":
             self.dec = nn.Sequential(
                 _ConvNormAct(4 * ngf, 2 * ngf, 3, 2, 1, "relu", transposed=True),
                 _ConvNormAct(2 * ngf, ngf, 3, 2, 1, "relu", transposed=True))
         else:
-            self.dec = nn.Sequential(_UpConvNormAct(4 * ngf, 2 * ngf),
-                                     _UpConvNormAct(2 * ngf, ngf))
-        self.out = nn.Conv3d(ngf, 1, (kz, 5, 5), 1, (1, 2, 2))
+            self.dec = nn.Sequential(_UpConvNormAct(4 * ngf, 2 * ngf, zp),
+                                     _UpConvNormAct(2 * ngf, ngf, zp))
+        self.out = _Conv3d(ngf, 1, (kz, 5, 5), 1, (1, 2, 2), zp)
         if self.residual:
             nn.init.zeros_(self.out.weight)
             nn.init.zeros_(self.out.bias)
