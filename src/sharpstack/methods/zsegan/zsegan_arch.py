@@ -13,8 +13,9 @@ notebook, keerfish/ZSE-GAN, where the paper gives no sizes):
   Conv3d k3 (norm + ReLU) -> Conv3d k(kz, 5, 5) + tanh, where kz is chosen so that the output
   has exactly ``n_planes`` planes again (the notebook's (5, 5, 6) kernel for 29 planes).
   ``(B, 1, n_planes, Y, X) -> (B, 1, n_planes, Y, X)``, Y and X multiples of 4, values in
-  [-1, 1]. Options (not in the notebook): a residual output ``x + net(x)`` and
-  nearest-neighbour + convolution upsampling instead of transposed convolutions.
+  [-1, 1]. Options (not in the notebook): a residual output ``x + net(x)``,
+  nearest-neighbour + convolution upsampling instead of transposed convolutions, and z
+  padding that repeats the first and last planes instead of zeros.
 - :class:`PatchDiscriminator2D` (D_S, D_B): PatchGAN, ``n_layers`` Conv2d k4 s2 (``ndf``,
   doubling; instance norm after all but the first, LeakyReLU 0.2) -> Conv2d k2 (1 channel),
   a map of real/fake scores. Takes horizontal (Y, X) and vertical (lateral, Z) sections.
