@@ -131,10 +131,6 @@ def final_z_kernel(n_planes: int) -> int:
     return up + 2 - n + 1
 
 
-def _triple(v: Any) -> tuple[int, int, int]:
-    return tuple(int(a) for a in v) if isinstance(v, (tuple, list)) else (int(v),) * 3
-
-
 class _Conv3d(nn.Conv3d):
     """``nn.Conv3d`` whose z border is padded with ``z_padding``: ``"zeros"`` (the
     notebook) or ``"replicate"`` (the first and last planes repeated; the outermost focal
@@ -144,11 +140,12 @@ class _Conv3d(nn.Conv3d):
 
     def __init__(self, cin: int, cout: int, kernel: Any, stride: Any, padding: Any,
                  z_padding: str = "zeros") -> None:
-        pz, py, px = _triple(padding)
         if z_padding not in ("zeros", "replicate"):
             raise ValueError(f"z_padding must be 'zeros' or 'replicate', got {z_padding!r}")
-        self.z_pad = 0 if z_padding == "zeros" else pz
-        super().__init__(cin, cout, kernel, stride, (pz - self.z_pad, py, px))
+        super().__init__(cin, cout, kernel, stride, padding)
+        pz, py, px = self.padding  # as nn.Conv3d normalised it
+        self.z_pad = pz if z_padding == "replicate" else 0
+        self.padding = (pz - self.z_pad, py, px)  # z done in forward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.z_pad:
