@@ -197,6 +197,40 @@ def test_benchmark_machinery_on_tiny_data(tmp_path):
     assert "did not choose the kept epoch" in text
 
 
+def test_card_quality_scores_the_built_run_on_its_held_apart_scans(run, synth, tmp_path):
+    """`bench zsegan --card RECIPE --built DIR`: the criteria of the built run's own weights on
+    the z-scans it held apart, as JSON for `export --quality`."""
+    from sharpstack.metrics import focus_measure
+    from sharpstack.methods.zsegan.model import restore
+    from sharpstack.workflows import load_run
+
+    info = json.loads((run / "run.json").read_text())
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "id": "tiny-zsegan", "name": "tiny", "description": "test", "method": "zsegan",
+        "data": {"inputs": [str(synth / "zscans"), str(synth / "infocus")]},
+        "training": {"crop": 16}}))
+    out = tmp_path / "q.json"
+    res = _ok(runner.invoke(app, ["bench", "zsegan", "--card", str(recipe), "--built",
+                                  str(run.parent), "--out", str(out), "--threads", "1"]))
+    q = json.loads(out.read_text())["quality"]
+    assert "1 held-apart z-scans" in q["evaluated on"], res.output
+    held = info["record"]["split"]["held_apart"]
+    model = load_run(run).trained.model
+    y = restore(model, read_stack(synth / "zscans" / held[0]).values)
+    fm = [focus_measure(p) for p in y]
+    inp, rl, ours = q["FM max/min over the planes: input / RL / ZSE-GAN"].split(" / ")
+    assert float(ours) == pytest.approx(max(fm) / min(fm), abs=1e-3)
+    assert float(inp) != pytest.approx(float(ours), abs=1e-3)  # not the input scored twice
+    # benchmark options do not apply to a built model; --built needs --card
+    _clean_failure(runner.invoke(app, ["bench", "zsegan", "--card", str(recipe), "--epochs",
+                                       "3", "--out", str(tmp_path / "q2.json")]),
+                   "--card", "epochs")
+    _clean_failure(runner.invoke(app, ["bench", "zsegan", "--built", str(run.parent),
+                                       "--out", str(tmp_path / "b")]), "--built goes with")
+    assert not (tmp_path / "q2.json").exists() and not (tmp_path / "b").exists()
+
+
 def test_default_windows_match_one_window_and_the_sample_output(package):
     """Default windows on a stack larger than one window along every tiled axis (lengths
     not multiples of the step) == one window; the sample input reproduces the sample output."""

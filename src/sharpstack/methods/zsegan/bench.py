@@ -49,7 +49,7 @@ import numpy as np
 
 from ...psf import fit_defocus_sigmas
 
-__all__ = ["run_zsegan_bench", "fit_defocus_sigmas", "PAPER_TABLE3", "PAPER_TABLE1",
+__all__ = ["run_zsegan_bench", "card_quality", "quality_of", "fit_defocus_sigmas", "PAPER_TABLE3", "PAPER_TABLE1",
            "PAPER_TABLE2", "REDUCED"]
 
 REDUCED: dict[str, Any] = {"crop": 48, "ngf": 8, "n_res": 3, "ndf": 16, "sections": 4,
@@ -142,6 +142,119 @@ def _instance_gap(model, raw: np.ndarray, y: np.ndarray) -> dict[str, float]:
             "fm_ratio_instance": max(fm) / min(fm)}
 
 
+def _evaluate(model, zs: list[tuple[str, np.ndarray]], rl_iterations: int) -> dict[str, Any]:
+    """Score ``model`` on its held-apart z-scans (``model.split``) beside the input and the
+    fitted Richardson-Lucy baseline: per-plane scores, Table 1, the criteria of issue 9/22 and
+    the same criteria on the scans that did not choose the kept epoch."""
+    from ...baselines import richardson_lucy_slicewise
+    from ...metrics import gradient_histogram, ssim, ssim_per_slice
+    from .model import restore
+
+    cfg = model.config
+    by_name = dict(zs)
+    norm = model.normalizer
+    focal = cfg.focal_index
+    train01 = [np.clip(norm.before(by_name[n]), 0, 1) for n in model.split["train"][:8]]
+    sigmas = fit_defocus_sigmas(train01, focal)
+
+    t_eval = time.perf_counter()
+    per = {"input": [], "rl": [], "zsegan": []}
+    t1 = {"x_vs_y": [], "x_vs_rl": [], "x_vs_xf": [], "xi_vs_xj": []}
+    keys = ("z=8", "z=15", "z=21", "z=25")
+    hist_acc: dict[str, dict[str, Any]] = {"input x": {k: 0 for k in keys},
+                                           "ZSE-GAN y": {k: 0 for k in keys}}
+    held = model.split["held_apart"]
+    example = None
+    gap = []
+    for i, name in enumerate(held):
+        x01 = np.clip(norm.before(by_name[name]), 0, 1).astype(np.float32)
+        y = restore(model, by_name[name])
+        gap.append(_instance_gap(model, by_name[name], y))
+        rl = np.clip(norm.before(richardson_lucy_slicewise(x01 + 1e-3, sigmas,
+                                                           iterations=rl_iterations)),
+                     0, 1).astype(np.float32)
+        per["input"].append(_scores(x01))
+        per["rl"].append(_scores(rl))
+        per["zsegan"].append(_scores(y))
+        t1["x_vs_y"].append(ssim_per_slice(x01, y, data_range=1.0))
+        t1["x_vs_rl"].append(ssim_per_slice(x01, rl, data_range=1.0))
+        t1["x_vs_xf"].append([ssim(x01[k], x01[focal], data_range=1.0)
+                              for k in range(len(x01))])
+        other = np.clip(norm.before(by_name[held[(i + 1) % len(held)]]), 0, 1)
+        t1["xi_vs_xj"].append(ssim_per_slice(x01, other, data_range=1.0))
+        for vol, nm in ((x01, "input x"), (y, "ZSE-GAN y")):
+            for k in keys:
+                z = int(k.split("=")[1])
+                if z <= len(vol):
+                    hist_acc[nm][k] = hist_acc[nm][k] + gradient_histogram(
+                        vol[z - 1], data_range=1.0, bins=40, max_gradient=0.4)[0]
+        if example is None:
+            example = (x01, rl, y)
+    eval_s = time.perf_counter() - t_eval
+    scores = {k: _mean_scores(v) for k, v in per.items()}
+    table1 = {k: np.mean(np.array(v), axis=0).tolist() for k, v in t1.items()}
+    edges = np.linspace(0, 0.4, 41)
+    hists = {"centres": 0.5 * (edges[1:] + edges[:-1]),
+             **{nm: {k: np.asarray(v) / len(held) for k, v in d.items()}
+                for nm, d in hist_acc.items()}}
+
+    def ratio(fm):
+        return max(fm) / min(fm)
+
+    def outer(piqe):
+        return float(np.mean([piqe[k - 1] for k in _OUTER if k <= len(piqe)]))
+
+    s_in, s_rl, s_y = scores["input"], scores["rl"], scores["zsegan"]
+    criteria = [
+        {"name": "FM max/min over the planes", "target": "y <= 1.15, x not",
+         "input": f"{ratio(s_in['fm']):.3f}", "rl": f"{ratio(s_rl['fm']):.3f}",
+         "zsegan": f"{ratio(s_y['fm']):.3f}",
+         "met": ratio(s_y["fm"]) <= 1.15 < ratio(s_in["fm"])},
+        {"name": "PIQE of planes 1-4 and 26-29", "target": "y < x (paper 28-40 -> 15-19)",
+         "input": f"{outer(s_in['piqe']):.2f}", "rl": f"{outer(s_rl['piqe']):.2f}",
+         "zsegan": f"{outer(s_y['piqe']):.2f}",
+         "met": outer(s_y["piqe"]) < outer(s_in["piqe"])},
+        {"name": "FM of vertical sections", "target": "y > x (paper 0.0287 -> 0.0649)",
+         "input": f"{s_in['fm_v']:.4f}", "rl": f"{s_rl['fm_v']:.4f}",
+         "zsegan": f"{s_y['fm_v']:.4f}", "met": s_y["fm_v"] > s_in["fm_v"]},
+        {"name": f"SSIM(x, y) at the focal plane {focal + 1}", "target": ">= 0.85 (paper 0.93)",
+         "input": "1", "rl": f"{table1['x_vs_rl'][focal]:.3f}",
+         "zsegan": f"{table1['x_vs_y'][focal]:.3f}", "met": table1["x_vs_y"][focal] >= 0.85},
+    ]
+    # the first val_monitor held-apart scans chose the kept epoch (select best): the same
+    # criteria on the others alone are free of that selection
+    unselected = None
+    if cfg.select == "best" and len(held) > cfg.val_monitor:
+        part = {k: _mean_scores(v[cfg.val_monitor:]) for k, v in per.items()}
+        ss = float(np.mean([t[focal] for t in t1["x_vs_y"][cfg.val_monitor:]]))
+        unselected = {"scans": held[cfg.val_monitor:],
+                      **{k: {"fm_max_min": ratio(v["fm"]), "piqe_outer": outer(v["piqe"]),
+                             "fm_vertical": v["fm_v"]} for k, v in part.items()},
+                      "ssim_focal": ss}
+    return {"per": per, "t1": t1, "table1": table1, "scores": scores, "criteria": criteria,
+            "unselected": unselected, "held": held, "sigmas": sigmas, "n_fit": train01,
+            "gap": gap, "example": example, "hists": hists, "seconds": eval_s}
+
+
+def quality_of(res: dict[str, Any], n_held: int) -> dict[str, Any]:
+    """The model card's measured quality from :func:`_evaluate`'s criteria and unselected
+    scores (for ``export --quality``)."""
+    quality: dict[str, Any] = {}
+    for c in res["criteria"]:
+        quality[f"{c['name']}: input / RL / ZSE-GAN"] = \
+            f"{c['input']} / {c['rl']} / {c['zsegan']}"
+    u = res.get("unselected")
+    if u:
+        quality[f"the {len(u['scans'])} held-apart scans that did not choose the kept epoch: "
+                "FM max/min, outer PIQE, FM vertical (input / RL / ZSE-GAN); focal SSIM"] = (
+            " | ".join(f"{u['input'][k]:.3f} / {u['rl'][k]:.3f} / {u['zsegan'][k]:.3f}"
+                       for k in ("fm_max_min", "piqe_outer", "fm_vertical"))
+            + f"; {u['ssim_focal']:.3f}")
+    quality["evaluated on"] = (f"{n_held} held-apart z-scans of the paper's data "
+                               "(sharpstack bench zsegan)")
+    return quality
+
+
 def _export(out: Path, root: Path, model, cfg, res: dict[str, Any], train_data: str) -> Path:
     """The benchmark's model as a tested package (``out/zsegan.zip``) and its card."""
     import tempfile
@@ -152,12 +265,7 @@ def _export(out: Path, root: Path, model, cfg, res: dict[str, Any], train_data: 
     from .. import get_method
     from .._base import Trained
 
-    quality: dict[str, Any] = {}
-    for c in res["criteria"]:
-        quality[f"{c['name']}: input / RL / ZSE-GAN"] = \
-            f"{c['input']} / {c['rl']} / {c['zsegan']}"
-    quality["evaluated on"] = (f"{len(model.split['held_apart'])} held-apart z-scans of the "
-                               "paper's data (sharpstack bench zsegan)")
+    quality = quality_of(res, len(model.split["held_apart"]))
     trained = Trained(settings=cfg, model=model, result=model.result,
                       record={"training_data": train_data})
     method = get_method("zsegan")
@@ -170,6 +278,41 @@ def _export(out: Path, root: Path, model, cfg, res: dict[str, Any], train_data: 
         card = z.read("README.md").decode("utf-8")
     write_file_atomic(out / "model_card.md", lambda t: t.write_text(card, encoding="utf-8"))
     return pkg
+
+
+def card_quality(recipe: str | Path, out: str | Path, *, built: str | Path | None = None,
+                 rl_iterations: int = 20) -> dict[str, Any]:
+    """The measured quality of a zoo model for its card: the benchmark's criteria of the run
+    that ``sharpstack zoo RECIPE`` built (in ``built``, default ``zoo/built/<recipe id>``) on
+    the z-scans it held apart, read from the recipe's data; writes ``{"quality": {...},
+    "run": ...}`` to the file ``out`` (for ``sharpstack export ... --quality``) and returns it.
+    """
+    from ...errors import InputError
+    from ...io import write_file_atomic
+    from ...workflows import load_run
+    from ...zoo import load_recipe
+    from .data import read_zscans
+
+    rec = load_recipe(recipe)
+    if rec.method != "zsegan":
+        raise InputError(f"{recipe} is a {rec.method} recipe; give a zsegan recipe")
+    root = Path(built) if built else Path("zoo/built") / rec.id
+    loaded = load_run(root / "run")
+    model = loaded.trained.model
+    zdirs = [Path(recipe).parent / i for i in rec.data.inputs or []]
+    if not zdirs:
+        raise InputError(f"{recipe} names no z-scan folder (data: inputs:)")
+    zs = read_zscans(zdirs[0], n_planes=model.config.n_planes)
+    missing = [n for n in model.split["held_apart"] if n not in dict(zs)]
+    if missing:
+        raise InputError(f"the run's held-apart z-scans {missing[:3]} are not in {zdirs[0]}; "
+                         "give the recipe the run was built from")
+    ev = _evaluate(model, zs, rl_iterations)
+    res = {"quality": quality_of(ev, len(ev["held"])),
+           "run": {"method": "zsegan", "kept_epoch": model.result.best_epoch,
+                   "epochs": len(model.result.history)}}
+    write_file_atomic(Path(out), lambda tmp: tmp.write_text(json.dumps(res, indent=2)))
+    return res
 
 
 def _mean_scores(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -321,11 +464,9 @@ def run_zsegan_bench(out_dir: str | Path, *, progress: bool = False, crop: int |
     ``model_card.md``). Returns the results dict that is also written to
     ``out_dir/results.json``.
     """
-    from ...baselines import richardson_lucy_slicewise
     from ...io import write_file_atomic
-    from ...metrics import gradient_histogram, ssim, ssim_per_slice
     from .data import read_images2d, read_zscans, shared_data_dir
-    from .model import restore, train_zsegan
+    from .model import train_zsegan
     from .settings import ZSEGANConfig
 
     t0 = time.perf_counter()
@@ -349,86 +490,12 @@ def run_zsegan_bench(out_dir: str | Path, *, progress: bool = False, crop: int |
                          names=[n for n, _ in zs], out_dir=out / "run", resume=resume,
                          progress=progress)
     train_s = time.perf_counter() - t_train
-    by_name = dict(zs)
-    norm = model.normalizer
-    focal = cfg.focal_index
-    train01 = [np.clip(norm.before(by_name[n]), 0, 1) for n in model.split["train"][:8]]
-    sigmas = fit_defocus_sigmas(train01, focal)
-
-    t_eval = time.perf_counter()
-    per = {"input": [], "rl": [], "zsegan": []}
-    t1 = {"x_vs_y": [], "x_vs_rl": [], "x_vs_xf": [], "xi_vs_xj": []}
-    keys = ("z=8", "z=15", "z=21", "z=25")
-    hist_acc: dict[str, dict[str, Any]] = {"input x": {k: 0 for k in keys},
-                                           "ZSE-GAN y": {k: 0 for k in keys}}
-    held = model.split["held_apart"]
-    example = None
-    gap = []
-    for i, name in enumerate(held):
-        x01 = np.clip(norm.before(by_name[name]), 0, 1).astype(np.float32)
-        y = restore(model, by_name[name])
-        gap.append(_instance_gap(model, by_name[name], y))
-        rl = np.clip(norm.before(richardson_lucy_slicewise(x01 + 1e-3, sigmas,
-                                                           iterations=rl_iterations)),
-                     0, 1).astype(np.float32)
-        per["input"].append(_scores(x01))
-        per["rl"].append(_scores(rl))
-        per["zsegan"].append(_scores(y))
-        t1["x_vs_y"].append(ssim_per_slice(x01, y, data_range=1.0))
-        t1["x_vs_rl"].append(ssim_per_slice(x01, rl, data_range=1.0))
-        t1["x_vs_xf"].append([ssim(x01[k], x01[focal], data_range=1.0)
-                              for k in range(len(x01))])
-        other = np.clip(norm.before(by_name[held[(i + 1) % len(held)]]), 0, 1)
-        t1["xi_vs_xj"].append(ssim_per_slice(x01, other, data_range=1.0))
-        for vol, nm in ((x01, "input x"), (y, "ZSE-GAN y")):
-            for k in keys:
-                z = int(k.split("=")[1])
-                if z <= len(vol):
-                    hist_acc[nm][k] = hist_acc[nm][k] + gradient_histogram(
-                        vol[z - 1], data_range=1.0, bins=40, max_gradient=0.4)[0]
-        if example is None:
-            example = (x01, rl, y)
-    eval_s = time.perf_counter() - t_eval
-    scores = {k: _mean_scores(v) for k, v in per.items()}
-    table1 = {k: np.mean(np.array(v), axis=0).tolist() for k, v in t1.items()}
-    edges = np.linspace(0, 0.4, 41)
-    hists = {"centres": 0.5 * (edges[1:] + edges[:-1]),
-             **{nm: {k: np.asarray(v) / len(held) for k, v in d.items()}
-                for nm, d in hist_acc.items()}}
-
-    def ratio(fm):
-        return max(fm) / min(fm)
-
-    def outer(piqe):
-        return float(np.mean([piqe[k - 1] for k in _OUTER if k <= len(piqe)]))
-
+    ev = _evaluate(model, zs, rl_iterations)
+    table1, scores = ev["table1"], ev["scores"]
+    criteria, unselected, held, sigmas = ev["criteria"], ev["unselected"], ev["held"], ev["sigmas"]
     s_in, s_rl, s_y = scores["input"], scores["rl"], scores["zsegan"]
-    criteria = [
-        {"name": "FM max/min over the planes", "target": "y <= 1.15, x not",
-         "input": f"{ratio(s_in['fm']):.3f}", "rl": f"{ratio(s_rl['fm']):.3f}",
-         "zsegan": f"{ratio(s_y['fm']):.3f}",
-         "met": ratio(s_y["fm"]) <= 1.15 < ratio(s_in["fm"])},
-        {"name": "PIQE of planes 1-4 and 26-29", "target": "y < x (paper 28-40 -> 15-19)",
-         "input": f"{outer(s_in['piqe']):.2f}", "rl": f"{outer(s_rl['piqe']):.2f}",
-         "zsegan": f"{outer(s_y['piqe']):.2f}",
-         "met": outer(s_y["piqe"]) < outer(s_in["piqe"])},
-        {"name": "FM of vertical sections", "target": "y > x (paper 0.0287 -> 0.0649)",
-         "input": f"{s_in['fm_v']:.4f}", "rl": f"{s_rl['fm_v']:.4f}",
-         "zsegan": f"{s_y['fm_v']:.4f}", "met": s_y["fm_v"] > s_in["fm_v"]},
-        {"name": f"SSIM(x, y) at the focal plane {focal + 1}", "target": ">= 0.85 (paper 0.93)",
-         "input": "1", "rl": f"{table1['x_vs_rl'][focal]:.3f}",
-         "zsegan": f"{table1['x_vs_y'][focal]:.3f}", "met": table1["x_vs_y"][focal] >= 0.85},
-    ]
-    # the first val_monitor held-apart scans chose the kept epoch (select best): the same
-    # criteria on the others alone are free of that selection
-    unselected = None
-    if cfg.select == "best" and len(held) > cfg.val_monitor:
-        part = {k: _mean_scores(v[cfg.val_monitor:]) for k, v in per.items()}
-        ss = float(np.mean([t[focal] for t in t1["x_vs_y"][cfg.val_monitor:]]))
-        unselected = {"scans": held[cfg.val_monitor:],
-                      **{k: {"fm_max_min": ratio(v["fm"]), "piqe_outer": outer(v["piqe"]),
-                             "fm_vertical": v["fm_v"]} for k, v in part.items()},
-                      "ssim_focal": ss}
+    train01, gap, example, hists, eval_s = (ev["n_fit"], ev["gap"], ev["example"], ev["hists"],
+                                            ev["seconds"])
     hist = model.result.history
     protocol = (f"crop {cfg.crop}, ngf {cfg.ngf}, {cfg.n_res} residual blocks, ndf {cfg.ndf}, "
                 f"{'residual' if cfg.residual else 'tanh'} generators, {cfg.upsample} "

@@ -184,6 +184,12 @@ class ZSEGAN(Method):
         Option("device", "device", str, "cpu or cuda; default GPU if present."),
         Option("seed", "seed", int, "Random seed (default 0)."),
         Option("resume", "resume", bool, "Continue OUT/run.", default=False),
+        Option("card", "card", str, "Instead of the benchmark: score the model that "
+               "`sharpstack zoo RECIPE` built (in --built) on its held-apart z-scans and "
+               "write the quality JSON to the file --out (for `sharpstack export ... "
+               "--quality`)."),
+        Option("built", "built", str, "Output folder of `sharpstack zoo` (with --card; "
+               "default zoo/built/<recipe id>)."),
     )
     bench_threads = 2
 
@@ -264,8 +270,16 @@ class ZSEGAN(Method):
 
     # ------------------------------------------------------------------ benchmark
     def bench(self, out_dir: Path, *, progress: bool = False, **options: Any) -> dict[str, Any]:
-        from .bench import run_zsegan_bench
+        from .bench import card_quality, run_zsegan_bench
 
+        card, built = options.pop("card", None), options.pop("built", None)
+        if card is not None:
+            if options:
+                raise InputError(f"--card scores a built zoo model; the benchmark's options "
+                                 f"({', '.join(sorted(options))}) do not apply to it")
+            return card_quality(card, out_dir, built=built)
+        if built is not None:
+            raise InputError("--built goes with --card RECIPE")
         extra = {k.split(".", 1)[1]: options.pop(k) for k in list(options)
                  if k.startswith("extra.")}
         for key, choices in (("upsample", ("transposed", "resize")),
