@@ -236,7 +236,8 @@ def _evaluate(model, zs: list[tuple[str, np.ndarray]], rl_iterations: int) -> di
             "gap": gap, "example": example, "hists": hists, "seconds": eval_s}
 
 
-def quality_of(res: dict[str, Any], n_held: int) -> dict[str, Any]:
+def quality_of(res: dict[str, Any], n_held: int, how: str = "sharpstack bench zsegan"
+               ) -> dict[str, Any]:
     """The model card's measured quality from :func:`_evaluate`'s criteria and unselected
     scores (for ``export --quality``)."""
     quality: dict[str, Any] = {}
@@ -245,13 +246,14 @@ def quality_of(res: dict[str, Any], n_held: int) -> dict[str, Any]:
             f"{c['input']} / {c['rl']} / {c['zsegan']}"
     u = res.get("unselected")
     if u:
-        quality[f"the {len(u['scans'])} held-apart scans that did not choose the kept epoch: "
-                "FM max/min, outer PIQE, FM vertical (input / RL / ZSE-GAN); focal SSIM"] = (
-            " | ".join(f"{u['input'][k]:.3f} / {u['rl'][k]:.3f} / {u['zsegan'][k]:.3f}"
-                       for k in ("fm_max_min", "piqe_outer", "fm_vertical"))
-            + f"; {u['ssim_focal']:.3f}")
-    quality["evaluated on"] = (f"{n_held} held-apart z-scans of the paper's data "
-                               "(sharpstack bench zsegan)")
+        quality[f"the {len(u['scans'])} held-apart scans that did not choose the kept epoch "
+                "(input / RL / ZSE-GAN)"] = "; ".join(
+            f"{label} {u['input'][k]:.{nd}f} / {u['rl'][k]:.{nd}f} / {u['zsegan'][k]:.{nd}f}"
+            for label, k, nd in (("FM max/min", "fm_max_min", 3),
+                                 ("outer PIQE", "piqe_outer", 2),
+                                 ("FM vertical", "fm_vertical", 4))) + (
+            f"; focal SSIM {u['ssim_focal']:.3f}")
+    quality["evaluated on"] = f"{n_held} held-apart z-scans of the paper's data ({how})"
     return quality
 
 
@@ -308,7 +310,8 @@ def card_quality(recipe: str | Path, out: str | Path, *, built: str | Path | Non
         raise InputError(f"the run's held-apart z-scans {missing[:3]} are not in {zdirs[0]}; "
                          "give the recipe the run was built from")
     ev = _evaluate(model, zs, rl_iterations)
-    res = {"quality": quality_of(ev, len(ev["held"])),
+    res = {"quality": quality_of(ev, len(ev["held"]), "sharpstack bench zsegan --card: the "
+                                 "run that sharpstack zoo built"),
            "run": {"method": "zsegan", "kept_epoch": model.result.best_epoch,
                    "epochs": len(model.result.history)}}
     write_file_atomic(Path(out), lambda tmp: tmp.write_text(json.dumps(res, indent=2)))
