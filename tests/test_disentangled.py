@@ -150,6 +150,52 @@ def test_residual_decoder_starts_as_the_identity_and_exports(skips, tmp_path):
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
+def test_self_ensemble_averages_the_eight_flips_and_rotations_and_exports(tmp_path):
+    """The self-ensemble is the mean of the one-pass network over the dihedral group of the
+    image: equivariant to flips and transposes (the one pass is not), exported to TorchScript
+    and ONNX with the same result, the default of new runs and off for recorded ones."""
+    import onnxruntime as ort
+
+    from sharpstack.export.weights import export_onnx, export_torchscript
+    from sharpstack.methods.disentangled import DisentangledConfig
+    from sharpstack.methods.disentangled.disentangled_arch import DisentangledDeploy
+    from sharpstack.methods.disentangled.plugin import Disentangled
+
+    torch.manual_seed(3)
+    kw = dict(channels=[4, 8], id_channels=6, blur_channels=1, skip_channels=2,
+              residual=True, batch_norm=False)
+    ens = DisentangledDeploy(**kw, self_ensemble=True)
+    for p in ens.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    ens.eval()
+    one = DisentangledDeploy(**kw).eval()
+    one.load_state_dict(ens.state_dict())
+    x = torch.rand(2, 1, 32, 40)
+    with torch.no_grad():
+        manual = 0
+        for k in range(4):
+            for flip in (False, True):
+                a = torch.flip(x, [3]) if flip else x
+                o = torch.rot90(one(torch.rot90(a, k, [2, 3])), -k, [2, 3])
+                manual = manual + (torch.flip(o, [3]) if flip else o)
+        ref = ens(x)
+        assert torch.allclose(ref, manual / 8, atol=1e-5)
+        assert torch.allclose(ens(torch.flip(x, [2])), torch.flip(ref, [2]), atol=1e-5)
+        assert float((one(torch.flip(x, [2])) - torch.flip(one(x), [2])).abs().max()) > 1e-3
+        assert float((one(x) - ref).abs().max()) > 1e-3
+    export_torchscript(ens, torch.rand(1, 1, 32, 48), tmp_path / "m.pt")
+    export_onnx(ens, torch.rand(1, 1, 32, 48), tmp_path / "m.onnx", space_axes=2)
+    xb = torch.rand(1, 1, 64, 40)
+    with torch.no_grad():
+        r = ens(xb)
+        ts = torch.jit.load(str(tmp_path / "m.pt"))(xb)
+    onx = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input": xb.numpy()})[0]
+    assert torch.allclose(r, ts, atol=1e-5)
+    np.testing.assert_allclose(onx, r.numpy(), atol=1e-5)
+    assert DisentangledConfig().self_ensemble is True
+    assert Disentangled.recorded_before["self_ensemble"] is False
+
+
 def test_residual_is_the_default_of_the_manifold_models_only():
     from sharpstack.methods.disentangled import DisentangledConfig
     from sharpstack.methods.disentangled.plugin import Disentangled
@@ -554,7 +600,7 @@ def test_training_without_batch_norm_builds_and_deploys_that_network(tiny_series
     from sharpstack.methods.disentangled.package import card_fields
 
     series, _ = tiny_series
-    cfg = DisentangledConfig(variant="manifold1d", batch_norm=False,
+    cfg = DisentangledConfig(variant="manifold1d", batch_norm=False, self_ensemble=False,
                              **{**TINY, "epochs": 1, "steps_per_epoch": 3})
     assert cfg.arch_kwargs()["batch_norm"] is False
     model = train_disentangled(series, cfg)

@@ -276,16 +276,18 @@ def test_a_run_recorded_before_the_residual_decoder_loads_as_it_was_trained(synt
 
     run = tmp_path / "run"
     _ok(runner.invoke(app, ["train", "disentangled", str(synth / "series"), str(run),
-                            "--no-residual", "--w-deblur", "0"] + TINY_FLAGS))
+                            "--no-residual", "--w-deblur", "0", "--no-self-ensemble"]
+                     + TINY_FLAGS))
     old = tmp_path / "old_run"
     shutil.copytree(run, old)
     info = json.loads((old / "run.json").read_text())
     assert info["settings"]["residual"] is False  # today's runs record it
-    for key in ("residual", "w_deblur"):
+    for key in ("residual", "w_deblur", "self_ensemble"):
         info["settings"].pop(key)
     (old / "run.json").write_text(json.dumps(info))
     loaded = load_run(old).trained
     assert loaded.settings.residual is False and loaded.settings.w_deblur == 0
+    assert loaded.settings.self_ensemble is False
     assert loaded.model.net.residual is False
     img = np.random.default_rng(0).random((32, 32)).astype(np.float32)
     np.testing.assert_array_equal(deblur(loaded.model, img),

@@ -12,7 +12,7 @@ import time
 from concurrent.futures import Future
 from typing import Any, Callable
 
-__all__ = ["InlineExecutor", "job_executor", "stderr_log"]
+__all__ = ["InlineExecutor", "job_executor", "stderr_log", "card_mode"]
 
 
 class InlineExecutor:
@@ -64,3 +64,20 @@ def stderr_log() -> Callable[[str], None]:
         tqdm.write(f"[{time.time() - t0:7.0f} s] {msg}", file=sys.stderr)
 
     return log
+
+
+def card_mode(card: Any, built: Any, options: dict[str, Any], out: Any,
+              card_quality: Callable[..., dict[str, Any]]) -> dict[str, Any] | None:
+    """``bench <method> --card RECIPE [--built DIR]``: the quality of a built zoo model
+    (``card_quality(card, out, built=built)``) instead of the benchmark, which takes none of
+    the benchmark's ``options``; ``None`` when no card was asked for."""
+    from ..errors import InputError
+
+    if card is not None:
+        if options:
+            raise InputError(f"--card scores a built zoo model; the benchmark's options "
+                             f"({', '.join(sorted(options))}) do not apply to it")
+        return card_quality(card, out, built=built)
+    if built is not None:
+        raise InputError("--built goes with --card RECIPE")
+    return None

@@ -309,18 +309,36 @@ class DisentangledDeploy(nn.Module):
 
     Shapes: ``(B, 1, H, W) -> (B, 1, H, W)``. The multi-scale identity features go to the
     decoder directly (no packing in the exported graph); a residual decoder corrects ``x``.
+    With ``self_ensemble`` the output is the mean over the 8 flips and transpositions of
+    ``x`` (each transformed back): the dihedral group the training augments with, so every
+    member is an image the network was trained on; plain flips and transposes, which
+    TorchScript and ONNX (opset 11+) export. The receptive field is unchanged.
     """
 
     def __init__(self, channels: Sequence[int] = (16, 32, 64), id_channels: int = 64,
                  blur_channels: int = 64, variational: bool = False,
                  skip_channels: int = 0, residual: bool = False,
-                 batch_norm: bool = True) -> None:
+                 batch_norm: bool = True, self_ensemble: bool = False) -> None:
         super().__init__()
         self.ae = DisentangledAE(channels, id_channels, blur_channels, variational,
                                  skip_channels, residual, batch_norm)
+        self.self_ensemble = bool(self_ensemble)
         self.register_buffer("focus_code", torch.zeros(int(blur_channels)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.self_ensemble:
+            return self._deblur(x)
+        acc = torch.zeros_like(x)
+        for transpose in (False, True):
+            a = x.transpose(2, 3) if transpose else x
+            for dims in ([2], [3], [2, 3]):
+                o = torch.flip(self._deblur(torch.flip(a, dims)), dims)
+                acc = acc + (o.transpose(2, 3) if transpose else o)
+            o = self._deblur(a)
+            acc = acc + (o.transpose(2, 3) if transpose else o)
+        return acc / 8.0
+
+    def _deblur(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.ae.encoder.identity_features(x)
         if self.ae.variational:  # the means of every level
             feats = [f[:, : f.shape[1] // 2] for f in feats]

@@ -45,13 +45,13 @@ class DisentangledModel:
 
     def deploy(self) -> DisentangledDeploy:
         """The exported module: ``D(identity(x), focus_code)``, 2D -> 2D, same shape."""
-        mod = DisentangledDeploy(**self.config.arch_kwargs())
+        mod = DisentangledDeploy(**self.deploy_kwargs())
         mod.ae.load_state_dict(self.net.state_dict())
         mod.focus_code.copy_(torch.as_tensor(self.focus_code, dtype=torch.float32))
         return mod.eval()
 
     def deploy_kwargs(self) -> dict[str, Any]:
-        return self.config.arch_kwargs()
+        return {**self.config.arch_kwargs(), "self_ensemble": bool(self.config.self_ensemble)}
 
     def receptive_radius(self) -> int:
         return receptive_radius(**self.config.arch_kwargs())

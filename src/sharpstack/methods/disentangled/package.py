@@ -148,7 +148,7 @@ def card_fields(model: DisentangledModel, *, halo: int, min_size: int, training_
         step=model.multiple, min_size=min_size, pmin=cfg.pmin, pmax=cfg.pmax, halo=halo,
         radius=model.receptive_radius(), channels=", ".join(str(c) for c in cfg.channels),
         id_channels=cfg.id_channels, blur_channels=cfg.code_blur_channels,
-        arch_kwargs=json.dumps(cfg.arch_kwargs()), loss_text=loss_text,
+        arch_kwargs=json.dumps(model.deploy_kwargs()), loss_text=loss_text,
         recon_text=recon_text, norm_text=(
             "batch norm" if cfg.batch_norm else "a bias each (no batch norm, unlike the "
             "thesis; `--no-batch-norm`)"),
@@ -159,7 +159,8 @@ def card_fields(model: DisentangledModel, *, halo: int, min_size: int, training_
         training_data=training_data or "not recorded", test_input_text=test_input_text,
         recon_dev=recon_dev, distance_text=distance_text, arch_text=_ARCH_TEXT[
             cfg.architecture].format(skip=cfg.skip_channels) + " " + _RESIDUAL_TEXT[
-            bool(cfg.arch_kwargs()["residual"])],
+            bool(cfg.arch_kwargs()["residual"])] + " " + _ENSEMBLE_TEXT[
+            bool(cfg.self_ensemble)],
         beta_rate=cfg.beta_rate, beta_full=cfg.beta_full,
         beta_full_pct=round(100 * cfg.beta_full, 2), p_focus=cfg.p_focus,
         kl_weight=cfg.kl_weight)
@@ -191,6 +192,16 @@ _RESIDUAL_TEXT = {
            "through the codes and lost detail that the blurry input still had."),
     False: ("The decoder redraws the image from the codes (the thesis's decoder; "
             "sharpstack's default corrects the input instead)."),
+}
+
+
+_ENSEMBLE_TEXT = {
+    True: ("Self-ensemble (sharpstack's default, not the thesis's): the packaged network "
+           "returns the mean of its outputs for the 8 flips and 90-degree rotations of the "
+           "image, each turned back (the augmentations it was trained with); 8 passes per "
+           "image. Why: on the real z-scans benchmark it added 0.07 dB / 0.003 SSIM at no "
+           "training cost."),
+    False: "One pass per image (no self-ensemble).",
 }
 
 

@@ -54,7 +54,7 @@ class Disentangled(Method):
     # residual decoder, a decoder that redraws the image; before the batch_norm option, with
     # batch norm (the thesis's); before the supervised recipe, the thesis's losses to the end
     recorded_before = {"architecture": "thesis", "residual": False, "w_deblur": 0.0,
-                       "batch_norm": True, "supervised": 0.0}
+                       "batch_norm": True, "supervised": 0.0, "self_ensemble": False}
     inputs = (Input("series", "Defocus series: a folder of z-stacks (one field of view each, "
                     "ZYX, all the same shape) or one such stack.", kind="file_or_folder"),)
     options = (
@@ -71,6 +71,9 @@ class Disentangled(Method):
         Option("batch-norm", "batch_norm", bool, "--batch-norm: batch normalisation after "
                "every convolution (the thesis's); --no-batch-norm (default): convolutions with "
                "biases."),
+        Option("self-ensemble", "self_ensemble", bool, "--self-ensemble (default): the package "
+               "averages over the 8 flips and rotations of the image (8x the inference "
+               "time); --no-self-ensemble: one pass."),
         Option("skip-channels", "skip_channels", int, "Channels of the identity skip features "
                "per resolution (architecture skips; default 8)."),
         Option("id-channels", "id_channels", int, "Channels of the identity code (thesis 512)."),
@@ -284,7 +287,7 @@ class Disentangled(Method):
 
     # ------------------------------------------------------------------ benchmark
     def bench(self, out_dir: Path, *, progress: bool = False, **options: Any) -> dict[str, Any]:
-        from ...bench._jobs import stderr_log
+        from ...bench._jobs import card_mode, stderr_log
         from .bench import card_quality, run_disentangled_bench
 
         card, built = options.pop("card", None), options.pop("built", None)
@@ -307,12 +310,8 @@ class Disentangled(Method):
                 cfg["channels"] = list(cfg["channels"])
             return run_pairs_bench(out_dir, models=models, config=cfg,
                                    on_step=stderr_log() if progress else None)
-        if card is not None:
-            if options:
-                raise InputError(f"--card scores a built zoo model; the benchmark's options "
-                                 f"({', '.join(sorted(options))}) do not apply to it")
-            return card_quality(card, out_dir, built=built)
-        if built is not None:
-            raise InputError("--built goes with --card RECIPE")
+        scored = card_mode(card, built, options, out_dir, card_quality)
+        if scored is not None:
+            return scored
         return run_disentangled_bench(out_dir, progress=progress,
                                       on_step=stderr_log() if progress else None, **options)

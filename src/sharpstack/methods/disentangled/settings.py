@@ -120,6 +120,11 @@ class DisentangledConfig(LoopSettings, EarlyStopping):
                            "(fixed, seeded)")
     augment: bool = Field(True, description="random flips and 90 degree rotations (the same "
                           "for all images of one identity)")
+    self_ensemble: bool = Field(True, description="the deployed model averages its output "
+                                "over the 8 flips and 90 degree rotations of the image "
+                                "(geometric self-ensemble, Lim et al. 2017; sharpstack's, "
+                                "issue 22): 8x the inference time, +0.07 dB on the real "
+                                "z-scans; the training is unchanged")
     pmin: float = Field(1.0, ge=0, lt=100, description="lower percentile of the per-image "
                         "normalisation (bioimage.io scale_range)")
     pmax: float = Field(99.8, gt=0, le=100, description="upper percentile")

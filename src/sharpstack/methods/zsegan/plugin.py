@@ -270,16 +270,13 @@ class ZSEGAN(Method):
 
     # ------------------------------------------------------------------ benchmark
     def bench(self, out_dir: Path, *, progress: bool = False, **options: Any) -> dict[str, Any]:
+        from ...bench._jobs import card_mode
         from .bench import card_quality, run_zsegan_bench
 
-        card, built = options.pop("card", None), options.pop("built", None)
-        if card is not None:
-            if options:
-                raise InputError(f"--card scores a built zoo model; the benchmark's options "
-                                 f"({', '.join(sorted(options))}) do not apply to it")
-            return card_quality(card, out_dir, built=built)
-        if built is not None:
-            raise InputError("--built goes with --card RECIPE")
+        scored = card_mode(options.pop("card", None), options.pop("built", None), options,
+                           out_dir, card_quality)
+        if scored is not None:
+            return scored
         extra = {k.split(".", 1)[1]: options.pop(k) for k in list(options)
                  if k.startswith("extra.")}
         for key, choices in (("upsample", ("transposed", "resize")),
