@@ -33,6 +33,9 @@ One function, :func:`run_zsegan_bench`:
    sections before/after), ``gradient_histograms.png`` (Fig. 6) and ``fm_piqe.png``
    (Fig. 7).
 
+:func:`card_quality` scores the weights a zoo build wrote (``sharpstack zoo``) with the same
+criteria on the z-scans that run held apart, for its model card (``bench zsegan --card``).
+
 All sizes are options, so the reduced CPU run and the paper-size GPU run are the same code
 (``sharpstack bench zsegan``; the README gives both commands). Nothing here prints.
 """
@@ -49,7 +52,8 @@ import numpy as np
 
 from ...psf import fit_defocus_sigmas
 
-__all__ = ["run_zsegan_bench", "card_quality", "quality_of", "fit_defocus_sigmas", "PAPER_TABLE3", "PAPER_TABLE1",
+__all__ = ["run_zsegan_bench", "card_quality", "quality_of", "fit_defocus_sigmas",
+           "PAPER_TABLE3", "PAPER_TABLE1",
            "PAPER_TABLE2", "REDUCED"]
 
 REDUCED: dict[str, Any] = {"crop": 48, "ngf": 8, "n_res": 3, "ndf": 16, "sections": 4,
@@ -232,7 +236,7 @@ def _evaluate(model, zs: list[tuple[str, np.ndarray]], rl_iterations: int) -> di
                              "fm_vertical": v["fm_v"]} for k, v in part.items()},
                       "ssim_focal": ss}
     return {"per": per, "t1": t1, "table1": table1, "scores": scores, "criteria": criteria,
-            "unselected": unselected, "held": held, "sigmas": sigmas, "n_fit": train01,
+            "unselected": unselected, "held": held, "sigmas": sigmas, "n_fit": len(train01),
             "gap": gap, "example": example, "hists": hists, "seconds": eval_s}
 
 
@@ -497,8 +501,8 @@ def run_zsegan_bench(out_dir: str | Path, *, progress: bool = False, crop: int |
     table1, scores = ev["table1"], ev["scores"]
     criteria, unselected, held, sigmas = ev["criteria"], ev["unselected"], ev["held"], ev["sigmas"]
     s_in, s_rl, s_y = scores["input"], scores["rl"], scores["zsegan"]
-    train01, gap, example, hists, eval_s = (ev["n_fit"], ev["gap"], ev["example"], ev["hists"],
-                                            ev["seconds"])
+    n_fit, gap, example, hists, eval_s = (ev["n_fit"], ev["gap"], ev["example"], ev["hists"],
+                                          ev["seconds"])
     hist = model.result.history
     protocol = (f"crop {cfg.crop}, ngf {cfg.ngf}, {cfg.n_res} residual blocks, ndf {cfg.ndf}, "
                 f"{'residual' if cfg.residual else 'tanh'} generators, {cfg.upsample} "
@@ -527,7 +531,7 @@ def run_zsegan_bench(out_dir: str | Path, *, progress: bool = False, crop: int |
         f"sharp vertical examples: {'the vertical set' if vert else 'in-focus windows'}; "
         f"weights of the {cfg.select} epoch "
         f"({model.result.best_epoch if cfg.select == 'best' else len(hist)}). Baseline RL: per-plane Gaussian widths fitted on "
-        f"{len(train01)} training scans ({', '.join(f'{s:g}' for s in sigmas)} px for planes "
+        f"{n_fit} training scans ({', '.join(f'{s:g}' for s in sigmas)} px for planes "
         f"1..{len(sigmas)}), {rl_iterations} iterations. Wall time: training "
         f"{train_s:.0f} s, evaluation {eval_s:.0f} s.")
     gap_mean = {k: float(np.mean([g[k] for g in gap])) for k in gap[0]}
