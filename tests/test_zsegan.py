@@ -223,14 +223,18 @@ def test_stored_instance_norm_train_eval_and_calibration():
     torch.testing.assert_close(norm(x[..., :2, :3]), want[..., :2, :3])
 
 
-@pytest.mark.parametrize("z_padding", ["zeros", "replicate"])
-def test_deploy_traces_and_exports_to_onnx_opset17(tmp_path, z_padding):
+_PADDING_ENSEMBLE = [("zeros", False), ("replicate", False), ("replicate", True)]
+
+
+@pytest.mark.parametrize("z_padding,ensemble", _PADDING_ENSEMBLE)
+def test_deploy_traces_and_exports_to_onnx_opset17(tmp_path, z_padding, ensemble):
     import onnxruntime as ort
 
     from sharpstack.export.weights import export_onnx, export_torchscript
 
     torch.manual_seed(0)
-    mod = ZSEGANDeploy({"ngf": 2, "n_res": 1, "z_padding": z_padding}).eval()
+    mod = ZSEGANDeploy({"ngf": 2, "n_res": 1, "z_padding": z_padding},
+                       self_ensemble=ensemble).eval()
     _randomise_norms(mod)
     ex = torch.rand(1, 1, 29, 32, 32)
     ts = export_torchscript(mod, ex, tmp_path / "m.pt")
@@ -249,10 +253,11 @@ def test_deploy_traces_and_exports_to_onnx_opset17(tmp_path, z_padding):
     assert max(o.version for o in onnx.load(str(on)).opset_import) <= 17
 
 
-@pytest.mark.parametrize("z_padding", ["zeros", "replicate"])
-def test_tiles_with_the_halo_equal_the_whole_stack(z_padding):
+@pytest.mark.parametrize("z_padding,ensemble", _PADDING_ENSEMBLE)
+def test_tiles_with_the_halo_equal_the_whole_stack(z_padding, ensemble):
     torch.manual_seed(1)
-    mod = ZSEGANDeploy({"ngf": 2, "n_res": 1, "z_padding": z_padding}).eval()
+    mod = ZSEGANDeploy({"ngf": 2, "n_res": 1, "z_padding": z_padding},
+                       self_ensemble=ensemble).eval()
     _randomise_norms(mod)
     halo = receptive_radius(n_res=1)
     halo += (-halo) % 4
@@ -263,6 +268,32 @@ def test_tiles_with_the_halo_equal_the_whole_stack(z_padding):
         left = mod(x[..., : 64 + halo])[..., :64]
         right = mod(x[..., 64 - halo:])[..., halo:]
     torch.testing.assert_close(torch.cat([left, right], dim=-1), whole, atol=1e-6, rtol=0)
+
+
+def test_self_ensemble_is_the_mean_over_lateral_flips_and_rotations():
+    """The self-ensemble is the one-pass G_S averaged over the 8 lateral flips/rotations:
+    equivariant to them where the one pass is not; z is never flipped."""
+    torch.manual_seed(2)
+    one = ZSEGANDeploy({"ngf": 2, "n_res": 1}).eval()
+    _randomise_norms(one)
+    for p in one.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    ens = ZSEGANDeploy({"ngf": 2, "n_res": 1}, self_ensemble=True).eval()
+    ens.load_state_dict(one.state_dict())
+    x = torch.rand(1, 1, 29, 32, 40)
+    with torch.no_grad():
+        manual = 0
+        for k in range(4):
+            for flip in (False, True):
+                a = torch.flip(x, [4]) if flip else x
+                o = torch.rot90(one(torch.rot90(a, k, [3, 4])), -k, [3, 4])
+                manual = manual + (torch.flip(o, [4]) if flip else o)
+        ref = ens(x)
+        torch.testing.assert_close(ref, manual / 8, atol=1e-5, rtol=0)
+        torch.testing.assert_close(ens(torch.flip(x, [3])), torch.flip(ref, [3]), atol=1e-5,
+                                   rtol=0)
+        assert float((one(torch.flip(x, [3])) - torch.flip(one(x), [3])).abs().max()) > 1e-3
+        assert float((one(x) - ref).abs().max()) > 1e-3
 
 
 # ------------------------------------------------------------------ losses and sections

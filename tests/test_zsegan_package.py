@@ -197,6 +197,32 @@ def test_benchmark_machinery_on_tiny_data(tmp_path):
     assert "did not choose the kept epoch" in text
 
 
+def test_self_ensemble_package_is_tested_and_says_so(synth, tmp_path):
+    """`train zsegan --self-ensemble`: the package (three weight formats tested at export)
+    rebuilds the averaging deploy module from its kwargs, and its card says what it does."""
+    import zipfile
+
+    from sharpstack.methods.zsegan.model import restore
+    from sharpstack.workflows import load_run
+
+    run = tmp_path / "run"
+    _ok(runner.invoke(app, ["train", "zsegan", str(synth / "zscans"), str(synth / "infocus"),
+                            str(run), "--self-ensemble"] + TINY_FLAGS))
+    pkg = tmp_path / "ens.zip"
+    res = _ok(runner.invoke(app, ["export", str(run), str(synth / "sample.tif"), str(pkg)]))
+    assert "tested" in res.output
+    with zipfile.ZipFile(pkg) as z:
+        rdf = yaml.safe_load(z.read("rdf.yaml"))
+        card = z.read("README.md").decode()
+    kwargs = rdf["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]
+    assert kwargs["self_ensemble"] is True and "Self-ensemble" in card
+    model = load_run(run).trained.model
+    x = read_stack(synth / "sample.tif").values
+    y = restore(model, x)
+    yf = restore(model, np.ascontiguousarray(x[..., ::-1]))
+    np.testing.assert_allclose(yf[..., ::-1], y, atol=1e-5)
+
+
 def test_card_quality_scores_the_built_run_on_its_held_apart_scans(run, synth, tmp_path):
     """`bench zsegan --card RECIPE --built DIR`: the criteria of the built run's own weights on
     the z-scans it held apart, as JSON for `export --quality`."""

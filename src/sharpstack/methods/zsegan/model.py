@@ -44,12 +44,13 @@ class ZSEGANModel:
 
     def deploy(self) -> ZSEGANDeploy:
         """The exported module: G_S alone, [0, 1] in and out, same shape (DESIGN.md)."""
-        mod = ZSEGANDeploy(generator=self.config.generator_kwargs())
+        mod = ZSEGANDeploy(**self.deploy_kwargs())
         mod.net.load_state_dict(self.G_S.state_dict())
         return mod.eval()
 
     def deploy_kwargs(self) -> dict[str, Any]:
-        return {"generator": self.config.generator_kwargs()}
+        return {"generator": self.config.generator_kwargs(),
+                "self_ensemble": bool(self.config.self_ensemble)}
 
     def receptive_radius(self) -> int:
         return receptive_radius(**self.config.generator_kwargs())

@@ -52,6 +52,11 @@ class ZSEGANConfig(LoopSettings):
         "Padding of the generators' convolutions at the first and last focal planes: zeros "
         "(the notebook) or the outermost planes repeated (the outermost planes then see "
         "defocused content beyond them rather than mid-grey)."))
+    self_ensemble: bool = Field(False, description=(
+        "The exported G_S returns the mean of its outputs for the 8 lateral flips and 90-degree "
+        "rotations of the z-scan, each turned back (not in the paper): 8x the inference time; "
+        "removes the generator's 4-px grid and part of the far planes' noise, at the cost of "
+        "the no-reference sharpness scores (FM, PIQE), which that texture raises."))
     ndf: int = Field(32, ge=1, le=512, description="Discriminator filters of the first layer.")
     d_layers: int = Field(4, ge=1, le=6, description="Stride-2 layers of each PatchGAN.")
     d_norm: Literal["instance", "none"] = Field("instance", description=(

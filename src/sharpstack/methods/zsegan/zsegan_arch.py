@@ -313,17 +313,36 @@ class ZSEGANDeploy(nn.Module):
     ----------
     generator : dict
         JSON-serialisable keyword arguments of :class:`ResnetGenerator3D`.
+    self_ensemble : bool
+        Return the mean over the 8 lateral flips and transpositions of the input, each
+        transformed back (plain flips and transposes: TorchScript and ONNX export them; the
+        lateral receptive field, hence the tiling halo, is unchanged).
 
     Shapes: ``(B, 1, k * n_planes, Y, X) -> (B, 1, k * n_planes, Y, X)``, Y and X multiples
     of 4.
     """
 
-    def __init__(self, generator: dict[str, Any] | None = None) -> None:
+    def __init__(self, generator: dict[str, Any] | None = None,
+                 self_ensemble: bool = False) -> None:
         super().__init__()
         self.net = ResnetGenerator3D(**(generator or {}))
         self.n_planes = self.net.n_planes
+        self.self_ensemble = bool(self_ensemble)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.self_ensemble:
+            return self._sharpen(x)
+        acc = torch.zeros_like(x)
+        for transpose in (False, True):
+            a = x.transpose(3, 4) if transpose else x
+            for dims in ([3], [4], [3, 4]):
+                o = torch.flip(self._sharpen(torch.flip(a, dims)), dims)
+                acc = acc + (o.transpose(3, 4) if transpose else o)
+            o = self._sharpen(a)
+            acc = acc + (o.transpose(3, 4) if transpose else o)
+        return acc / 8.0
+
+    def _sharpen(self, x: torch.Tensor) -> torch.Tensor:
         b, c, z, h, w = x.shape
         n = self.n_planes
         # z-scans as batch items: (B, C, k*n, Y, X) -> (B*k, C, n, Y, X)
