@@ -52,7 +52,8 @@ class Disentangled(Method):
     settings_model = DisentangledSettings
     # runs recorded before the identity skips existed are the thesis's network; before the
     # residual decoder, a decoder that redraws the image; before the batch_norm option, with
-    # batch norm (the thesis's); before the supervised recipe, the thesis's losses to the end
+    # batch norm (the thesis's); before the supervised recipe, the thesis's losses to the end;
+    # before the self-ensemble, one pass of the network
     recorded_before = {"architecture": "thesis", "residual": False, "w_deblur": 0.0,
                        "batch_norm": True, "supervised": 0.0, "self_ensemble": False}
     inputs = (Input("series", "Defocus series: a folder of z-stacks (one field of view each, "
