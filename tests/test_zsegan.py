@@ -154,7 +154,8 @@ def test_discriminator_norm_and_infocus_matching_reach_training(data, monkeypatc
 
 
 @pytest.mark.parametrize("upsample,z_padding", [("transposed", "zeros"),
-                                                 ("resize", "zeros"), ("resize", "replicate")])
+                                                 ("resize", "zeros"), ("resize", "replicate"),
+                                                 ("linear", "replicate")])
 @pytest.mark.parametrize("n_res", [0, 2])
 def test_receptive_radius_bounds_the_true_support(n_res, upsample, z_padding):
     torch.manual_seed(0)
@@ -225,17 +226,18 @@ def test_stored_instance_norm_train_eval_and_calibration():
     torch.testing.assert_close(norm(x[..., :2, :3]), want[..., :2, :3])
 
 
-_PADDING_ENSEMBLE = [("zeros", False), ("replicate", False), ("replicate", True)]
+_PADDING_ENSEMBLE = [("zeros", False, "transposed"), ("replicate", False, "transposed"),
+                     ("replicate", True, "transposed"), ("replicate", False, "linear")]
 
 
-@pytest.mark.parametrize("z_padding,ensemble", _PADDING_ENSEMBLE)
-def test_deploy_traces_and_exports_to_onnx_opset17(tmp_path, z_padding, ensemble):
+@pytest.mark.parametrize("z_padding,ensemble,upsample", _PADDING_ENSEMBLE)
+def test_deploy_traces_and_exports_to_onnx_opset17(tmp_path, z_padding, ensemble, upsample):
     import onnxruntime as ort
 
     from sharpstack.export.weights import export_onnx, export_torchscript
 
     torch.manual_seed(0)
-    mod = ZSEGANDeploy({"ngf": 2, "n_res": 1, "z_padding": z_padding},
+    mod = ZSEGANDeploy({"ngf": 2, "n_res": 1, "z_padding": z_padding, "upsample": upsample},
                        self_ensemble=ensemble).eval()
     _randomise_norms(mod)
     ex = torch.rand(1, 1, 29, 32, 32)
@@ -255,13 +257,13 @@ def test_deploy_traces_and_exports_to_onnx_opset17(tmp_path, z_padding, ensemble
     assert max(o.version for o in onnx.load(str(on)).opset_import) <= 17
 
 
-@pytest.mark.parametrize("z_padding,ensemble", _PADDING_ENSEMBLE)
-def test_tiles_with_the_halo_equal_the_whole_stack(z_padding, ensemble):
+@pytest.mark.parametrize("z_padding,ensemble,upsample", _PADDING_ENSEMBLE)
+def test_tiles_with_the_halo_equal_the_whole_stack(z_padding, ensemble, upsample):
     torch.manual_seed(1)
-    mod = ZSEGANDeploy({"ngf": 2, "n_res": 1, "z_padding": z_padding},
+    mod = ZSEGANDeploy({"ngf": 2, "n_res": 1, "z_padding": z_padding, "upsample": upsample},
                        self_ensemble=ensemble).eval()
     _randomise_norms(mod)
-    halo = receptive_radius(n_res=1)
+    halo = receptive_radius(n_res=1, upsample=upsample)
     halo += (-halo) % 4
     x = torch.rand(1, 1, 29, 64, 128)
     with torch.no_grad():
@@ -344,6 +346,13 @@ def test_config_rejects_unknown_and_inconsistent_settings():
     with pytest.raises(ValueError, match="focal_plane"):
         ZSEGANConfig(focal_plane=30)
     assert ZSEGANConfig().focal_index == 14
+    # the loop's cosine schedule reaches the loop; a fixed adversarial rate contradicts it
+    assert ZSEGANConfig().train_config().lr_schedule == "constant"
+    assert ZSEGANConfig(lr_schedule="cosine").train_config().lr_schedule == "cosine"
+    with pytest.raises(ValueError, match="adversarial_lr fixes the rate"):
+        ZSEGANConfig(lr_schedule="cosine", adversarial_lr=1e-4)
+    with pytest.raises(ValueError, match="upsample"):
+        ZSEGANConfig(upsample="bilinear")
 
 
 def _write(path, arr, axes):
@@ -700,8 +709,6 @@ def test_adversarial_lr_applies_after_the_warm_start_only():
 def test_focal_anchor_keeps_the_real_focal_plane():
     """Adversarial steps move a (residual, identity-initialised) G_S; the focal-plane anchor
     keeps its output at the real scan's focal plane close to the input there."""
-    from sharpstack.methods.zsegan.warmstart import DefocusModel
-
     def focal_change(weight):
         torch.manual_seed(0)
         cfg = ZSEGANConfig(**{**TINY, "warm_start_steps": 0, "residual": True, "lr": 5e-3,

@@ -117,6 +117,16 @@ def _variant_text(cfg, defocus: dict[str, Any] | None = None) -> str:
         lines.append("- Decoder upsampling by nearest x2 + convolution instead of the "
                      "notebook's transposed convolutions (which leave checkerboard patterns "
                      "after short trainings).")
+    if cfg.upsample == "linear":
+        lines.append("- Decoder upsampling by trilinear x2 + convolution instead of the "
+                     "notebook's transposed convolutions: neither their checkerboard nor the "
+                     "4-pixel grid that adversarial training draws after nearest-neighbour "
+                     "upsampling.")
+    if cfg.lr_schedule == "cosine":
+        lines.append("- Learning rate decayed to 0 over the epochs by a cosine (the notebook "
+                     "keeps it constant for the paper's recipe), so that the last epochs "
+                     "settle instead of oscillating between the generators and the "
+                     "discriminators.")
     if cfg.z_padding == "replicate":
         lines.append("- The generators' convolutions repeat the first and last focal planes "
                      "as their z padding (the notebook pads with zeros, which the outermost "
@@ -149,8 +159,10 @@ def card_fields(model: ZSEGANModel, *, halo: int, training_data: str) -> dict[st
         beta1=cfg.beta1,
         beta2=cfg.beta2, crop=cfg.crop, epochs=len(hist), steps=steps,
         batch=cfg.batch_size, select=cfg.select, calib=cfg.calib_crops,
-        up_text=("two stride-2 transposed Conv3d" if cfg.upsample == "transposed" else
-                 "two nearest x2 upsamplings each followed by Conv3d k3"),
+        up_text={"transposed": "two stride-2 transposed Conv3d",
+                 "resize": "two nearest x2 upsamplings each followed by Conv3d k3",
+                 "linear": "two trilinear x2 upsamplings each followed by Conv3d k3"
+                 }[cfg.upsample],
         out_text=("added to the input (residual: the generator starts as the identity)"
                   if cfg.residual else "+ tanh"),
         variant_text=_variant_text(cfg, model.defocus),

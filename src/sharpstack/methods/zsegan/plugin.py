@@ -50,7 +50,8 @@ class ZSEGAN(Method):
         Option("ndf", "ndf", int, "Discriminator filters (notebook 32)."),
         Option("residual", "residual", bool, "Generators output x + net(x) (not in the "
                "notebook; for short trainings)."),
-        Option("upsample", "upsample", str, "transposed (notebook) or resize (nearest + conv)."),
+        Option("upsample", "upsample", str, "transposed (notebook), resize (nearest + conv) "
+               "or linear (trilinear + conv)."),
         Option("z-padding", "z_padding", str, "zeros (notebook) or replicate: padding of the "
                "generators at the first and last focal planes."),
         Option("self-ensemble", "self_ensemble", bool, "The package averages G_S over the 8 "
@@ -148,8 +149,8 @@ class ZSEGAN(Method):
                "4; notebook 1)."),
         Option("residual", "residual", bool, "Residual generators, x + net(x); "
                "--no-residual: the notebook's plain generators.", default=True),
-        Option("upsample", "upsample", str, "Decoder upsampling: transposed (notebook) or "
-               "resize (default)."),
+        Option("upsample", "upsample", str, "Decoder upsampling: transposed (notebook), "
+               "resize (nearest + conv; default) or linear (trilinear + conv)."),
         Option("z-padding", "extra.z_padding", str, "Generators' padding at the first and "
                "last focal planes: zeros (notebook) or replicate (default)."),
         Option("epochs", "epochs", int, "Epochs (default 40; the notebook: 200)."),
@@ -282,7 +283,7 @@ class ZSEGAN(Method):
             return scored
         extra = {k.split(".", 1)[1]: options.pop(k) for k in list(options)
                  if k.startswith("extra.")}
-        for key, choices in (("upsample", ("transposed", "resize")),
+        for key, choices in (("upsample", ("transposed", "resize", "linear")),
                              ("z_padding", ("zeros", "replicate")),
                              ("d_norm", ("instance", "none")),
                              ("infocus_match", ("none", "focal")),

@@ -8,12 +8,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ...training import BatchSize, Epochs, LearningRate, LoopSettings, TrainConfig
+from ...training import BatchSize, Epochs, LearningRate, LoopSettings, LrSchedule, TrainConfig
 
 __all__ = ["ZSEGANConfig", "ZSEGANSettings", "ZSEGANSynth"]
 
 
-class ZSEGANConfig(LoopSettings):
+class ZSEGANConfig(LoopSettings, LrSchedule):
     """Everything that defines a ZSE-GAN training run.
 
     Defaults are the paper's and, where the paper is silent, the reference notebook's
@@ -22,7 +22,8 @@ class ZSEGANConfig(LoopSettings):
     Unknown keys are rejected by name (a zoo recipe loads into this model). The loop's
     options (epochs, steps per epoch, batch size, lr, seed, device) come from
     :class:`~sharpstack.training.LoopSettings`, with the notebook's defaults set here; there
-    is no early stopping and no lr schedule (a CycleGAN keeps its last weights).
+    is no early stopping; ``lr_schedule`` "cosine" (not in the notebook, whose rate is
+    constant for the paper's recipe) decays both optimisers' rate over the epochs.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -45,9 +46,10 @@ class ZSEGANConfig(LoopSettings):
     residual: bool = Field(False, description=(
         "Generators output x + net(x), starting as the identity (not in the notebook: its "
         "generators end in tanh; converges in far fewer steps, for short CPU trainings)."))
-    upsample: Literal["transposed", "resize"] = Field("transposed", description=(
-        "Decoder upsampling: stride-2 transposed convolutions (the notebook) or nearest x2 + "
-        "convolution (no checkerboard artefacts)."))
+    upsample: Literal["transposed", "resize", "linear"] = Field("transposed", description=(
+        "Decoder upsampling: stride-2 transposed convolutions (the notebook), nearest x2 + "
+        "convolution (no checkerboard artefacts), or trilinear x2 + convolution (no 2x2 "
+        "block phase for the adversarial training to key a 4-px grid texture to)."))
     z_padding: Literal["zeros", "replicate"] = Field("zeros", description=(
         "Padding of the generators' convolutions at the first and last focal planes: zeros "
         "(the notebook) or the outermost planes repeated (the outermost planes then see "
@@ -183,6 +185,10 @@ class ZSEGANConfig(LoopSettings):
             self.fidelity_weight = 10.0 if self.adversarial == "anchored" else 0.0
         if self.select is None:
             self.select = "best" if self.adversarial == "anchored" else "last"
+        if self.adversarial_lr is not None and self.lr_schedule != "constant":
+            raise ValueError("adversarial_lr fixes the rate of the adversarial phase, "
+                             "lr_schedule decays it: give one of them (--adversarial-lr or "
+                             "--lr-schedule cosine)")
         if self.adversarial == "anchored" and self.synthetic_weight <= 0:
             raise ValueError("adversarial 'anchored' replaces the cycle and identity terms by "
                              "the synthetic-pair L1; give synthetic_weight > 0 "

@@ -14,7 +14,7 @@ notebook, keerfish/ZSE-GAN, where the paper gives no sizes):
   has exactly ``n_planes`` planes again (the notebook's (5, 5, 6) kernel for 29 planes).
   ``(B, 1, n_planes, Y, X) -> (B, 1, n_planes, Y, X)``, Y and X multiples of 4, values in
   [-1, 1]. Options (not in the notebook): a residual output ``x + net(x)``,
-  nearest-neighbour + convolution upsampling instead of transposed convolutions, and z
+  nearest-neighbour or trilinear + convolution upsampling instead of transposed convolutions, and z
   padding that repeats the first and last planes instead of zeros.
 - :class:`PatchDiscriminator2D` (D_S, D_B): PatchGAN, ``n_layers`` Conv2d k4 s2 (``ndf``,
   doubling; instance norm after all but the first, LeakyReLU 0.2) -> Conv2d k2 (1 channel),
@@ -170,17 +170,26 @@ class _ConvNormAct(nn.Module):
 
 
 class _UpConvNormAct(nn.Module):
-    """Nearest-neighbour x2 upsampling then Conv3d k3 + norm + ReLU (Odena et al. 2016,
-    "Deconvolution and checkerboard artifacts"): the same shapes as the stride-2 transposed
-    convolution, without its checkerboard pattern."""
+    """x2 upsampling then Conv3d k3 + norm + ReLU (Odena et al. 2016, "Deconvolution and
+    checkerboard artifacts"): the same shapes as the stride-2 transposed convolution, without
+    its checkerboard pattern. ``mode``: ``"nearest"`` copies each voxel into a 2x2x2 block
+    (the convolution after it sees a different neighbourhood at each of the block's
+    positions, so an adversarially trained decoder can still draw a texture on the 4-px grid
+    of the two upsamplings); ``"trilinear"`` interpolates (half-pixel centres), which leaves
+    the next convolution no block phase to key a texture to."""
 
-    def __init__(self, cin: int, cout: int, z_padding: str = "zeros") -> None:
+    def __init__(self, cin: int, cout: int, z_padding: str = "zeros",
+                 mode: str = "nearest") -> None:
         super().__init__()
         self.conv = _Conv3d(cin, cout, 3, 1, 1, z_padding)
         self.norm = StoredInstanceNorm3d(cout)
+        self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        if self.mode == "trilinear":
+            x = F.interpolate(x, scale_factor=2.0, mode="trilinear", align_corners=False)
+        else:
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         return F.relu(self.norm(self.conv(x)))
 
 
@@ -219,9 +228,10 @@ class ResnetGenerator3D(nn.Module):
         convolution initialised to zero, so the generator starts as the identity and learns
         only the change (converges in far fewer steps; a sharpstack option for short
         trainings, not in the paper).
-    upsample : {"transposed", "resize"}
-        Decoder upsampling: stride-2 transposed convolutions (the notebook) or nearest x2
-        + convolution (no checkerboard artefacts).
+    upsample : {"transposed", "resize", "linear"}
+        Decoder upsampling: stride-2 transposed convolutions (the notebook), nearest x2
+        + convolution (no checkerboard artefacts), or trilinear x2 + convolution (no block
+        phase either: no 4-px grid).
     z_padding : {"zeros", "replicate"}
         Padding of the convolutions at the first and last focal planes: zeros (the
         notebook) or the outermost planes repeated (a sharpstack option; the transposed
@@ -237,8 +247,9 @@ class ResnetGenerator3D(nn.Module):
         super().__init__()
         if first_kernel % 2 == 0:
             raise ValueError(f"first_kernel must be odd, got {first_kernel}")
-        if upsample not in ("transposed", "resize"):
-            raise ValueError(f"upsample must be 'transposed' or 'resize', got {upsample!r}")
+        if upsample not in ("transposed", "resize", "linear"):
+            raise ValueError("upsample must be 'transposed', 'resize' or 'linear', got "
+                             f"{upsample!r}")
         self.n_planes = int(n_planes)
         self.residual = bool(residual)
         kz = final_z_kernel(n_planes)
@@ -253,8 +264,9 @@ class ResnetGenerator3D(nn.Module):
                 _ConvNormAct(4 * ngf, 2 * ngf, 3, 2, 1, "relu", transposed=True),
                 _ConvNormAct(2 * ngf, ngf, 3, 2, 1, "relu", transposed=True))
         else:
-            self.dec = nn.Sequential(_UpConvNormAct(4 * ngf, 2 * ngf, zp),
-                                     _UpConvNormAct(2 * ngf, ngf, zp))
+            mode = "trilinear" if upsample == "linear" else "nearest"
+            self.dec = nn.Sequential(_UpConvNormAct(4 * ngf, 2 * ngf, zp, mode),
+                                     _UpConvNormAct(2 * ngf, ngf, zp, mode))
         self.out = _Conv3d(ngf, 1, (kz, 5, 5), 1, (1, 2, 2), zp)
         if self.residual:
             nn.init.zeros_(self.out.weight)
@@ -358,9 +370,10 @@ def receptive_radius(n_res: int = 6, first_kernel: int = 5, upsample: str = "tra
     which is what a tiling halo must cover.
 
     Encoder: first conv ``k//2``, the stride-2 convs 1 and 2; each residual block 2 x 1 px at
-    stride 4 = 8; the decoder and the last conv together 5 (transposed convs) or 8 (nearest
-    upsampling + convs), measured over all four stride phases by perturbing one input pixel
+    stride 4 = 8; the decoder and the last conv together 5 (transposed convs), 8 (nearest
+    upsampling + convs) or 11 (trilinear upsampling + convs), measured over all four stride phases by perturbing one input pixel
     (``tests/test_zsegan.py`` checks it). 10 + 8 ``n_res`` for the notebook's network.
     """
-    dec = 5 if upsample == "transposed" else 8  # decoder + last conv, measured (see above)
+    # decoder + last conv, measured (see above)
+    dec = {"transposed": 5, "resize": 8}.get(upsample, 11)
     return int(first_kernel) // 2 + 3 + 8 * int(n_res) + dec
