@@ -122,6 +122,10 @@ def _variant_text(cfg, defocus: dict[str, Any] | None = None) -> str:
                      "notebook's transposed convolutions: neither their checkerboard nor the "
                      "4-pixel grid that adversarial training draws after nearest-neighbour "
                      "upsampling.")
+    if cfg.d_blur > 0:
+        lines.append(f"- D_S saw every section (real and generated) through a Gaussian blur of "
+                     f"sigma {cfg.d_blur} px, so the adversarial loss does not reward a "
+                     f"periodic 2-3 pixel texture in the generated planes.")
     if cfg.lr_schedule == "cosine":
         lines.append("- Learning rate decayed to 0 over the epochs by a cosine (the notebook "
                      "keeps it constant for the paper's recipe), so that the last epochs "

@@ -58,6 +58,9 @@ class ZSEGAN(Method):
                "lateral flips and rotations of the z-scan (8x the inference time; removes the "
                "4-px grid texture, lowers FM/PIQE); default: one pass."),
         Option("d-layers", "d_layers", int, "Stride-2 layers per PatchGAN (notebook 4)."),
+        Option("d-blur", "d_blur", float, "Gaussian sigma (px) before D_S, on real and "
+               "generated sections (not in the paper; 0: none): no reward for a 2-3 px "
+               "texture."),
         Option("d-norm", "d_norm", str, "instance (notebook) or none: normalisation inside "
                "the discriminators (none lets them see edge strength on small crops)."),
         Option("infocus-match", "infocus_match", str, "focal: map the in-focus images onto "

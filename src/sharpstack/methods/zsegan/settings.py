@@ -130,6 +130,11 @@ class ZSEGANConfig(LoopSettings, LrSchedule):
         "training z-scans, in the adversarial phase (not in the paper): that plane is in "
         "focus already, and without a real-data anchor the anchored phase rewrote it after "
         "~650 steps (measured)."))
+    d_blur: float = Field(0.0, ge=0.0, le=8.0, description=(
+        "Gaussian sigma (pixels) applied to every section D_S sees, real and generated (not "
+        "in the paper; 0: none). An unblurred PatchGAN rewards any energy near the Nyquist "
+        "frequency, which the generator supplies as a periodic 2-3 px texture; behind the "
+        "blur that texture earns nothing and the fidelity terms remove it."))
     adversarial_lr: float | None = Field(None, gt=0.0, le=1.0, description=(
         "Learning rate of both optimisers in the adversarial phase, if other than lr (not "
         "in the paper): after a warm start the generators only need to be corrected, and a "
