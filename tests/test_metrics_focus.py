@@ -174,3 +174,26 @@ def test_public_names_of_the_zsegan_metrics():
 
     assert {"focus_measure", "piqe", "gradient_magnitude", "mean_abs_gradient",
             "gradient_histogram", "ssim_per_slice"} <= set(metrics.__all__)
+
+
+def test_texture_peak_finds_an_oblique_texture_that_axis_spectra_miss():
+    from scipy.ndimage import gaussian_filter
+
+    from sharpstack.metrics import texture_peak
+
+    rng = np.random.default_rng(0)
+    scene = np.stack([gaussian_filter(rng.normal(size=(128, 128)), 3) for _ in range(4)])
+    scene += 0.02 * rng.normal(size=scene.shape)  # a little pixel noise
+    yy, xx = np.mgrid[:128, :128]
+    fx, fy = 0.375, 0.109  # oblique, a 2.6-px period: what a GAN drew (README)
+    stripes = 0.02 * np.cos(2 * np.pi * (fx * xx + fy * yy))
+    clean, _, _ = texture_peak(scene)
+    peak, px, py = texture_peak(scene + stripes)
+    assert clean < 15 and peak > 20 * clean
+    assert abs(abs(px) - fx) <= 1 / 128 and abs(abs(py) - fy) <= 1 / 128
+    # the spectra along the axes alone (the mean over rows / columns) do not see it
+    from sharpstack.methods.dqlr.realmeasures import grid_peak
+
+    assert grid_peak(scene + stripes, 4) < 1.5
+    with pytest.raises(ValueError, match="16x16"):
+        texture_peak(np.zeros((8, 8)))

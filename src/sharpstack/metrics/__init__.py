@@ -25,7 +25,8 @@ Segmentation metric
 Sharpness without a reference
 -----------------------------
 :func:`focus_measure` (FM), :func:`piqe`, :func:`gradient_magnitude`,
-:func:`mean_abs_gradient`, :func:`gradient_histogram`.
+:func:`mean_abs_gradient`, :func:`gradient_histogram`; a texture detector that sharpness
+measures reward: :func:`texture_peak`.
 
 Disentanglement
 ---------------
@@ -39,7 +40,7 @@ from __future__ import annotations
 
 from .disentanglement import mlvae_score
 from .focus import (focus_measure, gradient_histogram, gradient_magnitude, laplacian_difference,
-                    mean_abs_gradient, piqe)
+                    mean_abs_gradient, piqe, texture_peak)
 from .quality import (fit_affine, normalize_percentile, psnr, psnr_normalized, ssim,
                       ssim_normalized, ssim_per_slice)
 from .seg import seg_score
@@ -55,6 +56,7 @@ __all__ = [
     "focus_measure",
     "mlvae_score",
     "piqe",
+    "texture_peak",
     "gradient_magnitude",
     "mean_abs_gradient",
     "gradient_histogram",
