@@ -26,7 +26,7 @@ def test_public_names():
                                     "psnr_normalized", "ssim", "ssim_normalized", "seg_score",
                                     "focus_measure", "piqe", "gradient_magnitude",
                                     "gradient_histogram", "mean_abs_gradient", "ssim_per_slice",
-                                    "mlvae_score", "laplacian_difference"}
+                                    "mlvae_score", "laplacian_difference", "texture_peak"}
 
 
 # ---------------------------------------------------------------- PSNR
