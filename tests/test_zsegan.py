@@ -226,11 +226,11 @@ def test_stored_instance_norm_train_eval_and_calibration():
     torch.testing.assert_close(norm(x[..., :2, :3]), want[..., :2, :3])
 
 
-_PADDING_ENSEMBLE = [("zeros", False, "transposed"), ("replicate", False, "transposed"),
+_DEPLOY_VARIANTS = [("zeros", False, "transposed"), ("replicate", False, "transposed"),
                      ("replicate", True, "transposed"), ("replicate", False, "linear")]
 
 
-@pytest.mark.parametrize("z_padding,ensemble,upsample", _PADDING_ENSEMBLE)
+@pytest.mark.parametrize("z_padding,ensemble,upsample", _DEPLOY_VARIANTS)
 def test_deploy_traces_and_exports_to_onnx_opset17(tmp_path, z_padding, ensemble, upsample):
     import onnxruntime as ort
 
@@ -257,7 +257,7 @@ def test_deploy_traces_and_exports_to_onnx_opset17(tmp_path, z_padding, ensemble
     assert max(o.version for o in onnx.load(str(on)).opset_import) <= 17
 
 
-@pytest.mark.parametrize("z_padding,ensemble,upsample", _PADDING_ENSEMBLE)
+@pytest.mark.parametrize("z_padding,ensemble,upsample", _DEPLOY_VARIANTS)
 def test_tiles_with_the_halo_equal_the_whole_stack(z_padding, ensemble, upsample):
     torch.manual_seed(1)
     mod = ZSEGANDeploy({"ngf": 2, "n_res": 1, "z_padding": z_padding, "upsample": upsample},

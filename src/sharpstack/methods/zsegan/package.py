@@ -119,18 +119,17 @@ def _variant_text(cfg, defocus: dict[str, Any] | None = None) -> str:
                      "after short trainings).")
     if cfg.upsample == "linear":
         lines.append("- Decoder upsampling by trilinear x2 + convolution instead of the "
-                     "notebook's transposed convolutions: neither their checkerboard nor the "
-                     "4-pixel grid that adversarial training draws after nearest-neighbour "
-                     "upsampling.")
+                     "notebook's transposed convolutions: no checkerboard and no 2x2 block "
+                     "phase (on the brain z-scans the adversarial training drew an oblique "
+                     "2-3 pixel hatching instead of the nearest decoder's 4-pixel grid).")
     if cfg.d_blur > 0:
         lines.append(f"- D_S saw every section (real and generated) through a Gaussian blur of "
                      f"sigma {cfg.d_blur} px, so the adversarial loss does not reward a "
                      f"periodic 2-3 pixel texture in the generated planes.")
     if cfg.lr_schedule == "cosine":
         lines.append("- Learning rate decayed to 0 over the epochs by a cosine (the notebook "
-                     "keeps it constant for the paper's recipe), so that the last epochs "
-                     "settle instead of oscillating between the generators and the "
-                     "discriminators.")
+                     "keeps it constant for the paper's recipe), to damp the epoch-to-epoch "
+                     "swings of the adversarial phase in the last epochs.")
     if cfg.z_padding == "replicate":
         lines.append("- The generators' convolutions repeat the first and last focal planes "
                      "as their z padding (the notebook pads with zeros, which the outermost "

@@ -49,7 +49,8 @@ class ZSEGANConfig(LoopSettings, LrSchedule):
     upsample: Literal["transposed", "resize", "linear"] = Field("transposed", description=(
         "Decoder upsampling: stride-2 transposed convolutions (the notebook), nearest x2 + "
         "convolution (no checkerboard artefacts), or trilinear x2 + convolution (no 2x2 "
-        "block phase for the adversarial training to key a 4-px grid texture to)."))
+        "block phase; on the brain z-scans the adversarial training then drew an oblique "
+        "2-3 px hatching instead of the 4-px grid, README)."))
     z_padding: Literal["zeros", "replicate"] = Field("zeros", description=(
         "Padding of the generators' convolutions at the first and last focal planes: zeros "
         "(the notebook) or the outermost planes repeated (the outermost planes then see "

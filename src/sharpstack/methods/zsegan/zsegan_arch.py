@@ -14,8 +14,8 @@ notebook, keerfish/ZSE-GAN, where the paper gives no sizes):
   has exactly ``n_planes`` planes again (the notebook's (5, 5, 6) kernel for 29 planes).
   ``(B, 1, n_planes, Y, X) -> (B, 1, n_planes, Y, X)``, Y and X multiples of 4, values in
   [-1, 1]. Options (not in the notebook): a residual output ``x + net(x)``,
-  nearest-neighbour or trilinear + convolution upsampling instead of transposed convolutions, and z
-  padding that repeats the first and last planes instead of zeros.
+  nearest-neighbour or trilinear + convolution upsampling instead of transposed
+  convolutions, and z padding that repeats the first and last planes instead of zeros.
 - :class:`PatchDiscriminator2D` (D_S, D_B): PatchGAN, ``n_layers`` Conv2d k4 s2 (``ndf``,
   doubling; instance norm after all but the first, LeakyReLU 0.2) -> Conv2d k2 (1 channel),
   a map of real/fake scores. Takes horizontal (Y, X) and vertical (lateral, Z) sections.
@@ -174,9 +174,10 @@ class _UpConvNormAct(nn.Module):
     checkerboard artifacts"): the same shapes as the stride-2 transposed convolution, without
     its checkerboard pattern. ``mode``: ``"nearest"`` copies each voxel into a 2x2x2 block
     (the convolution after it sees a different neighbourhood at each of the block's
-    positions, so an adversarially trained decoder can still draw a texture on the 4-px grid
-    of the two upsamplings); ``"trilinear"`` interpolates (half-pixel centres), which leaves
-    the next convolution no block phase to key a texture to."""
+    positions, so an adversarially trained decoder can draw a texture on the 4-px grid of
+    the two upsamplings); ``"trilinear"`` interpolates (half-pixel centres), with no block
+    phase (measured on the brain z-scans: the adversarial training then drew an oblique
+    2-3 px hatching instead; README)."""
 
     def __init__(self, cin: int, cout: int, z_padding: str = "zeros",
                  mode: str = "nearest") -> None:
@@ -231,7 +232,7 @@ class ResnetGenerator3D(nn.Module):
     upsample : {"transposed", "resize", "linear"}
         Decoder upsampling: stride-2 transposed convolutions (the notebook), nearest x2
         + convolution (no checkerboard artefacts), or trilinear x2 + convolution (no block
-        phase either: no 4-px grid).
+        phase; see :class:`_UpConvNormAct` for what adversarial training drew with it).
     z_padding : {"zeros", "replicate"}
         Padding of the convolutions at the first and last focal planes: zeros (the
         notebook) or the outermost planes repeated (a sharpstack option; the transposed
@@ -371,9 +372,9 @@ def receptive_radius(n_res: int = 6, first_kernel: int = 5, upsample: str = "tra
 
     Encoder: first conv ``k//2``, the stride-2 convs 1 and 2; each residual block 2 x 1 px at
     stride 4 = 8; the decoder and the last conv together 5 (transposed convs), 8 (nearest
-    upsampling + convs) or 11 (trilinear upsampling + convs), measured over all four stride phases by perturbing one input pixel
-    (``tests/test_zsegan.py`` checks it). 10 + 8 ``n_res`` for the notebook's network.
+    upsampling + convs) or 11 (trilinear upsampling + convs), measured over all four stride
+    phases by perturbing one input pixel (``tests/test_zsegan.py`` checks it). 10 + 8 ``n_res`` for the notebook's network.
     """
     # decoder + last conv, measured (see above)
-    dec = {"transposed": 5, "resize": 8}.get(upsample, 11)
+    dec = {"transposed": 5, "resize": 8, "linear": 11}[upsample]
     return int(first_kernel) // 2 + 3 + 8 * int(n_res) + dec
