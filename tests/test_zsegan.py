@@ -227,7 +227,7 @@ def test_stored_instance_norm_train_eval_and_calibration():
 
 
 _DEPLOY_VARIANTS = [("zeros", False, "transposed"), ("replicate", False, "transposed"),
-                     ("replicate", True, "transposed"), ("replicate", False, "linear")]
+                    ("replicate", True, "transposed"), ("replicate", False, "linear")]
 
 
 @pytest.mark.parametrize("z_padding,ensemble,upsample", _DEPLOY_VARIANTS)

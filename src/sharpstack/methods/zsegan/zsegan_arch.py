@@ -373,7 +373,8 @@ def receptive_radius(n_res: int = 6, first_kernel: int = 5, upsample: str = "tra
     Encoder: first conv ``k//2``, the stride-2 convs 1 and 2; each residual block 2 x 1 px at
     stride 4 = 8; the decoder and the last conv together 5 (transposed convs), 8 (nearest
     upsampling + convs) or 11 (trilinear upsampling + convs), measured over all four stride
-    phases by perturbing one input pixel (``tests/test_zsegan.py`` checks it). 10 + 8 ``n_res`` for the notebook's network.
+    phases by perturbing one input pixel (``tests/test_zsegan.py`` checks it). 10 + 8
+    ``n_res`` for the notebook's network.
     """
     # decoder + last conv, measured (see above)
     dec = {"transposed": 5, "resize": 8, "linear": 11}[upsample]
