@@ -675,18 +675,32 @@ def test_paired_benchmark_on_a_tiny_series(tmp_path):
     path = tmp_path / "pairs.tif"
     write_tiff(path, as_dataarray(s.images[0], "ZYX"))
     res = run_pairs_bench(tmp_path / "out", data=path, focus_plane=3, test_rows=48, gap=8,
-                          tile=32, models=("manifold1d",), rl_iterations=(1, 2),
+                          tile=32, models=("manifold1d", "manifold1d_plane"),
+                          rl_iterations=(1, 2),
                           config={**TINY, "epochs": 1})
     text = (tmp_path / "out" / "pairs.md").read_text()
     assert "blurry input" in text and "RL (fitted Gaussian PSF" in text and "ML-VAE score" in text
+    assert "linear filter per plane" in text
     assert (tmp_path / "out" / "pairs_dz-2.png").exists()
     # the known answer of the data: the input is worse two planes away than one
     assert res["baselines"]["blurry"][1][0] > res["baselines"]["blurry"][2][0]
     assert res["rl_sigmas"][2] == 0.0
+    # the per-plane filters, learned on the training rows, deblur the scored rows
+    for d in (1, 2):
+        assert res["baselines"]["linear_plane"][d][0] > res["baselines"]["blurry"][d][0] + 1
+    assert set(res["baselines"]["linear_shared"]) == {1, 2}
+    # the plane-calibrated model deblurs the filtered planes: after one tiny epoch its residual
+    # network is still near the identity, so it scores like the filters, far above its input
+    cal = res["models"]["manifold1d_plane"]["per_dz"]
+    assert cal[2][0] > res["baselines"]["blurry"][2][0] + 1
+    assert cal[2][0] > res["models"]["manifold1d"]["per_dz"][2][0]
     assert set(res["models"]["manifold1d"]["per_dz"]) == {1, 2}
     assert "normalised per plane over the whole training region" in res["split"]
     with pytest.raises(InputError, match="train_norm"):
         run_pairs_bench(tmp_path / "o3", data=path, focus_plane=3, train_norm="sample")
+    with pytest.raises(InputError, match="normalised as a whole"):
+        run_pairs_bench(tmp_path / "o4", data=path, focus_plane=3, train_norm="tile",
+                        models=("manifold1d_plane",))
     with pytest.raises(InputError, match="unknown model"):
         run_pairs_bench(tmp_path / "o2", data=path, focus_plane=3, models=("nope",))
 

@@ -12,8 +12,13 @@ in focus at plane 8), trained on one part of the field and scored on another.
 3. scores, on the scored region, every out-of-focus plane against the in-focus plane (PSNR
    and SSIM with the CARE protocol, per |dz|, ``+dz`` and ``-dz`` together): the blurry input,
    Richardson-Lucy with a Gaussian PSF whose width per plane is fitted on the training region
-   (:func:`sharpstack.psf.fit_defocus_sigmas`; oracle iteration count, an upper bound on RL)
-   and each model as its package deblurs (the whole region at once, the stored in-focus code);
+   (:func:`sharpstack.psf.fit_defocus_sigmas`; oracle iteration count, an upper bound on RL),
+   the least-squares linear filter learned from the training region's pairs
+   (:func:`sharpstack.baselines.fit_linear_filter`: one filter for every plane, which like
+   the models does not know which plane it restores, and one filter per plane, which does)
+   and each model as its package deblurs (the whole region at once, the stored in-focus code;
+   a model of :data:`PLANE_CALIBRATED` is trained on, and deblurs, every plane after its
+   plane's linear filter: it knows the plane, as RL and the per-plane filter do);
 4. per model: reconstruction ``D(E(x))`` of every plane of the scored region against itself,
    and the ML-VAE disentanglement score (:func:`sharpstack.metrics.mlvae_score`) on the codes
    of ``tile`` px tiles of the scored region (identities never trained on);
@@ -40,6 +45,7 @@ __all__ = ["PAIRS_MODELS", "PAIRS_FILE", "load_pairs", "run_pairs_bench"]
 PAIRS_FILE = "mitochondria_defocus_series.tif"
 PAIRS_MODELS: dict[str, dict[str, Any]] = {
     "manifold1d": {"variant": "manifold1d"},
+    "manifold1d_plane": {"variant": "manifold1d"},
     "thesis_losses": {"variant": "manifold1d", "supervised": 0.0, "batch_norm": True},
     "thesis_manifold1d": {"variant": "manifold1d", "architecture": "thesis",
                           "residual": False, "w_deblur": 0.0, "supervised": 0.0,
@@ -47,7 +53,11 @@ PAIRS_MODELS: dict[str, dict[str, Any]] = {
     "mlvae": {"variant": "mlvae"},
     "manifold": {"variant": "manifold"},
 }
+#: models told which plane they restore: they train on and deblur every plane after its own
+#: least-squares linear filter (fitted on the training region, like RL's PSF width)
+PLANE_CALIBRATED = frozenset({"manifold1d_plane"})
 LABELS = {"manifold1d": "1-D manifold (default: skips, supervised)",
+          "manifold1d_plane": "1-D manifold on the planes' linear filters (knows the plane)",
           "thesis_losses": "1-D manifold (skips, thesis's losses + deblurring term)",
           "thesis_manifold1d": "1-D manifold (thesis network)",
           "mlvae": "ML-VAE (skips)", "manifold": "manifold (skips)"}
@@ -93,6 +103,7 @@ def run_pairs_bench(out_dir: str | Path, *, data: str | Path | None = None,
                     models: Sequence[str] = ("manifold1d", "thesis_manifold1d"),
                     config: dict[str, Any] | None = None, train_norm: str = "region",
                     rl_iterations: Sequence[int] = (1, 2, 3, 5, 8, 12, 20, 30, 50),
+                    linear_size: int = 15,
                     on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train on one part of a real defocus series, score deblurring on another.
 
@@ -116,8 +127,10 @@ def run_pairs_bench(out_dir: str | Path, *, data: str | Path | None = None,
         scored region is normalised plane by plane as a whole when it is deblurred; ``"tile"``
         (the bench before), every plane of every tile by its own percentiles (a background
         tile's 99.8th percentile is then its noise).
+    linear_size : int
+        Width of the least-squares linear filters (odd, pixels).
     """
-    from ...baselines import richardson_lucy_best
+    from ...baselines import apply_linear_filter, fit_linear_filter, richardson_lucy_best
     from ...metrics import mlvae_score
     from ...normalize import PercentileNormalizer
     from ...psf import fit_defocus_sigmas
@@ -134,6 +147,9 @@ def run_pairs_bench(out_dir: str | Path, *, data: str | Path | None = None,
         if m not in PAIRS_MODELS:
             raise InputError(f"unknown model {m!r} for the paired benchmark; use "
                              f"{', '.join(PAIRS_MODELS)}")
+    if train_norm == "tile" and PLANE_CALIBRATED & set(models):
+        raise InputError("the plane-calibrated models train on the region normalised as a "
+                         "whole; use train_norm='region'")
     stack = load_pairs(data)
     f = int(focus_plane) - 1
     if not 0 < f < len(stack) - 1:
@@ -179,24 +195,55 @@ def run_pairs_bench(out_dir: str | Path, *, data: str | Path | None = None,
         rl_rows[q - f], rl_images[q] = _score(target, r.volume), r.volume
     res["baselines"]["rl"] = _per_dz(rl_rows)
     res["rl_sigmas"] = [float(s) for s in sig]
+    # least-squares linear filters from the training region's (plane, in-focus) pairs, every
+    # plane normalised over the region as the models see it
+    ln = PercentileNormalizer()
+    tr_n = np.stack([ln.before(p) for p in train_region]).astype(np.float64)
+    te_n = {q: ln.before(test[q]) for q in planes}
+    shared = fit_linear_filter([(tr_n[q], tr_n[f]) for q in planes], linear_size)
+    lin_rows: dict[str, dict[int, tuple[float, float]]] = {"linear_shared": {},
+                                                           "linear_plane": {}}
+    lin_images: dict[int, np.ndarray] = {}
+    plane_coef = {q: fit_linear_filter([(tr_n[q], tr_n[f])], linear_size) for q in planes}
+    for q in planes:
+        lin_rows["linear_shared"][q - f] = _score(target, apply_linear_filter(te_n[q], shared))
+        lin_images[q] = apply_linear_filter(te_n[q], plane_coef[q])
+        lin_rows["linear_plane"][q - f] = _score(target, lin_images[q])
+    for key, rows in lin_rows.items():
+        res["baselines"][key] = _per_dz(rows)
     say(f"[pairs] baselines in {time.perf_counter() - t0:.0f} s")
     outputs: dict[str, dict[int, np.ndarray]] = {}
     # the codes of the scored region's tiles, normalised as the training tiles were
     code_src = np.stack([pn.before(p) for p in test]) if pre is not None else test
     code_tiles = _tiles(code_src, min(64, tile))
+    cal: dict[str, Any] = {}
+    if PLANE_CALIBRATED & set(models):
+        # every plane but the in-focus one after its own filter (region-normalised intensities)
+        def calibrate(stack_n: np.ndarray) -> np.ndarray:
+            return np.stack([p if q == f else apply_linear_filter(p, plane_coef[q])
+                             for q, p in enumerate(stack_n)]).astype(np.float32)
+
+        pre_cal = calibrate(pre)
+        test_cal = calibrate(np.stack([ln.before(p) for p in test]))
+        cal = {"series": series_from_stacks(_tiles(pre_cal, tile), names=series.names,
+                                            focus=f, plane_spacing=0.1),
+               "test": test_cal, "code_tiles": _tiles(test_cal, min(64, tile))}
     for m in models:
         t1 = time.perf_counter()
         cfg = DisentangledConfig(**{"channels": [16, 32, 64], "id_channels": 64,
                                     "patch_size": 64, "p_focus": 0.5, "val_fraction": 0.15,
                                     **(config or {}), **PAIRS_MODELS[m]})
-        model = train_disentangled(series, cfg, normalized=pre is not None)
+        on_cal = m in PLANE_CALIBRATED
+        model = train_disentangled(cal["series"] if on_cal else series, cfg,
+                                   normalized=pre is not None)
         secs = time.perf_counter() - t1
-        outs = {q: deblur(model, test[q]) for q in planes}
+        src = cal["test"] if on_cal else test
+        outs = {q: deblur(model, src[q]) for q in planes}
         rows = {q - f: _score(target, outs[q]) for q in planes}
-        rec = reconstruct(model, test)
-        rec_rows = [_score(test[q], rec[q]) for q in range(len(test))]
+        rec = reconstruct(model, src)
+        rec_rows = [_score(src[q], rec[q]) for q in range(len(src))]
         idc, blur, lab = [], [], []
-        for k, t in enumerate(code_tiles):
+        for k, t in enumerate(cal["code_tiles"] if on_cal else code_tiles):
             i, b = encode_images(model, t, normalized=pre is not None)
             idc.append(i.reshape(len(t), -1))
             blur.append(b)
@@ -217,31 +264,33 @@ def run_pairs_bench(out_dir: str | Path, *, data: str | Path | None = None,
             f"{res['models'][m]['deblurring'][0]:.2f} dB, reconstruction "
             f"{res['models'][m]['reconstruction'][0]:.2f} dB")
     for key, rows in (("blurry", {q - f: _score(target, test[q]) for q in planes}),
-                      ("rl", rl_rows)):
+                      ("rl", rl_rows), *lin_rows.items()):
         vals = list(rows.values())
         res["baselines"][key + "_mean"] = (float(np.mean([v[0] for v in vals])),
                                            float(np.mean([v[1] for v in vals])))
     res["seconds"] = time.perf_counter() - t0
-    _figures(out, test, f, rl_images, outputs, models)
+    _figures(out, test, f, rl_images, outputs, models, lin_images)
     (out / "pairs.json").write_text(json.dumps(res, indent=2, default=str))
     (out / "pairs.md").write_text(_table(res, models))
     return res
 
 
 def _table(res: dict[str, Any], models: Sequence[str]) -> str:
-    cols = ["blurry input", "RL (fitted Gaussian PSF, oracle iterations)"] + [
-        LABELS[m] for m in models]
+    cols = ["blurry input", "RL (fitted Gaussian PSF, oracle iterations)",
+            "linear filter, one for all planes", "linear filter per plane (knows the plane)"
+            ] + [LABELS[m] for m in models]
+    base = ["blurry", "rl", "linear_shared", "linear_plane"]
     lines = ["## Real paired defocus series: deblurring PSNR (dB) / SSIM vs the in-focus "
              "plane", "", res["data"] + "; " + res["split"] + ".", "",
              "| \\|dz\\| (um) | " + " | ".join(cols) + " |",
              "|---" * (len(cols) + 1) + "|"]
     dzs = sorted(res["baselines"]["blurry"])
     for d in dzs:
-        vals = [res["baselines"]["blurry"][d], res["baselines"]["rl"][d]] + [
+        vals = [res["baselines"][b][d] for b in base] + [
             res["models"][m]["per_dz"][d] for m in models]
         lines.append(f"| {d * 0.1:.1f} | " + " | ".join(f"{p:.2f} / {s:.3f}" for p, s in vals)
                      + " |")
-    vals = [res["baselines"]["blurry_mean"], res["baselines"]["rl_mean"]] + [
+    vals = [res["baselines"][b + "_mean"] for b in base] + [
         res["models"][m]["deblurring"] for m in models]
     lines.append("| **all** | " + " | ".join(f"**{p:.2f} / {s:.3f}**" for p, s in vals) + " |")
     lines += ["", "| model | reconstruction PSNR / SSIM (scored region) | ML-VAE score "
@@ -257,7 +306,8 @@ def _table(res: dict[str, Any], models: Sequence[str]) -> str:
 
 
 def _figures(out: Path, test: np.ndarray, f: int, rl: dict[int, np.ndarray],
-             outputs: dict[str, dict[int, np.ndarray]], models: Sequence[str]) -> None:
+             outputs: dict[str, dict[int, np.ndarray]], models: Sequence[str],
+             linear: dict[int, np.ndarray]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -272,7 +322,8 @@ def _figures(out: Path, test: np.ndarray, f: int, rl: dict[int, np.ndarray],
         if q == f or not 0 <= q < len(test):
             continue
         panels = [(f"input dz {(q - f) * 0.1:+.1f} um", norm.before(test[q])),
-                  ("Richardson-Lucy", norm.before(rl[q]))]
+                  ("Richardson-Lucy", norm.before(rl[q])),
+                  ("linear filter per plane", linear[q])]
         panels += [(LABELS[m], outputs[m][q]) for m in models]
         panels.append(("in focus", norm.before(test[f])))
         fig, ax = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3))

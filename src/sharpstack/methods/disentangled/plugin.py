@@ -144,9 +144,10 @@ class Disentangled(Method):
         Option("model", "models", list[str], "mlvae, manifold, manifold1d, no_cross, "
                "no_contrastive (the thesis's losses), supervised1d (the train command's "
                "recipe) (repeat; default all five thesis models); with "
-               "--pairs: manifold1d (the train command's recipe), thesis_losses, "
-               "thesis_manifold1d, mlvae, manifold (manifold1d and thesis_manifold1d unless "
-               "given).", parse=tuple),
+               "--pairs: manifold1d (the train command's recipe), manifold1d_plane (the "
+               "same on every plane after its plane's linear filter: told the plane, as RL "
+               "is), thesis_losses, thesis_manifold1d, mlvae, manifold (manifold1d and "
+               "thesis_manifold1d unless given).", parse=tuple),
         Option("epochs", "epochs", int, "Epochs per model (default 10; the thesis: 400)."),
         Option("steps", "steps_per_epoch", int, "Batches per epoch (default 45)."),
         Option("batch", "batch_size", int, "Groups per batch (default 8)."),
@@ -169,9 +170,10 @@ class Disentangled(Method):
                "(default, multi-scale identity features) or thesis (the thesis's network)."),
         Option("pairs", "pairs", bool, "Instead of the thesis's tables: the real paired "
                "benchmark (defocus_pairs: train on one part of the field, score deblurring "
-               "per |dz| against the in-focus plane on another, beside the blurry input and "
-               "Richardson-Lucy); --model takes manifold1d, thesis_manifold1d, mlvae, "
-               "manifold (without it: the first two).", default=False),
+               "per |dz| against the in-focus plane on another, beside the blurry input, "
+               "Richardson-Lucy and least-squares linear filters); --model takes manifold1d, "
+               "manifold1d_plane, thesis_manifold1d, mlvae, manifold (without it: manifold1d "
+               "and thesis_manifold1d).", default=False),
         Option("card", "card", str, "Instead of the benchmark: score the model that "
                "`sharpstack zoo RECIPE` built (in --built) on its held-out fields and write "
                "the quality JSON to the file --out (for `sharpstack export ... --quality`)."),
