@@ -35,7 +35,8 @@ def scene():
 def test_public_names():
     assert set(baselines.__all__) == {"RichardsonLucyResult", "richardson_lucy",
                                       "richardson_lucy_best", "richardson_lucy_slicewise",
-                                      "fit_linear_filter", "apply_linear_filter"}
+                                      "fit_linear_filter", "fit_linear_filters",
+                                      "apply_linear_filter"}
 
 
 def test_rl_improves_psnr_against_sharp(scene):
@@ -120,7 +121,7 @@ def test_rl_best_picks_the_oracle_count(scene):
 def test_linear_filter_learns_identity_shift_and_deblurring():
     from scipy import ndimage
 
-    from sharpstack.baselines import apply_linear_filter, fit_linear_filter
+    from sharpstack.baselines import apply_linear_filter, fit_linear_filter, fit_linear_filters
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 72))
@@ -145,10 +146,14 @@ def test_linear_filter_learns_identity_shift_and_deblurring():
     mse_out = np.mean((apply_linear_filter(blurry, coef) - sharp) ** 2)
     assert mse_out < 0.5 * mse_in
     assert apply_linear_filter(blurry, coef).dtype == np.float32
+    # per group and all together from one pass: the same as fitting each on its own
+    per, both = fit_linear_filters({"a": [pair(1)], "b": [pair(3)]}, 5)
+    np.testing.assert_allclose(per["a"], fit_linear_filter([pair(1)], 5), atol=1e-8)
+    np.testing.assert_allclose(both, fit_linear_filter([pair(1), pair(3)], 5), atol=1e-8)
 
 
 def test_linear_filter_errors():
-    from sharpstack.baselines import apply_linear_filter, fit_linear_filter
+    from sharpstack.baselines import apply_linear_filter, fit_linear_filter, fit_linear_filters
 
     x = np.zeros((20, 20))
     with pytest.raises(InputError, match="odd"):
@@ -157,5 +162,7 @@ def test_linear_filter_errors():
         fit_linear_filter([(x, x[:10])], 3)
     with pytest.raises(InputError, match="no image pairs"):
         fit_linear_filter([], 3)
+    with pytest.raises(InputError, match="no image pairs"):
+        fit_linear_filters({}, 3)
     with pytest.raises(InputError, match="taps and an offset"):
         apply_linear_filter(x, np.zeros(9))

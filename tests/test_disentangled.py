@@ -664,6 +664,14 @@ def test_benchmark_machinery_on_tiny_data(tiny_series, tmp_path):
     assert per["1"][1] > per["6"][1] and per["-1"][1] > per["-6"][1]
     assert res["datasets"]["real"]["rl_sigmas"][2] == 0.0  # the in-focus plane
     assert {c["check"] for c in res["checks"]} >= {"ML-VAE score: 1-D manifold > ML-VAE"}
+    # the linear filters, fitted on the training fields, deblur the test fields of the real
+    # stand-in (one blur per plane), the per-plane ones at least as well as one for all
+    rb = res["datasets"]["real"]["baselines"]
+    for d in ("2", "-2"):
+        assert rb["linear_plane"]["per_dz"][d][1] > rb["blurry"]["per_dz"][d][1] + 0.5
+    assert (rb["linear_plane"]["deblurring_test"][1]
+            >= rb["linear"]["deblurring_test"][1] - 0.1)
+    assert "Linear filter per plane" in text and "linear filter per plane |" in text
 
 
 def test_paired_benchmark_on_a_tiny_series(tmp_path):

@@ -10,7 +10,7 @@
     DQLR and ZSE-GAN benchmarks); DQLR's oracle variant lies in ``methods/dqlr/baseline.py``
     and builds on :func:`slicewise_iterates` and :func:`iteration_counts` (not in
     ``__all__``).
-:func:`fit_linear_filter` / :func:`apply_linear_filter`
+:func:`fit_linear_filter` / :func:`fit_linear_filters` / :func:`apply_linear_filter`
     The least-squares linear restoration filter learned from (blurry, sharp) image pairs: a
     Wiener filter estimated from data (the paired defocus benchmark's classical baseline).
 
@@ -33,7 +33,7 @@ from .metrics import psnr_normalized
 from .metrics.arrays import check_finite, to_numpy
 
 __all__ = ["RichardsonLucyResult", "apply_linear_filter", "fit_linear_filter",
-           "richardson_lucy", "richardson_lucy_best", "richardson_lucy_slicewise"]
+           "fit_linear_filters", "richardson_lucy", "richardson_lucy_best", "richardson_lucy_slicewise"]
 
 
 def _prepare(volume, psf, axes: str) -> tuple[np.ndarray, np.ndarray]:
@@ -381,6 +381,27 @@ def fit_linear_filter(pairs, size: int = 15, *, ridge: float = 1e-6,
     numpy.ndarray, float64, shape ``(size * size + 1,)``
         The filter taps row by row, then the offset; use :func:`apply_linear_filter`.
     """
+    return _solve_normal(*_normal_equations(pairs, size, chunk), ridge)
+
+
+def fit_linear_filters(groups, size: int = 15, *, ridge: float = 1e-6,
+                       chunk: int = 64) -> tuple[dict, np.ndarray]:
+    """:func:`fit_linear_filter` per group of pairs and over all groups together, from one
+    pass over the data: ``({key: filter}, filter of all pairs)``.
+
+    ``groups`` maps a key (e.g. a plane's defocus) to an iterable of (blurry, sharp) pairs.
+    """
+    per, tot = {}, None
+    for key, pairs in groups.items():
+        ata, atb = _normal_equations(pairs, size, chunk)
+        per[key] = _solve_normal(ata, atb, ridge)
+        tot = (ata.copy(), atb.copy()) if tot is None else (tot[0] + ata, tot[1] + atb)
+    if tot is None:
+        raise InputError("no image pairs to fit the filter on")
+    return per, _solve_normal(*tot, ridge)
+
+
+def _normal_equations(pairs, size: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     from numpy.lib.stride_tricks import sliding_window_view
 
     if size < 1 or size % 2 == 0:
@@ -388,7 +409,6 @@ def fit_linear_filter(pairs, size: int = 15, *, ridge: float = 1e-6,
     r, k = size // 2, size * size
     ata = np.zeros((k + 1, k + 1))
     atb = np.zeros(k + 1)
-    n = 0
     for blurry, sharp in pairs:
         x = np.asarray(blurry, dtype=np.float64)
         y = np.asarray(sharp, dtype=np.float64)
@@ -409,11 +429,15 @@ def fit_linear_filter(pairs, size: int = 15, *, ridge: float = 1e-6,
             ata[k, k] += len(b)
             atb[:k] += a.T @ b
             atb[k] += b.sum()
-            n += len(b)
-    if n == 0:
+    return ata, atb
+
+
+def _solve_normal(ata: np.ndarray, atb: np.ndarray, ridge: float) -> np.ndarray:
+    if ata[-1, -1] == 0:  # the offset's entry counts the pixels
         raise InputError("no image pairs to fit the filter on")
-    ata[np.diag_indices(k + 1)] += ridge * np.trace(ata) / (k + 1)
-    return np.linalg.solve(ata, atb)
+    a = ata.copy()
+    a[np.diag_indices(len(a))] += ridge * np.trace(ata) / len(a)
+    return np.linalg.solve(a, atb)
 
 
 def apply_linear_filter(image, coef: np.ndarray) -> np.ndarray:

@@ -168,6 +168,12 @@ def _rebuild(cfg: dict[str, Any], job: dict[str, Any]):
 
 
 
+#: baselines scored beside the models (keys of ``results["datasets"][d]["baselines"]``)
+BASELINES = ("blurry", "rl", "linear", "linear_plane")
+#: width (px) of the least-squares linear filters
+LINEAR_SIZE = 15
+
+
 def _score(target: np.ndarray, image: np.ndarray) -> tuple[float, float]:
     from ...metrics import psnr_normalized, ssim_normalized
 
@@ -219,17 +225,27 @@ def _mean_over(per_dz: dict[int, dict[str, list]], key: str) -> tuple[float, flo
 
 def _baselines(data: dict[str, Any], ids: Sequence[int], train_ids: Sequence[int],
                rl_iterations: Sequence[int]) -> tuple[dict[int, dict[str, list]], Any]:
-    """Per dz: scores of the blurry input and of Richardson-Lucy."""
-    from ...baselines import richardson_lucy_best
+    """Per dz: scores of the blurry input, of Richardson-Lucy and of the least-squares linear
+    filters fitted on the training fields' (plane, in-focus) pairs, one for all planes
+    (``linear``: blind, like the models) and one per plane (``linear_plane``: told the plane,
+    as RL is through its per-plane PSF)."""
+    from ...baselines import apply_linear_filter, fit_linear_filters, richardson_lucy_best
+    from ...normalize import PercentileNormalizer
     from ...psf import fit_defocus_sigmas
 
     series = data["series"]
+    ln = PercentileNormalizer()
+    groups: dict[int, list] = {}
+    for i in train_ids:
+        st = np.stack([ln.before(p) for p in series.images[i]])
+        fi = int(series.focus[i])
+        for q in range(len(st)):
+            if q != fi:
+                groups.setdefault(int(q - fi), []).append((st[q], st[fi]))
+    lin_plane, lin_all = fit_linear_filters(groups, LINEAR_SIZE)
     sigmas = None
     if data["kernels"] is None:  # real data: Gaussian widths fitted on training fields
-        from ...normalize import PercentileNormalizer
-
-        norm = PercentileNormalizer()
-        stacks = [norm.before(series.images[i]) for i in list(train_ids)[:16]]
+        stacks = [ln.before(series.images[i]) for i in list(train_ids)[:16]]
         sigmas = fit_defocus_sigmas(stacks, int(series.focus[train_ids[0]]))
     out: dict[int, dict[str, list]] = {}
     for i in ids:
@@ -238,8 +254,16 @@ def _baselines(data: dict[str, Any], ids: Sequence[int], train_ids: Sequence[int
         for q in range(len(stack)):
             if q == f:
                 continue
-            d = out.setdefault(int(q - f), {"blurry": [], "rl": [], "rl_iterations": []})
+            d = out.setdefault(int(q - f), {"blurry": [], "rl": [], "rl_iterations": [],
+                                            "linear": [], "linear_plane": []})
             d["blurry"].append(_score(stack[f], stack[q]))
+            xn = ln.before(stack[q])
+            d["linear"].append(_score(stack[f], apply_linear_filter(xn, lin_all)))
+            if int(q - f) in lin_plane:
+                d["linear_plane"].append(_score(stack[f], apply_linear_filter(
+                    xn, lin_plane[int(q - f)])))
+            else:  # a defocus no training field has: the filter of all planes
+                d["linear_plane"].append(d["linear"][-1])
             if data["kernels"] is not None:
                 psf = data["kernels"][q]
             else:
@@ -375,7 +399,7 @@ def run_disentangled_bench(out_dir: str | Path, *,
                                      "split": split, "models": {}, "baselines": {},
                                      "rl_sigmas": None if sigmas is None else
                                      [float(s) for s in sigmas]}
-            for key in ("blurry", "rl"):
+            for key in BASELINES:
                 vals = [v for dz in base_dz.values() for v in dz[key]]
                 res_d["baselines"][key] = {
                     "deblurring_test": (float(np.mean([v[1] for v in vals])),

@@ -12,13 +12,19 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LABELS", "MAIN", "THESIS", "gauss2d", "checks", "write_outputs", "figure",
+__all__ = ["BASE_LABELS", "LABELS", "MAIN", "THESIS", "gauss2d", "checks", "write_outputs", "figure",
            "plot_vs_dz"]
 
 LABELS = {"mlvae": "ML-VAE", "manifold": "Manifold-based", "manifold1d": "1D manifold-based",
           "no_cross": "No Cross Recon Loss", "no_contrastive": "No Contrastive Loss",
           "supervised1d": "1D manifold, supervised (sharpstack's default)"}
 MAIN = ("mlvae", "manifold", "manifold1d")
+#: the baselines' rows (keys of ``results["datasets"][d]["baselines"]``)
+BASE_LABELS = {"blurry": "Blurry input", "rl": "Richardson-Lucy (oracle iterations)",
+               "linear": "Linear filter, one for all planes (least squares on the training "
+                         "fields)",
+               "linear_plane": "Linear filter per plane (least squares on the training "
+                               "fields; told the plane)"}
 
 #: the thesis's numbers (its own plant-cell data): (SSIM, PSNR)
 THESIS = {
@@ -116,8 +122,9 @@ def _tables(results: dict[str, Any]) -> str:
                          f"{_fmt(v['deblurring_test'])} | {_fmt(v['deblurring_package_test'])} |"
                          f" {_fmt(v['reconstruction_train'])} | {_fmt(v['deblurring_train'])} | "
                          f"{_fmt(THESIS['deblurring_test'].get(m))} |")
-        for key, label in (("blurry", "Blurry input"), ("rl", "Richardson-Lucy (oracle "
-                                                                "iterations)")):
+        for key, label in BASE_LABELS.items():
+            if key not in r["baselines"]:  # results written before the linear filters
+                continue
             b = r["baselines"][key]["deblurring_test"]
             lines.append(f"| {label} | - | - | {_fmt(b)} | - | - | - | - | - | - | - | - |")
         lines += ["", "### Table 5.2 (ML-VAE score on the test fields)", "",
@@ -144,18 +151,22 @@ def _tables(results: dict[str, Any]) -> str:
         unit = r["unit"]
         keys = list(r["baselines"]["blurry"]["per_dz"])
         absdz = sorted({abs(int(k)) for k in keys})
+        bases = [b for b in BASE_LABELS if b in r["baselines"]]
+        short = {"blurry": "blurry", "rl": "RL", "linear": "linear filter (all planes)",
+                 "linear_plane": "linear filter per plane"}
         lines += ["", f"### Deblurring PSNR (dB) per |dz| (test fields; |dz| in {unit}; "
                   "models: the package's stored in-focus code)", "",
-                  "| |dz| | blurry | RL | " + " | ".join(LABELS[m] for m in ms) + " |",
-                  "|---" * (3 + len(ms)) + "|"]
+                  "| |dz| | " + " | ".join(short[b] for b in bases) + " | "
+                  + " | ".join(LABELS[m] for m in ms) + " |",
+                  "|---" * (1 + len(bases) + len(ms)) + "|"]
         scale = r["spacing"]
 
         def avg(per: dict[str, tuple], a: int, k: int) -> float:
             return float(np.mean([v[k] for kk, v in per.items() if abs(int(kk)) == a]))
 
         for a in absdz:
-            row = [f"{a * scale:g}", f"{avg(r['baselines']['blurry']['per_dz'], a, 1):.2f}",
-                   f"{avg(r['baselines']['rl']['per_dz'], a, 1):.2f}"]
+            row = [f"{a * scale:g}"] + [f"{avg(r['baselines'][b]['per_dz'], a, 1):.2f}"
+                                        for b in bases]
             row += [f"{avg(ms[m]['per_dz_package'], a, 1):.2f}" for m in ms]
             lines.append("| " + " | ".join(row) + " |")
         lines += ["", f"RL iterations (median per dz): {r['baselines']['rl']['iterations']}"]
@@ -185,7 +196,7 @@ def write_outputs(out: Path, results: dict[str, Any]) -> None:
         w = csv.writer(fh)
         w.writerow(["dataset", "dz", "method", "protocol", "ssim", "psnr"])
         for d, r in results["datasets"].items():
-            for key in ("blurry", "rl"):
+            for key in [b for b in BASE_LABELS if b in r["baselines"]]:
                 for k, v in r["baselines"][key]["per_dz"].items():
                     w.writerow([d, k, key, "-", f"{v[0]:.5f}", f"{v[1]:.4f}"])
             for m, v in r["models"].items():

@@ -14,7 +14,7 @@ in focus at plane 8), trained on one part of the field and scored on another.
    Richardson-Lucy with a Gaussian PSF whose width per plane is fitted on the training region
    (:func:`sharpstack.psf.fit_defocus_sigmas`; oracle iteration count, an upper bound on RL),
    the least-squares linear filter learned from the training region's pairs
-   (:func:`sharpstack.baselines.fit_linear_filter`: one filter for every plane, which like
+   (:func:`sharpstack.baselines.fit_linear_filters`: one filter for every plane, which like
    the models does not know which plane it restores, and one filter per plane, which does)
    and each model as its package deblurs (the whole region at once, the stored in-focus code;
    a model of :data:`PLANE_CALIBRATED` is trained on, and deblurs, every plane after its
@@ -130,7 +130,7 @@ def run_pairs_bench(out_dir: str | Path, *, data: str | Path | None = None,
     linear_size : int
         Width of the least-squares linear filters (odd, pixels).
     """
-    from ...baselines import apply_linear_filter, fit_linear_filter, richardson_lucy_best
+    from ...baselines import apply_linear_filter, fit_linear_filters, richardson_lucy_best
     from ...metrics import mlvae_score
     from ...normalize import PercentileNormalizer
     from ...psf import fit_defocus_sigmas
@@ -200,11 +200,11 @@ def run_pairs_bench(out_dir: str | Path, *, data: str | Path | None = None,
     ln = PercentileNormalizer()
     tr_n = np.stack([ln.before(p) for p in train_region]).astype(np.float64)
     te_n = {q: ln.before(test[q]) for q in planes}
-    shared = fit_linear_filter([(tr_n[q], tr_n[f]) for q in planes], linear_size)
+    plane_coef, shared = fit_linear_filters({q: [(tr_n[q], tr_n[f])] for q in planes},
+                                            linear_size)
     lin_rows: dict[str, dict[int, tuple[float, float]]] = {"linear_shared": {},
                                                            "linear_plane": {}}
     lin_images: dict[int, np.ndarray] = {}
-    plane_coef = {q: fit_linear_filter([(tr_n[q], tr_n[f])], linear_size) for q in planes}
     for q in planes:
         lin_rows["linear_shared"][q - f] = _score(target, apply_linear_filter(te_n[q], shared))
         lin_images[q] = apply_linear_filter(te_n[q], plane_coef[q])
