@@ -229,7 +229,8 @@ def _baselines(data: dict[str, Any], ids: Sequence[int], train_ids: Sequence[int
     filters fitted on the training fields' (plane, in-focus) pairs, one for all planes
     (``linear``: blind, like the models) and one per plane (``linear_plane``: told the plane,
     as RL is through its per-plane PSF)."""
-    from ...baselines import apply_linear_filter, fit_linear_filters, richardson_lucy_best
+    from ...baselines import richardson_lucy_best
+    from .linear_filter import apply_linear_filter, fit_linear_filters
     from ...normalize import PercentileNormalizer
     from ...psf import fit_defocus_sigmas
 

@@ -14,7 +14,7 @@ in focus at plane 8), trained on one part of the field and scored on another.
    Richardson-Lucy with a Gaussian PSF whose width per plane is fitted on the training region
    (:func:`sharpstack.psf.fit_defocus_sigmas`; oracle iteration count, an upper bound on RL),
    the least-squares linear filter learned from the training region's pairs
-   (:func:`sharpstack.baselines.fit_linear_filters`: one filter for every plane, which like
+   (:func:`.linear_filter.fit_linear_filters`: one filter for every plane, which like
    the models does not know which plane it restores, and one filter per plane, which does)
    and each model as its package deblurs (the whole region at once, the stored in-focus code;
    a model of :data:`PLANE_CALIBRATED` is trained on, and deblurs, every plane after its
@@ -130,7 +130,8 @@ def run_pairs_bench(out_dir: str | Path, *, data: str | Path | None = None,
     linear_size : int
         Width of the least-squares linear filters (odd, pixels).
     """
-    from ...baselines import apply_linear_filter, fit_linear_filters, richardson_lucy_best
+    from ...baselines import richardson_lucy_best
+    from .linear_filter import apply_linear_filter, fit_linear_filters
     from ...metrics import mlvae_score
     from ...normalize import PercentileNormalizer
     from ...psf import fit_defocus_sigmas
