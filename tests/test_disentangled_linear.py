@@ -20,6 +20,7 @@ def test_linear_filter_learns_identity_shift_and_deblurring():
     # a blurry image displaced by one pixel along x: the tap one pixel to the right undoes it
     k = fit_linear_filter([(np.roll(x, 1, axis=1), x)], 5)[:-1].reshape(5, 5)
     assert k[2, 3] == pytest.approx(1.0, abs=0.05) and k[2, 2] < 0.05
+
     # learned on one noisy blurred pair, the filter restores another image of the same kind
     def pair(seed):
         r = np.random.default_rng(seed)

@@ -230,9 +230,9 @@ def _baselines(data: dict[str, Any], ids: Sequence[int], train_ids: Sequence[int
     (``linear``: blind, like the models) and one per plane (``linear_plane``: told the plane,
     as RL is through its per-plane PSF)."""
     from ...baselines import richardson_lucy_best
-    from .linear_filter import apply_linear_filter, fit_linear_filters
     from ...normalize import PercentileNormalizer
     from ...psf import fit_defocus_sigmas
+    from .linear_filter import apply_linear_filter, fit_linear_filters
 
     series = data["series"]
     ln = PercentileNormalizer()

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BASE_LABELS", "LABELS", "MAIN", "THESIS", "gauss2d", "checks", "write_outputs", "figure",
-           "plot_vs_dz"]
+__all__ = ["BASE_LABELS", "LABELS", "MAIN", "THESIS", "gauss2d", "checks", "write_outputs",
+           "figure", "plot_vs_dz"]
 
 LABELS = {"mlvae": "ML-VAE", "manifold": "Manifold-based", "manifold1d": "1D manifold-based",
           "no_cross": "No Cross Recon Loss", "no_contrastive": "No Contrastive Loss",

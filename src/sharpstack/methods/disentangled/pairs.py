@@ -131,12 +131,12 @@ def run_pairs_bench(out_dir: str | Path, *, data: str | Path | None = None,
         Width of the least-squares linear filters (odd, pixels).
     """
     from ...baselines import richardson_lucy_best
-    from .linear_filter import apply_linear_filter, fit_linear_filters
     from ...metrics import mlvae_score
     from ...normalize import PercentileNormalizer
     from ...psf import fit_defocus_sigmas
     from .bench_report import gauss2d
     from .data import series_from_stacks
+    from .linear_filter import apply_linear_filter, fit_linear_filters
     from .model import deblur, encode_images, reconstruct
     from .settings import DisentangledConfig
     from .task import train_disentangled
