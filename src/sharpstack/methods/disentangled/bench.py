@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from ...bench._jobs import job_executor
-from .bench_report import (LABELS, THESIS, checks, figure, gauss2d, plot_vs_dz,
+from .bench_report import (BASE_LABELS, LABELS, THESIS, checks, figure, gauss2d, plot_vs_dz,
                            write_outputs)
 
 __all__ = ["run_disentangled_bench", "REDUCED", "MODELS", "LABELS", "THESIS", "load_dataset",
@@ -168,8 +168,6 @@ def _rebuild(cfg: dict[str, Any], job: dict[str, Any]):
 
 
 
-#: baselines scored beside the models (keys of ``results["datasets"][d]["baselines"]``)
-BASELINES = ("blurry", "rl", "linear", "linear_plane")
 #: width (px) of the least-squares linear filters
 LINEAR_SIZE = 15
 
@@ -400,7 +398,7 @@ def run_disentangled_bench(out_dir: str | Path, *,
                                      "split": split, "models": {}, "baselines": {},
                                      "rl_sigmas": None if sigmas is None else
                                      [float(s) for s in sigmas]}
-            for key in BASELINES:
+            for key in BASE_LABELS:  # the baselines scored beside the models
                 vals = [v for dz in base_dz.values() for v in dz[key]]
                 res_d["baselines"][key] = {
                     "deblurring_test": (float(np.mean([v[1] for v in vals])),

@@ -163,10 +163,12 @@ def run_pairs_bench(out_dir: str | Path, *, data: str | Path | None = None,
     test = stack[:, :test_rows, :nx]
     train_region = stack[:, test_rows + gap:]
     stacks = _tiles(train_region, tile)
-    pre = None
-    if train_norm == "region":
-        pn = PercentileNormalizer()  # the model's default percentiles (1, 99.8)
-        pre = np.stack([pn.before(p) for p in train_region])
+    # every plane of each region normalised as a whole, with the model's default percentiles
+    # (1, 99.8): the training tiles (train_norm "region"), the linear filters and the codes
+    pn = PercentileNormalizer()
+    train_n = np.stack([pn.before(p) for p in train_region])
+    test_n = np.stack([pn.before(p) for p in test])
+    pre = train_n if train_norm == "region" else None
     series = series_from_stacks(_tiles(pre, tile) if pre is not None else stacks,
                                 names=[f"tile {i + 1}" for i in range(len(stacks))],
                                 focus=f, plane_spacing=0.1)
@@ -198,25 +200,22 @@ def run_pairs_bench(out_dir: str | Path, *, data: str | Path | None = None,
     res["rl_sigmas"] = [float(s) for s in sig]
     # least-squares linear filters from the training region's (plane, in-focus) pairs, every
     # plane normalised over the region as the models see it
-    ln = PercentileNormalizer()
-    tr_n = np.stack([ln.before(p) for p in train_region]).astype(np.float64)
-    te_n = {q: ln.before(test[q]) for q in planes}
-    plane_coef, shared = fit_linear_filters({q: [(tr_n[q], tr_n[f])] for q in planes},
+    plane_coef, shared = fit_linear_filters({q: [(train_n[q], train_n[f])] for q in planes},
                                             linear_size)
     lin_rows: dict[str, dict[int, tuple[float, float]]] = {"linear_shared": {},
                                                            "linear_plane": {}}
     lin_images: dict[int, np.ndarray] = {}
     for q in planes:
-        lin_rows["linear_shared"][q - f] = _score(target, apply_linear_filter(te_n[q], shared))
-        lin_images[q] = apply_linear_filter(te_n[q], plane_coef[q])
+        lin_rows["linear_shared"][q - f] = _score(target,
+                                                  apply_linear_filter(test_n[q], shared))
+        lin_images[q] = apply_linear_filter(test_n[q], plane_coef[q])
         lin_rows["linear_plane"][q - f] = _score(target, lin_images[q])
     for key, rows in lin_rows.items():
         res["baselines"][key] = _per_dz(rows)
     say(f"[pairs] baselines in {time.perf_counter() - t0:.0f} s")
     outputs: dict[str, dict[int, np.ndarray]] = {}
     # the codes of the scored region's tiles, normalised as the training tiles were
-    code_src = np.stack([pn.before(p) for p in test]) if pre is not None else test
-    code_tiles = _tiles(code_src, min(64, tile))
+    code_tiles = _tiles(test_n if pre is not None else test, min(64, tile))
     cal: dict[str, Any] = {}
     if PLANE_CALIBRATED & set(models):
         # every plane but the in-focus one after its own filter (region-normalised intensities)
@@ -224,8 +223,8 @@ def run_pairs_bench(out_dir: str | Path, *, data: str | Path | None = None,
             return np.stack([p if q == f else apply_linear_filter(p, plane_coef[q])
                              for q, p in enumerate(stack_n)]).astype(np.float32)
 
-        pre_cal = calibrate(pre)
-        test_cal = calibrate(np.stack([ln.before(p) for p in test]))
+        pre_cal = calibrate(train_n)
+        test_cal = calibrate(test_n)
         cal = {"series": series_from_stacks(_tiles(pre_cal, tile), names=series.names,
                                             focus=f, plane_spacing=0.1),
                "test": test_cal, "code_tiles": _tiles(test_cal, min(64, tile))}
